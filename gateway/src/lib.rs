@@ -1,1 +1,8 @@
-//! placeholder
+//! campusgw: the gateway process.
+//!
+//! Wiring (DESIGN §1): drivers emit events into the [`journal`]; committed events feed the
+//! rules engine, the uplinks (each with its own cursor) and the console. The
+//! [`supervisor`] runs drivers and restarts them; [`config`] parses and validates the one
+//! TOML file; [`api`] serves health and metrics; [`cli`] is the `campusgw` command.
+
+pub mod journal;

@@ -1,0 +1,292 @@
+//! The durable local journal: every event, kept until each destination confirmed it.
+//!
+//! # On-disk schema (SQLite, WAL, `synchronous=FULL`; `PRAGMA user_version` = schema version)
+//! ```sql
+//! CREATE TABLE meta    (key TEXT PRIMARY KEY, value INTEGER NOT NULL);   -- 'next_seq', 'data_bytes'
+//! CREATE TABLE events  (seq INTEGER PRIMARY KEY,        -- journal position, gap-free
+//!                       id BLOB NOT NULL,               -- UUIDv7 (16 bytes)
+//!                       class INTEGER NOT NULL,         -- Class::rank(): 0 = life_safety
+//!                       kind TEXT NOT NULL,
+//!                       device TEXT NOT NULL,
+//!                       origin_ref TEXT,                -- device's own message id
+//!                       received_at INTEGER NOT NULL,   -- unix microseconds
+//!                       body TEXT NOT NULL);            -- the event's JSON form (docs/event-schema.md)
+//! CREATE INDEX events_by_class ON events(class, seq);
+//! CREATE UNIQUE INDEX events_by_origin ON events(device, origin_ref) WHERE origin_ref IS NOT NULL;
+//! CREATE TABLE cursors (uplink TEXT, class INTEGER, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+//!                       PRIMARY KEY (uplink, class)) WITHOUT ROWID;
+//! ```
+//!
+//! # Crash guarantee
+//! Events are written by one writer thread in group-committed transactions: each batch
+//! gathers whatever every emitter has queued, writes it in one transaction and commits it
+//! with one fsync of the WAL. An emitter's future resolves only after that commit
+//! returned, so after `kill -9` or power loss at any instant every event whose receipt was
+//! handed out is in the journal exactly once, with gap-free, strictly increasing seqs
+//! (`next_seq` is stored in the same transaction, so seqs are never reused after
+//! eviction). A torn tail of the WAL is discarded by SQLite's recovery: it can only hold
+//! a transaction that never returned.
+//!
+//! Duplicates: at most one event per `(device, origin_ref)`; a second one gets the first
+//! one's receipt with `duplicate = true`, so a device retransmitting after a crash between
+//! commit and acknowledgement produces one event.
+//!
+//! # Write failures
+//! A failed commit (disk full, read-only, I/O error) is rolled back and retried with
+//! back-off; the batch stays in memory and no emitter is acknowledged. While storage is
+//! failing, new life-safety events are always queued in memory; others are refused
+//! (`EmitError::Storage`) once the in-memory backlog is full, so their devices keep them
+//! and retransmit. The state is `storage.critical` in health and metrics, and a
+//! `storage.critical` / `storage.recovered` pair is journaled when writes succeed again.
+//!
+//! # Retention and quota (DESIGN §4)
+//! See [`retention`].
+
+mod reader;
+pub mod retention;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use campusgw_sdk::driver::{BoxFuture, EmitError, EventSink, Receipt};
+use campusgw_sdk::{Class, Event};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use reader::JournalReader;
+pub use retention::RetentionPolicy;
+
+/// Errors opening or reading the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite said no.
+    #[error("journal database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer campusgw.
+    #[error("journal {path} has schema version {found}, newer than this campusgw supports ({supported}); upgrade campusgw or move the file away")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// A stored event's JSON no longer parses.
+    #[error("journal event seq {seq} is corrupt: {reason}")]
+    Corrupt {
+        /// Its seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Retention or quota enforcement failed.
+    #[error("journal maintenance failed: {0}")]
+    Maintenance(String),
+    /// The writer thread is gone.
+    #[error("journal writer has stopped")]
+    Closed,
+}
+
+/// How the journal is opened.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Retention and disk quota.
+    pub retention: RetentionPolicy,
+    /// Upper bound of events per transaction.
+    pub max_batch: usize,
+    /// Events held in memory while storage fails, beyond which non-life-safety events are
+    /// refused.
+    pub memory_backlog: usize,
+    /// The uplinks and the classes each wants; decides what counts as delivered.
+    pub uplinks: Vec<UplinkSpec>,
+}
+
+impl JournalOptions {
+    /// Defaults for a journal at `path`.
+    pub fn new(path: impl AsRef<Path>) -> JournalOptions {
+        JournalOptions {
+            path: path.as_ref().to_owned(),
+            retention: RetentionPolicy::default(),
+            max_batch: 8192,
+            memory_backlog: 100_000,
+            uplinks: Vec::new(),
+        }
+    }
+}
+
+/// An uplink as the journal sees it: a name and the classes it forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSpec {
+    /// The uplink's name (cursor key).
+    pub name: String,
+    /// The classes it wants.
+    pub classes: Vec<Class>,
+}
+
+/// Shared state readable without the writer.
+#[derive(Debug, Default)]
+pub struct JournalStatus {
+    /// Last committed seq.
+    pub last_seq: AtomicU64,
+    /// Storage is failing or the quota is exhausted by protected events.
+    pub critical: AtomicBool,
+    /// Events committed since start.
+    pub committed: AtomicU64,
+    /// Transactions committed since start.
+    pub batches: AtomicU64,
+}
+
+/// Handle to the journal: cheap to clone, used by drivers (as an [`EventSink`]), uplinks
+/// and the API.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<writer::Msg>,
+    path: PathBuf,
+    status: Arc<JournalStatus>,
+    committed_seq: watch::Receiver<u64>,
+    feed: broadcast::Sender<Arc<Event>>,
+}
+
+impl Journal {
+    /// Opens (creating or migrating) the journal and starts its writer thread.
+    ///
+    /// # Errors
+    /// [`JournalError`] when the database cannot be opened or migrated.
+    pub fn open(opts: JournalOptions) -> Result<(Journal, WriterHandle), JournalError> {
+        let conn = schema::open_rw(&opts.path)?;
+        let status = Arc::new(JournalStatus::default());
+        let last = schema::last_seq(&conn, &opts.path)?;
+        status.last_seq.store(last, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel(16_384);
+        let (seq_tx, seq_rx) = watch::channel(last);
+        let (feed, _) = broadcast::channel(4096);
+        let w = writer::Writer::new(conn, opts.clone(), status.clone(), seq_tx, feed.clone(), last)?;
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| JournalError::Sqlite {
+                path: opts.path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        let journal = Journal { tx, path: opts.path, status, committed_seq: seq_rx, feed };
+        Ok((journal, WriterHandle { thread: Some(thread) }))
+    }
+
+    /// Appends stamped events in one transaction; resolves once durable.
+    ///
+    /// # Errors
+    /// [`EmitError`] when the events are not durable.
+    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Receipt>, EmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Msg::Append { events, reply })
+            .await
+            .map_err(|_| EmitError::Closed)?;
+        rx.await.map_err(|_| EmitError::Closed)?
+    }
+
+    /// Stores an uplink's cursor for a class: every event of that class up to `seq` is
+    /// confirmed by the destination.
+    ///
+    /// # Errors
+    /// [`JournalError::Closed`] if the writer is gone.
+    pub async fn set_cursor(&self, uplink: &str, class: Class, seq: u64) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = writer::Msg::SetCursor { uplink: uplink.to_owned(), class, seq, reply };
+        self.tx.send(msg).await.map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Runs retention and quota enforcement now (it also runs periodically).
+    ///
+    /// # Errors
+    /// [`JournalError::Closed`] if the writer is gone, [`JournalError::Maintenance`] on SQLite errors.
+    pub async fn maintain(&self) -> Result<retention::MaintenanceReport, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(writer::Msg::Maintain { reply: Some(reply) }).await.map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?.map_err(JournalError::Maintenance)
+    }
+
+    /// Fault injection for tests: caps the database at `pages` pages so writes beyond fail
+    /// with SQLITE_FULL, as on a full disk. `u32::MAX` lifts the cap.
+    #[doc(hidden)]
+    pub async fn limit_pages_for_test(&self, pages: u32) {
+        let _ = self.tx.send(writer::Msg::LimitPages { pages }).await;
+    }
+
+    /// Asks the writer to finish what is queued and stop; see [`WriterHandle::join`].
+    pub async fn close(&self) {
+        let _ = self.tx.send(writer::Msg::Shutdown).await;
+    }
+
+    /// A new read connection.
+    ///
+    /// # Errors
+    /// [`JournalError`] if the database cannot be opened.
+    pub fn reader(&self) -> Result<JournalReader, JournalError> {
+        JournalReader::open(&self.path)
+    }
+
+    /// The last committed seq, updated after every commit.
+    pub fn committed_seq(&self) -> watch::Receiver<u64> {
+        self.committed_seq.clone()
+    }
+
+    /// Every committed event as it is committed (for rules and the live console). A slow
+    /// receiver sees `Lagged` and should re-read from the journal.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.feed.subscribe()
+    }
+
+    /// Counters and flags.
+    pub fn status(&self) -> &JournalStatus {
+        &self.status
+    }
+
+    /// Sends a periodic maintenance tick every `every` until the journal closes.
+    pub fn spawn_maintenance(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if tx.send(writer::Msg::Maintain { reply: None }).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+impl EventSink for Journal {
+    fn append(&self, events: Vec<Event>) -> BoxFuture<'static, Result<Vec<Receipt>, EmitError>> {
+        let j = self.clone();
+        Box::pin(async move { Journal::append(&j, events).await })
+    }
+}
+
+/// Owns the writer thread; join it at shutdown after [`Journal::close`].
+pub struct WriterHandle {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Waits for the writer to commit what was queued and exit.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

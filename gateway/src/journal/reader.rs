@@ -1,0 +1,142 @@
+//! Read connections: events by seq range and by class, cursors, backlog.
+
+use std::path::Path;
+
+use campusgw_sdk::{Class, Event};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{JournalError, schema};
+
+/// A read-only connection to the journal (WAL lets it read while the writer writes).
+pub struct JournalReader {
+    conn: Connection,
+    path: std::path::PathBuf,
+}
+
+impl JournalReader {
+    /// Opens a reader on an existing journal file.
+    ///
+    /// # Errors
+    /// [`JournalError::Sqlite`] if the file cannot be opened.
+    pub fn open(path: &Path) -> Result<JournalReader, JournalError> {
+        Ok(JournalReader { conn: schema::open_ro(path)?, path: path.to_owned() })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
+        schema::err(&self.path)
+    }
+
+    /// Up to `limit` events with seq > `after`, in seq order, optionally of one class.
+    ///
+    /// # Errors
+    /// SQLite errors or a corrupt row.
+    pub fn after(&self, after: u64, class: Option<Class>, limit: usize) -> Result<Vec<Event>, JournalError> {
+        let (sql, class) = match class {
+            Some(c) => ("SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2", i64::from(c.rank())),
+            None => ("SELECT seq, body FROM events WHERE seq > ?1 AND ?3 = ?3 ORDER BY seq LIMIT ?2", -1),
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![after as i64, limit as i64, class], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, body) = row.map_err(self.err())?;
+            out.push(decode(seq as u64, &body)?);
+        }
+        Ok(out)
+    }
+
+    /// The event at `seq`, if still retained.
+    ///
+    /// # Errors
+    /// SQLite errors or a corrupt row.
+    pub fn get(&self, seq: u64) -> Result<Option<Event>, JournalError> {
+        let body: Option<String> = self
+            .conn
+            .query_row("SELECT body FROM events WHERE seq = ?1", [seq as i64], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        body.map(|b| decode(seq, &b)).transpose()
+    }
+
+    /// An uplink's cursor for a class (0 when none is stored).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn cursor(&self, uplink: &str, class: Class) -> Result<u64, JournalError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM cursors WHERE uplink = ?1 AND class = ?2",
+                params![uplink, class.rank()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    /// Events of `class` after the uplink's cursor: its backlog.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn backlog(&self, uplink: &str, class: Class) -> Result<u64, JournalError> {
+        let cursor = self.cursor(uplink, class)?;
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE class = ?1 AND seq > ?2",
+                params![class.rank(), cursor as i64],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        Ok(n as u64)
+    }
+
+    /// Number of retained events per class rank.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn counts(&self) -> Result<[u64; 5], JournalError> {
+        let mut out = [0u64; 5];
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT class, count(*) FROM events GROUP BY class")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.err())?;
+        for row in rows {
+            let (c, n) = row.map_err(self.err())?;
+            if let Some(slot) = usize::try_from(c).ok().and_then(|c| out.get_mut(c)) {
+                *slot = n as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last committed seq as stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn last_seq(&self) -> Result<u64, JournalError> {
+        schema::last_seq(&self.conn, &self.path)
+    }
+
+    /// `PRAGMA integrity_check` result (`"ok"` when healthy).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn integrity_check(&self) -> Result<String, JournalError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+}
+
+fn decode(seq: u64, body: &str) -> Result<Event, JournalError> {
+    serde_json::from_str(body).map_err(|e| JournalError::Corrupt { seq, reason: e.to_string() })
+}

@@ -1,0 +1,380 @@
+//! The single writer thread: group commit, dedup, failure handling, maintenance.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use campusgw_sdk::driver::{Backoff, EmitError, Receipt};
+use campusgw_sdk::event::kinds;
+use campusgw_sdk::{Class, DeviceId, Event, Location, NewEvent};
+use rusqlite::{Connection, params};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::retention::{self, MaintenanceReport};
+use super::{JournalError, JournalOptions, JournalStatus, schema};
+
+pub(super) enum Msg {
+    Append { events: Vec<Event>, reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>> },
+    SetCursor { uplink: String, class: Class, seq: u64, reply: oneshot::Sender<Result<(), JournalError>> },
+    Maintain { reply: Option<oneshot::Sender<Result<MaintenanceReport, String>>> },
+    /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
+    LimitPages { pages: u32 },
+    Shutdown,
+}
+
+struct PendingAppend {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
+}
+
+struct PendingCursor {
+    uplink: String,
+    class: Class,
+    seq: u64,
+    reply: oneshot::Sender<Result<(), JournalError>>,
+}
+
+/// Why storage is failing and since when.
+struct Outage {
+    since: chrono::DateTime<chrono::Utc>,
+    reason: String,
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    opts: JournalOptions,
+    status: Arc<JournalStatus>,
+    seq_tx: watch::Sender<u64>,
+    feed: broadcast::Sender<Arc<Event>>,
+    next_seq: u64,
+    appends: Vec<PendingAppend>,
+    cursors: Vec<PendingCursor>,
+    pending_events: usize,
+    maintain: Vec<Option<oneshot::Sender<Result<MaintenanceReport, String>>>>,
+    outage: Option<Outage>,
+    quota_critical: bool,
+    source: DeviceId,
+}
+
+/// How long a shutdown keeps retrying a failing disk before giving up on queued events.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        opts: JournalOptions,
+        status: Arc<JournalStatus>,
+        seq_tx: watch::Sender<u64>,
+        feed: broadcast::Sender<Arc<Event>>,
+        last_seq: u64,
+    ) -> Result<Writer, JournalError> {
+        let w = Writer {
+            conn,
+            status,
+            seq_tx,
+            feed,
+            next_seq: last_seq + 1,
+            appends: Vec::new(),
+            cursors: Vec::new(),
+            pending_events: 0,
+            maintain: Vec::new(),
+            outage: None,
+            quota_critical: false,
+            source: DeviceId::new("gateway").expect("static id is valid"),
+            opts,
+        };
+        w.register_uplinks()?;
+        Ok(w)
+    }
+
+    fn register_uplinks(&self) -> Result<(), JournalError> {
+        let now = chrono::Utc::now().timestamp_micros();
+        for u in &self.opts.uplinks {
+            for c in &u.classes {
+                self.conn
+                    .execute(
+                        "INSERT OR IGNORE INTO cursors (uplink, class, seq, updated_at) VALUES (?1, ?2, 0, ?3)",
+                        params![u.name, c.rank(), now],
+                    )
+                    .map_err(schema::err(&self.opts.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut closing: Option<Instant> = None;
+        loop {
+            if self.is_idle() && closing.is_none() {
+                match rx.blocking_recv() {
+                    Some(m) => self.accept(m, &mut closing),
+                    None => closing = Some(Instant::now()),
+                }
+            }
+            while self.pending_events < self.opts.max_batch || self.outage.is_some() {
+                match rx.try_recv() {
+                    Ok(m) => self.accept(m, &mut closing),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closing.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                }
+            }
+            if !self.appends.is_empty() || !self.cursors.is_empty() {
+                match self.commit() {
+                    Ok(()) => backoff.reset(),
+                    Err(e) => {
+                        self.on_failure(&e);
+                        if closing.is_some_and(|t| t.elapsed() > SHUTDOWN_GRACE) {
+                            tracing::error!(queued = self.pending_events, "journal closing with events it could not store");
+                            return;
+                        }
+                        std::thread::sleep(backoff.next_delay());
+                        continue;
+                    }
+                }
+            }
+            if !self.maintain.is_empty() {
+                self.run_maintenance();
+            }
+            if closing.is_some() && self.is_idle() {
+                self.checkpoint();
+                return;
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.appends.is_empty() && self.cursors.is_empty() && self.maintain.is_empty()
+    }
+
+    fn accept(&mut self, m: Msg, closing: &mut Option<Instant>) {
+        match m {
+            Msg::Append { events, reply } => {
+                if let Some(o) = &self.outage {
+                    let vital = events.iter().any(|e| e.class == Class::LifeSafety);
+                    if !vital && self.pending_events + events.len() > self.opts.memory_backlog {
+                        metrics::counter!("journal_refused_events_total").increment(events.len() as u64);
+                        let _ = reply.send(Err(EmitError::Storage(format!(
+                            "{} (memory backlog of {} events is full)",
+                            o.reason, self.opts.memory_backlog
+                        ))));
+                        return;
+                    }
+                }
+                self.pending_events += events.len();
+                self.appends.push(PendingAppend { events, reply });
+            }
+            Msg::SetCursor { uplink, class, seq, reply } => {
+                self.cursors.push(PendingCursor { uplink, class, seq, reply });
+            }
+            Msg::Maintain { reply } => self.maintain.push(reply),
+            Msg::LimitPages { pages } => {
+                if let Err(e) = self.conn.pragma_update(None, "max_page_count", pages) {
+                    tracing::warn!(error = %e, "cannot set max_page_count");
+                }
+            }
+            Msg::Shutdown => {
+                closing.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Writes everything pending in one transaction; on success answers every emitter.
+    fn commit(&mut self) -> Result<(), rusqlite::Error> {
+        let started = Instant::now();
+        let mut extra: Vec<Event> = match &self.outage {
+            Some(o) => self.recovery_events(o),
+            None => Vec::new(),
+        };
+        let tx = self.conn.transaction()?;
+        let mut next = self.next_seq;
+        let mut receipts: Vec<Vec<Receipt>> = Vec::with_capacity(self.appends.len());
+        let mut fresh: Vec<Event> = Vec::new();
+        {
+            let mut ins = Inserter::new(&tx)?;
+            for e in &mut extra {
+                let r = ins.insert(e, next)?;
+                next += u64::from(!r.duplicate);
+            }
+            for a in &mut self.appends {
+                let mut rs = Vec::with_capacity(a.events.len());
+                for e in &mut a.events {
+                    let r = ins.insert(e, next)?;
+                    if !r.duplicate {
+                        next += 1;
+                        if self.feed.receiver_count() > 0 {
+                            fresh.push(e.clone());
+                        }
+                    }
+                    rs.push(r);
+                }
+                receipts.push(rs);
+            }
+            let now = chrono::Utc::now().timestamp_micros();
+            let mut cur = tx.prepare_cached(
+                "INSERT INTO cursors (uplink, class, seq, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (uplink, class) DO UPDATE SET seq = max(seq, excluded.seq), updated_at = excluded.updated_at",
+            )?;
+            for c in &self.cursors {
+                cur.execute(params![c.uplink, c.class.rank(), c.seq as i64, now])?;
+            }
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", [next as i64])?;
+            retention::add_data_bytes(&tx, ins.bytes_added)?;
+        }
+        tx.commit()?;
+        for e in extra.into_iter().chain(fresh) {
+            let _ = self.feed.send(Arc::new(e));
+        }
+        self.after_commit(next, receipts, started);
+        Ok(())
+    }
+
+    fn after_commit(
+        &mut self,
+        next: u64,
+        receipts: Vec<Vec<Receipt>>,
+        started: Instant,
+    ) {
+        let committed = next - self.next_seq;
+        self.next_seq = next;
+        if self.outage.take().is_some() {
+            tracing::warn!("journal storage recovered; queued events committed");
+            metrics::gauge!("journal_storage_critical").set(if self.quota_critical { 1.0 } else { 0.0 });
+            self.status.critical.store(self.quota_critical, Ordering::SeqCst);
+        }
+        self.status.last_seq.store(next - 1, Ordering::SeqCst);
+        self.status.committed.fetch_add(committed, Ordering::Relaxed);
+        self.status.batches.fetch_add(1, Ordering::Relaxed);
+        self.seq_tx.send_replace(next - 1);
+        metrics::counter!("journal_events_committed_total").increment(committed);
+        metrics::counter!("journal_batches_total").increment(1);
+        metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        for (a, r) in self.appends.drain(..).zip(receipts) {
+            let _ = a.reply.send(Ok(r));
+        }
+        for c in self.cursors.drain(..) {
+            let _ = c.reply.send(Ok(()));
+        }
+        self.pending_events = 0;
+    }
+
+    fn on_failure(&mut self, e: &rusqlite::Error) {
+        metrics::counter!("journal_write_failures_total").increment(1);
+        let reason = e.to_string();
+        if self.outage.is_none() {
+            tracing::error!(error = %reason, queued = self.pending_events, "storage.critical: journal cannot write; holding events in memory and retrying");
+            self.outage = Some(Outage { since: chrono::Utc::now(), reason });
+        } else {
+            tracing::debug!(error = %reason, "journal write retry failed");
+        }
+        self.status.critical.store(true, Ordering::SeqCst);
+        metrics::gauge!("journal_storage_critical").set(1.0);
+    }
+
+    fn recovery_events(&self, o: &Outage) -> Vec<Event> {
+        let payload = serde_json::json!({
+            "reason": o.reason,
+            "since": o.since,
+            "until": chrono::Utc::now(),
+            "cause": "write_failure",
+        });
+        vec![
+            self.internal(NewEvent::new(kinds::STORAGE_CRITICAL, Class::Security).payload(payload.clone())),
+            self.internal(NewEvent::new(kinds::STORAGE_RECOVERED, Class::Operations).payload(payload)),
+        ]
+    }
+
+    fn internal(&self, e: NewEvent) -> Event {
+        Event::stamp(e, &self.source, "journal", &Location::default())
+    }
+
+    fn run_maintenance(&mut self) {
+        let replies: Vec<_> = self.maintain.drain(..).collect();
+        let report = retention::run(&self.conn, &self.opts, chrono::Utc::now()).map_err(|e| e.to_string());
+        match &report {
+            Ok(r) => self.on_quota(r),
+            Err(e) => tracing::warn!(error = %e, "journal maintenance failed"),
+        }
+        for r in replies.into_iter().flatten() {
+            let _ = r.send(report.clone());
+        }
+    }
+
+    fn on_quota(&mut self, report: &MaintenanceReport) {
+        if report.over_quota == self.quota_critical {
+            return;
+        }
+        self.quota_critical = report.over_quota;
+        let kind = if report.over_quota { kinds::STORAGE_CRITICAL } else { kinds::STORAGE_RECOVERED };
+        let class = if report.over_quota { Class::Security } else { Class::Operations };
+        if report.over_quota {
+            tracing::error!(used_bytes = report.used_bytes, quota_bytes = self.opts.retention.quota_bytes,
+                "storage.critical: disk quota reached and only undelivered alarms, security events and card transactions remain; nothing is dropped");
+        }
+        let payload = serde_json::json!({
+            "cause": "quota",
+            "used_bytes": report.used_bytes,
+            "quota_bytes": self.opts.retention.quota_bytes,
+        });
+        let (reply, _) = oneshot::channel();
+        self.appends.push(PendingAppend { events: vec![self.internal(NewEvent::new(kind, class).payload(payload))], reply });
+        self.pending_events += 1;
+        self.status.critical.store(self.quota_critical || self.outage.is_some(), Ordering::SeqCst);
+        metrics::gauge!("journal_storage_critical").set(if self.quota_critical { 1.0 } else { 0.0 });
+    }
+
+    fn checkpoint(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::debug!(error = %e, "wal checkpoint at close failed");
+        }
+    }
+}
+
+/// Prepared statements for inserting events with de-duplication.
+struct Inserter<'t> {
+    insert: rusqlite::CachedStatement<'t>,
+    existing: rusqlite::CachedStatement<'t>,
+    bytes_added: i64,
+}
+
+impl<'t> Inserter<'t> {
+    fn new(tx: &'t rusqlite::Transaction<'t>) -> rusqlite::Result<Inserter<'t>> {
+        Ok(Inserter {
+            insert: tx.prepare_cached(
+                "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            )?,
+            existing: tx.prepare_cached("SELECT seq, id FROM events WHERE device = ?1 AND origin_ref = ?2")?,
+            bytes_added: 0,
+        })
+    }
+
+    /// Inserts `e` at `seq`, or finds the event it duplicates (same device and origin_ref).
+    fn insert(&mut self, e: &mut Event, seq: u64) -> rusqlite::Result<Receipt> {
+        e.seq = seq;
+        let body = serde_json::to_string(&e).expect("events always serialize");
+        let n = self.insert.execute(params![
+            seq as i64,
+            e.id.as_bytes(),
+            e.class.rank(),
+            e.kind.as_str(),
+            e.source.device.as_str(),
+            e.origin_ref,
+            e.received_at.timestamp_micros(),
+            body
+        ])?;
+        if n == 1 {
+            self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
+            return Ok(Receipt { id: e.id, seq, duplicate: false });
+        }
+        let (seq, id): (i64, Vec<u8>) = self
+            .existing
+            .query_row(params![e.source.device.as_str(), e.origin_ref], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let id = uuid::Uuid::from_slice(&id).unwrap_or(e.id);
+        Ok(Receipt { id, seq: seq as u64, duplicate: true })
+    }
+}
