@@ -5,4 +5,13 @@
 //! [`supervisor`] runs drivers and restarts them; [`config`] parses and validates the one
 //! TOML file; [`api`] serves health and metrics; [`cli`] is the `campusgw` command.
 
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod health;
 pub mod journal;
+pub mod registry;
+pub mod supervisor;

@@ -16,18 +16,33 @@ fn ev_from(dev: &str, kind: &str, class: Class, origin: Option<&str>) -> Event {
     let mut n = NewEvent::new(Kind::new(kind).unwrap(), class)
         .payload(serde_json::json!({"pad": "x".repeat(200)}));
     n.origin_ref = origin.map(str::to_owned);
-    Event::stamp(n, &DeviceId::new(dev).unwrap(), "test", &Location::default())
+    Event::stamp(
+        n,
+        &DeviceId::new(dev).unwrap(),
+        "test",
+        &Location::default(),
+    )
 }
 
 async fn append(j: &Journal, events: Vec<Event>) -> Vec<campusgw_sdk::Receipt> {
-    tokio::time::timeout(T, j.append(events)).await.expect("append in time").expect("durable")
+    tokio::time::timeout(T, j.append(events))
+        .await
+        .expect("append in time")
+        .expect("durable")
 }
 
 #[tokio::test]
 async fn appended_events_get_gap_free_seqs_and_read_back_by_class() {
     let dir = tempfile::tempdir().unwrap();
     let (j, w) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
-    let r1 = append(&j, vec![ev("fire.alarm", Class::LifeSafety), ev("sensor.reading", Class::Telemetry)]).await;
+    let r1 = append(
+        &j,
+        vec![
+            ev("fire.alarm", Class::LifeSafety),
+            ev("sensor.reading", Class::Telemetry),
+        ],
+    )
+    .await;
     let r2 = append(&j, vec![ev("door.forced", Class::Security)]).await;
     assert_eq!(r1.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(r2[0].seq, 3);
@@ -43,7 +58,10 @@ async fn appended_events_get_gap_free_seqs_and_read_back_by_class() {
     w.join();
     // Reopen: seqs continue.
     let (j, w) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
-    assert_eq!(append(&j, vec![ev("fire.reset", Class::LifeSafety)]).await[0].seq, 4);
+    assert_eq!(
+        append(&j, vec![ev("fire.reset", Class::LifeSafety)]).await[0].seq,
+        4
+    );
     j.close().await;
     w.join();
 }
@@ -52,7 +70,11 @@ async fn appended_events_get_gap_free_seqs_and_read_back_by_class() {
 async fn a_device_retransmission_is_stored_once_even_within_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (j, w) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
-    let a = append(&j, vec![ev_from("uitd", "fire.alarm", Class::LifeSafety, Some("s1"))]).await;
+    let a = append(
+        &j,
+        vec![ev_from("uitd", "fire.alarm", Class::LifeSafety, Some("s1"))],
+    )
+    .await;
     let b = append(
         &j,
         vec![
@@ -67,7 +89,10 @@ async fn a_device_retransmission_is_stored_once_even_within_one_batch() {
     assert!(b[0].duplicate && b[0].seq == a[0].seq && b[0].id == a[0].id);
     assert!(!b[1].duplicate && b[1].seq == 2);
     assert!(b[2].duplicate && b[2].seq == 2);
-    assert!(!b[3].duplicate && b[3].seq == 3, "origin refs are per device");
+    assert!(
+        !b[3].duplicate && b[3].seq == 3,
+        "origin refs are per device"
+    );
     assert_eq!(j.reader().unwrap().last_seq().unwrap(), 3);
     j.close().await;
     w.join();
@@ -80,14 +105,26 @@ async fn concurrent_emitters_are_group_committed() {
     let mut tasks = Vec::new();
     for _ in 0..2000 {
         let j = j.clone();
-        tasks.push(tokio::spawn(async move { j.append(vec![ev("sensor.reading", Class::Telemetry)]).await }));
+        tasks.push(tokio::spawn(async move {
+            j.append(vec![ev("sensor.reading", Class::Telemetry)]).await
+        }));
     }
     for t in tasks {
         tokio::time::timeout(T, t).await.unwrap().unwrap().unwrap();
     }
     let batches = j.status().batches.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(batches < 2000, "2000 concurrent events took {batches} transactions");
-    let seqs: Vec<u64> = j.reader().unwrap().after(0, None, 5000).unwrap().iter().map(|e| e.seq).collect();
+    assert!(
+        batches < 2000,
+        "2000 concurrent events took {batches} transactions"
+    );
+    let seqs: Vec<u64> = j
+        .reader()
+        .unwrap()
+        .after(0, None, 5000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, (1..=2000).collect::<Vec<_>>());
     j.close().await;
     w.join();
@@ -97,9 +134,18 @@ async fn concurrent_emitters_are_group_committed() {
 async fn cursors_only_move_forward_and_count_the_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = JournalOptions::new(dir.path().join("j.db"));
-    opts.uplinks = vec![UplinkSpec { name: "county".into(), classes: Class::ALL.to_vec() }];
+    opts.uplinks = vec![UplinkSpec {
+        name: "county".into(),
+        classes: Class::ALL.to_vec(),
+    }];
     let (j, w) = Journal::open(opts).unwrap();
-    append(&j, (0..5).map(|_| ev("fire.alarm", Class::LifeSafety)).collect()).await;
+    append(
+        &j,
+        (0..5)
+            .map(|_| ev("fire.alarm", Class::LifeSafety))
+            .collect(),
+    )
+    .await;
     j.set_cursor("county", Class::LifeSafety, 3).await.unwrap();
     j.set_cursor("county", Class::LifeSafety, 2).await.unwrap();
     let rd = j.reader().unwrap();
@@ -116,8 +162,14 @@ async fn cursors_only_move_forward_and_count_the_backlog() {
 async fn quota_eviction_takes_telemetry_then_delivered_business_and_never_undelivered_alarms() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = JournalOptions::new(dir.path().join("j.db"));
-    opts.uplinks = vec![UplinkSpec { name: "county".into(), classes: Class::ALL.to_vec() }];
-    opts.retention = RetentionPolicy { max_age: Duration::from_secs(86_400), quota_bytes: u64::MAX };
+    opts.uplinks = vec![UplinkSpec {
+        name: "county".into(),
+        classes: Class::ALL.to_vec(),
+    }];
+    opts.retention = RetentionPolicy {
+        max_age: Duration::from_secs(86_400),
+        quota_bytes: u64::MAX,
+    };
     let (j, w) = Journal::open(opts.clone()).unwrap();
     let mut batch = Vec::new();
     for i in 0..3000 {
@@ -155,7 +207,10 @@ async fn quota_eviction_takes_telemetry_then_delivered_business_and_never_undeli
     assert_eq!(counts[1], 600, "no security event evicted");
     let rd = j.reader().unwrap();
     let business = rd.after(0, Some(Class::Business), 10_000).unwrap();
-    assert!(business.iter().filter(|e| e.seq > 1500).count() == 600, "undelivered business kept");
+    assert!(
+        business.iter().filter(|e| e.seq > 1500).count() == 600,
+        "undelivered business kept"
+    );
 
     // A quota nothing deliverable can satisfy: only protected events go, then critical.
     opts.retention.quota_bytes = 4096;
@@ -167,16 +222,35 @@ async fn quota_eviction_takes_telemetry_then_delivered_business_and_never_undeli
     assert!(report.over_quota);
     let rd = j.reader().unwrap();
     let left = rd.after(0, None, 10_000).unwrap();
-    let undelivered_alarms = left.iter().filter(|e| e.seq > 1500 && e.class <= Class::Security).count();
-    assert_eq!(undelivered_alarms, 600, "undelivered alarms are never dropped");
-    let cards = left.iter().filter(|e| e.seq > 1500 && e.kind.as_str() == "pos.transaction").count();
-    assert_eq!(cards, 300, "undelivered card transactions are never dropped");
-    assert!(left.iter().all(|e| e.kind.as_str() != "access.granted"), "undelivered access log evicted before anything protected");
+    let undelivered_alarms = left
+        .iter()
+        .filter(|e| e.seq > 1500 && e.class <= Class::Security)
+        .count();
+    assert_eq!(
+        undelivered_alarms, 600,
+        "undelivered alarms are never dropped"
+    );
+    let cards = left
+        .iter()
+        .filter(|e| e.seq > 1500 && e.kind.as_str() == "pos.transaction")
+        .count();
+    assert_eq!(
+        cards, 300,
+        "undelivered card transactions are never dropped"
+    );
+    assert!(
+        left.iter().all(|e| e.kind.as_str() != "access.granted"),
+        "undelivered access log evicted before anything protected"
+    );
     // The writer journals storage.critical on its next batch.
     append(&j, vec![ev("fire.alarm", Class::LifeSafety)]).await;
     let first = tokio::time::timeout(T, feed.recv()).await.unwrap().unwrap();
     assert_eq!(first.kind.as_str(), "storage.critical");
-    assert!(j.status().critical.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        j.status()
+            .critical
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
     j.close().await;
     w.join();
 }
@@ -193,31 +267,61 @@ async fn a_full_disk_holds_life_safety_events_in_memory_until_writes_succeed() {
         .query_row("PRAGMA page_count", [], |r| r.get(0))
         .unwrap();
     j.limit_pages_for_test(pages).await;
-    let big: Vec<Event> = (0..200).map(|_| ev("fire.alarm", Class::LifeSafety)).collect();
+    let big: Vec<Event> = (0..200)
+        .map(|_| ev("fire.alarm", Class::LifeSafety))
+        .collect();
     let jj = j.clone();
     let alarm = tokio::spawn(async move { jj.append(big).await });
     // While failing: storage is critical, the alarm waits, telemetry beyond the backlog is refused.
     tokio::time::timeout(T, async {
-        while !j.status().critical.load(std::sync::atomic::Ordering::SeqCst) {
+        while !j
+            .status()
+            .critical
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("storage.critical raised");
-    let refused = tokio::time::timeout(T, j.append((0..20).map(|_| ev("sensor.reading", Class::Telemetry)).collect()))
-        .await
-        .unwrap();
-    assert!(matches!(refused, Err(campusgw_sdk::EmitError::Storage(_))), "{refused:?}");
-    assert!(!alarm.is_finished(), "the alarm must not be acknowledged before it is durable");
+    let refused = tokio::time::timeout(
+        T,
+        j.append(
+            (0..20)
+                .map(|_| ev("sensor.reading", Class::Telemetry))
+                .collect(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(refused, Err(campusgw_sdk::EmitError::Storage(_))),
+        "{refused:?}"
+    );
+    assert!(
+        !alarm.is_finished(),
+        "the alarm must not be acknowledged before it is durable"
+    );
     j.limit_pages_for_test(u32::MAX).await;
-    let receipts = tokio::time::timeout(T, alarm).await.unwrap().unwrap().unwrap();
+    let receipts = tokio::time::timeout(T, alarm)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(receipts.len(), 200);
     let rd = j.reader().unwrap();
     let all = rd.after(0, None, 1000).unwrap();
     let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-    assert!(kinds.contains(&"storage.critical") && kinds.contains(&"storage.recovered"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"storage.critical") && kinds.contains(&"storage.recovered"),
+        "{kinds:?}"
+    );
     assert_eq!(kinds.iter().filter(|k| **k == "fire.alarm").count(), 200);
-    assert!(!j.status().critical.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        !j.status()
+            .critical
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
     assert_eq!(rd.integrity_check().unwrap(), "ok");
     j.close().await;
     w.join();

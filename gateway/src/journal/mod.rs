@@ -71,7 +71,9 @@ pub enum JournalError {
         source: rusqlite::Error,
     },
     /// The file was written by a newer campusgw.
-    #[error("journal {path} has schema version {found}, newer than this campusgw supports ({supported}); upgrade campusgw or move the file away")]
+    #[error(
+        "journal {path} has schema version {found}, newer than this campusgw supports ({supported}); upgrade campusgw or move the file away"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -171,7 +173,14 @@ impl Journal {
         let (tx, rx) = mpsc::channel(16_384);
         let (seq_tx, seq_rx) = watch::channel(last);
         let (feed, _) = broadcast::channel(4096);
-        let w = writer::Writer::new(conn, opts.clone(), status.clone(), seq_tx, feed.clone(), last)?;
+        let w = writer::Writer::new(
+            conn,
+            opts.clone(),
+            status.clone(),
+            seq_tx,
+            feed.clone(),
+            last,
+        )?;
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || w.run(rx))
@@ -179,8 +188,19 @@ impl Journal {
                 path: opts.path.clone(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
-        let journal = Journal { tx, path: opts.path, status, committed_seq: seq_rx, feed };
-        Ok((journal, WriterHandle { thread: Some(thread) }))
+        let journal = Journal {
+            tx,
+            path: opts.path,
+            status,
+            committed_seq: seq_rx,
+            feed,
+        };
+        Ok((
+            journal,
+            WriterHandle {
+                thread: Some(thread),
+            },
+        ))
     }
 
     /// Appends stamped events in one transaction; resolves once durable.
@@ -201,9 +221,19 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Closed`] if the writer is gone.
-    pub async fn set_cursor(&self, uplink: &str, class: Class, seq: u64) -> Result<(), JournalError> {
+    pub async fn set_cursor(
+        &self,
+        uplink: &str,
+        class: Class,
+        seq: u64,
+    ) -> Result<(), JournalError> {
         let (reply, rx) = oneshot::channel();
-        let msg = writer::Msg::SetCursor { uplink: uplink.to_owned(), class, seq, reply };
+        let msg = writer::Msg::SetCursor {
+            uplink: uplink.to_owned(),
+            class,
+            seq,
+            reply,
+        };
         self.tx.send(msg).await.map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
@@ -214,8 +244,13 @@ impl Journal {
     /// [`JournalError::Closed`] if the writer is gone, [`JournalError::Maintenance`] on SQLite errors.
     pub async fn maintain(&self) -> Result<retention::MaintenanceReport, JournalError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(writer::Msg::Maintain { reply: Some(reply) }).await.map_err(|_| JournalError::Closed)?;
-        rx.await.map_err(|_| JournalError::Closed)?.map_err(JournalError::Maintenance)
+        self.tx
+            .send(writer::Msg::Maintain { reply: Some(reply) })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Maintenance)
     }
 
     /// Fault injection for tests: caps the database at `pages` pages so writes beyond fail
@@ -262,7 +297,11 @@ impl Journal {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if tx.send(writer::Msg::Maintain { reply: None }).await.is_err() {
+                if tx
+                    .send(writer::Msg::Maintain { reply: None })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

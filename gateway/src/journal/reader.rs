@@ -19,7 +19,10 @@ impl JournalReader {
     /// # Errors
     /// [`JournalError::Sqlite`] if the file cannot be opened.
     pub fn open(path: &Path) -> Result<JournalReader, JournalError> {
-        Ok(JournalReader { conn: schema::open_ro(path)?, path: path.to_owned() })
+        Ok(JournalReader {
+            conn: schema::open_ro(path)?,
+            path: path.to_owned(),
+        })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
@@ -30,10 +33,21 @@ impl JournalReader {
     ///
     /// # Errors
     /// SQLite errors or a corrupt row.
-    pub fn after(&self, after: u64, class: Option<Class>, limit: usize) -> Result<Vec<Event>, JournalError> {
+    pub fn after(
+        &self,
+        after: u64,
+        class: Option<Class>,
+        limit: usize,
+    ) -> Result<Vec<Event>, JournalError> {
         let (sql, class) = match class {
-            Some(c) => ("SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2", i64::from(c.rank())),
-            None => ("SELECT seq, body FROM events WHERE seq > ?1 AND ?3 = ?3 ORDER BY seq LIMIT ?2", -1),
+            Some(c) => (
+                "SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+                i64::from(c.rank()),
+            ),
+            None => (
+                "SELECT seq, body FROM events WHERE seq > ?1 AND ?3 = ?3 ORDER BY seq LIMIT ?2",
+                -1,
+            ),
         };
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
@@ -56,7 +70,11 @@ impl JournalReader {
     pub fn get(&self, seq: u64) -> Result<Option<Event>, JournalError> {
         let body: Option<String> = self
             .conn
-            .query_row("SELECT body FROM events WHERE seq = ?1", [seq as i64], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM events WHERE seq = ?1",
+                [seq as i64],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err())?;
         body.map(|b| decode(seq, &b)).transpose()
@@ -138,5 +156,8 @@ impl JournalReader {
 }
 
 fn decode(seq: u64, body: &str) -> Result<Event, JournalError> {
-    serde_json::from_str(body).map_err(|e| JournalError::Corrupt { seq, reason: e.to_string() })
+    serde_json::from_str(body).map_err(|e| JournalError::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })
 }

@@ -40,7 +40,10 @@ pub struct RetentionPolicy {
 
 impl Default for RetentionPolicy {
     fn default() -> Self {
-        RetentionPolicy { max_age: Duration::from_secs(30 * 86_400), quota_bytes: 2 << 30 }
+        RetentionPolicy {
+            max_age: Duration::from_secs(30 * 86_400),
+            quota_bytes: 2 << 30,
+        }
     }
 }
 
@@ -79,12 +82,17 @@ pub fn run(
 ) -> rusqlite::Result<MaintenanceReport> {
     let marks = watermarks(conn, opts)?;
     let mut report = MaintenanceReport::default();
-    let cutoff = now - chrono::Duration::from_std(opts.retention.max_age).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        now - chrono::Duration::from_std(opts.retention.max_age).unwrap_or(chrono::Duration::MAX);
     for c in Class::ALL {
         let (n, bytes) = delete_returning(
             conn,
             "DELETE FROM events WHERE class = ?1 AND seq <= ?2 AND received_at < ?3 RETURNING length(body)",
-            params![c.rank(), marks[usize::from(c.rank())], cutoff.timestamp_micros()],
+            params![
+                c.rank(),
+                marks[usize::from(c.rank())],
+                cutoff.timestamp_micros()
+            ],
         )?;
         report.expired += n;
         add_data_bytes(conn, -bytes)?;
@@ -137,20 +145,29 @@ pub const ROW_OVERHEAD: i64 = 96;
 /// # Errors
 /// SQLite errors.
 pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'data_bytes'", [], |r| r.get(0))?;
+    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'data_bytes'", [], |r| {
+        r.get(0)
+    })?;
     Ok(v.max(0) as u64)
 }
 
 /// Adjusts the running data size.
 pub(super) fn add_data_bytes(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
     if delta != 0 {
-        conn.execute("UPDATE meta SET value = value + ?1 WHERE key = 'data_bytes'", [delta])?;
+        conn.execute(
+            "UPDATE meta SET value = value + ?1 WHERE key = 'data_bytes'",
+            [delta],
+        )?;
     }
     Ok(())
 }
 
 /// Runs a `DELETE ... RETURNING length(body)`; returns rows and bytes (with overhead).
-fn delete_returning(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<(u64, i64)> {
+fn delete_returning(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<(u64, i64)> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(p)?;
     let (mut n, mut bytes) = (0u64, 0i64);
@@ -165,7 +182,8 @@ fn delete_returning(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> r
 /// `i64::MAX` where none does.
 fn watermarks(conn: &Connection, opts: &JournalOptions) -> rusqlite::Result<[i64; 5]> {
     let mut marks = [i64::MAX; 5];
-    let mut stmt = conn.prepare_cached("SELECT seq FROM cursors WHERE uplink = ?1 AND class = ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT seq FROM cursors WHERE uplink = ?1 AND class = ?2")?;
     for u in &opts.uplinks {
         for c in &u.classes {
             let seq: i64 = stmt

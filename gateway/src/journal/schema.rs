@@ -31,7 +31,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
-    move |source| JournalError::Sqlite { path: path.to_owned(), source }
+    move |source| JournalError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Opens the writer's connection: WAL, full fsync, migrated.
@@ -43,33 +46,46 @@ pub(super) fn open_rw(path: &Path) -> Result<Connection, JournalError> {
         })?;
     }
     let mut conn = Connection::open(path).map_err(err(path))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err(path))?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err(path))?;
     // FULL: the WAL is fsync'd at every commit, which is the durability contract.
-    conn.pragma_update(None, "synchronous", "FULL").map_err(err(path))?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(err(path))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err(path))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err(path))?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }
 
 /// Opens a read-only connection.
 pub(super) fn open_ro(path: &Path) -> Result<Connection, JournalError> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(err(path))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err(path))?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err(path))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err(path))?;
     let supported = MIGRATIONS.len() as i64;
     if version > supported {
-        return Err(JournalError::TooNew { path: path.to_owned(), found: version, supported });
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            supported,
+        });
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(err(path))?;
         tx.execute_batch(sql).map_err(err(path))?;
-        tx.pragma_update(None, "user_version", n as i64 + 1).map_err(err(path))?;
+        tx.pragma_update(None, "user_version", n as i64 + 1)
+            .map_err(err(path))?;
         tx.commit().map_err(err(path))?;
         tracing::info!(path = %path.display(), version = n + 1, "journal schema migrated");
     }
@@ -79,7 +95,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
 /// The last committed seq (0 for an empty journal).
 pub(super) fn last_seq(conn: &Connection, path: &Path) -> Result<u64, JournalError> {
     let next: i64 = conn
-        .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+            r.get(0)
+        })
         .map_err(err(path))?;
     Ok(u64::try_from(next - 1).unwrap_or(0))
 }

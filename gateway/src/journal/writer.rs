@@ -15,11 +15,23 @@ use super::retention::{self, MaintenanceReport};
 use super::{JournalError, JournalOptions, JournalStatus, schema};
 
 pub(super) enum Msg {
-    Append { events: Vec<Event>, reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>> },
-    SetCursor { uplink: String, class: Class, seq: u64, reply: oneshot::Sender<Result<(), JournalError>> },
-    Maintain { reply: Option<oneshot::Sender<Result<MaintenanceReport, String>>> },
+    Append {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
+    },
+    SetCursor {
+        uplink: String,
+        class: Class,
+        seq: u64,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Maintain {
+        reply: Option<oneshot::Sender<Result<MaintenanceReport, String>>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
-    LimitPages { pages: u32 },
+    LimitPages {
+        pages: u32,
+    },
     Shutdown,
 }
 
@@ -129,7 +141,10 @@ impl Writer {
                     Err(e) => {
                         self.on_failure(&e);
                         if closing.is_some_and(|t| t.elapsed() > SHUTDOWN_GRACE) {
-                            tracing::error!(queued = self.pending_events, "journal closing with events it could not store");
+                            tracing::error!(
+                                queued = self.pending_events,
+                                "journal closing with events it could not store"
+                            );
                             return;
                         }
                         std::thread::sleep(backoff.next_delay());
@@ -157,7 +172,8 @@ impl Writer {
                 if let Some(o) = &self.outage {
                     let vital = events.iter().any(|e| e.class == Class::LifeSafety);
                     if !vital && self.pending_events + events.len() > self.opts.memory_backlog {
-                        metrics::counter!("journal_refused_events_total").increment(events.len() as u64);
+                        metrics::counter!("journal_refused_events_total")
+                            .increment(events.len() as u64);
                         let _ = reply.send(Err(EmitError::Storage(format!(
                             "{} (memory backlog of {} events is full)",
                             o.reason, self.opts.memory_backlog
@@ -168,8 +184,18 @@ impl Writer {
                 self.pending_events += events.len();
                 self.appends.push(PendingAppend { events, reply });
             }
-            Msg::SetCursor { uplink, class, seq, reply } => {
-                self.cursors.push(PendingCursor { uplink, class, seq, reply });
+            Msg::SetCursor {
+                uplink,
+                class,
+                seq,
+                reply,
+            } => {
+                self.cursors.push(PendingCursor {
+                    uplink,
+                    class,
+                    seq,
+                    reply,
+                });
             }
             Msg::Maintain { reply } => self.maintain.push(reply),
             Msg::LimitPages { pages } => {
@@ -222,7 +248,10 @@ impl Writer {
             for c in &self.cursors {
                 cur.execute(params![c.uplink, c.class.rank(), c.seq as i64, now])?;
             }
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'next_seq'", [next as i64])?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+                [next as i64],
+            )?;
             retention::add_data_bytes(&tx, ins.bytes_added)?;
         }
         tx.commit()?;
@@ -233,21 +262,24 @@ impl Writer {
         Ok(())
     }
 
-    fn after_commit(
-        &mut self,
-        next: u64,
-        receipts: Vec<Vec<Receipt>>,
-        started: Instant,
-    ) {
+    fn after_commit(&mut self, next: u64, receipts: Vec<Vec<Receipt>>, started: Instant) {
         let committed = next - self.next_seq;
         self.next_seq = next;
         if self.outage.take().is_some() {
             tracing::warn!("journal storage recovered; queued events committed");
-            metrics::gauge!("journal_storage_critical").set(if self.quota_critical { 1.0 } else { 0.0 });
-            self.status.critical.store(self.quota_critical, Ordering::SeqCst);
+            metrics::gauge!("journal_storage_critical").set(if self.quota_critical {
+                1.0
+            } else {
+                0.0
+            });
+            self.status
+                .critical
+                .store(self.quota_critical, Ordering::SeqCst);
         }
         self.status.last_seq.store(next - 1, Ordering::SeqCst);
-        self.status.committed.fetch_add(committed, Ordering::Relaxed);
+        self.status
+            .committed
+            .fetch_add(committed, Ordering::Relaxed);
         self.status.batches.fetch_add(1, Ordering::Relaxed);
         self.seq_tx.send_replace(next - 1);
         metrics::counter!("journal_events_committed_total").increment(committed);
@@ -267,7 +299,10 @@ impl Writer {
         let reason = e.to_string();
         if self.outage.is_none() {
             tracing::error!(error = %reason, queued = self.pending_events, "storage.critical: journal cannot write; holding events in memory and retrying");
-            self.outage = Some(Outage { since: chrono::Utc::now(), reason });
+            self.outage = Some(Outage {
+                since: chrono::Utc::now(),
+                reason,
+            });
         } else {
             tracing::debug!(error = %reason, "journal write retry failed");
         }
@@ -283,8 +318,12 @@ impl Writer {
             "cause": "write_failure",
         });
         vec![
-            self.internal(NewEvent::new(kinds::STORAGE_CRITICAL, Class::Security).payload(payload.clone())),
-            self.internal(NewEvent::new(kinds::STORAGE_RECOVERED, Class::Operations).payload(payload)),
+            self.internal(
+                NewEvent::new(kinds::STORAGE_CRITICAL, Class::Security).payload(payload.clone()),
+            ),
+            self.internal(
+                NewEvent::new(kinds::STORAGE_RECOVERED, Class::Operations).payload(payload),
+            ),
         ]
     }
 
@@ -294,7 +333,8 @@ impl Writer {
 
     fn run_maintenance(&mut self) {
         let replies: Vec<_> = self.maintain.drain(..).collect();
-        let report = retention::run(&self.conn, &self.opts, chrono::Utc::now()).map_err(|e| e.to_string());
+        let report =
+            retention::run(&self.conn, &self.opts, chrono::Utc::now()).map_err(|e| e.to_string());
         match &report {
             Ok(r) => self.on_quota(r),
             Err(e) => tracing::warn!(error = %e, "journal maintenance failed"),
@@ -309,11 +349,22 @@ impl Writer {
             return;
         }
         self.quota_critical = report.over_quota;
-        let kind = if report.over_quota { kinds::STORAGE_CRITICAL } else { kinds::STORAGE_RECOVERED };
-        let class = if report.over_quota { Class::Security } else { Class::Operations };
+        let kind = if report.over_quota {
+            kinds::STORAGE_CRITICAL
+        } else {
+            kinds::STORAGE_RECOVERED
+        };
+        let class = if report.over_quota {
+            Class::Security
+        } else {
+            Class::Operations
+        };
         if report.over_quota {
-            tracing::error!(used_bytes = report.used_bytes, quota_bytes = self.opts.retention.quota_bytes,
-                "storage.critical: disk quota reached and only undelivered alarms, security events and card transactions remain; nothing is dropped");
+            tracing::error!(
+                used_bytes = report.used_bytes,
+                quota_bytes = self.opts.retention.quota_bytes,
+                "storage.critical: disk quota reached and only undelivered alarms, security events and card transactions remain; nothing is dropped"
+            );
         }
         let payload = serde_json::json!({
             "cause": "quota",
@@ -321,10 +372,20 @@ impl Writer {
             "quota_bytes": self.opts.retention.quota_bytes,
         });
         let (reply, _) = oneshot::channel();
-        self.appends.push(PendingAppend { events: vec![self.internal(NewEvent::new(kind, class).payload(payload))], reply });
+        self.appends.push(PendingAppend {
+            events: vec![self.internal(NewEvent::new(kind, class).payload(payload))],
+            reply,
+        });
         self.pending_events += 1;
-        self.status.critical.store(self.quota_critical || self.outage.is_some(), Ordering::SeqCst);
-        metrics::gauge!("journal_storage_critical").set(if self.quota_critical { 1.0 } else { 0.0 });
+        self.status.critical.store(
+            self.quota_critical || self.outage.is_some(),
+            Ordering::SeqCst,
+        );
+        metrics::gauge!("journal_storage_critical").set(if self.quota_critical {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     fn checkpoint(&self) {
@@ -348,7 +409,9 @@ impl<'t> Inserter<'t> {
                 "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
             )?,
-            existing: tx.prepare_cached("SELECT seq, id FROM events WHERE device = ?1 AND origin_ref = ?2")?,
+            existing: tx.prepare_cached(
+                "SELECT seq, id FROM events WHERE device = ?1 AND origin_ref = ?2",
+            )?,
             bytes_added: 0,
         })
     }
@@ -369,12 +432,22 @@ impl<'t> Inserter<'t> {
         ])?;
         if n == 1 {
             self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
-            return Ok(Receipt { id: e.id, seq, duplicate: false });
+            return Ok(Receipt {
+                id: e.id,
+                seq,
+                duplicate: false,
+            });
         }
         let (seq, id): (i64, Vec<u8>) = self
             .existing
-            .query_row(params![e.source.device.as_str(), e.origin_ref], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(params![e.source.device.as_str(), e.origin_ref], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let id = uuid::Uuid::from_slice(&id).unwrap_or(e.id);
-        Ok(Receipt { id, seq: seq as u64, duplicate: true })
+        Ok(Receipt {
+            id,
+            seq: seq as u64,
+            duplicate: true,
+        })
     }
 }

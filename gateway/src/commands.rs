@@ -1,0 +1,209 @@
+//! Routes commands to the drivers that own the addressed devices, waits for their results
+//! and journals each result as a `command.result` event.
+//!
+//! Scope syntax: `all`, `campus:main`, `building:A`, `floor:A/2`, `zone:A/2/east`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use campusgw_sdk::command::{CommandResult, CommandStatus};
+use campusgw_sdk::event::kinds;
+use campusgw_sdk::{Class, Command, CommandRequest, DeviceId, Event, Location, NewEvent, Target};
+use tokio::sync::mpsc;
+
+use crate::journal::Journal;
+
+struct Route {
+    location: Location,
+    tx: mpsc::Sender<CommandRequest>,
+}
+
+/// Device id → the command channel of the driver instance serving it.
+#[derive(Default)]
+pub struct CommandRouter {
+    routes: BTreeMap<DeviceId, Route>,
+    journal: Option<Journal>,
+    gateway: Option<DeviceId>,
+}
+
+impl CommandRouter {
+    /// A router journaling results into `journal`, as device `gateway`.
+    pub fn new(journal: Journal, gateway: DeviceId) -> CommandRouter {
+        CommandRouter {
+            routes: BTreeMap::new(),
+            journal: Some(journal),
+            gateway: Some(gateway),
+        }
+    }
+
+    /// Adds a device served by the driver behind `tx`.
+    pub fn register(
+        &mut self,
+        device: &DeviceId,
+        location: &Location,
+        tx: mpsc::Sender<CommandRequest>,
+    ) {
+        self.routes.insert(
+            device.clone(),
+            Route {
+                location: location.clone(),
+                tx,
+            },
+        );
+    }
+
+    /// The devices a target names.
+    pub fn resolve(&self, target: &Target) -> Vec<DeviceId> {
+        match target {
+            Target::Device(d) => self
+                .routes
+                .contains_key(d)
+                .then(|| d.clone())
+                .into_iter()
+                .collect(),
+            Target::Scope(s) => self
+                .routes
+                .iter()
+                .filter(|(_, r)| scope_matches(s, &r.location))
+                .map(|(d, _)| d.clone())
+                .collect(),
+        }
+    }
+
+    /// Executes a command on every device its target names, waiting up to `timeout` for
+    /// each result; every result is journaled.
+    pub async fn execute(&self, command: Command, timeout: Duration) -> Vec<CommandResult> {
+        let devices = self.resolve(&command.target);
+        if devices.is_empty() {
+            let r = CommandResult {
+                command_id: command.id,
+                device: self
+                    .gateway
+                    .clone()
+                    .unwrap_or_else(|| DeviceId::new("gateway").expect("valid")),
+                status: CommandStatus::Rejected,
+                detail: format!("no device matches target {:?}", command.target),
+            };
+            self.journal_results(&command, std::slice::from_ref(&r))
+                .await;
+            return vec![r];
+        }
+        let mut waits = Vec::new();
+        for d in devices {
+            let (req, rx) = CommandRequest::new(command.clone(), d.clone());
+            let sent = match self.routes.get(&d) {
+                Some(r) => r.tx.send(req).await.is_ok(),
+                None => false,
+            };
+            waits.push((d, sent, rx));
+        }
+        let mut results = Vec::new();
+        for (d, sent, rx) in waits {
+            let failed = |detail: &str| CommandResult {
+                command_id: command.id,
+                device: d.clone(),
+                status: CommandStatus::Failed,
+                detail: detail.to_owned(),
+            };
+            let r = if !sent {
+                failed("driver is not running")
+            } else {
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => failed("driver dropped the command (restarting?)"),
+                    Err(_) => failed("no result within the command timeout"),
+                }
+            };
+            results.push(r);
+        }
+        self.journal_results(&command, &results).await;
+        results
+    }
+
+    async fn journal_results(&self, command: &Command, results: &[CommandResult]) {
+        let (Some(j), Some(gw)) = (&self.journal, &self.gateway) else {
+            return;
+        };
+        let events: Vec<Event> = results
+            .iter()
+            .map(|r| {
+                let payload = serde_json::json!({ "command": command, "result": r });
+                let loc = self
+                    .routes
+                    .get(&r.device)
+                    .map(|x| x.location.clone())
+                    .unwrap_or_default();
+                Event::stamp(
+                    NewEvent::new(kinds::COMMAND_RESULT, Class::Operations)
+                        .payload(payload)
+                        .device(r.device.clone()),
+                    gw,
+                    "gateway",
+                    &loc,
+                )
+            })
+            .collect();
+        if let Err(e) = j.append(events).await {
+            tracing::warn!(error = %e, command = %command.id, "command results not journaled");
+        }
+    }
+}
+
+/// Whether a scope like `building:A` covers `loc`.
+pub fn scope_matches(scope: &str, loc: &Location) -> bool {
+    if scope == "all" {
+        return true;
+    }
+    let Some((level, value)) = scope.split_once(':') else {
+        return false;
+    };
+    let parts: Vec<&str> = value.split('/').collect();
+    let want: &[Option<&str>] = &loc.levels()[..];
+    let (first, n) = match level {
+        "campus" => (0, 1),
+        "building" => (1, 1),
+        "floor" => (1, 2),
+        "zone" => (1, 3),
+        _ => return false,
+    };
+    parts.len() == n
+        && parts
+            .iter()
+            .enumerate()
+            .all(|(i, p)| want[first + i] == Some(*p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_match_their_level() {
+        let loc = Location {
+            campus: Some("main".into()),
+            building: Some("A".into()),
+            floor: Some("2".into()),
+            zone: Some("east".into()),
+            point: None,
+        };
+        for s in [
+            "all",
+            "campus:main",
+            "building:A",
+            "floor:A/2",
+            "zone:A/2/east",
+        ] {
+            assert!(scope_matches(s, &loc), "{s}");
+        }
+        for s in [
+            "building:B",
+            "floor:A/3",
+            "floor:2",
+            "zone:A/2",
+            "room:1",
+            "building",
+        ] {
+            assert!(!scope_matches(s, &loc), "{s}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The one TOML configuration file: parsing, validation, and error reporting with lines.
+//!
+//! ```toml
+//! [gateway]
+//! id = "school-042"            # also the MQTT client id and event source for gateway events
+//! name = "第一中学"
+//! data_dir = "/var/lib/campusgw"
+//! [gateway.journal]
+//! retention = "30d"
+//! quota = "2GiB"
+//!
+//! [[campus]]                    # the location tree
+//! id = "main"
+//! [[campus.building]]
+//! id = "A"
+//! [[campus.building.floor]]
+//! id = "1"
+//! zones = ["east", "west"]
+//!
+//! [[device]]                    # common keys; every other key belongs to the driver
+//! id = "fire_panel_a"
+//! driver = "modbus_tcp"
+//! location = "main/A/1/east"    # campus/building/floor/zone[/point], checked against the tree
+//! offline_after = "30s"         # optional silence timeout
+//! address = "192.0.2.10:502"
+//!
+//! [console]
+//! listen = "0.0.0.0:8443"
+//! ```
+//!
+//! Validation is gathered: every problem is reported at once with its field path and the
+//! line it is on, and a "did you mean" where a near name exists. `campusgw check-config`
+//! runs exactly this code.
+
+mod locate;
+mod model;
+mod units;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use campusgw_sdk::config::suggest;
+use campusgw_sdk::{ConfigIssue, FieldPath};
+use serde::de::DeserializeOwned;
+
+pub use model::{
+    BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
+    JournalSection, UplinkConfig,
+};
+pub use units::{ByteSize, HumanDuration};
+
+use crate::registry;
+
+/// Keys of a `[[device]]` table that the gateway reads; the rest go to the driver.
+pub const DEVICE_COMMON_KEYS: [&str; 4] = ["id", "driver", "location", "offline_after"];
+
+const TOP_LEVEL_KEYS: [&str; 5] = ["gateway", "campus", "device", "console", "uplink"];
+
+/// A refused configuration: every problem, located.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// Problems with their 1-based line (0 when unknown).
+    pub problems: Vec<(usize, ConfigIssue)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (line, issue) in &self.problems {
+            let place = if issue.path == FieldPath::root() {
+                "file".to_owned()
+            } else {
+                issue.path.to_string()
+            };
+            if *line > 0 {
+                writeln!(f, "  {place} (line {line}): {}", issue.message)?;
+            } else {
+                writeln!(f, "  {place}: {}", issue.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+///
+/// # Errors
+/// [`ConfigError`] listing every problem, or the read error as its single problem.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        problems: vec![(
+            0,
+            ConfigIssue::new(FieldPath::root(), format!("cannot read the file: {e}")),
+        )],
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` is used for messages and to resolve a relative data_dir.
+///
+/// # Errors
+/// [`ConfigError`] listing every problem.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let located = |issues: Vec<ConfigIssue>| ConfigError {
+        path: path.to_owned(),
+        problems: issues
+            .into_iter()
+            .map(|i| (locate::line_of(text, &i.path), i))
+            .collect(),
+    };
+    let root: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.span().map_or(0, |s| locate::line_at(text, s.start));
+            return Err(ConfigError {
+                path: path.to_owned(),
+                problems: vec![(
+                    line,
+                    ConfigIssue::new(
+                        FieldPath::root(),
+                        format!("not valid TOML: {}", e.message()),
+                    ),
+                )],
+            });
+        }
+    };
+    let mut issues = Vec::new();
+    let cfg = build(root, &mut issues);
+    match cfg {
+        Some(c) if issues.is_empty() => Ok(c),
+        _ => Err(located(issues)),
+    }
+}
+
+fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
+    let top = FieldPath::root();
+    for key in root.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            issues.push(unknown_key(&top.key(key), key, &TOP_LEVEL_KEYS));
+        }
+    }
+    let gateway: Option<GatewaySection> = section(&mut root, "gateway", true, issues);
+    let console: Option<ConsoleSection> = section(&mut root, "console", true, issues);
+    let campuses: Vec<CampusDef> = section(&mut root, "campus", false, issues).unwrap_or_default();
+    model::check_tree(&campuses, issues);
+    let devices = devices(root.remove("device"), &campuses, issues);
+    let uplinks = uplinks(root.remove("uplink"), issues);
+    if let Some(g) = &gateway {
+        if let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone()) {
+            issues.push(ConfigIssue::new(top.key("gateway").key("id"), m));
+        }
+    }
+    Some(Config {
+        gateway: gateway?,
+        console: console?,
+        campuses,
+        devices,
+        uplinks,
+    })
+}
+
+/// Deserializes `root[key]`, recording problems with their paths.
+fn section<T: DeserializeOwned>(
+    root: &mut toml::Table,
+    key: &str,
+    required: bool,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    let at = FieldPath::root().key(key);
+    match root.remove(key) {
+        Some(v) => typed_value(v, &at, issues),
+        None if required => {
+            issues.push(ConfigIssue::new(at, format!("missing [{key}] section")));
+            None
+        }
+        None => None,
+    }
+}
+
+/// Deserializes a value into `T`; a failure becomes an issue at the failing field.
+pub(crate) fn typed_value<T: DeserializeOwned>(
+    v: toml::Value,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = at.join_dotted(&e.path().to_string());
+            issues.push(ConfigIssue::new(path, serde_message(e.inner())));
+            None
+        }
+    }
+}
+
+fn serde_message(e: &toml::de::Error) -> String {
+    let m = e.message().trim_end_matches('.').to_owned();
+    // serde says "unknown field `x`, expected one of ..."; keep it, it names the fix.
+    m.replace('\n', " ")
+}
+
+fn unknown_key(at: &FieldPath, key: &str, known: &[&str]) -> ConfigIssue {
+    let hint = suggest(key, known.iter().copied())
+        .map(|s| format!(" (did you mean \"{s}\"?)"))
+        .unwrap_or_default();
+    ConfigIssue::new(
+        at.clone(),
+        format!(
+            "unknown key \"{key}\"{hint}; expected one of {}",
+            known.join(", ")
+        ),
+    )
+}
+
+fn devices(
+    v: Option<toml::Value>,
+    campuses: &[CampusDef],
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<DeviceConfig> {
+    let Some(v) = v else { return Vec::new() };
+    let at = FieldPath::root().key("device");
+    let toml::Value::Array(items) = v else {
+        issues.push(ConfigIssue::new(at, "expected [[device]] tables"));
+        return Vec::new();
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = at.index(i);
+        let toml::Value::Table(t) = item else {
+            issues.push(ConfigIssue::new(at, "expected a table"));
+            continue;
+        };
+        if let Some(d) = model::device(t, &at, campuses, issues) {
+            for id in std::iter::once(d.id.clone())
+                .chain(d.factory.sub_devices().into_iter().map(|(id, _)| id))
+            {
+                if !seen.insert(id.clone()) {
+                    issues.push(ConfigIssue::new(
+                        at.key("id"),
+                        format!("device id \"{id}\" is used twice; device ids must be unique"),
+                    ));
+                }
+            }
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn uplinks(v: Option<toml::Value>, issues: &mut Vec<ConfigIssue>) -> Vec<UplinkConfig> {
+    let Some(v) = v else { return Vec::new() };
+    let at = FieldPath::root().key("uplink");
+    let toml::Value::Array(items) = v else {
+        issues.push(ConfigIssue::new(at, "expected [[uplink]] tables"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = at.index(i);
+        match registry::parse_uplink(item, &at) {
+            Ok(u) => out.push(u),
+            Err(mut e) => issues.append(&mut e),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! The typed configuration and per-section checks.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use campusgw_sdk::config::suggest;
+use campusgw_sdk::{ConfigIssue, DeviceId, FieldPath, Location};
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration};
+use super::{DEVICE_COMMON_KEYS, typed_value};
+use crate::journal::RetentionPolicy;
+use crate::registry::{self, DriverFactory};
+
+/// A validated configuration.
+pub struct Config {
+    /// `[gateway]`.
+    pub gateway: GatewaySection,
+    /// `[console]`.
+    pub console: ConsoleSection,
+    /// The location tree.
+    pub campuses: Vec<CampusDef>,
+    /// `[[device]]` entries, validated by their drivers.
+    pub devices: Vec<DeviceConfig>,
+    /// `[[uplink]]` entries.
+    pub uplinks: Vec<UplinkConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Unique per gateway: event source, MQTT client id, topics.
+    pub id: String,
+    /// Display name (the school).
+    pub name: String,
+    /// Where the journal and state live.
+    pub data_dir: PathBuf,
+    /// Journal retention and quota.
+    #[serde(default)]
+    pub journal: JournalSection,
+}
+
+/// `[gateway.journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Delivered events older than this are deleted (default 30 days).
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
+    /// Event data quota (default 2 GiB); see `journal::retention`.
+    #[serde(default = "default_quota")]
+    pub quota: ByteSize,
+}
+
+fn default_retention() -> HumanDuration {
+    HumanDuration(RetentionPolicy::default().max_age)
+}
+
+fn default_quota() -> ByteSize {
+    ByteSize(RetentionPolicy::default().quota_bytes)
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            retention: default_retention(),
+            quota: default_quota(),
+        }
+    }
+}
+
+impl JournalSection {
+    /// As the journal's policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: self.retention.0,
+            quota_bytes: self.quota.0,
+        }
+    }
+}
+
+/// `[console]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Address of the HTTP API and console.
+    pub listen: SocketAddr,
+}
+
+/// `[[campus]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampusDef {
+    /// Id used in location paths.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Buildings.
+    #[serde(default)]
+    pub building: Vec<BuildingDef>,
+}
+
+/// `[[campus.building]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildingDef {
+    /// Id used in location paths.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Floors.
+    #[serde(default)]
+    pub floor: Vec<FloorDef>,
+}
+
+/// `[[campus.building.floor]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloorDef {
+    /// Id used in location paths.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Zone ids on this floor.
+    #[serde(default)]
+    pub zones: Vec<String>,
+}
+
+/// A `[[device]]` entry.
+#[derive(Clone)]
+pub struct DeviceConfig {
+    /// Its id.
+    pub id: DeviceId,
+    /// Its driver kind.
+    pub driver: &'static str,
+    /// Where it is.
+    pub location: Location,
+    /// Silence after which it is reported offline.
+    pub offline_after: Option<Duration>,
+    /// The validated driver config, ready to build.
+    pub factory: Arc<dyn DriverFactory>,
+}
+
+/// An `[[uplink]]` entry (kinds arrive with the uplink issues).
+#[derive(Clone)]
+pub struct UplinkConfig {
+    /// Unique name, the cursor key.
+    pub name: String,
+    /// Its kind.
+    pub kind: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceCommon {
+    id: DeviceId,
+    driver: String,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    offline_after: Option<HumanDuration>,
+}
+
+/// Validates one `[[device]]` table: the common keys here, the rest by its driver.
+pub(super) fn device(
+    mut t: toml::Table,
+    at: &FieldPath,
+    campuses: &[CampusDef],
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<DeviceConfig> {
+    let mut common = toml::Table::new();
+    for k in DEVICE_COMMON_KEYS {
+        if let Some(v) = t.remove(k) {
+            common.insert(k.to_owned(), v);
+        }
+    }
+    let common: DeviceCommon = typed_value(toml::Value::Table(common), at, issues)?;
+    let location = match &common.location {
+        Some(p) => resolve_location(p, campuses, &at.key("location"), issues)?,
+        None => Location::default(),
+    };
+    let factory = registry::parse_driver(&common.driver, toml::Value::Table(t), at, issues)?;
+    Some(DeviceConfig {
+        id: common.id,
+        driver: factory.kind(),
+        location,
+        offline_after: common.offline_after.map(|d| d.0),
+        factory,
+    })
+}
+
+/// Resolves `campus/building/floor/zone[/point]` against the tree.
+pub(super) fn resolve_location(
+    path: &str,
+    campuses: &[CampusDef],
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Location> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut loc = Location::default();
+    let fail = |issues: &mut Vec<ConfigIssue>, level: &str, name: &str, known: Vec<&str>| {
+        let hint = suggest(name, known.iter().copied())
+            .map(|s| format!(" (did you mean \"{s}\"?)"))
+            .unwrap_or_default();
+        issues.push(ConfigIssue::new(
+            at.clone(),
+            format!(
+                "location \"{path}\": unknown {level} \"{name}\"{hint}; known: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+        None
+    };
+    if parts.is_empty() || parts.len() > 5 || parts.iter().any(|p| p.is_empty()) {
+        issues.push(ConfigIssue::new(
+            at.clone(),
+            format!("location \"{path}\" must read campus/building/floor/zone[/point]"),
+        ));
+        return None;
+    }
+    let Some(c) = campuses.iter().find(|c| c.id == parts[0]) else {
+        return fail(
+            issues,
+            "campus",
+            parts[0],
+            campuses.iter().map(|c| c.id.as_str()).collect(),
+        );
+    };
+    loc.campus = Some(c.id.clone());
+    let Some(bname) = parts.get(1) else {
+        return Some(loc);
+    };
+    let Some(b) = c.building.iter().find(|b| b.id == *bname) else {
+        return fail(
+            issues,
+            "building",
+            bname,
+            c.building.iter().map(|b| b.id.as_str()).collect(),
+        );
+    };
+    loc.building = Some(b.id.clone());
+    let Some(fname) = parts.get(2) else {
+        return Some(loc);
+    };
+    let Some(f) = b.floor.iter().find(|f| f.id == *fname) else {
+        return fail(
+            issues,
+            "floor",
+            fname,
+            b.floor.iter().map(|f| f.id.as_str()).collect(),
+        );
+    };
+    loc.floor = Some(f.id.clone());
+    let Some(zname) = parts.get(3) else {
+        return Some(loc);
+    };
+    if !f.zones.iter().any(|z| z == zname) {
+        return fail(
+            issues,
+            "zone",
+            zname,
+            f.zones.iter().map(String::as_str).collect(),
+        );
+    }
+    loc.zone = Some((*zname).to_owned());
+    loc.point = parts.get(4).map(|p| (*p).to_owned());
+    Some(loc)
+}
+
+/// Ids unique at each level of the tree.
+pub(super) fn check_tree(campuses: &[CampusDef], issues: &mut Vec<ConfigIssue>) {
+    let at = FieldPath::root().key("campus");
+    dupes(
+        campuses.iter().map(|c| c.id.as_str()),
+        &at,
+        "campus",
+        issues,
+    );
+    for (ci, c) in campuses.iter().enumerate() {
+        let at = at.index(ci).key("building");
+        dupes(
+            c.building.iter().map(|b| b.id.as_str()),
+            &at,
+            "building",
+            issues,
+        );
+        for (bi, b) in c.building.iter().enumerate() {
+            let at = at.index(bi).key("floor");
+            dupes(b.floor.iter().map(|f| f.id.as_str()), &at, "floor", issues);
+            for (fi, f) in b.floor.iter().enumerate() {
+                dupes(
+                    f.zones.iter().map(String::as_str),
+                    &at.index(fi).key("zones"),
+                    "zone",
+                    issues,
+                );
+            }
+        }
+    }
+}
+
+fn dupes<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    at: &FieldPath,
+    what: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if id.is_empty() || id.contains('/') {
+            issues.push(ConfigIssue::new(
+                at.index(i),
+                format!("{what} id \"{id}\" must be non-empty and without '/'"),
+            ));
+        }
+        if !seen.insert(id) {
+            issues.push(ConfigIssue::new(
+                at.index(i),
+                format!("{what} id \"{id}\" is used twice"),
+            ));
+        }
+    }
+}

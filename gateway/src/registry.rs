@@ -1,0 +1,119 @@
+//! The explicit list of drivers and uplink kinds: `driver = "name"` → config type.
+//!
+//! Adding a driver touches its own crate, one line in [`DRIVERS`], the README's devices
+//! table, and its tests. Nothing else.
+
+use std::sync::Arc;
+
+use campusgw_sdk::config::suggest;
+use campusgw_sdk::driver::{
+    BoxFuture, BuildContext, BuildError, Driver, DriverConfig, DriverContext, DriverError,
+};
+use campusgw_sdk::{ConfigIssue, DeviceId, FieldPath, Location};
+
+use crate::config::{UplinkConfig, typed_value};
+
+/// A validated driver config, type-erased so the supervisor can build and run it.
+pub trait DriverFactory: Send + Sync + 'static {
+    /// The driver kind.
+    fn kind(&self) -> &'static str;
+    /// Builds a fresh driver and returns its run future.
+    ///
+    /// # Errors
+    /// [`BuildError`] from the driver's `build`.
+    fn start(
+        &self,
+        bcx: &BuildContext,
+        cx: DriverContext,
+    ) -> Result<BoxFuture<'static, Result<(), DriverError>>, BuildError>;
+    /// Devices behind this instance besides its own.
+    fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)>;
+}
+
+impl<C: DriverConfig> DriverFactory for C {
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+    fn start(
+        &self,
+        bcx: &BuildContext,
+        cx: DriverContext,
+    ) -> Result<BoxFuture<'static, Result<(), DriverError>>, BuildError> {
+        let driver = self.build(bcx)?;
+        Ok(Box::pin(driver.run(cx)))
+    }
+    fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
+        DriverConfig::sub_devices(self)
+    }
+}
+
+type ParseFn = fn(toml::Value, &FieldPath, &mut Vec<ConfigIssue>) -> Option<Arc<dyn DriverFactory>>;
+
+/// Every driver kind this build knows.
+pub const DRIVERS: &[(&str, ParseFn)] = &[
+    // (kind, parser) — one line per driver.
+];
+
+fn parse_typed<C: DriverConfig>(
+    v: toml::Value,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Arc<dyn DriverFactory>> {
+    let c: C = typed_value(v, at, issues)?;
+    let problems = c.validate(at);
+    if problems.is_empty() {
+        Some(Arc::new(c))
+    } else {
+        issues.extend(problems);
+        None
+    }
+}
+
+/// Parses a device's driver table for `kind`.
+pub(crate) fn parse_driver(
+    kind: &str,
+    v: toml::Value,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Arc<dyn DriverFactory>> {
+    match DRIVERS.iter().find(|(k, _)| *k == kind) {
+        Some((_, parse)) => parse(v, at, issues),
+        None => {
+            let known: Vec<&str> = DRIVERS.iter().map(|(k, _)| *k).collect();
+            let hint = suggest(kind, known.iter().copied())
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            issues.push(ConfigIssue::new(
+                at.key("driver"),
+                format!(
+                    "unknown driver \"{kind}\"{hint}; this build has: {}",
+                    known.join(", ")
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// Uplink kinds this build knows (the county MQTT and webhook uplinks arrive with their issue).
+pub const UPLINKS: &[&str] = &[];
+
+/// Parses an `[[uplink]]` table.
+///
+/// # Errors
+/// The problems found.
+pub(crate) fn parse_uplink(
+    v: toml::Value,
+    at: &FieldPath,
+) -> Result<UplinkConfig, Vec<ConfigIssue>> {
+    let kind = v.get("kind").and_then(toml::Value::as_str).unwrap_or("");
+    let hint = if UPLINKS.is_empty() {
+        "this build has no uplink kinds yet".to_owned()
+    } else {
+        format!("this build has: {}", UPLINKS.join(", "))
+    };
+    Err(vec![ConfigIssue::new(
+        at.key("kind"),
+        format!("unknown uplink kind \"{kind}\"; {hint}"),
+    )])
+}
