@@ -1,0 +1,139 @@
+//! Supervision: a failing or panicking driver is restarted with back-off and never stops
+//! the others; its device goes offline and back online; shutdown stops everything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use campusgw::commands::CommandRouter;
+use campusgw::config::DeviceConfig;
+use campusgw::health::{self, HealthBoard};
+use campusgw::journal::{Journal, JournalOptions};
+use campusgw::supervisor::{RestartPolicy, Shared, Supervisor};
+use campusgw_sdk::driver::{BuildContext, BuildError, Driver, DriverConfig, DriverContext, DriverError};
+use campusgw_sdk::{Class, ConfigIssue, DeviceId, FieldPath, Kind, Location, NewEvent};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, serde::Deserialize)]
+struct TestConfig {
+    mode: String,
+    #[serde(skip)]
+    starts: Arc<AtomicU32>,
+}
+
+struct TestDriver(TestConfig);
+
+impl DriverConfig for TestConfig {
+    const KIND: &'static str = "test";
+    type Driver = TestDriver;
+    fn validate(&self, _: &FieldPath) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+    fn build(&self, _: &BuildContext) -> Result<TestDriver, BuildError> {
+        Ok(TestDriver(self.clone()))
+    }
+}
+
+impl Driver for TestDriver {
+    async fn run(self, cx: DriverContext) -> Result<(), DriverError> {
+        let n = self.0.starts.fetch_add(1, Ordering::SeqCst);
+        let tick = NewEvent::new(Kind::new("test.tick").unwrap(), Class::Telemetry).payload(serde_json::json!({"start": n}));
+        match self.0.mode.as_str() {
+            "panic" => {
+                cx.emit(tick).await?;
+                panic!("simulated driver bug");
+            }
+            "fail" => Err(DriverError::Fatal("device refused the session".into())),
+            _ => loop {
+                cx.emit(tick.clone()).await?;
+                if !cx.sleep(Duration::from_millis(10)).await {
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+fn device(id: &str, mode: &str, starts: &Arc<AtomicU32>) -> DeviceConfig {
+    DeviceConfig {
+        id: DeviceId::new(id).unwrap(),
+        driver: "test",
+        location: Location::default(),
+        offline_after: None,
+        factory: Arc::new(TestConfig { mode: mode.into(), starts: starts.clone() }),
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
+    let (board, rx) = HealthBoard::new();
+    let shutdown = CancellationToken::new();
+    let shared = Shared {
+        journal: journal.clone(),
+        health: board.clone(),
+        data_dir: dir.path().to_owned(),
+        shutdown: shutdown.clone(),
+        restart: RestartPolicy { base: Duration::from_millis(10), max: Duration::from_millis(40) },
+    };
+    let health_task = tokio::spawn(health::run(board.clone(), rx, journal.clone(), Duration::from_millis(50), shutdown.clone()));
+    let (panics, fails, steady) = (Arc::default(), Arc::default(), Arc::default());
+    let devices = vec![device("flaky", "panic", &panics), device("broken", "fail", &fails), device("steady", "ok", &steady)];
+    let mut router = CommandRouter::new(journal.clone(), DeviceId::new("gw").unwrap());
+    let sup = Supervisor::start(&devices, &shared, &mut router);
+
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while panics.load(Ordering::SeqCst) < 4 || fails.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both failing drivers restarted several times");
+    let ticks_then = steady_ticks(&journal);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while steady_ticks(&journal) < ticks_then + 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the steady driver keeps emitting while the others fail");
+
+    let states = sup.states.lock().unwrap().clone();
+    let flaky = &states[&DeviceId::new("flaky").unwrap()];
+    assert!(flaky.restarts >= 3, "{flaky:?}");
+    assert!(flaky.last_error.as_deref().unwrap().contains("simulated driver bug"), "{flaky:?}");
+    assert!(states[&DeviceId::new("broken").unwrap()].last_error.as_deref().unwrap().contains("refused"));
+    assert_eq!(states[&DeviceId::new("steady").unwrap()].restarts, 0);
+    assert_eq!(steady.load(Ordering::SeqCst), 1, "the steady driver was never restarted");
+
+    // The flaky device went offline (after its panic) and online (after its next event).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let evs = journal.reader().unwrap().after(0, None, 100_000).unwrap();
+            let kinds: Vec<_> = evs.iter().filter(|e| e.source.device.as_str() == "flaky").map(|e| e.kind.to_string()).collect();
+            if kinds.iter().any(|k| k == "device.offline") && kinds.iter().rposition(|k| k == "device.online") > kinds.iter().position(|k| k == "device.offline") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("flaky device reported offline then online");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), sup.join(Duration::from_secs(5))).await.expect("drivers stop at shutdown");
+    health_task.await.unwrap();
+    journal.close().await;
+    tokio::task::spawn_blocking(move || writer.join()).await.unwrap();
+}
+
+fn steady_ticks(j: &Journal) -> usize {
+    j.reader()
+        .unwrap()
+        .after(0, Some(Class::Telemetry), 1_000_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.source.device.as_str() == "steady")
+        .count()
+}
