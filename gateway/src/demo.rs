@@ -1,17 +1,322 @@
-//! `campusgw demo`: a simulated school.
+//! `campusgw demo`: a small simulated school, run by the real gateway.
+//!
+//! Simulators (each a real protocol peer on loopback, started in this process):
+//! - `fire_panel_io` (Modbus TCP): the fire alarm panel's output contacts on discrete
+//!   inputs (0 alarm, 1 fault) and its siren / strobe coils;
+//! - `door_release_a` (Modbus RTU over TCP): door-release relays for building A;
+//! - `power_meter` and `boiler_temp` (Modbus TCP): input registers.
+//!
+//! The gateway runs with an embedded config pointing at them (validated like any file).
+//! A script drives a cycle: readings wander; at 0:05 the panel raises a fire alarm, the
+//! demo linkage (a stand-in for the rules engine) unlocks building A's doors and sounds the
+//! siren; at 0:20 the panel resets; at 0:30 the meter goes silent and is reported offline,
+//! and it returns at 0:40. The cycle repeats every minute. Every committed event is
+//! printed as it is journaled.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs the demo.
+use campusgw_modbus::sim::Simulator;
+use campusgw_sdk::{Command, CommandKind, Event, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{Gateway, RunOptions, wait_for_signal};
+
+/// Prints a line; a closed stdout (e.g. piped into `head`) is not worth a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+struct Sims {
+    panel: Simulator,
+    doors: Simulator,
+    meter: Simulator,
+    boiler: Simulator,
+}
+
+/// Runs the demo until Ctrl-C or `duration`.
 ///
 /// # Errors
-/// Start-up failures.
+/// Start-up failures (a busy listen address, an unwritable data dir).
 pub async fn run(
-    _data_dir: Option<PathBuf>,
-    _listen: SocketAddr,
-    _duration: Option<Duration>,
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    duration: Option<Duration>,
 ) -> anyhow::Result<i32> {
-    anyhow::bail!("the demo is being assembled")
+    let data_dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("campusgw-demo-{}", uuid::Uuid::now_v7()))
+    });
+    let sims = Sims {
+        panel: Simulator::start().await?,
+        doors: Simulator::start_rtu_over_tcp().await?,
+        meter: Simulator::start().await?,
+        boiler: Simulator::start().await?,
+    };
+    let text = config_text(&sims, &data_dir, listen);
+    let config = crate::config::parse(&text, Path::new("<demo>"))
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let opts = RunOptions {
+        maintenance_every: Duration::from_secs(30),
+        ..RunOptions::default()
+    };
+    let gw = Gateway::start(config, opts).await?;
+    say!("campusgw demo: a simulated school is running.");
+    say!("  health:  http://{}/healthz", gw.http_addr);
+    say!("  metrics: http://{}/metrics", gw.http_addr);
+    say!(
+        "  journal: campusgw journal export --data-dir {}",
+        data_dir.display()
+    );
+    say!("  Ctrl-C stops it. Events as they are journaled:");
+    let stop = CancellationToken::new();
+    let gw = Arc::new(gw);
+    let printer = tokio::spawn(print_events(gw.journal.subscribe(), stop.clone()));
+    let linkage = tokio::spawn(demo_linkage(gw.clone(), stop.clone()));
+    let script = tokio::spawn(script(sims, stop.clone()));
+    match duration {
+        Some(d) => {
+            tokio::select! { () = tokio::time::sleep(d) => {}, () = wait_for_signal() => {} }
+        }
+        None => wait_for_signal().await,
+    }
+    stop.cancel();
+    for t in [printer, linkage, script] {
+        let _ = t.await;
+    }
+    match Arc::try_unwrap(gw) {
+        Ok(gw) => gw.stop().await,
+        Err(_) => tracing::warn!("demo tasks still hold the gateway; stopping without flush wait"),
+    }
+    say!(
+        "campusgw demo stopped; the journal is kept in {}",
+        data_dir.display()
+    );
+    Ok(0)
+}
+
+fn config_text(s: &Sims, data_dir: &Path, listen: SocketAddr) -> String {
+    format!(
+        r#"
+[gateway]
+id = "demo-school"
+name = "Demo No. 1 Middle School"
+data_dir = "{data}"
+
+[[campus]]
+id = "main"
+[[campus.building]]
+id = "A"
+name = "Teaching building A"
+[[campus.building.floor]]
+id = "1"
+zones = ["east", "west", "plant"]
+
+[console]
+listen = "{listen}"
+
+[[device]]
+id = "fire_panel_io"
+driver = "modbus_tcp"
+location = "main/A/1/east"
+address = "{panel}"
+poll_interval = "200ms"
+request_timeout = "500ms"
+offline_after = "5s"
+[[device.points]]
+name = "fire_alarm_out"
+table = "discrete_input"
+address = 0
+on_kind = "fire.alarm"
+off_kind = "fire.reset"
+class = "life_safety"
+[[device.points]]
+name = "fault_out"
+table = "discrete_input"
+address = 1
+on_kind = "fire.fault"
+off_kind = "fire.fault_cleared"
+class = "security"
+[[device.points]]
+name = "siren"
+table = "coil"
+address = 0
+writable = true
+[[device.points]]
+name = "strobe"
+table = "coil"
+address = 1
+writable = true
+
+[[device]]
+id = "door_release_a"
+driver = "modbus_rtu_over_tcp"
+location = "main/A/1/west"
+address = "{doors}"
+poll_interval = "1s"
+[[device.points]]
+name = "main_entrance"
+table = "coil"
+address = 0
+writable = true
+[[device.points]]
+name = "east_stairs"
+table = "coil"
+address = 1
+writable = true
+
+[[device]]
+id = "power_meter"
+driver = "modbus_tcp"
+location = "main/A/1/plant"
+address = "{meter}"
+poll_interval = "1s"
+request_timeout = "300ms"
+offline_after = "4s"
+[[device.points]]
+name = "voltage"
+table = "input_register"
+address = 0
+type = "f32"
+unit = "V"
+deadband = 1.0
+[[device.points]]
+name = "power"
+table = "input_register"
+address = 2
+type = "f32"
+unit = "kW"
+deadband = 0.5
+
+[[device]]
+id = "boiler_temp"
+driver = "modbus_tcp"
+location = "main/A/1/plant"
+address = "{boiler}"
+poll_interval = "1s"
+[[device.points]]
+name = "water_temp"
+table = "input_register"
+address = 0
+type = "i16"
+scale = 0.1
+unit = "°C"
+deadband = 0.5
+"#,
+        data = data_dir.display(),
+        panel = s.panel.local_addr(),
+        doors = s.doors.local_addr(),
+        meter = s.meter.local_addr(),
+        boiler = s.boiler.local_addr(),
+    )
+}
+
+async fn script(s: Sims, stop: CancellationToken) {
+    use campusgw_modbus::WordOrder;
+    use campusgw_modbus::sim::RegisterTable;
+    let mut t = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
+        let phase = t % 60;
+        let wobble = ((t as f32) * 0.7).sin();
+        s.meter.set_f32(
+            RegisterTable::Input,
+            0,
+            230.0 + 3.0 * wobble,
+            WordOrder::Big,
+        );
+        s.meter
+            .set_f32(RegisterTable::Input, 2, 42.0 + 6.0 * wobble, WordOrder::Big);
+        s.boiler
+            .set_input_register(0, (650.0 + 20.0 * wobble) as i16 as u16);
+        match phase {
+            5 => s.panel.set_discrete_input(0, true),
+            20 => s.panel.set_discrete_input(0, false),
+            30 => s.meter.set_silent(true),
+            40 => s.meter.set_silent(false),
+            _ => {}
+        }
+        t += 1;
+    }
+}
+
+/// Stand-in for the rules engine: fire alarm → unlock building A's doors, sound the siren.
+async fn demo_linkage(gw: Arc<Gateway>, stop: CancellationToken) {
+    let mut feed = gw.journal.subscribe();
+    loop {
+        let ev = tokio::select! {
+            r = feed.recv() => match r { Ok(e) => e, Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue, Err(_) => return },
+            () = stop.cancelled() => return,
+        };
+        let on = match ev.kind.as_str() {
+            "fire.alarm" => true,
+            "fire.reset" => false,
+            _ => continue,
+        };
+        for (device, point) in [
+            ("door_release_a", "main_entrance"),
+            ("door_release_a", "east_stairs"),
+            ("fire_panel_io", "siren"),
+            ("fire_panel_io", "strobe"),
+        ] {
+            let target = Target::Device(campusgw_sdk::DeviceId::new(device).expect("valid"));
+            let c = Command::new(
+                CommandKind::RELAY_SET,
+                target,
+                serde_json::json!({"point": point, "on": on}),
+                "demo:fire_linkage",
+            );
+            for r in gw.command(c).await {
+                say!(
+                    "  -> relay.set {device}/{point} on={on}: {:?} {}",
+                    r.status,
+                    r.detail
+                );
+            }
+        }
+    }
+}
+
+async fn print_events(
+    mut feed: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            r = feed.recv() => match r { Ok(e) => e, Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => { say!("  ({n} events not shown)"); continue }, Err(_) => return },
+            () = stop.cancelled() => return,
+        };
+        let detail = match ev.kind.as_str() {
+            "sensor.reading" => format!(
+                "{} = {:.1} {}",
+                ev.payload["point"].as_str().unwrap_or("?"),
+                ev.payload["value"].as_f64().unwrap_or(f64::NAN),
+                ev.payload["unit"].as_str().unwrap_or("")
+            ),
+            "command.result" => format!(
+                "{} {}",
+                ev.payload["command"]["kind"].as_str().unwrap_or("?"),
+                ev.payload["result"]["status"].as_str().unwrap_or("?")
+            ),
+            _ => ev
+                .payload
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        };
+        say!(
+            "#{:<6} {:<12} {:<18} {:<15} {:<16} {detail}",
+            ev.seq,
+            ev.class.as_str(),
+            ev.kind.as_str(),
+            ev.source.device.as_str(),
+            ev.location.to_string()
+        );
+    }
 }

@@ -51,7 +51,18 @@ type ParseFn = fn(toml::Value, &FieldPath, &mut Vec<ConfigIssue>) -> Option<Arc<
 
 /// Every driver kind this build knows.
 pub const DRIVERS: &[(&str, ParseFn)] = &[
-    // (kind, parser) — one line per driver.
+    (
+        campusgw_modbus::ModbusTcpConfig::KIND,
+        parse_typed::<campusgw_modbus::ModbusTcpConfig>,
+    ),
+    (
+        campusgw_modbus::ModbusRtuConfig::KIND,
+        parse_typed::<campusgw_modbus::ModbusRtuConfig>,
+    ),
+    (
+        campusgw_modbus::ModbusRtuOverTcpConfig::KIND,
+        parse_typed::<campusgw_modbus::ModbusRtuOverTcpConfig>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(
