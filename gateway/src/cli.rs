@@ -59,6 +59,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: JournalCmd,
     },
+    /// Decode a captured frame and print it as JSON (a field tool for integrators).
+    Decode {
+        /// The protocol.
+        #[command(subcommand)]
+        protocol: DecodeCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -92,6 +98,16 @@ pub enum JournalCmd {
         /// Concurrent emitters.
         #[arg(long, default_value_t = 4)]
         producers: usize,
+    },
+}
+
+/// `campusgw decode ...`
+#[derive(Debug, Subcommand)]
+pub enum DecodeCmd {
+    /// A GB/T 26875.3-2011 frame as hex (spaces allowed): header, ADU and the events it maps to.
+    Gb26875 {
+        /// The frame bytes in hex, e.g. "40 40 01 00 ...".
+        hex: Vec<String>,
     },
 }
 
@@ -143,6 +159,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     producers,
                 },
         } => crash_writer(data_dir, producers).await,
+        Cmd::Decode {
+            protocol: DecodeCmd::Gb26875 { hex },
+        } => match campusgw_gb26875::decode_hex_to_json(&hex.join(" ")) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(1)
+            }
+        },
         Cmd::Bench {
             command:
                 BenchCmd::Ingest {

@@ -4,12 +4,15 @@
 //! - `fire_panel_io` (Modbus TCP): the fire alarm panel's output contacts on discrete
 //!   inputs (0 alarm, 1 fault) and its siren / strobe coils;
 //! - `door_release_a` (Modbus RTU over TCP): door-release relays for building A;
-//! - `power_meter` and `boiler_temp` (Modbus TCP): input registers.
+//! - `power_meter` and `boiler_temp` (Modbus TCP): input registers;
+//! - `uitd_bldg_a` (GB/T 26875.3-2011): the building's user information transmission
+//!   device, connecting to the gateway's `fire_listener` and reporting smoke detectors.
 //!
 //! The gateway runs with an embedded config pointing at them (validated like any file).
-//! A script drives a cycle: readings wander; at 0:05 the panel raises a fire alarm, the
+//! A script drives a cycle: readings wander; at 0:05 the panel's alarm contact closes, the
 //! demo linkage (a stand-in for the rules engine) unlocks building A's doors and sounds the
-//! siren; at 0:20 the panel resets; at 0:30 the meter goes silent and is reported offline,
+//! siren; at 0:08 the UITD reports the smoke detector 10-2 in alarm (GB/T 26875) and at
+//! 0:15 a detector fault; at 0:20 the panel resets and at 0:22 the UITD reports the reset; at 0:30 the meter goes silent and is reported offline,
 //! and it returns at 0:40. The cycle repeats every minute. Every committed event is
 //! printed as it is journaled.
 
@@ -33,6 +36,7 @@ macro_rules! say {
 }
 
 struct Sims {
+    fire_port: u16,
     panel: Simulator,
     doors: Simulator,
     meter: Simulator,
@@ -52,6 +56,7 @@ pub async fn run(
         std::env::temp_dir().join(format!("campusgw-demo-{}", uuid::Uuid::now_v7()))
     });
     let sims = Sims {
+        fire_port: free_port()?,
         panel: Simulator::start().await?,
         doors: Simulator::start_rtu_over_tcp().await?,
         meter: Simulator::start().await?,
@@ -77,6 +82,7 @@ pub async fn run(
     let gw = Arc::new(gw);
     let printer = tokio::spawn(print_events(gw.journal.subscribe(), stop.clone()));
     let linkage = tokio::spawn(demo_linkage(gw.clone(), stop.clone()));
+    let uitd = tokio::spawn(uitd_script(sims.fire_port, stop.clone()));
     let script = tokio::spawn(script(sims, stop.clone()));
     match duration {
         Some(d) => {
@@ -85,7 +91,7 @@ pub async fn run(
         None => wait_for_signal().await,
     }
     stop.cancel();
-    for t in [printer, linkage, script] {
+    for t in [printer, linkage, script, uitd] {
         let _ = t.await;
     }
     match Arc::try_unwrap(gw) {
@@ -153,6 +159,21 @@ address = 1
 writable = true
 
 [[device]]
+id = "fire_listener"
+driver = "gb26875"
+location = "main/A"
+listen = "127.0.0.1:{fire_port}"
+centre_address = 88888
+heartbeat_timeout = "60s"
+[[device.uitd]]
+address = 889
+device = "uitd_bldg_a"
+location = {{ campus = "main", building = "A" }}
+[[device.uitd.components]]
+address = "10-2"
+location = {{ campus = "main", building = "A", floor = "1", zone = "east", point = "smoke-10-2" }}
+
+[[device]]
 id = "door_release_a"
 driver = "modbus_rtu_over_tcp"
 location = "main/A/1/west"
@@ -212,7 +233,48 @@ deadband = 0.5
         doors = s.doors.local_addr(),
         meter = s.meter.local_addr(),
         boiler = s.boiler.local_addr(),
+        fire_port = s.fire_port,
     )
+}
+
+/// A free loopback port for the fire listener (the UITD simulator must know it).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The building's UITD: connects (retrying until the listener is up), heartbeats, and
+/// reports a smoke detector's alarm, a fault and the reset on the demo's cycle.
+async fn uitd_script(port: u16, stop: CancellationToken) {
+    use campusgw_gb26875::codec::ComponentAddress;
+    use campusgw_gb26875::sim::{SimConfig, UitdSim};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let detector = ComponentAddress::from_parts(10, 2);
+    let mut sim = None;
+    let mut t = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
+        if sim.is_none() {
+            sim = UitdSim::connect(addr, SimConfig::new(889, 88888))
+                .await
+                .ok();
+        }
+        if let Some(u) = &sim {
+            let delivery = match t % 60 {
+                8 => Some(u.fire_alarm(detector, "一层东侧走廊感烟探测器").await),
+                15 => Some(u.fault(detector, "一层东侧走廊感烟探测器").await),
+                22 => Some(u.reset(detector).await),
+                n if n % 20 == 0 => Some(u.heartbeat().await),
+                _ => None,
+            };
+            if let Some(d) = delivery {
+                tracing::debug!(?d, "uitd upload");
+            }
+        }
+        t += 1;
+    }
 }
 
 async fn script(s: Sims, stop: CancellationToken) {
@@ -245,19 +307,27 @@ async fn script(s: Sims, stop: CancellationToken) {
     }
 }
 
-/// Stand-in for the rules engine: fire alarm → unlock building A's doors, sound the siren.
+/// Stand-in for the rules engine: while any fire alarm is active, building A's doors are
+/// released and the siren and strobe run; they return only when every alarm has reset.
 async fn demo_linkage(gw: Arc<Gateway>, stop: CancellationToken) {
     let mut feed = gw.journal.subscribe();
+    let mut active: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         let ev = tokio::select! {
             r = feed.recv() => match r { Ok(e) => e, Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue, Err(_) => return },
             () = stop.cancelled() => return,
         };
-        let on = match ev.kind.as_str() {
-            "fire.alarm" => true,
-            "fire.reset" => false,
+        let source = format!("{}/{}", ev.source.device, ev.location);
+        let was_active = !active.is_empty();
+        match ev.kind.as_str() {
+            "fire.alarm" => active.insert(source),
+            "fire.reset" => active.remove(&source),
             _ => continue,
         };
+        let on = !active.is_empty();
+        if on == was_active {
+            continue;
+        }
         for (device, point) in [
             ("door_release_a", "main_entrance"),
             ("door_release_a", "east_stairs"),

@@ -63,6 +63,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_modbus::ModbusRtuOverTcpConfig::KIND,
         parse_typed::<campusgw_modbus::ModbusRtuOverTcpConfig>,
     ),
+    (
+        campusgw_gb26875::Gb26875Config::KIND,
+        parse_typed::<campusgw_gb26875::Gb26875Config>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(
