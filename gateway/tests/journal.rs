@@ -1,6 +1,8 @@
 //! Journal contracts: durability receipts, de-duplication, cursors, quota eviction order,
 //! and behaviour while the disk refuses writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use campusgw::journal::{Journal, JournalOptions, RetentionPolicy, UplinkSpec};

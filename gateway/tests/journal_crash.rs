@@ -3,6 +3,8 @@
 //! over. After every kill, every event reported durable is in the journal exactly once,
 //! seqs are gap-free and strictly increasing, and `PRAGMA integrity_check` is ok.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

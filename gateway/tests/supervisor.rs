@@ -1,6 +1,8 @@
 //! Supervision: a failing or panicking driver is restarted with back-off and never stops
 //! the others; its device goes offline and back online; shutdown stops everything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

@@ -157,10 +157,10 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
     model::check_tree(&campuses, issues);
     let devices = devices(root.remove("device"), &campuses, issues);
     let uplinks = uplinks(root.remove("uplink"), issues);
-    if let Some(g) = &gateway {
-        if let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone()) {
-            issues.push(ConfigIssue::new(top.key("gateway").key("id"), m));
-        }
+    if let Some(g) = &gateway
+        && let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone())
+    {
+        issues.push(ConfigIssue::new(top.key("gateway").key("id"), m));
     }
     Some(Config {
         gateway: gateway?,
