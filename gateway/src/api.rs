@@ -32,6 +32,8 @@ pub struct ApiState {
     pub health: Arc<HealthBoard>,
     /// The gateway id.
     pub gateway_id: String,
+    /// Uplink states.
+    pub uplinks: crate::uplink::UplinkBoard,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every gateway in the
@@ -91,7 +93,8 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
     let drivers = s.drivers.lock().map(|m| m.clone()).unwrap_or_default();
     let devices = s.health.snapshot();
     let degraded = drivers.values().any(|d| d.state == "restarting")
-        || devices.values().any(|d| d.state == "offline");
+        || devices.values().any(|d| d.state == "offline")
+        || s.uplinks.degraded();
     let status = if critical {
         "critical"
     } else if degraded {
@@ -110,6 +113,7 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
         },
         "drivers": drivers,
         "devices": devices,
+        "uplinks": s.uplinks.snapshot(),
     });
     // 200 even when degraded: the process is alive and serving; the body says what is wrong.
     (StatusCode::OK, axum::Json(body))

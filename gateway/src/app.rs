@@ -27,6 +27,7 @@ pub struct Gateway {
     pub health: Arc<HealthBoard>,
     shutdown: CancellationToken,
     supervisor: Supervisor,
+    uplinks: crate::uplink::Uplinks,
     writer: WriterHandle,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -64,11 +65,12 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", data_dir.display()))?;
         let mut jopts = JournalOptions::new(data_dir.join("journal.db"));
         jopts.retention = config.gateway.journal.policy();
+        jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         let (journal, writer) = Journal::open(jopts)?;
         let shutdown = CancellationToken::new();
         let gateway_id = DeviceId::new(config.gateway.id.clone()).map_err(anyhow::Error::msg)?;
         let (board, health_rx) = HealthBoard::new();
-        let mut router = CommandRouter::new(journal.clone(), gateway_id);
+        let mut router = CommandRouter::new(journal.clone(), gateway_id.clone());
         let shared = Shared {
             journal: journal.clone(),
             health: board.clone(),
@@ -77,6 +79,17 @@ impl Gateway {
             restart: opts.restart,
         };
         let supervisor = Supervisor::start(&config.devices, &shared, &mut router);
+        let commands = Arc::new(router);
+        let uplinks = crate::uplink::start(
+            &config.uplinks,
+            &crate::uplink::UplinkContext {
+                journal: journal.clone(),
+                gateway_id: gateway_id.clone(),
+                commands: Some(commands.clone()),
+                drivers: Some(supervisor.states.clone()),
+                shutdown: shutdown.clone(),
+            },
+        );
         let mut background = vec![
             tokio::spawn(health::run(
                 board.clone(),
@@ -93,6 +106,7 @@ impl Gateway {
             drivers: supervisor.states.clone(),
             health: board.clone(),
             gateway_id: config.gateway.id.clone(),
+            uplinks: uplinks.board.clone(),
         };
         let (http_addr, http) = api::serve(config.console.listen, state, shutdown.clone()).await?;
         background.push(http);
@@ -100,10 +114,11 @@ impl Gateway {
         Ok(Gateway {
             journal,
             http_addr,
-            commands: Arc::new(router),
+            commands,
             health: board,
             shutdown,
             supervisor,
+            uplinks,
             writer,
             background,
         })
@@ -123,6 +138,7 @@ impl Gateway {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.supervisor.join(Duration::from_secs(5)).await;
+        self.uplinks.join(Duration::from_secs(5)).await;
         for t in self.background {
             t.abort();
         }

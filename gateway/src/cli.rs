@@ -129,6 +129,40 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// GB/T 26875.3 upload → confirm latency at the UITD side, idle and with many UITDs,
+    /// against an in-process gateway (see `bench_gb26875`).
+    Gb26875 {
+        /// Simultaneous UITD connections in the load phase.
+        #[arg(long, default_value_t = 500)]
+        connections: u64,
+        /// Uploads per connection in the load phase.
+        #[arg(long, default_value_t = 20)]
+        frames_per_connection: u64,
+        /// Uploads, one at a time, in the idle phase.
+        #[arg(long, default_value_t = 2000)]
+        idle_frames: u64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
+    Forward {
+        /// Total events.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Broker URL: mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        broker: String,
+        /// CA file (PEM) for mqtts://.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// In-flight window.
+        #[arg(long, default_value_t = 100)]
+        inflight: u16,
+        /// Directory for the journal (default: the system temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -180,6 +214,42 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => bench_ingest(events, producers, window, data_dir).await,
+        Cmd::Bench {
+            command:
+                BenchCmd::Gb26875 {
+                    connections,
+                    frames_per_connection,
+                    idle_frames,
+                    data_dir,
+                },
+        } => {
+            crate::bench_gb26875::run(crate::bench_gb26875::BenchOptions {
+                connections,
+                frames_per_connection,
+                idle_frames,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Forward {
+                    events,
+                    broker,
+                    ca,
+                    inflight,
+                    data_dir,
+                },
+        } => {
+            crate::uplink::bench::forward(crate::uplink::bench::ForwardBench {
+                events,
+                broker,
+                ca,
+                inflight,
+                data_dir,
+            })
+            .await
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! TOML file; [`api`] serves health and metrics; [`cli`] is the `campusgw` command.
 
 pub mod api;
+pub mod bench_gb26875;
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -15,3 +16,4 @@ pub mod health;
 pub mod journal;
 pub mod registry;
 pub mod supervisor;
+pub mod uplink;

@@ -110,8 +110,8 @@ pub(crate) fn parse_driver(
     }
 }
 
-/// Uplink kinds this build knows (the county MQTT and webhook uplinks arrive with their issue).
-pub const UPLINKS: &[&str] = &[];
+/// Uplink kinds this build knows.
+pub const UPLINKS: &[&str] = crate::uplink::config::KINDS;
 
 /// Parses an `[[uplink]]` table.
 ///
@@ -121,14 +121,5 @@ pub(crate) fn parse_uplink(
     v: toml::Value,
     at: &FieldPath,
 ) -> Result<UplinkConfig, Vec<ConfigIssue>> {
-    let kind = v.get("kind").and_then(toml::Value::as_str).unwrap_or("");
-    let hint = if UPLINKS.is_empty() {
-        "this build has no uplink kinds yet".to_owned()
-    } else {
-        format!("this build has: {}", UPLINKS.join(", "))
-    };
-    Err(vec![ConfigIssue::new(
-        at.key("kind"),
-        format!("unknown uplink kind \"{kind}\"; {hint}"),
-    )])
+    crate::uplink::parse(v, at)
 }

@@ -168,6 +168,33 @@ impl UitdSim {
         Ok(UitdSim { inner, reader })
     }
 
+    /// Connects again to the centre at `addr` (after it went away), keeping the
+    /// configuration, the serial counter, the UITD status and the misbehaviour: a frame
+    /// built before can be retransmitted with [`UitdSim::upload_frame`], and new uploads do
+    /// not reuse its serial. Frames received on the old connection are forgotten.
+    ///
+    /// # Errors
+    /// The connect error; the old connection is then kept as it was.
+    pub async fn reconnect(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        let fresh = UitdSim::connect(addr, self.inner.config.clone()).await?;
+        let serial = self.inner.serial.load(Ordering::Relaxed);
+        fresh.inner.serial.store(serial, Ordering::Relaxed);
+        let status = self.inner.status.load(Ordering::Relaxed);
+        fresh.inner.status.store(status, Ordering::Relaxed);
+        let m = self.inner.misbehaviour.lock().expect("sim lock").clone();
+        fresh.set_misbehaviour(m);
+        // Dropping the old simulator aborts its reader and closes its socket.
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Forgets the frames received so far, so that long runs (benchmarks) do not make
+    /// every wait scan and copy an ever-growing list. Call it only between uploads: an
+    /// upload in flight looks for its answer past the frames it had already seen.
+    pub fn clear_received(&self) {
+        self.inner.received.lock().expect("sim lock").clear();
+    }
+
     /// Sets how to misbehave from now on.
     pub fn set_misbehaviour(&self, m: Misbehaviour) {
         *self.inner.misbehaviour.lock().expect("sim lock") = m;

@@ -148,13 +148,17 @@ pub struct DeviceConfig {
     pub factory: Arc<dyn DriverFactory>,
 }
 
-/// An `[[uplink]]` entry (kinds arrive with the uplink issues).
+/// An `[[uplink]]` entry, validated by `crate::uplink::config`.
 #[derive(Clone)]
 pub struct UplinkConfig {
     /// Unique name, the cursor key.
     pub name: String,
     /// Its kind.
     pub kind: &'static str,
+    /// The classes and kinds it forwards.
+    pub filter: crate::uplink::Filter,
+    /// The settings of its kind.
+    pub settings: crate::uplink::UplinkSettings,
 }
 
 #[derive(Deserialize)]

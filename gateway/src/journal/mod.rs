@@ -10,7 +10,8 @@
 //!                       device TEXT NOT NULL,
 //!                       origin_ref TEXT,                -- device's own message id
 //!                       received_at INTEGER NOT NULL,   -- unix microseconds
-//!                       body TEXT NOT NULL);            -- the event's JSON form (docs/event-schema.md)
+//!                       body TEXT NOT NULL);            -- the event's JSON form with seq 0 (docs/event-schema.md);
+//!                                                       -- the seq column is authoritative
 //! CREATE INDEX events_by_class ON events(class, seq);
 //! CREATE UNIQUE INDEX events_by_origin ON events(device, origin_ref) WHERE origin_ref IS NOT NULL;
 //! CREATE TABLE cursors (uplink TEXT, class INTEGER, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL,
@@ -42,6 +43,7 @@
 //! # Retention and quota (DESIGN §4)
 //! See [`retention`].
 
+mod checkpoint;
 mod reader;
 pub mod retention;
 mod schema;
@@ -188,6 +190,10 @@ impl Journal {
                 path: opts.path.clone(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
+        let checkpointer = checkpoint::Checkpointer::start(&opts.path).map_err(|e| JournalError::Sqlite {
+            path: opts.path.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
         let journal = Journal {
             tx,
             path: opts.path,
@@ -199,6 +205,7 @@ impl Journal {
             journal,
             WriterHandle {
                 thread: Some(thread),
+                checkpointer: Some(checkpointer),
             },
         ))
     }
@@ -209,8 +216,14 @@ impl Journal {
     /// [`EmitError`] when the events are not durable.
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Receipt>, EmitError> {
         let (reply, rx) = oneshot::channel();
+        // Serialize here, on the emitter's task, so the single writer thread only writes.
+        let bodies = events.iter().map(writer::body_of).collect();
         self.tx
-            .send(writer::Msg::Append { events, reply })
+            .send(writer::Msg::Append {
+                events,
+                bodies,
+                reply,
+            })
             .await
             .map_err(|_| EmitError::Closed)?;
         rx.await.map_err(|_| EmitError::Closed)?
@@ -319,11 +332,16 @@ impl EventSink for Journal {
 /// Owns the writer thread; join it at shutdown after [`Journal::close`].
 pub struct WriterHandle {
     thread: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl WriterHandle {
-    /// Waits for the writer to commit what was queued and exit.
+    /// Waits for the writer to commit what was queued and exit (it checkpoints and
+    /// truncates the WAL on the way out).
     pub fn join(mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -156,8 +156,10 @@ impl JournalReader {
 }
 
 fn decode(seq: u64, body: &str) -> Result<Event, JournalError> {
-    serde_json::from_str(body).map_err(|e| JournalError::Corrupt {
+    let mut e: Event = serde_json::from_str(body).map_err(|e| JournalError::Corrupt {
         seq,
         reason: e.to_string(),
-    })
+    })?;
+    e.seq = seq;
+    Ok(e)
 }

@@ -17,6 +17,8 @@ use super::{JournalError, JournalOptions, JournalStatus, schema};
 pub(super) enum Msg {
     Append {
         events: Vec<Event>,
+        /// Each event's JSON with seq 0, serialized by the emitter off the writer thread.
+        bodies: Vec<String>,
         reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
     },
     SetCursor {
@@ -37,6 +39,7 @@ pub(super) enum Msg {
 
 struct PendingAppend {
     events: Vec<Event>,
+    bodies: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
 }
 
@@ -168,7 +171,11 @@ impl Writer {
 
     fn accept(&mut self, m: Msg, closing: &mut Option<Instant>) {
         match m {
-            Msg::Append { events, reply } => {
+            Msg::Append {
+                events,
+                bodies,
+                reply,
+            } => {
                 if let Some(o) = &self.outage {
                     let vital = events.iter().any(|e| e.class == Class::LifeSafety);
                     if !vital && self.pending_events + events.len() > self.opts.memory_backlog {
@@ -182,7 +189,11 @@ impl Writer {
                     }
                 }
                 self.pending_events += events.len();
-                self.appends.push(PendingAppend { events, reply });
+                self.appends.push(PendingAppend {
+                    events,
+                    bodies,
+                    reply,
+                });
             }
             Msg::SetCursor {
                 uplink,
@@ -223,13 +234,13 @@ impl Writer {
         {
             let mut ins = Inserter::new(&tx)?;
             for e in &mut extra {
-                let r = ins.insert(e, next)?;
+                let r = ins.insert(e, &body_of(e), next)?;
                 next += u64::from(!r.duplicate);
             }
             for a in &mut self.appends {
                 let mut rs = Vec::with_capacity(a.events.len());
-                for e in &mut a.events {
-                    let r = ins.insert(e, next)?;
+                for (e, body) in a.events.iter_mut().zip(&a.bodies) {
+                    let r = ins.insert(e, body, next)?;
                     if !r.duplicate {
                         next += 1;
                         if self.feed.receiver_count() > 0 {
@@ -372,8 +383,10 @@ impl Writer {
             "quota_bytes": self.opts.retention.quota_bytes,
         });
         let (reply, _) = oneshot::channel();
+        let event = self.internal(NewEvent::new(kind, class).payload(payload));
         self.appends.push(PendingAppend {
-            events: vec![self.internal(NewEvent::new(kind, class).payload(payload))],
+            bodies: vec![body_of(&event)],
+            events: vec![event],
             reply,
         });
         self.pending_events += 1;
@@ -393,6 +406,17 @@ impl Writer {
             tracing::debug!(error = %e, "wal checkpoint at close failed");
         }
     }
+}
+
+/// The stored JSON body of an event: its JSON form with `seq` 0 (the `seq` column is
+/// authoritative, so bodies can be serialized by emitters before a seq exists).
+pub(super) fn body_of(e: &Event) -> String {
+    if e.seq == 0 {
+        return serde_json::to_string(e).expect("events always serialize");
+    }
+    let mut e = e.clone();
+    e.seq = 0;
+    serde_json::to_string(&e).expect("events always serialize")
 }
 
 /// Prepared statements for inserting events with de-duplication.
@@ -417,9 +441,8 @@ impl<'t> Inserter<'t> {
     }
 
     /// Inserts `e` at `seq`, or finds the event it duplicates (same device and origin_ref).
-    fn insert(&mut self, e: &mut Event, seq: u64) -> rusqlite::Result<Receipt> {
+    fn insert(&mut self, e: &mut Event, body: &str, seq: u64) -> rusqlite::Result<Receipt> {
         e.seq = seq;
-        let body = serde_json::to_string(&e).expect("events always serialize");
         let n = self.insert.execute(params![
             seq as i64,
             e.id.as_bytes(),

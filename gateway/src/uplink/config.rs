@@ -1,0 +1,503 @@
+//! `[[uplink]]` tables: parsed once, validated with field paths (no network I/O; files named
+//! in the table are only checked for existence).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use campusgw_sdk::{Class, ConfigIssue, FieldPath};
+use serde::Deserialize;
+
+use crate::config::{HumanDuration, UplinkConfig, typed_value};
+
+use super::county_commands::CommandPolicy;
+use super::filter::Filter;
+
+/// Uplink kinds this build knows.
+pub const KINDS: &[&str] = &["mqtt", "webhook"];
+
+/// The validated settings of one uplink, by kind.
+#[derive(Debug, Clone)]
+pub enum UplinkSettings {
+    /// `kind = "mqtt"`: the county platform.
+    Mqtt(Arc<MqttConfig>),
+    /// `kind = "webhook"`: HTTPS POST of event batches.
+    Webhook(Arc<WebhookConfig>),
+}
+
+/// Where an MQTT broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Host name or IP (no brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `mqtts://`.
+    pub tls: bool,
+}
+
+impl BrokerAddr {
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (default ports 1883 / 8883).
+    ///
+    /// # Errors
+    /// A message naming the accepted form.
+    pub fn parse(url: &str) -> Result<BrokerAddr, String> {
+        let bad = || {
+            format!(
+                "invalid broker url {url:?}: expected mqtt://host[:port] or mqtts://host[:port]"
+            )
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.trim_end_matches('/');
+        let default = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, tail) = v6.split_once(']').ok_or_else(bad)?;
+            (h, tail.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+            None => default,
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(bad());
+        }
+        Ok(BrokerAddr {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+}
+
+/// TLS material shared by both kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM CA bundle; `None` uses the built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// A validated `kind = "mqtt"` uplink.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Cursor key and metric label.
+    pub name: String,
+    /// The broker.
+    pub broker: BrokerAddr,
+    /// CA and client certificate (used when `broker.tls`).
+    pub tls: TlsFiles,
+    /// Username and where the password comes from.
+    pub credentials: Option<(String, Secret)>,
+    /// Topic prefix (default `campusgw`).
+    pub topic_prefix: String,
+    /// Unconfirmed publishes at most (default 100).
+    pub inflight: u16,
+    /// MQTT keep-alive (default 30 s).
+    pub keep_alive: Duration,
+    /// Heartbeat period (default 30 s).
+    pub heartbeat: Duration,
+    /// Reconnect back-off bounds (default 1 s .. 60 s).
+    pub backoff: (Duration, Duration),
+    /// County commands; `None` means none are accepted (no subscription).
+    pub commands: Option<CommandPolicy>,
+}
+
+/// A validated `kind = "webhook"` uplink.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Cursor key and metric label.
+    pub name: String,
+    /// `http://` or `https://` endpoint.
+    pub url: String,
+    /// CA and client certificate.
+    pub tls: TlsFiles,
+    /// Bearer token.
+    pub token: Option<Secret>,
+    /// Events per POST (default 100).
+    pub batch: usize,
+    /// Request timeout (default 10 s).
+    pub timeout: Duration,
+    /// Retry back-off bounds (default 1 s .. 60 s).
+    pub backoff: (Duration, Duration),
+}
+
+/// A secret written inline or, preferably, in a file read at start.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Inline in the config.
+    Inline(String),
+    /// In this file (trailing newline trimmed).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret::Inline(..)"),
+            Secret::File(p) => write!(f, "Secret::File({})", p.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's text.
+    ///
+    /// # Errors
+    /// The read error, naming the file.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    classes: Option<Vec<Class>>,
+    #[serde(default)]
+    kinds: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttRaw {
+    url: String,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    topic_prefix: String,
+    #[serde(default = "default_inflight")]
+    inflight: u16,
+    keep_alive: Option<HumanDuration>,
+    heartbeat: Option<HumanDuration>,
+    commands: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRaw {
+    url: String,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_batch")]
+    batch: usize,
+    timeout: Option<HumanDuration>,
+}
+
+fn default_prefix() -> String {
+    "campusgw".to_owned()
+}
+
+fn default_inflight() -> u16 {
+    100
+}
+
+fn default_batch() -> usize {
+    100
+}
+
+const COMMON_KEYS: [&str; 4] = ["name", "kind", "classes", "kinds"];
+
+/// Parses one `[[uplink]]` table.
+///
+/// # Errors
+/// Every problem found, each with its field path.
+pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let toml::Value::Table(mut t) = v else {
+        return Err(vec![ConfigIssue::new(at.clone(), "expected a table")]);
+    };
+    let mut common = toml::Table::new();
+    for k in COMMON_KEYS {
+        if let Some(v) = t.remove(k) {
+            common.insert(k.to_owned(), v);
+        }
+    }
+    let kind = common
+        .get("kind")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let Some(kind) = KINDS.iter().copied().find(|k| *k == kind) else {
+        let hint = campusgw_sdk::config::suggest(&kind, KINDS.iter().copied())
+            .map(|s| format!(" (did you mean \"{s}\"?)"))
+            .unwrap_or_default();
+        return Err(vec![ConfigIssue::new(
+            at.key("kind"),
+            format!(
+                "unknown uplink kind \"{kind}\"{hint}; this build has: {}",
+                KINDS.join(", ")
+            ),
+        )]);
+    };
+    let common: Option<Common> = typed_value(toml::Value::Table(common), at, &mut issues);
+    let filter = common
+        .as_ref()
+        .and_then(|c| Filter::parse(c.classes.clone(), c.kinds.clone(), at, &mut issues));
+    let name = common.map(|c| c.name).unwrap_or_default();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        issues.push(ConfigIssue::new(
+            at.key("name"),
+            format!("uplink name {name:?} must be non-empty ASCII letters, digits, '_' or '-'"),
+        ));
+    }
+    let settings = match kind {
+        "mqtt" => mqtt(t, &name, at, &mut issues).map(|c| UplinkSettings::Mqtt(Arc::new(c))),
+        _ => webhook(t, &name, at, &mut issues).map(|c| UplinkSettings::Webhook(Arc::new(c))),
+    };
+    match (filter, settings) {
+        (Some(filter), Some(settings)) if issues.is_empty() => Ok(UplinkConfig {
+            name,
+            kind,
+            filter,
+            settings,
+        }),
+        _ => Err(issues),
+    }
+}
+
+fn mqtt(
+    t: toml::Table,
+    name: &str,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<MqttConfig> {
+    let raw: MqttRaw = typed_value(toml::Value::Table(t), at, issues)?;
+    let broker = BrokerAddr::parse(&raw.url)
+        .map_err(|m| issues.push(ConfigIssue::new(at.key("url"), m)))
+        .ok();
+    let tls = tls_files(raw.ca_file, raw.client_cert, raw.client_key, at, issues);
+    if raw.inflight == 0 {
+        issues.push(ConfigIssue::new(
+            at.key("inflight"),
+            "inflight must be at least 1",
+        ));
+    }
+    let valid_prefix = !raw.topic_prefix.is_empty()
+        && !raw.topic_prefix.contains(['+', '#', '\0'])
+        && !raw.topic_prefix.starts_with('/')
+        && !raw.topic_prefix.ends_with('/');
+    if !valid_prefix {
+        issues.push(ConfigIssue::new(
+            at.key("topic_prefix"),
+            format!(
+                "topic_prefix {:?} must be non-empty, without '+', '#' or a leading/trailing '/'",
+                raw.topic_prefix
+            ),
+        ));
+    }
+    let credentials = match (raw.username, raw.password, raw.password_file) {
+        (None, None, None) => None,
+        (Some(u), None, None) => Some((u, Secret::Inline(String::new()))),
+        (Some(u), Some(p), None) => Some((u, Secret::Inline(p))),
+        (Some(u), None, Some(f)) => {
+            exists(&f, &at.key("password_file"), issues);
+            Some((u, Secret::File(f)))
+        }
+        (None, _, _) => {
+            issues.push(ConfigIssue::new(
+                at.key("username"),
+                "a password needs a username",
+            ));
+            None
+        }
+        (Some(_), Some(_), Some(_)) => {
+            issues.push(ConfigIssue::new(
+                at.key("password"),
+                "give password or password_file, not both",
+            ));
+            None
+        }
+    };
+    let commands = match raw.commands {
+        Some(v) => Some(CommandPolicy::parse(v, &at.key("commands"), issues)?),
+        None => None,
+    };
+    let secs = |d: Option<HumanDuration>, dflt: u64| d.map_or(Duration::from_secs(dflt), |d| d.0);
+    Some(MqttConfig {
+        name: name.to_owned(),
+        broker: broker?,
+        tls,
+        credentials,
+        topic_prefix: raw.topic_prefix,
+        inflight: raw.inflight.max(1),
+        keep_alive: secs(raw.keep_alive, 30).max(Duration::from_secs(1)),
+        heartbeat: secs(raw.heartbeat, 30).max(Duration::from_millis(100)),
+        backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+        commands,
+    })
+}
+
+fn webhook(
+    t: toml::Table,
+    name: &str,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<WebhookConfig> {
+    let raw: WebhookRaw = typed_value(toml::Value::Table(t), at, issues)?;
+    if !(raw.url.starts_with("https://") || raw.url.starts_with("http://")) {
+        issues.push(ConfigIssue::new(
+            at.key("url"),
+            format!(
+                "invalid webhook url {:?}: expected https://host[:port]/path",
+                raw.url
+            ),
+        ));
+    }
+    let tls = tls_files(raw.ca_file, raw.client_cert, raw.client_key, at, issues);
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            issues.push(ConfigIssue::new(
+                at.key("token"),
+                "give token or token_file, not both",
+            ));
+            None
+        }
+        (Some(t), None) => Some(Secret::Inline(t)),
+        (None, Some(f)) => {
+            exists(&f, &at.key("token_file"), issues);
+            Some(Secret::File(f))
+        }
+        (None, None) => None,
+    };
+    if raw.batch == 0 || raw.batch > 10_000 {
+        issues.push(ConfigIssue::new(
+            at.key("batch"),
+            "batch must be between 1 and 10000",
+        ));
+    }
+    Some(WebhookConfig {
+        name: name.to_owned(),
+        url: raw.url,
+        tls,
+        token,
+        batch: raw.batch.clamp(1, 10_000),
+        timeout: raw.timeout.map_or(Duration::from_secs(10), |d| d.0),
+        backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+    })
+}
+
+fn tls_files(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> TlsFiles {
+    if let Some(ca) = &ca {
+        exists(ca, &at.key("ca_file"), issues);
+    }
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => {
+            exists(&c, &at.key("client_cert"), issues);
+            exists(&k, &at.key("client_key"), issues);
+            Some((c, k))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            issues.push(ConfigIssue::new(
+                at.key("client_key"),
+                "client_cert needs client_key",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            issues.push(ConfigIssue::new(
+                at.key("client_cert"),
+                "client_key needs client_cert",
+            ));
+            None
+        }
+    };
+    TlsFiles {
+        ca_file: ca,
+        client,
+    }
+}
+
+fn exists(p: &Path, at: &FieldPath, issues: &mut Vec<ConfigIssue>) {
+    if !p.is_file() {
+        issues.push(ConfigIssue::new(
+            at.clone(),
+            format!("no such file {}", p.display()),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_with_default_ports() {
+        let a = BrokerAddr::parse("mqtts://platform.example").expect("valid");
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("platform.example", 8883, true)
+        );
+        let a = BrokerAddr::parse("mqtt://127.0.0.1:1884").expect("valid");
+        assert_eq!((a.host.as_str(), a.port, a.tls), ("127.0.0.1", 1884, false));
+        let a = BrokerAddr::parse("mqtt://[::1]:1885").expect("valid");
+        assert_eq!((a.host.as_str(), a.port), ("::1", 1885));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:70000",
+            "mqtts://h/x/y",
+        ] {
+            assert!(BrokerAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_fields_are_reported_with_paths() {
+        let v: toml::Value = toml::from_str("kind = \"mqt\"\nname = \"c\"").expect("toml");
+        let e = parse(v, &FieldPath::root().key("uplink").index(0))
+            .err()
+            .expect("bad kind");
+        assert!(
+            e[0].message.contains("did you mean \"mqtt\""),
+            "{:?}",
+            e[0].message
+        );
+        let v: toml::Value =
+            toml::from_str("kind = \"mqtt\"\nname = \"c\"\nurl = \"mqtt://h\"\ninflight = \"x\"")
+                .expect("toml");
+        let e = parse(v, &FieldPath::root().key("uplink").index(0))
+            .err()
+            .expect("bad inflight");
+        assert_eq!(e[0].path.to_string(), "uplink[0].inflight");
+    }
+}

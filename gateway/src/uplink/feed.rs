@@ -1,0 +1,262 @@
+//! The journal side of an uplink: what to send next, and when a cursor may move.
+//!
+//! One lane per class. A lane holds the events read from the journal past its cursor, in
+//! seq order, each `Unsent`, `InFlight` or `Confirmed`. [`Feed::next`] takes the first
+//! unsent event of the highest class that has one, reading a page from the journal when a
+//! lane runs dry, so a pending `life_safety` event always goes before older `telemetry`
+//! (DESIGN §4 "Delivery"). A lane's cursor moves only over a confirmed prefix: an
+//! out-of-order confirmation waits until everything before it in its class is confirmed.
+//! Memory stays flat: a lane holds at most the in-flight window plus one page.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use campusgw_sdk::{Class, Event};
+use tokio::sync::watch;
+
+use super::filter::Filter;
+use crate::journal::{Journal, JournalError, JournalReader};
+
+/// Events read from the journal per lane refill.
+pub const PAGE: usize = 512;
+
+/// An event handed to a transport; confirm it with [`Feed::confirm`].
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Its class (lane).
+    pub class: Class,
+    /// Its journal seq.
+    pub seq: u64,
+    /// The event.
+    pub event: Arc<Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Unsent,
+    InFlight,
+    Confirmed,
+}
+
+struct Slot {
+    seq: u64,
+    event: Option<Arc<Event>>,
+    state: SlotState,
+}
+
+struct Lane {
+    class: Class,
+    wanted: bool,
+    cursor: u64,
+    read_to: u64,
+    scanned_to: u64,
+    slots: VecDeque<Slot>,
+    next_unsent: usize,
+}
+
+impl Lane {
+    fn take_unsent(&mut self) -> Option<Outgoing> {
+        while self.next_unsent < self.slots.len() {
+            let i = self.next_unsent;
+            self.next_unsent += 1;
+            let slot = &mut self.slots[i];
+            if slot.state == SlotState::Unsent {
+                slot.state = SlotState::InFlight;
+                let event = slot.event.clone()?;
+                return Some(Outgoing {
+                    class: self.class,
+                    seq: slot.seq,
+                    event,
+                });
+            }
+        }
+        None
+    }
+
+    fn advance(&mut self) -> bool {
+        let before = self.cursor;
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.state == SlotState::Confirmed)
+        {
+            if let Some(s) = self.slots.pop_front() {
+                self.cursor = self.cursor.max(s.seq);
+                self.next_unsent = self.next_unsent.saturating_sub(1);
+            }
+        }
+        self.cursor != before
+    }
+}
+
+/// What an uplink sends next and which cursors it may store.
+pub struct Feed {
+    name: String,
+    reader: JournalReader,
+    filter: Filter,
+    lanes: Vec<Lane>,
+    inflight: usize,
+}
+
+impl Feed {
+    /// Opens a feed for uplink `name`, starting at its stored cursors.
+    ///
+    /// # Errors
+    /// [`JournalError`] when the journal cannot be read.
+    pub fn open(name: &str, journal: &Journal, filter: Filter) -> Result<Feed, JournalError> {
+        let reader = journal.reader()?;
+        let mut lanes = Vec::with_capacity(Class::ALL.len());
+        for class in Class::ALL {
+            let cursor = reader.cursor(name, class)?;
+            lanes.push(Lane {
+                class,
+                wanted: filter.wants_class(class),
+                cursor,
+                read_to: cursor,
+                scanned_to: cursor,
+                slots: VecDeque::new(),
+                next_unsent: 0,
+            });
+        }
+        Ok(Feed {
+            name: name.to_owned(),
+            reader,
+            filter,
+            lanes,
+            inflight: 0,
+        })
+    }
+
+    /// The next event to send: the oldest unsent event of the highest class that has one,
+    /// looking at the journal up to `committed`.
+    ///
+    /// # Errors
+    /// [`JournalError`] from reading the journal.
+    pub fn next(&mut self, committed: u64) -> Result<Option<Outgoing>, JournalError> {
+        for i in 0..self.lanes.len() {
+            if !self.lanes[i].wanted {
+                continue;
+            }
+            if let Some(o) = self.lanes[i].take_unsent() {
+                self.inflight += 1;
+                return Ok(Some(o));
+            }
+            if self.refill(i, committed)?
+                && let Some(o) = self.lanes[i].take_unsent()
+            {
+                self.inflight += 1;
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the next page of lane `i`; false when there was nothing new.
+    fn refill(&mut self, i: usize, committed: u64) -> Result<bool, JournalError> {
+        let lane = &mut self.lanes[i];
+        if lane.scanned_to >= committed {
+            return Ok(false);
+        }
+        let page = self.reader.after(lane.read_to, Some(lane.class), PAGE)?;
+        if page.len() < PAGE {
+            // Everything committed up to `committed` (observed before the read) is in hand.
+            lane.scanned_to = committed;
+        }
+        let got = !page.is_empty();
+        for e in page {
+            lane.read_to = lane.read_to.max(e.seq);
+            let wanted = self.filter.wants_kind(&e.kind);
+            lane.slots.push_back(Slot {
+                seq: e.seq,
+                state: if wanted {
+                    SlotState::Unsent
+                } else {
+                    SlotState::Confirmed
+                },
+                event: wanted.then(|| Arc::new(e)),
+            });
+        }
+        lane.advance();
+        Ok(got)
+    }
+
+    /// The destination confirmed `seq`; returns true when the class's cursor moved.
+    pub fn confirm(&mut self, class: Class, seq: u64) -> bool {
+        let lane = &mut self.lanes[usize::from(class.rank())];
+        let Ok(i) = lane.slots.binary_search_by_key(&seq, |s| s.seq) else {
+            return false;
+        };
+        if lane.slots[i].state == SlotState::InFlight {
+            self.inflight -= 1;
+        }
+        lane.slots[i].state = SlotState::Confirmed;
+        lane.slots[i].event = None;
+        lane.advance()
+    }
+
+    /// The connection is gone: everything in flight is unsent again (resent in order).
+    pub fn release_all(&mut self) {
+        for lane in &mut self.lanes {
+            for s in &mut lane.slots {
+                if s.state == SlotState::InFlight {
+                    s.state = SlotState::Unsent;
+                }
+            }
+            lane.next_unsent = 0;
+        }
+        self.inflight = 0;
+    }
+
+    /// Republishes events from `from_seq` on (county `resync`). Call with nothing in flight;
+    /// cursors never move back.
+    pub fn resync(&mut self, from_seq: u64) {
+        self.release_all();
+        for lane in &mut self.lanes {
+            lane.slots.clear();
+            lane.next_unsent = 0;
+            lane.read_to = lane.cursor.min(from_seq.saturating_sub(1));
+            lane.scanned_to = 0;
+        }
+    }
+
+    /// Events handed out and not yet confirmed.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// The confirmed cursor per class rank.
+    pub fn cursors(&self) -> [u64; 5] {
+        let mut out = [0; 5];
+        for (o, l) in out.iter_mut().zip(&self.lanes) {
+            *o = l.cursor;
+        }
+        out
+    }
+
+    /// The uplink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Stores cursors as they move, coalescing: one journal write per class per round, never
+/// on the send path. Returns when `cursors` closes, after a final store.
+pub async fn save_cursors(journal: Journal, name: String, mut cursors: watch::Receiver<[u64; 5]>) {
+    let mut stored = *cursors.borrow_and_update();
+    loop {
+        let closed = cursors.changed().await.is_err();
+        let now = *cursors.borrow_and_update();
+        for class in Class::ALL {
+            let r = usize::from(class.rank());
+            if now[r] > stored[r] {
+                match journal.set_cursor(&name, class, now[r]).await {
+                    Ok(()) => stored[r] = now[r],
+                    Err(e) => tracing::warn!(uplink = %name, error = %e, "cursor not stored"),
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Per-uplink state and counters: the one place that writes uplink metrics, read by
+//! `/healthz` and the MQTT heartbeat.
+//!
+//! Metrics (label `uplink`): `campusgw_uplink_published_total`,
+//! `campusgw_uplink_confirmed_total`, `campusgw_uplink_rejected_total`,
+//! `campusgw_uplink_backlog{class}`, `campusgw_uplink_oldest_unconfirmed_seconds`,
+//! `campusgw_uplink_connected` (1/0), `campusgw_uplink_failures_total{reason}`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use campusgw_sdk::Class;
+use metrics::{Counter, Gauge};
+use serde::Serialize;
+
+use super::tls::FailureReason;
+
+/// Connection state of an uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Connecting (first attempt or after a failure).
+    Connecting,
+    /// Connected and forwarding.
+    Connected,
+    /// The last attempt failed; retrying after back-off.
+    Down,
+    /// Stopped (shutdown).
+    Stopped,
+}
+
+/// Live state of one uplink.
+pub struct UplinkStatus {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: &'static str,
+    published: AtomicU64,
+    confirmed: AtomicU64,
+    rejected: AtomicU64,
+    inner: Mutex<Inner>,
+    m_published: Counter,
+    m_confirmed: Counter,
+    m_rejected: Counter,
+    m_connected: Gauge,
+    m_oldest: Gauge,
+}
+
+#[derive(Clone)]
+struct Inner {
+    state: LinkState,
+    last_error: Option<String>,
+    backlog: [u64; 5],
+    oldest_unconfirmed_seconds: Option<f64>,
+    cursors: [u64; 5],
+}
+
+/// A JSON view for `/healthz` and the heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkSnapshot {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// Connection state.
+    pub state: LinkState,
+    /// The last failure, if any since the last success.
+    pub last_error: Option<String>,
+    /// Events published (including resends).
+    pub published: u64,
+    /// Events confirmed by the destination.
+    pub confirmed: u64,
+    /// Events the destination rejected (webhook 4xx).
+    pub rejected: u64,
+    /// Unconfirmed events per class.
+    pub backlog: BTreeMap<&'static str, u64>,
+    /// Age of the oldest unconfirmed event.
+    pub oldest_unconfirmed_seconds: Option<f64>,
+    /// Confirmed cursor per class.
+    pub cursors: BTreeMap<&'static str, u64>,
+}
+
+impl UplinkStatus {
+    /// A fresh status with its metric handles.
+    pub fn new(name: &str, kind: &'static str) -> Arc<UplinkStatus> {
+        // Handles taken before the recorder exists would be no-ops for good.
+        let _ = crate::api::metrics_handle();
+        let l = name.to_owned();
+        Arc::new(UplinkStatus {
+            name: name.to_owned(),
+            kind,
+            published: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                state: LinkState::Connecting,
+                last_error: None,
+                backlog: [0; 5],
+                oldest_unconfirmed_seconds: None,
+                cursors: [0; 5],
+            }),
+            m_published: metrics::counter!("campusgw_uplink_published_total", "uplink" => l.clone()),
+            m_confirmed: metrics::counter!("campusgw_uplink_confirmed_total", "uplink" => l.clone()),
+            m_rejected: metrics::counter!("campusgw_uplink_rejected_total", "uplink" => l.clone()),
+            m_connected: metrics::gauge!("campusgw_uplink_connected", "uplink" => l.clone()),
+            m_oldest: metrics::gauge!("campusgw_uplink_oldest_unconfirmed_seconds", "uplink" => l),
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// `n` events handed to the transport.
+    pub fn published(&self, n: u64) {
+        self.published.fetch_add(n, Ordering::Relaxed);
+        self.m_published.increment(n);
+    }
+
+    /// `n` events confirmed.
+    pub fn confirmed(&self, n: u64) {
+        self.confirmed.fetch_add(n, Ordering::Relaxed);
+        self.m_confirmed.increment(n);
+    }
+
+    /// `n` events rejected by the destination.
+    pub fn rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+        self.m_rejected.increment(n);
+    }
+
+    /// Connected: clears the last error.
+    pub fn connected(&self) {
+        self.m_connected.set(1.0);
+        self.with(|i| {
+            i.state = LinkState::Connected;
+            i.last_error = None;
+        });
+    }
+
+    /// A connection attempt or session failed; returns true on the transition into `Down`
+    /// (when the `uplink.down` event is journaled).
+    pub fn failed(&self, reason: FailureReason, message: &str) -> bool {
+        self.m_connected.set(0.0);
+        metrics::counter!("campusgw_uplink_failures_total", "uplink" => self.name.clone(), "reason" => reason.as_str())
+            .increment(1);
+        self.with(|i| {
+            let was = i.state;
+            i.state = LinkState::Down;
+            i.last_error = Some(message.to_owned());
+            was != LinkState::Down
+        })
+    }
+
+    /// Stopped at shutdown.
+    pub fn stopped(&self) {
+        self.m_connected.set(0.0);
+        self.with(|i| i.state = LinkState::Stopped);
+    }
+
+    /// Current connection state.
+    pub fn state(&self) -> LinkState {
+        self.with(|i| i.state)
+    }
+
+    /// Backlog, oldest unconfirmed age and cursors from the periodic stats pass.
+    pub fn set_backlog(&self, backlog: [u64; 5], oldest: Option<f64>, cursors: [u64; 5]) {
+        for c in Class::ALL {
+            metrics::gauge!("campusgw_uplink_backlog", "uplink" => self.name.clone(), "class" => c.as_str())
+                .set(backlog[usize::from(c.rank())] as f64);
+        }
+        self.m_oldest.set(oldest.unwrap_or(0.0));
+        self.with(|i| {
+            i.backlog = backlog;
+            i.oldest_unconfirmed_seconds = oldest;
+            i.cursors = cursors;
+        });
+    }
+
+    /// A JSON-ready view.
+    pub fn snapshot(&self) -> UplinkSnapshot {
+        let i = self.with(|i| i.clone());
+        let by_class = |a: [u64; 5]| {
+            Class::ALL
+                .into_iter()
+                .map(|c| (c.as_str(), a[usize::from(c.rank())]))
+                .collect()
+        };
+        UplinkSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            state: i.state,
+            last_error: i.last_error,
+            published: self.published.load(Ordering::Relaxed),
+            confirmed: self.confirmed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            backlog: by_class(i.backlog),
+            oldest_unconfirmed_seconds: i.oldest_unconfirmed_seconds,
+            cursors: by_class(i.cursors),
+        }
+    }
+}
+
+/// Every uplink's status, for `/healthz`.
+#[derive(Clone, Default)]
+pub struct UplinkBoard(pub Arc<Vec<Arc<UplinkStatus>>>);
+
+impl UplinkBoard {
+    /// Snapshots of every uplink.
+    pub fn snapshot(&self) -> Vec<UplinkSnapshot> {
+        self.0.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Whether any uplink is not connected.
+    pub fn degraded(&self) -> bool {
+        self.0.iter().any(|s| s.state() != LinkState::Connected)
+    }
+}
+
+/// Backlog per class rank, oldest unconfirmed age in seconds, stored cursors.
+pub type Measured = ([u64; 5], Option<f64>, [u64; 5]);
+
+/// Computes backlog per class and the oldest unconfirmed age from the journal and the
+/// stored cursors (blocking: run it off the async workers).
+///
+/// # Errors
+/// Journal read errors.
+pub fn measure(
+    reader: &crate::journal::JournalReader,
+    uplink: &str,
+    classes: &[Class],
+) -> Result<Measured, crate::journal::JournalError> {
+    let mut backlog = [0u64; 5];
+    let mut cursors = [0u64; 5];
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for &c in classes {
+        let r = usize::from(c.rank());
+        cursors[r] = reader.cursor(uplink, c)?;
+        let first = reader.after(cursors[r], Some(c), 1)?;
+        if let Some(e) = first.first() {
+            oldest = Some(oldest.map_or(e.received_at, |o| o.min(e.received_at)));
+            backlog[r] = reader.backlog(uplink, c)?;
+        }
+    }
+    let age = oldest.map(|o| (chrono::Utc::now() - o).num_milliseconds().max(0) as f64 / 1000.0);
+    Ok((backlog, age, cursors))
+}

@@ -1,0 +1,363 @@
+//! Test kit for the uplink tests: a real mosquitto on ephemeral loopback ports, rcgen
+//! certificates, a recording subscriber, and a journal with an MQTT uplink on it.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use campusgw::journal::{Journal, JournalOptions, WriterHandle};
+use campusgw::uplink::config::MqttConfig;
+use campusgw::uplink::mqtt::MqttUplink;
+use campusgw::uplink::{UplinkContext, UplinkSettings, UplinkStatus};
+use campusgw_sdk::{Class, DeviceId, Event, FieldPath, Kind, Location, NewEvent};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Waits for `cond` with a deadline.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+pub fn certs(dir: &Path) -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("campusgw test ca");
+    let (other, _) = ca("someone else's ca");
+    let leaf = |cn: &str, server: bool| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if server {
+            p.subject_alt_names
+                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        }
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (sc, sk) = leaf("broker", true);
+    let (cc, ck) = leaf("school-042", false);
+    let w = |n: &str, s: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, s).unwrap();
+        p
+    };
+    Certs {
+        dir: dir.to_owned(),
+        ca: w("ca.pem", &ca_cert.pem()),
+        server_cert: w("server.pem", &sc),
+        server_key: w("server.key", &sk),
+        client_cert: w("client.pem", &cc),
+        client_key: w("client.key", &ck),
+        other_ca: w("other-ca.pem", &other.pem()),
+    }
+}
+
+/// mosquitto with a plain listener (for test subscribers) and optionally a TLS one.
+pub struct Broker {
+    child: Option<Child>,
+    conf: PathBuf,
+    pub plain: u16,
+    pub tls: Option<u16>,
+    _dir: tempfile::TempDir,
+}
+
+pub enum Tls<'a> {
+    None,
+    Server(&'a Certs),
+    Mutual(&'a Certs),
+}
+
+impl Broker {
+    pub async fn start(tls: Tls<'_>) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = free_port();
+        let mut conf = format!(
+            "user root\nper_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_queued_bytes 0\nlog_dest stderr\nlog_type error\nlistener {plain} 127.0.0.1\n",
+            dir.path().display()
+        );
+        let tls_port = match tls {
+            Tls::None => None,
+            Tls::Server(c) | Tls::Mutual(c) => {
+                let p = free_port();
+                conf.push_str(&format!(
+                    "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                    c.ca.display(),
+                    c.server_cert.display(),
+                    c.server_key.display()
+                ));
+                if matches!(tls, Tls::Mutual(_)) {
+                    conf.push_str("require_certificate true\n");
+                }
+                Some(p)
+            }
+        };
+        let path = dir.path().join("mosquitto.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut b = Broker {
+            child: None,
+            conf: path,
+            plain,
+            tls: tls_port,
+            _dir: dir,
+        };
+        b.restart().await;
+        b
+    }
+
+    /// Starts (again) with the same config and ports.
+    pub async fn restart(&mut self) {
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed at /usr/sbin/mosquitto");
+        self.child = Some(child);
+        let port = self.plain;
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the broker (SIGTERM: mosquitto saves its persistent sessions, so the test
+    /// subscriber's queued messages survive; what the uplink had in flight is resent).
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > end {
+                    let _ = c.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    pub fn plain_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.plain)
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.tls.unwrap())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A message as the test subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// A persistent-session subscriber on the plain listener, recording every message.
+pub struct Subscriber {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn start(port: u16, filter: &str) -> Subscriber {
+        let mut o = MqttOptions::new(format!("sub-{}", uuid::Uuid::now_v7()), "127.0.0.1", port);
+        o.set_clean_session(false)
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_keep_alive(Duration::from_secs(5));
+        let (client, mut el) = AsyncClient::new(o, 1024);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        let s = seen.clone();
+        let c = client.clone();
+        let filter = filter.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                        s.lock().unwrap().push(Seen {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscribed in time")
+            .unwrap();
+        Subscriber { seen, client, task }
+    }
+
+    pub fn events(&self) -> Vec<(String, Event)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic.contains("/events/"))
+            .map(|m| (m.topic.clone(), serde_json::from_slice(&m.payload).unwrap()))
+            .collect()
+    }
+
+    pub fn count_events(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic.contains("/events/"))
+            .count()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A journal in a temp dir with one MQTT uplink running on it.
+pub struct Rig {
+    pub journal: Journal,
+    writer: Option<WriterHandle>,
+    pub status: Arc<UplinkStatus>,
+    pub shutdown: CancellationToken,
+    pub gw: DeviceId,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Parses `[[uplink]]` TOML into an MQTT config with test back-off.
+pub fn mqtt_config(toml_text: &str) -> (MqttConfig, campusgw::uplink::Filter) {
+    let v: toml::Value = toml::from_str(toml_text).unwrap();
+    let u = match campusgw::uplink::parse(v, &FieldPath::root().key("uplink").index(0)) {
+        Ok(u) => u,
+        Err(e) => panic!("config refused: {e:?}"),
+    };
+    let UplinkSettings::Mqtt(c) = u.settings else {
+        panic!("not mqtt")
+    };
+    let mut c = (*c).clone();
+    c.backoff = (Duration::from_millis(100), Duration::from_millis(800));
+    (c, u.filter)
+}
+
+impl Rig {
+    pub fn open() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, writer) =
+            Journal::open(JournalOptions::new(dir.path().join("journal.db"))).unwrap();
+        Rig {
+            journal,
+            writer: Some(writer),
+            status: UplinkStatus::new("county", "mqtt"),
+            shutdown: CancellationToken::new(),
+            gw: DeviceId::new("school-042").unwrap(),
+            task: None,
+            dir,
+        }
+    }
+
+    pub fn context(&self) -> UplinkContext {
+        UplinkContext {
+            journal: self.journal.clone(),
+            gateway_id: self.gw.clone(),
+            commands: None,
+            drivers: None,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    pub fn start(&mut self, cfg: MqttConfig, filter: campusgw::uplink::Filter, cx: UplinkContext) {
+        let up = MqttUplink::new(Arc::new(cfg), filter, cx, self.status.clone());
+        self.task = Some(tokio::spawn(up.run()));
+    }
+
+    pub async fn emit(&self, class: Class, kind: &'static str, n: usize) -> Vec<Event> {
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                Event::stamp(
+                    NewEvent::new(Kind::from_static(kind), class)
+                        .payload(serde_json::json!({"i": i})),
+                    &DeviceId::new("dev-1").unwrap(),
+                    "test",
+                    &Location::default(),
+                )
+            })
+            .collect();
+        let receipts = self.journal.append(events.clone()).await.unwrap();
+        events
+            .into_iter()
+            .zip(receipts)
+            .map(|(mut e, r)| {
+                e.seq = r.seq;
+                e
+            })
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.journal.close().await;
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+    }
+}
