@@ -60,6 +60,9 @@ impl Gateway {
     /// Journal or listener errors.
     pub async fn start(config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         let started = Instant::now();
+        // Install the metrics recorder before anything records: counts made before it
+        // exists are lost.
+        api::metrics_handle();
         let data_dir = config.gateway.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", data_dir.display()))?;

@@ -267,10 +267,14 @@ fn uplinks(v: Option<toml::Value>, issues: &mut Vec<ConfigIssue>) -> Vec<UplinkC
         issues.push(ConfigIssue::new(at, "expected [[uplink]] tables"));
         return Vec::new();
     };
-    let mut out = Vec::new();
+    let mut out: Vec<UplinkConfig> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let at = at.index(i);
         match registry::parse_uplink(item, &at) {
+            Ok(u) if out.iter().any(|o| o.name == u.name) => issues.push(ConfigIssue::new(
+                at.key("name"),
+                format!("uplink name \"{}\" is used twice; each uplink needs its own name (it keys its delivery cursor)", u.name),
+            )),
             Ok(u) => out.push(u),
             Err(mut e) => issues.append(&mut e),
         }

@@ -131,3 +131,16 @@ fn duplicate_tree_ids_are_refused() {
         "{p:?}"
     );
 }
+
+#[test]
+fn two_uplinks_with_one_name_are_refused() {
+    let up = "\n[[uplink]]\nname = \"county\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n";
+    let text = format!("{GOOD}{up}{up}");
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|(_, m)| m.contains("uplink name \"county\" is used twice")),
+        "{p:?}"
+    );
+    assert_eq!(problems(&format!("{GOOD}{up}")), Vec::new());
+}
