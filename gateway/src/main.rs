@@ -4,6 +4,8 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = campusgw::cli::Cli::parse();
+    // One TLS crypto provider for the whole process (rustls is built without a default).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAMPUSGW_LOG")

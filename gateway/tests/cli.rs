@@ -49,6 +49,8 @@ fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_l
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = write(dir.path(), "gw.toml", &config(&data).replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
     let mut child = campusgw().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    // reqwest is built without a default TLS provider in this workspace; pick ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body: serde_json::Value = rt.block_on(async {
         let url = format!("http://127.0.0.1:{port}/healthz");
