@@ -114,46 +114,8 @@ impl<'de> Deserialize<'de> for ComponentAddressText {
     }
 }
 
-/// A duration written `"90s"`, `"500ms"`, `"2m"`, `"1h"`, or an integer of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    /// Parses the text form; `None` if it is not one.
-    pub fn parse(s: &str) -> Option<ConfigDuration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        Some(ConfigDuration(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ConfigDuration(Duration::from_secs(n))),
-            Raw::Text(s) => ConfigDuration::parse(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: use a number with ms, s, m or h, like \"90s\""
-                ))
-            }),
-        }
-    }
-}
+/// Durations use the SDK's one config grammar (text like `"90s"`, or integer seconds).
+pub use campusgw_sdk::config::HumanDuration as ConfigDuration;
 
 fn default_heartbeat_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(90))
@@ -401,8 +363,8 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("9 fortnights"), "{e}");
         assert_eq!(
-            ConfigDuration::parse("250ms"),
-            Some(ConfigDuration(Duration::from_millis(250)))
+            "250ms".parse::<ConfigDuration>(),
+            Ok(ConfigDuration(Duration::from_millis(250)))
         );
     }
 }

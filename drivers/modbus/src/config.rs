@@ -6,54 +6,15 @@
 //! `[[points]]` are shared. Validation is pure and reports every problem with its path.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use campusgw_sdk::{BuildContext, BuildError, ConfigIssue, DriverConfig, FieldPath};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::driver::ModbusDriver;
 use crate::points::{PointConfig, PointMap};
 
-/// A duration written as `"500ms"`, `"1s"`, `"2m"` or `"1h"` (a whole number and a unit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let bad = || {
-            format!(
-                "invalid duration {s:?}: write a whole number and a unit, e.g. \"500ms\", \"1s\", \"2m\", \"1h\""
-            )
-        };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(bad()),
-        };
-        Ok(HumanDuration(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
+pub use campusgw_sdk::config::HumanDuration;
 
 fn default_unit() -> u8 {
     1

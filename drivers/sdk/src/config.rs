@@ -5,6 +5,10 @@
 //! a file line.
 
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 /// A path into the config document: `device[3].listen`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -101,6 +105,42 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// A duration in the config, the same syntax everywhere in the file: text such as
+/// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"` or `"1h 30m"` (humantime's grammar), or a bare
+/// integer meaning seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"2h\", \"30d\"")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
 /// Suggests the closest known name to an unknown one, for "did you mean" hints.
 pub fn suggest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     known
@@ -138,6 +178,41 @@ mod tests {
             .index(0)
             .join_dotted("registers[3].scale");
         assert_eq!(q.to_string(), "device[0].registers[3].scale");
+    }
+
+    #[test]
+    fn durations_share_one_grammar_and_accept_bare_seconds() {
+        for (s, ms) in [
+            ("500ms", 500),
+            ("1s", 1000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("0s", 0),
+            ("30d", 2_592_000_000),
+            ("1h 30m", 5_400_000),
+        ] {
+            assert_eq!(
+                s.parse::<HumanDuration>(),
+                Ok(HumanDuration(Duration::from_millis(ms))),
+                "{s}"
+            );
+        }
+        for bad in ["", "1", "s", "-1s", "soon", "5 parsecs"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} accepted");
+        }
+        #[derive(Deserialize)]
+        struct T {
+            a: HumanDuration,
+            b: HumanDuration,
+        }
+        let t: T = serde_json::from_str(r#"{"a": 90, "b": "90s"}"#).unwrap();
+        assert_eq!(
+            (t.a, t.b),
+            (
+                HumanDuration(Duration::from_secs(90)),
+                HumanDuration(Duration::from_secs(90))
+            )
+        );
     }
 
     #[test]

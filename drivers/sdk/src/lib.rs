@@ -23,7 +23,7 @@ pub mod event;
 pub mod testkit;
 
 pub use command::{Command, CommandKind, CommandRequest, CommandResult, CommandStatus, Target};
-pub use config::{ConfigIssue, FieldPath};
+pub use config::{ConfigIssue, FieldPath, HumanDuration};
 pub use driver::{
     Backoff, BoxFuture, BuildContext, BuildError, ContextParts, DeviceHealth, Driver, DriverConfig,
     DriverContext, DriverError, EmitError, EventSink, HealthSink, Receipt,

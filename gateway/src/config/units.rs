@@ -1,32 +1,9 @@
-//! Human units in the config: durations (`"500ms"`, `"30s"`, `"30d"`) and sizes (`"2GiB"`).
-
-use std::fmt;
-use std::time::Duration;
+//! Human units in the config: durations (the SDK's [`HumanDuration`], shared with drivers)
+//! and sizes (`"2GiB"`).
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as text, e.g. `"1s"`, `"500ms"`, `"30d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?} ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"30d\""
-                ))
-            })
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
+pub use campusgw_sdk::config::HumanDuration;
 
 /// A size written as text, e.g. `"512MiB"`, `"2GiB"`, `"1000000"` (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
