@@ -168,10 +168,10 @@ heartbeat_timeout = "60s"
 [[device.uitd]]
 address = 889
 device = "uitd_bldg_a"
-location = {{ campus = "main", building = "A" }}
+location = "main/A"
 [[device.uitd.components]]
 address = "10-2"
-location = {{ campus = "main", building = "A", floor = "1", zone = "east", point = "smoke-10-2" }}
+location = "main/A/1/east/smoke-10-2"
 
 [[device]]
 id = "door_release_a"

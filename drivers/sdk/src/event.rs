@@ -253,24 +253,92 @@ impl<'de> Deserialize<'de> for DeviceId {
 }
 
 /// Where an event happened: campus / building / floor / zone / point, each optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In JSON it is an object. In config files it may also be written as a path,
+/// `"main/A/3/east/smoke-10-2"`, read positionally (campus, building, floor, zone, point).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Location {
     /// Campus id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campus: Option<String>,
     /// Building id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub building: Option<String>,
     /// Floor id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<String>,
     /// Zone id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Point: a detector, door or reader within the zone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub point: Option<String>,
+}
+
+/// The object form of [`Location`], strict about its keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationTable {
+    #[serde(default)]
+    campus: Option<String>,
+    #[serde(default)]
+    building: Option<String>,
+    #[serde(default)]
+    floor: Option<String>,
+    #[serde(default)]
+    zone: Option<String>,
+    #[serde(default)]
+    point: Option<String>,
+}
+
+impl Location {
+    /// Parses `campus/building/floor/zone/point` (1 to 5 non-empty parts).
+    ///
+    /// # Errors
+    /// A message saying how to write it.
+    pub fn from_path(path: &str) -> Result<Location, String> {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() > 5 || parts.iter().any(|p| p.trim().is_empty()) {
+            return Err(format!(
+                "location {path:?} must read campus/building/floor/zone/point (1 to 5 non-empty parts)"
+            ));
+        }
+        let part = |i: usize| parts.get(i).map(|p| (*p).to_owned());
+        Ok(Location {
+            campus: part(0),
+            building: part(1),
+            floor: part(2),
+            zone: part(3),
+            point: part(4),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Location {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Location;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a location path like \"main/A/3/east\" or a table with campus, building, floor, zone, point")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Location, E> {
+                Location::from_path(v).map_err(E::custom)
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> Result<Location, M::Error> {
+                let t =
+                    LocationTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(Location {
+                    campus: t.campus,
+                    building: t.building,
+                    floor: t.floor,
+                    zone: t.zone,
+                    point: t.point,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Location {
@@ -470,6 +538,18 @@ mod tests {
         assert!(DeviceId::new("").is_err());
         assert!(DeviceId::new("a b").is_err());
         assert!(DeviceId::new("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn locations_read_as_paths_or_tables() {
+        let from_path: Location = serde_json::from_str(r#""main/A/3/east/smoke-10-2""#).unwrap();
+        assert_eq!(from_path.to_string(), "main/A/3/east/smoke-10-2");
+        assert_eq!(from_path.point.as_deref(), Some("smoke-10-2"));
+        let from_table: Location = serde_json::from_str(r#"{"building": "A"}"#).unwrap();
+        assert_eq!(from_table.building.as_deref(), Some("A"));
+        assert!(serde_json::from_str::<Location>(r#"{"room": "1"}"#).is_err());
+        assert!(serde_json::from_str::<Location>(r#""a//b""#).is_err());
+        assert!(serde_json::from_str::<Location>(r#""a/b/c/d/e/f""#).is_err());
     }
 
     #[test]

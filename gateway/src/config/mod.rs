@@ -254,6 +254,11 @@ fn devices(
                     ));
                 }
             }
+            for (id, loc) in d.factory.sub_devices() {
+                if let Some(loc) = loc {
+                    model::check_location(&loc, campuses, &at, &format!("device \"{id}\""), issues);
+                }
+            }
             out.push(d);
         }
     }

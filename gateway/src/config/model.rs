@@ -282,6 +282,35 @@ pub(super) fn resolve_location(
     Some(loc)
 }
 
+/// Checks a location a driver declared (e.g. a sub-device's) against the tree: it must
+/// name its levels from the campus down, each existing.
+pub(super) fn check_location(
+    loc: &Location,
+    campuses: &[CampusDef],
+    at: &FieldPath,
+    whose: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let levels = loc.levels();
+    let contiguous = levels
+        .iter()
+        .skip_while(|l| l.is_some())
+        .all(Option::is_none);
+    if levels[0].is_none() || !contiguous {
+        issues.push(ConfigIssue::new(
+            at.clone(),
+            format!("{whose}: location \"{loc}\" must name every level from the campus down, e.g. \"main/A/1/east\""),
+        ));
+        return;
+    }
+    let mut found = Vec::new();
+    if resolve_location(&loc.to_string(), campuses, at, &mut found).is_none() {
+        for f in found {
+            issues.push(ConfigIssue::new(f.path, format!("{whose}: {}", f.message)));
+        }
+    }
+}
+
 /// Ids unique at each level of the tree.
 pub(super) fn check_tree(campuses: &[CampusDef], issues: &mut Vec<ConfigIssue>) {
     let at = FieldPath::root().key("campus");

@@ -144,3 +144,24 @@ fn two_uplinks_with_one_name_are_refused() {
     );
     assert_eq!(problems(&format!("{GOOD}{up}")), Vec::new());
 }
+
+#[test]
+fn sub_device_locations_are_checked_against_the_tree() {
+    let fire = |loc: &str| {
+        format!(
+            "{GOOD}\n[[device]]\nid = \"fire\"\ndriver = \"gb26875\"\nlisten = \"127.0.0.1:9000\"\ncentre_address = 1\n[[device.uitd]]\naddress = 889\ndevice = \"uitd_a\"\nlocation = {loc}\n"
+        )
+    };
+    assert_eq!(problems(&fire("\"main/A/1/east\"")), Vec::new());
+    let p = problems(&fire("\"main/B\""));
+    assert!(
+        p.iter()
+            .any(|(_, m)| m.contains("device \"uitd_a\"") && m.contains("unknown building \"B\"")),
+        "{p:?}"
+    );
+    let p = problems(&fire("{ building = \"A\" }"));
+    assert!(
+        p.iter().any(|(_, m)| m.contains("from the campus down")),
+        "{p:?}"
+    );
+}
