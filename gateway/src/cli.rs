@@ -136,7 +136,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 500)]
         connections: u64,
         /// Uploads per connection in the load phase.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 200)]
         frames_per_connection: u64,
         /// Uploads, one at a time, in the idle phase.
         #[arg(long, default_value_t = 2000)]

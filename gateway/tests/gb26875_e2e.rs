@@ -1,0 +1,511 @@
+//! End to end: the real `campusgw` binary (`campusgw run --config FILE`) with a gb26875
+//! listener, driven by the UITD simulator over loopback, checked in the real SQLite
+//! journal.
+//!
+//! Ports are never fixed: each is picked by binding 127.0.0.1:0 and releasing it, and a
+//! gateway that then fails to bind is restarted on fresh ports. Every wait has a
+//! deadline; the gateway process is killed when its guard drops, even on a failed assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use campusgw::journal::JournalReader;
+use campusgw_gb26875::codec::{
+    Adu, CommandByte, ComponentAddress, ComponentStatus, Description, Frame, SystemRef, TimeLabel,
+};
+use campusgw_gb26875::sim::{Delivery, Misbehaviour, SimConfig, UitdSim};
+use campusgw_sdk::{Class, Event};
+use tokio::time::Instant;
+
+/// Deadline of every wait.
+const WAIT: Duration = Duration::from_secs(20);
+/// The centre's address in the config.
+const CENTRE: u64 = 88_888;
+/// The configured UITD whose detector 10-2 has a location.
+const UITD_A: u64 = 889;
+/// A configured UITD used for silence.
+const UITD_QUIET: u64 = 890;
+
+fn smoke() -> ComponentAddress {
+    ComponentAddress::from_parts(10, 2)
+}
+
+/// The two ports a gateway listens on.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    fire: u16,
+    console: u16,
+}
+
+impl Ports {
+    fn pick() -> Ports {
+        Ports {
+            fire: free_port(),
+            console: free_port(),
+        }
+    }
+}
+
+/// Binds 127.0.0.1:0, reads the port and releases it (the gateway binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `campusgw run` child process, killed (SIGKILL, which also ends a stopped process)
+/// when dropped.
+struct Gateway {
+    child: Option<Child>,
+    dir: PathBuf,
+    ports: Ports,
+    listener_keys: String,
+    starts: u32,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Gateway {
+    /// Starts a gateway on fresh ports, with `listener_keys` added to the gb26875 device;
+    /// picks new ports when it cannot bind the ones it was given.
+    async fn start(dir: &Path, listener_keys: &str) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            dir: dir.to_owned(),
+            ports: Ports::pick(),
+            listener_keys: listener_keys.to_owned(),
+            starts: 0,
+        };
+        for _ in 0..5 {
+            gw.spawn();
+            match gw.wait_ready().await {
+                Ok(()) => return gw,
+                Err(why) => {
+                    eprintln!("gateway did not come up ({why}); retrying on other ports");
+                    gw.kill();
+                    gw.ports = Ports::pick();
+                }
+            }
+        }
+        panic!("the gateway never came up; last log:\n{}", gw.log());
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn fire_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.fire))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway running").id()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("campusgw-{}.log", self.starts))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Writes the config and spawns `campusgw run` (stderr to a log file per start).
+    fn spawn(&mut self) {
+        let config = self.dir.join("gateway.toml");
+        std::fs::write(&config, self.config_text()).unwrap();
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+            .env("CAMPUSGW_LOG", "info")
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            r#"[gateway]
+id = "school-e2e"
+name = "E2E school"
+data_dir = "{data}"
+
+[[campus]]
+id = "main"
+[[campus.building]]
+id = "A"
+[[campus.building.floor]]
+id = "3"
+zones = ["east"]
+[[campus.building]]
+id = "B"
+
+[console]
+listen = "127.0.0.1:{console}"
+
+[[device]]
+id = "fire_listener"
+driver = "gb26875"
+listen = "127.0.0.1:{fire}"
+centre_address = {CENTRE}
+{keys}
+
+[[device.uitd]]
+address = {UITD_A}
+device = "uitd_bldg_a"
+location = "main/A"
+[[device.uitd.components]]
+address = "10-2"
+location = "main/A/3/east/smoke-10-2"
+
+[[device.uitd]]
+address = {UITD_QUIET}
+device = "uitd_quiet"
+location = "main/B"
+"#,
+            data = self.data_dir().display(),
+            console = self.ports.console,
+            fire = self.ports.fire,
+            keys = self.listener_keys,
+        )
+    }
+
+    /// Waits until `/healthz` reports the fire listener online (it reports it only once
+    /// bound). Errs if the process exits (the console port was taken) or the listener
+    /// reports it cannot listen.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let url = format!("http://127.0.0.1:{}/healthz", self.ports.console);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = self.log();
+                assert!(!log.contains("problem"), "config rejected:\n{log}");
+                return Err(format!("exited with {status}"));
+            }
+            if let Some(body) = healthz(&url).await {
+                let listener = &body["devices"]["fire_listener"];
+                if listener["state"] == "online" {
+                    return Ok(());
+                }
+                let reason = listener["reason"].as_str().unwrap_or_default();
+                if reason.contains("cannot listen") {
+                    return Err(reason.to_owned());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err("not ready before the deadline".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no libc call).
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGKILL and reap, if running.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the gateway (SIGKILL) and starts it again on the same data_dir and ports.
+    async fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+        // The ports were just ours; the listener retries its bind until it is free again.
+        if let Err(why) = self.wait_ready().await {
+            panic!("restart failed: {why}; log:\n{}", self.log());
+        }
+    }
+}
+
+async fn healthz(url: &str) -> Option<serde_json::Value> {
+    // reqwest is built without a default TLS provider in this workspace; pick ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::get(url).await.ok()?;
+    resp.json().await.ok()
+}
+
+/// Every event in the journal at `data_dir`, in seq order.
+fn journal(data_dir: &Path) -> Vec<Event> {
+    let reader = JournalReader::open(&data_dir.join("journal.db")).unwrap();
+    let mut all = Vec::new();
+    loop {
+        let page = reader
+            .after(all.last().map_or(0, |e: &Event| e.seq), None, 1000)
+            .unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+fn of_kind<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.kind.as_str() == kind).collect()
+}
+
+/// Polls the journal until `find` returns something, or panics at the deadline.
+async fn wait_journal<T>(data_dir: &Path, what: &str, find: impl Fn(&[Event]) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = find(&journal(data_dir)) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A UITD simulator connected to `addr`, retrying while the listener comes up.
+async fn connect(addr: SocketAddr, uitd: u64, confirm_timeout: Duration, retries: u8) -> UitdSim {
+    let mut config = SimConfig::new(uitd, CENTRE);
+    config.confirm_timeout = confirm_timeout;
+    config.retries = retries;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match UitdSim::connect(addr, config.clone()).await {
+            Ok(sim) => return sim,
+            Err(e) if Instant::now() >= deadline => panic!("cannot connect to {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Reconnects `sim` to `addr`, retrying while the restarted listener comes up.
+async fn reconnect(sim: &mut UitdSim, addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = sim.reconnect(addr).await {
+        assert!(Instant::now() < deadline, "cannot reconnect to {addr}: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs an upload under the deadline.
+async fn bounded(upload: impl Future<Output = Delivery>) -> Delivery {
+    tokio::time::timeout(WAIT, upload)
+        .await
+        .expect("upload did not end before the deadline")
+}
+
+/// A smoke detector fire alarm frame (type 2, status bit 1) from `sim`, not sent yet.
+fn fire_alarm_frame(sim: &UitdSim) -> Frame {
+    sim.frame(Some(Adu::ComponentStatus(vec![ComponentStatus {
+        system: SystemRef {
+            system_type: 1,
+            system_address: 1,
+        },
+        component_type: 40,
+        component_address: smoke(),
+        status: 1 << 1,
+        description: Description::new("三楼东 烟感"),
+        time: TimeLabel::from_utc(chrono::Utc::now()),
+    }])))
+}
+
+fn answers(sim: &UitdSim, serial: u16, command: CommandByte) -> usize {
+    sim.received()
+        .iter()
+        .filter(|f| f.serial == serial && f.command == command)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_alarm_is_journaled_before_its_confirm_with_the_component_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "").await;
+    let sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(5), 0).await;
+
+    let delivery = bounded(sim.fire_alarm(smoke(), "三楼东 烟感")).await;
+    assert_eq!(delivery, Delivery::Confirmed { attempts: 1 });
+
+    // No waiting: a confirm is only sent after the commit, so the event is already there.
+    let events = journal(&gw.data_dir());
+    let alarms = of_kind(&events, "fire.alarm");
+    assert_eq!(alarms.len(), 1, "{events:#?}");
+    let e = alarms[0];
+    assert_eq!(e.class, Class::LifeSafety);
+    assert_eq!(e.source.device.as_str(), "uitd_bldg_a");
+    assert_eq!(e.location.campus.as_deref(), Some("main"));
+    assert_eq!(e.location.building.as_deref(), Some("A"));
+    assert_eq!(e.location.floor.as_deref(), Some("3"));
+    assert_eq!(e.location.zone.as_deref(), Some("east"));
+    assert_eq!(e.location.point.as_deref(), Some("smoke-10-2"));
+    assert_eq!(e.payload["component_address"], "10-2");
+    assert_eq!(e.payload["description"], "三楼东 烟感");
+    assert_eq!(e.payload["uitd_address"], UITD_A);
+    assert!(e.origin_ref.is_some());
+
+    // The integrator's view of the same journal, while the gateway runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .args(["journal", "export", "--data-dir"])
+        .arg(gw.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "fire.alarm")
+        .collect();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0]["class"], "life_safety");
+    assert_eq!(exported[0]["location"]["point"], "smoke-10-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_sent_to_a_gateway_that_dies_before_confirming_is_retransmitted_and_journaled_once()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(dir.path(), "").await;
+    let mut sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(1), 1).await;
+    assert!(bounded(sim.heartbeat()).await.is_confirmed());
+
+    // Frozen gateway: the alarm reaches its socket, but nothing can journal or confirm it.
+    gw.signal("-STOP");
+    let alarm = fire_alarm_frame(&sim);
+    let delivery = bounded(sim.upload_frame(&alarm)).await;
+    assert_eq!(delivery, Delivery::NoAnswer { attempts: 2 });
+    assert_eq!(answers(&sim, alarm.serial, CommandByte::Confirm), 0);
+    assert!(of_kind(&journal(&gw.data_dir()), "fire.alarm").is_empty());
+
+    // Crash (the frozen process dies without running another instruction), restart.
+    gw.crash_and_restart().await;
+    assert!(
+        sim.wait_closed(WAIT).await,
+        "the dead gateway's socket is closed"
+    );
+    reconnect(&mut sim, gw.fire_addr()).await;
+    let delivery = bounded(sim.upload_frame(&alarm)).await;
+    assert_eq!(delivery, Delivery::Confirmed { attempts: 1 });
+    let events = journal(&gw.data_dir());
+    let alarms = of_kind(&events, "fire.alarm");
+    assert_eq!(alarms.len(), 1, "{events:#?}");
+    assert_eq!(alarms[0].payload["serial"], alarm.serial);
+    let origin = alarms[0].origin_ref.clone();
+
+    // The confirmed frame again (same serial, same content) after another crash: the
+    // UITD gets its confirm, the journal's origin_ref index keeps one event.
+    gw.crash_and_restart().await;
+    reconnect(&mut sim, gw.fire_addr()).await;
+    let delivery = bounded(sim.upload_frame(&alarm)).await;
+    assert_eq!(delivery, Delivery::Confirmed { attempts: 1 });
+    let events = journal(&gw.data_dir());
+    let alarms = of_kind(&events, "fire.alarm");
+    assert_eq!(alarms.len(), 1, "{events:#?}");
+    assert_eq!(alarms[0].origin_ref, origin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_uitd_is_refused_and_its_connection_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "").await;
+    let sim = connect(gw.fire_addr(), 777, Duration::from_secs(2), 0).await;
+
+    let delivery = bounded(sim.fire_alarm(smoke(), "")).await;
+    assert!(!delivery.is_confirmed(), "{delivery:?}");
+    assert!(
+        sim.wait_closed(WAIT).await,
+        "the gateway closes the connection"
+    );
+    assert!(of_kind(&journal(&gw.data_dir()), "fire.alarm").is_empty());
+    let log = gw.log();
+    assert!(
+        log.contains("unconfigured uitd refused") && log.contains("777"),
+        "the refusal is logged with the address:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_checksum_frame_is_denied_and_the_connection_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "").await;
+    let sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(2), 0).await;
+    assert!(bounded(sim.heartbeat()).await.is_confirmed());
+
+    sim.set_misbehaviour(Misbehaviour {
+        corrupt_checksum: true,
+        ..Misbehaviour::default()
+    });
+    let bad = fire_alarm_frame(&sim);
+    let delivery = bounded(sim.upload_frame(&bad)).await;
+    assert_eq!(delivery, Delivery::Denied { attempts: 1 });
+    let deny = sim
+        .received()
+        .into_iter()
+        .find(|f| f.serial == bad.serial)
+        .expect("an answer to the bad frame");
+    assert_eq!(deny.command.as_u8(), 6, "deny is command 6");
+    assert!(of_kind(&journal(&gw.data_dir()), "fire.alarm").is_empty());
+
+    sim.set_misbehaviour(Misbehaviour::default());
+    let delivery = bounded(sim.fire_alarm(smoke(), "")).await;
+    assert_eq!(delivery, Delivery::Confirmed { attempts: 1 });
+    assert!(
+        !sim.is_closed(),
+        "the same connection carried the good frame"
+    );
+    assert_eq!(of_kind(&journal(&gw.data_dir()), "fire.alarm").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_uitd_is_journaled_offline_after_its_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), r#"heartbeat_timeout = "1s""#).await;
+    let sim = connect(gw.fire_addr(), UITD_QUIET, Duration::from_secs(2), 0).await;
+    assert!(bounded(sim.heartbeat()).await.is_confirmed());
+
+    let quiet = |e: &&Event| e.source.device.as_str() == "uitd_quiet";
+    let online = wait_journal(&gw.data_dir(), "uitd_quiet online", |events| {
+        of_kind(events, "device.online")
+            .into_iter()
+            .rfind(quiet)
+            .cloned()
+    })
+    .await;
+    let offline = wait_journal(&gw.data_dir(), "uitd_quiet offline", |events| {
+        of_kind(events, "device.offline")
+            .into_iter()
+            .filter(quiet)
+            .find(|e| e.seq > online.seq)
+            .cloned()
+    })
+    .await;
+    assert_eq!(offline.class, Class::Security);
+    let silent = offline.received_at - online.received_at;
+    assert!(
+        silent >= chrono::Duration::milliseconds(900),
+        "offline only after the 1 s heartbeat_timeout, not after {silent}"
+    );
+    assert!(
+        sim.wait_closed(WAIT).await,
+        "the silent connection is closed"
+    );
+}
