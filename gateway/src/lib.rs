@@ -6,8 +6,8 @@
 //! TOML file; [`api`] serves health and metrics; [`cli`] is the `campusgw` command.
 
 pub mod api;
-pub mod bench_gb26875;
 pub mod app;
+pub mod bench_gb26875;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -12,7 +12,9 @@ use campusgw::config::DeviceConfig;
 use campusgw::health::{self, HealthBoard};
 use campusgw::journal::{Journal, JournalOptions};
 use campusgw::supervisor::{RestartPolicy, Shared, Supervisor};
-use campusgw_sdk::driver::{BuildContext, BuildError, Driver, DriverConfig, DriverContext, DriverError};
+use campusgw_sdk::driver::{
+    BuildContext, BuildError, Driver, DriverConfig, DriverContext, DriverError,
+};
 use campusgw_sdk::{Class, ConfigIssue, DeviceId, FieldPath, Kind, Location, NewEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +41,8 @@ impl DriverConfig for TestConfig {
 impl Driver for TestDriver {
     async fn run(self, cx: DriverContext) -> Result<(), DriverError> {
         let n = self.0.starts.fetch_add(1, Ordering::SeqCst);
-        let tick = NewEvent::new(Kind::new("test.tick").unwrap(), Class::Telemetry).payload(serde_json::json!({"start": n}));
+        let tick = NewEvent::new(Kind::new("test.tick").unwrap(), Class::Telemetry)
+            .payload(serde_json::json!({"start": n}));
         match self.0.mode.as_str() {
             "panic" => {
                 cx.emit(tick).await?;
@@ -62,7 +65,10 @@ fn device(id: &str, mode: &str, starts: &Arc<AtomicU32>) -> DeviceConfig {
         driver: "test",
         location: Location::default(),
         offline_after: None,
-        factory: Arc::new(TestConfig { mode: mode.into(), starts: starts.clone() }),
+        factory: Arc::new(TestConfig {
+            mode: mode.into(),
+            starts: starts.clone(),
+        }),
     }
 }
 
@@ -77,11 +83,24 @@ async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
         health: board.clone(),
         data_dir: dir.path().to_owned(),
         shutdown: shutdown.clone(),
-        restart: RestartPolicy { base: Duration::from_millis(10), max: Duration::from_millis(40) },
+        restart: RestartPolicy {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        },
     };
-    let health_task = tokio::spawn(health::run(board.clone(), rx, journal.clone(), Duration::from_millis(50), shutdown.clone()));
+    let health_task = tokio::spawn(health::run(
+        board.clone(),
+        rx,
+        journal.clone(),
+        Duration::from_millis(50),
+        shutdown.clone(),
+    ));
     let (panics, fails, steady) = (Arc::default(), Arc::default(), Arc::default());
-    let devices = vec![device("flaky", "panic", &panics), device("broken", "fail", &fails), device("steady", "ok", &steady)];
+    let devices = vec![
+        device("flaky", "panic", &panics),
+        device("broken", "fail", &fails),
+        device("steady", "ok", &steady),
+    ];
     let mut router = CommandRouter::new(journal.clone(), DeviceId::new("gw").unwrap());
     let sup = Supervisor::start(&devices, &shared, &mut router);
 
@@ -104,17 +123,41 @@ async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
     let states = sup.states.lock().unwrap().clone();
     let flaky = &states[&DeviceId::new("flaky").unwrap()];
     assert!(flaky.restarts >= 3, "{flaky:?}");
-    assert!(flaky.last_error.as_deref().unwrap().contains("simulated driver bug"), "{flaky:?}");
-    assert!(states[&DeviceId::new("broken").unwrap()].last_error.as_deref().unwrap().contains("refused"));
+    assert!(
+        flaky
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("simulated driver bug"),
+        "{flaky:?}"
+    );
+    assert!(
+        states[&DeviceId::new("broken").unwrap()]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("refused")
+    );
     assert_eq!(states[&DeviceId::new("steady").unwrap()].restarts, 0);
-    assert_eq!(steady.load(Ordering::SeqCst), 1, "the steady driver was never restarted");
+    assert_eq!(
+        steady.load(Ordering::SeqCst),
+        1,
+        "the steady driver was never restarted"
+    );
 
     // The flaky device went offline (after its panic) and online (after its next event).
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let evs = journal.reader().unwrap().after(0, None, 100_000).unwrap();
-            let kinds: Vec<_> = evs.iter().filter(|e| e.source.device.as_str() == "flaky").map(|e| e.kind.to_string()).collect();
-            if kinds.iter().any(|k| k == "device.offline") && kinds.iter().rposition(|k| k == "device.online") > kinds.iter().position(|k| k == "device.offline") {
+            let kinds: Vec<_> = evs
+                .iter()
+                .filter(|e| e.source.device.as_str() == "flaky")
+                .map(|e| e.kind.to_string())
+                .collect();
+            if kinds.iter().any(|k| k == "device.offline")
+                && kinds.iter().rposition(|k| k == "device.online")
+                    > kinds.iter().position(|k| k == "device.offline")
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -124,10 +167,14 @@ async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
     .expect("flaky device reported offline then online");
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), sup.join(Duration::from_secs(5))).await.expect("drivers stop at shutdown");
+    tokio::time::timeout(Duration::from_secs(10), sup.join(Duration::from_secs(5)))
+        .await
+        .expect("drivers stop at shutdown");
     health_task.await.unwrap();
     journal.close().await;
-    tokio::task::spawn_blocking(move || writer.join()).await.unwrap();
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
 }
 
 fn steady_ticks(j: &Journal) -> usize {

@@ -7,20 +7,32 @@ use campusgw_sdk::event::kinds;
 use campusgw_sdk::{Class, DeviceId, Event, Location, NewEvent};
 
 fn validator() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/event-schema.json"))
-        .expect("docs/event-schema.json exists");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/event-schema.json"
+    ))
+    .expect("docs/event-schema.json exists");
     let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
 
 fn sample(class: Class, located: bool) -> Event {
     let loc = if located {
-        Location { campus: Some("main".into()), building: Some("A".into()), floor: Some("1".into()), zone: Some("east".into()), point: Some("p1".into()) }
+        Location {
+            campus: Some("main".into()),
+            building: Some("A".into()),
+            floor: Some("1".into()),
+            zone: Some("east".into()),
+            point: Some("p1".into()),
+        }
     } else {
         Location::default()
     };
     let mut e = Event::stamp(
-        NewEvent::new(kinds::FIRE_ALARM, class).payload(serde_json::json!({"x": 1})).origin_ref("r1").occurred_at(chrono::Utc::now()),
+        NewEvent::new(kinds::FIRE_ALARM, class)
+            .payload(serde_json::json!({"x": 1}))
+            .origin_ref("r1")
+            .occurred_at(chrono::Utc::now()),
         &DeviceId::new("panel").unwrap(),
         "modbus_tcp",
         &loc,

@@ -190,10 +190,11 @@ impl Journal {
                 path: opts.path.clone(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
-        let checkpointer = checkpoint::Checkpointer::start(&opts.path).map_err(|e| JournalError::Sqlite {
-            path: opts.path.clone(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(&opts.path).map_err(|e| JournalError::Sqlite {
+                path: opts.path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
         let journal = Journal {
             tx,
             path: opts.path,
