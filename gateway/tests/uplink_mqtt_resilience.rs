@@ -21,11 +21,20 @@ fn first_arrivals(sub: &Subscriber) -> Vec<campusgw_sdk::Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restarts_mid_stream_lose_nothing_and_keep_class_order() {
+    restarts_lose_nothing("3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_broker_restarts_mid_stream_lose_nothing_and_keep_class_order() {
+    restarts_lose_nothing("5").await;
+}
+
+async fn restarts_lose_nothing(protocol: &str) {
     let mut broker = Broker::start(Tls::None).await;
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/events/#").await;
     let mut rig = Rig::open();
     let (cfg, filter) = mqtt_config(&format!(
-        "name = \"county\"\nkind = \"mqtt\"\nurl = \"{}\"\ninflight = 50\n",
+        "name = \"county\"\nkind = \"mqtt\"\nurl = \"{}\"\ninflight = 50\nprotocol = \"{protocol}\"\n",
         broker.plain_url()
     ));
     let cx = rig.context();

@@ -145,3 +145,166 @@ async fn webhook_retries_transient_failures_and_records_rejections() {
     http.abort();
     rig.stop().await;
 }
+
+/// HTTPS with a client certificate required, serving axum over rustls.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((s, a)) = self.tcp.accept().await else {
+                continue;
+            };
+            let hs = tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(s));
+            if let Ok(Ok(t)) = hs.await {
+                return (t, a);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn mutual_tls_acceptor(c: &uplink_support::Certs) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&c.ca).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.server_cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&c.server_key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// Answers 200 to the right bearer token and 401 to anything else; records (status, ids).
+async fn bearer_ingest(
+    State(log): State<PostLog>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> StatusCode {
+    let n = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .unwrap()
+        .len();
+    let ok = headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == b"Bearer t0ken");
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    log.lock().unwrap().push((code.as_u16(), n));
+    code
+}
+
+/// (status code, events in the batch) per POST.
+type PostLog = Arc<Mutex<Vec<(u16, usize)>>>;
+
+async fn https_webhook(token: &str) -> (Rig, Arc<UplinkStatus>, PostLog) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rig = Rig::open();
+    let c = uplink_support::certs(rig.dir.path());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/ingest", axum::routing::post(bearer_ingest))
+        .with_state(log.clone());
+    let listener = TlsListener {
+        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        acceptor: mutual_tls_acceptor(&c),
+    };
+    let port = listener.tcp.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let text = format!(
+        "name = \"archive\"\nkind = \"webhook\"\nurl = \"https://127.0.0.1:{port}/ingest\"\ntoken = \"{token}\"\nbatch = 5\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nclasses = [\"telemetry\"]\n",
+        c.ca.display(),
+        c.client_cert.display(),
+        c.client_key.display()
+    );
+    let u = campusgw::uplink::parse(toml::from_str(&text).unwrap(), &FieldPath::root())
+        .ok()
+        .unwrap();
+    let UplinkSettings::Webhook(cfg) = u.settings else {
+        panic!("webhook")
+    };
+    let mut cfg = (*cfg).clone();
+    cfg.backoff = (Duration::from_millis(50), Duration::from_millis(200));
+    let status = UplinkStatus::new("archive", "webhook");
+    let up = WebhookUplink::new(Arc::new(cfg), u.filter, rig.context(), status.clone());
+    tokio::spawn(up.run());
+    (rig, status, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_over_https_with_mutual_tls_and_the_right_token_delivers() {
+    let (rig, status, log) = https_webhook("t0ken").await;
+    let sent = rig.emit(Class::Telemetry, "sensor.reading", 12).await;
+    let reader = rig.journal.reader().unwrap();
+    let last = sent.last().unwrap().seq;
+    wait_for("telemetry delivered", Duration::from_secs(15), || {
+        reader.cursor("archive", Class::Telemetry).unwrap() >= last
+    })
+    .await;
+    assert!(log.lock().unwrap().iter().all(|(code, _)| *code == 200));
+    let snap = status.snapshot();
+    assert_eq!((snap.confirmed, snap.rejected), (12, 0), "{snap:?}");
+    rig.shutdown.cancel();
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_with_a_wrong_bearer_token_gets_401_and_rejects_without_retrying() {
+    let (rig, status, log) = https_webhook("wrong").await;
+    let sent = rig.emit(Class::Telemetry, "sensor.reading", 10).await;
+    let reader = rig.journal.reader().unwrap();
+    let last = sent.last().unwrap().seq;
+    wait_for("telemetry settled", Duration::from_secs(15), || {
+        reader.cursor("archive", Class::Telemetry).unwrap() >= last
+    })
+    .await;
+    // Each batch posted once, answered 401, never retried.
+    let posted: usize = log.lock().unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(posted, sent.len());
+    assert!(log.lock().unwrap().iter().all(|(code, _)| *code == 401));
+    assert_eq!(status.snapshot().rejected, 10);
+    wait_for("uplink.rejected journaled", Duration::from_secs(10), || {
+        reader
+            .after(0, Some(Class::Security), 10)
+            .unwrap()
+            .iter()
+            .any(|e| e.kind.as_str() == "uplink.rejected" && e.payload["http_status"] == 401)
+    })
+    .await;
+    let text = campusgw::api::metrics_handle().render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("campusgw_uplink_rejected_total{") && l.contains("archive")),
+        "{text}"
+    );
+    rig.shutdown.cancel();
+    rig.stop().await;
+}

@@ -10,7 +10,7 @@ use campusgw_sdk::{Class, DeviceId, Event, Kind, Location, NewEvent};
 use tokio_util::sync::CancellationToken;
 
 use super::UplinkContext;
-use super::config::{BrokerAddr, MqttConfig, TlsFiles};
+use super::config::{BrokerAddr, MqttConfig, MqttProtocol, TlsFiles};
 use super::filter::Filter;
 use super::mqtt::MqttUplink;
 use super::status::UplinkStatus;
@@ -87,6 +87,7 @@ async fn run(
     let cfg = MqttConfig {
         name: "bench".into(),
         broker,
+        protocol: MqttProtocol::V311,
         tls: TlsFiles {
             ca_file: b.ca.clone(),
             client: None,
@@ -96,6 +97,7 @@ async fn run(
         inflight: b.inflight.max(1),
         keep_alive: Duration::from_secs(30),
         heartbeat: Duration::from_secs(30),
+        ack_timeout: Duration::from_secs(60),
         backoff: (Duration::from_millis(200), Duration::from_secs(2)),
         commands: None,
     };

@@ -89,6 +89,18 @@ pub struct TlsFiles {
     pub client: Option<(PathBuf, PathBuf)>,
 }
 
+/// `protocol = "3.1.1" | "5"` of an MQTT uplink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (the default).
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.0 (the features used are listed in `mqtt_link`).
+    #[serde(rename = "5")]
+    V5,
+}
+
 /// A validated `kind = "mqtt"` uplink.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
@@ -96,6 +108,8 @@ pub struct MqttConfig {
     pub name: String,
     /// The broker.
     pub broker: BrokerAddr,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: MqttProtocol,
     /// CA and client certificate (used when `broker.tls`).
     pub tls: TlsFiles,
     /// Username and where the password comes from.
@@ -108,6 +122,9 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Heartbeat period (default 30 s).
     pub heartbeat: Duration,
+    /// A connection with publishes outstanding and no PUBACK for this long is considered
+    /// stalled and reconnected (default 60 s).
+    pub ack_timeout: Duration,
     /// Reconnect back-off bounds (default 1 s .. 60 s).
     pub backoff: (Duration, Duration),
     /// County commands; `None` means none are accepted (no subscription).
@@ -182,6 +199,8 @@ struct Common {
 #[serde(deny_unknown_fields)]
 struct MqttRaw {
     url: String,
+    #[serde(default)]
+    protocol: MqttProtocol,
     ca_file: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -194,6 +213,7 @@ struct MqttRaw {
     inflight: u16,
     keep_alive: Option<HumanDuration>,
     heartbeat: Option<HumanDuration>,
+    ack_timeout: Option<HumanDuration>,
     commands: Option<toml::Value>,
 }
 
@@ -348,12 +368,14 @@ fn mqtt(
     Some(MqttConfig {
         name: name.to_owned(),
         broker: broker?,
+        protocol: raw.protocol,
         tls,
         credentials,
         topic_prefix: raw.topic_prefix,
         inflight: raw.inflight.max(1),
         keep_alive: secs(raw.keep_alive, 30).max(Duration::from_secs(1)),
         heartbeat: secs(raw.heartbeat, 30).max(Duration::from_millis(100)),
+        ack_timeout: secs(raw.ack_timeout, 60).max(Duration::from_millis(100)),
         backoff: (Duration::from_secs(1), Duration::from_secs(60)),
         commands,
     })
@@ -499,5 +521,27 @@ mod tests {
             .err()
             .expect("bad inflight");
         assert_eq!(e[0].path.to_string(), "uplink[0].inflight");
+    }
+
+    #[test]
+    fn protocol_defaults_to_3_1_1_and_accepts_5() {
+        let at = FieldPath::root().key("uplink").index(0);
+        let cfg = |extra: &str| {
+            let text = format!("kind = \"mqtt\"\nname = \"c\"\nurl = \"mqtt://h\"\n{extra}");
+            parse(toml::from_str(&text).expect("toml"), &at)
+        };
+        let protocol = |r: Result<UplinkConfig, Vec<ConfigIssue>>| match r.ok().map(|u| u.settings)
+        {
+            Some(UplinkSettings::Mqtt(c)) => Some(c.protocol),
+            _ => None,
+        };
+        assert_eq!(protocol(cfg("")), Some(MqttProtocol::V311));
+        assert_eq!(protocol(cfg("protocol = \"5\"")), Some(MqttProtocol::V5));
+        assert_eq!(
+            protocol(cfg("protocol = \"3.1.1\"")),
+            Some(MqttProtocol::V311)
+        );
+        let e = cfg("protocol = \"4\"").err().expect("bad protocol");
+        assert_eq!(e[0].path.to_string(), "uplink[0].protocol", "{e:?}");
     }
 }

@@ -20,6 +20,7 @@
 //! name = "county"                 # cursor key; letters, digits, '_' and '-'
 //! kind = "mqtt"
 //! url = "mqtts://platform.example:8883"   # mqtt:// (1883) or mqtts:// (8883)
+//! protocol = "3.1.1"              # default; or "5" (features used: see [`mqtt_link`])
 //! ca_file = "/etc/campusgw/county-ca.pem" # optional: default is the web PKI roots
 //! client_cert = "/etc/campusgw/client.pem" # optional, with client_key: mutual TLS
 //! client_key = "/etc/campusgw/client.key"
@@ -29,6 +30,7 @@
 //! inflight = 100                  # unconfirmed publishes at most (default)
 //! keep_alive = "30s"              # default
 //! heartbeat = "30s"               # retained status refresh (default)
+//! ack_timeout = "60s"             # no PUBACK this long with publishes outstanding: reconnect
 //! classes = ["life_safety", "security", "operations", "business", "telemetry"]  # optional
 //! kinds = ["fire.*", "door.forced"]  # optional: "kind", "family.*" or "*"
 //! [uplink.commands]               # optional: accept signed county commands
@@ -47,8 +49,12 @@
 //! ```
 //!
 //! # MQTT (see [`mqtt`])
-//! MQTT 3.1.1 (no MQTT 5 features are used), client id `{gateway_id}.{uplink name}`,
-//! persistent session (`clean_session = false`), keep-alive as configured. Topics:
+//! MQTT 3.1.1 (default) or MQTT 5 (`protocol = "5"`: session expiry of a day with
+//! `clean_start = false`, `content_type = "application/json"` on publishes, PUBACK reason
+//! codes >= 0x80 reject the event like a webhook 4xx; nothing else of MQTT 5 is used), client
+//! id `{gateway_id}.{uplink name}`, persistent session (`clean_session = false`), keep-alive
+//! as configured. A connect (TCP, TLS, CONNACK) is bounded by 5 s; a broker withholding
+//! PUBACKs for `ack_timeout` is reported as `stalled` and reconnected. Topics:
 //! - `{prefix}/{gateway_id}/events/{class}/{kind}`: QoS 1, payload the event JSON
 //!   (`"schema": 1`, docs/event-schema.md).
 //! - `{prefix}/{gateway_id}/status`: retained, QoS 1; `{"status":"online",...}` on connect
@@ -63,6 +69,7 @@ pub mod county_commands;
 pub mod feed;
 pub mod filter;
 pub mod mqtt;
+pub mod mqtt_link;
 pub mod status;
 pub mod tls;
 pub mod webhook;

@@ -1,21 +1,27 @@
-//! `kind = "mqtt"`: the county platform uplink (MQTT 3.1.1 over TCP or TLS, rumqttc).
+//! `kind = "mqtt"`: the county platform uplink (MQTT 3.1.1 or 5 over TCP or TLS, rumqttc).
 //!
-//! One session per connection: a fresh rumqttc event loop runs in its own task (so it is
-//! never cancelled mid-write) and hands its events to the session loop, which fills the
-//! in-flight window from the [`Feed`], maps each publish's packet id to its event (rumqttc
-//! reports `Outgoing::Publish(pkid)` in request order), and confirms events on PUBACK.
-//! When a session ends, every unconfirmed event is released and resent, in class order,
-//! on the next connection: at-least-once, with the event id for de-duplication.
+//! One session per connection: a fresh rumqttc client ([`mqtt_link`], either protocol)
+//! runs its event loop in its own task (so it is never cancelled mid-write) and hands its
+//! events to the session loop, which fills the in-flight window from the [`Feed`], maps each
+//! publish's packet id to its event (rumqttc reports `Outgoing::Publish(pkid)` in request
+//! order), and confirms events on PUBACK. When a session ends, every unconfirmed event is
+//! released and resent, in class order, on the next connection: at-least-once, with the
+//! event id for de-duplication.
+//!
+//! A broker that misbehaves never blocks the journal: the uplink only reads it. A connect
+//! (TCP, TLS and CONNACK) is bounded by rumqttc's 5 s connection timeout; a connected
+//! broker that withholds PUBACKs for `ack_timeout` is dropped as stalled and the events are
+//! resent on the next connection. An MQTT 5 PUBACK with a failure reason code (>= 0x80)
+//! rejects that event, like a webhook 4xx: counted, raised as an `uplink.rejected` alarm
+//! (one per batch of PUBACKs), the cursor moves past it, it is not retried.
+//!
+//! [`mqtt_link`]: super::mqtt_link
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use campusgw_sdk::{Class, Event, Kind, NewEvent};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, QoS, TlsConfiguration, Transport,
-};
+use campusgw_sdk::{Class, Event, EventId, Kind, NewEvent};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -23,14 +29,24 @@ use super::config::MqttConfig;
 use super::county_commands::{CommandGate, CountyCommand};
 use super::feed::{Feed, save_cursors};
 use super::filter::Filter;
+use super::mqtt_link::{self, Client, Failure, LinkEvent, LinkOptions};
 use super::status::UplinkStatus;
-use super::tls::{FailureReason, classify, client_config};
+use super::tls::{FailureReason, client_config};
 use super::{UplinkContext, backoff, journal_event};
+
+/// Events handled per wake-up of the session loop before the window is topped up again.
+const EVENT_BATCH: usize = 256;
 
 /// What a publish was, keyed by packet id until its PUBACK.
 #[derive(Debug, Clone, Copy)]
 enum Tag {
-    Event { class: Class, seq: u64 },
+    Event {
+        class: Class,
+        seq: u64,
+        id: EventId,
+        /// An `uplink.rejected` alarm itself (never alarmed about again).
+        alarm: bool,
+    },
     Control,
 }
 
@@ -74,14 +90,32 @@ impl Topics {
     }
 }
 
-/// Session-local publishing state.
+/// One connection's state.
 struct Link {
-    client: AsyncClient,
+    client: Client,
     sent: VecDeque<Tag>,
     pkids: HashMap<u16, Tag>,
+    connected: bool,
+    resync: Option<u64>,
+    /// When the broker last made progress while publishes were outstanding.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Events refused by PUBACK reason codes, not yet raised as an alarm.
+    rejected: Vec<(EventId, String)>,
 }
 
 impl Link {
+    fn new(client: Client) -> Link {
+        Link {
+            client,
+            sent: VecDeque::new(),
+            pkids: HashMap::new(),
+            connected: false,
+            resync: None,
+            waiting_since: None,
+            rejected: Vec::new(),
+        }
+    }
+
     fn publish(
         &mut self,
         topic: String,
@@ -89,11 +123,22 @@ impl Link {
         payload: Vec<u8>,
         tag: Tag,
     ) -> Result<(), String> {
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .map_err(|e| format!("cannot queue publish: {e}"))?;
+        self.client.publish(topic, retain, payload)?;
         self.sent.push_back(tag);
         Ok(())
+    }
+
+    /// Starts the PUBACK clock when something is outstanding, stops it when nothing is.
+    fn watch_acks(&mut self) {
+        if self.sent.is_empty() && self.pkids.is_empty() {
+            self.waiting_since = None;
+        } else if self.waiting_since.is_none() {
+            self.waiting_since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn outstanding(&self) -> usize {
+        self.sent.len() + self.pkids.len()
     }
 }
 
@@ -188,28 +233,29 @@ impl MqttUplink {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self) -> Result<LinkOptions, String> {
         let b = &self.cfg.broker;
-        let id = format!("{}.{}", self.cx.gateway_id, self.cfg.name);
-        let mut o = MqttOptions::new(id, b.host.clone(), b.port);
-        o.set_keep_alive(self.cfg.keep_alive)
-            .set_clean_session(false)
-            .set_inflight(self.cfg.inflight)
-            .set_max_packet_size(1 << 20, 1 << 20)
-            .set_last_will(LastWill::new(
-                self.topics.status(),
-                json!({"status": "offline", "gateway": self.cx.gateway_id}).to_string(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some((user, pass)) = &self.cfg.credentials {
-            o.set_credentials(user.clone(), pass.read()?);
-        }
-        if b.tls {
-            let tls = client_config(&self.cfg.tls).map_err(|e| e.to_string())?;
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-        }
-        Ok(o)
+        let credentials = match &self.cfg.credentials {
+            Some((user, pass)) => Some((user.clone(), pass.read()?)),
+            None => None,
+        };
+        let tls = if b.tls {
+            Some(client_config(&self.cfg.tls).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let will = json!({"status": "offline", "gateway": self.cx.gateway_id});
+        Ok(LinkOptions {
+            protocol: self.cfg.protocol,
+            client_id: format!("{}.{}", self.cx.gateway_id, self.cfg.name),
+            host: b.host.clone(),
+            port: b.port,
+            keep_alive: self.cfg.keep_alive,
+            inflight: self.cfg.inflight,
+            will: (self.topics.status(), will.to_string().into_bytes()),
+            credentials,
+            tls,
+        })
     }
 
     async fn session(
@@ -223,25 +269,10 @@ impl MqttUplink {
             Ok(o) => o,
             Err(m) => return End::Failed(FailureReason::Setup, m),
         };
-        let window = usize::from(self.cfg.inflight);
-        let (client, el) = AsyncClient::new(opts, window + 64);
-        let (ev_tx, mut events) = mpsc::channel(1024);
-        let pump = tokio::spawn(pump(el, ev_tx));
-        let mut link = Link {
-            client,
-            sent: VecDeque::new(),
-            pkids: HashMap::new(),
-        };
+        let (client, mut events, pump) = mqtt_link::start(opts);
+        let mut link = Link::new(client);
         let end = self
-            .session_loop(
-                feed,
-                cursors,
-                reply_tx,
-                replies,
-                &mut link,
-                &mut events,
-                window,
-            )
+            .session_loop(feed, cursors, reply_tx, replies, &mut link, &mut events)
             .await;
         if matches!(end, End::Shutdown) {
             self.goodbye(&mut link, &mut events).await;
@@ -250,7 +281,6 @@ impl MqttUplink {
         end
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn session_loop(
         &self,
         feed: &mut Feed,
@@ -258,52 +288,55 @@ impl MqttUplink {
         reply_tx: &mpsc::Sender<Reply>,
         replies: &mut mpsc::Receiver<Reply>,
         link: &mut Link,
-        events: &mut mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
-        window: usize,
+        events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
     ) -> End {
+        let window = usize::from(self.cfg.inflight);
         let mut committed = self.cx.journal.committed_seq();
         let mut journal_open = true;
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut connected = false;
-        let mut resync: Option<u64> = None;
         loop {
-            if connected {
-                if let Some(from) = resync.filter(|_| feed.inflight() == 0) {
+            if link.connected {
+                if let Some(from) = link.resync.filter(|_| feed.inflight() == 0) {
                     feed.resync(from);
-                    resync = None;
+                    link.resync = None;
                 }
-                if resync.is_none()
+                if link.resync.is_none()
                     && let Err(e) = self.fill(feed, link, *committed.borrow_and_update(), window)
                 {
                     return End::Failed(FailureReason::Setup, e);
                 }
             }
+            link.watch_acks();
+            let stall = link.waiting_since.map(|t| t + self.cfg.ack_timeout);
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 () = self.cx.shutdown.cancelled() => return End::Shutdown,
-                ev = events.recv() => match ev {
-                    Some(Ok(ev)) => {
-                        if let Err(end) = self.on_event(ev, feed, cursors, link, &mut connected, &mut resync, reply_tx) {
-                            return end;
-                        }
+                ev = events.recv() => {
+                    if let Err(end) = self.on_events(ev, events, feed, cursors, link, reply_tx) {
+                        return end;
                     }
-                    Some(Err(e)) => return failure(&e),
-                    None => return End::Failed(FailureReason::Network, "event loop stopped".into()),
-                },
-                r = committed.changed(), if connected && journal_open && feed.inflight() < window => {
+                }
+                r = committed.changed(), if link.connected && journal_open && feed.inflight() < window => {
                     journal_open = r.is_ok();
                 }
-                _ = heartbeat.tick(), if connected => {
+                _ = heartbeat.tick(), if link.connected => {
                     let doc = self.status_doc(feed).to_string().into_bytes();
                     if let Err(m) = link.publish(self.topics.status(), true, doc, Tag::Control) {
                         return End::Failed(FailureReason::Network, m);
                     }
                 }
-                Some(r) = replies.recv(), if connected => {
+                Some(r) = replies.recv(), if link.connected => {
                     let body = r.body.to_string().into_bytes();
                     if let Err(m) = link.publish(self.topics.reply(&r.id), false, body, Tag::Control) {
                         return End::Failed(FailureReason::Network, m);
                     }
+                }
+                () = tokio::time::sleep_until(stall.unwrap_or(far)), if stall.is_some() => {
+                    return End::Failed(FailureReason::Stalled, format!(
+                        "broker sent no PUBACK for {:?} with {} publishes outstanding; reconnecting",
+                        self.cfg.ack_timeout, link.outstanding()
+                    ));
                 }
             }
         }
@@ -326,6 +359,8 @@ impl MqttUplink {
             let tag = Tag::Event {
                 class: o.class,
                 seq: o.seq,
+                id: o.event.id,
+                alarm: o.event.kind.as_str() == "uplink.rejected",
             };
             link.publish(self.topics.event(&o.event), false, payload, tag)?;
             n += 1;
@@ -336,55 +371,147 @@ impl MqttUplink {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_event(
+    /// Handles `first` and whatever else is ready (up to [`EVENT_BATCH`]), then raises one
+    /// alarm for the events the broker refused among them.
+    fn on_events(
         &self,
-        ev: MqttEvent,
+        first: Option<Result<LinkEvent, Failure>>,
+        events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
         feed: &mut Feed,
         cursors: &watch::Sender<[u64; 5]>,
         link: &mut Link,
-        connected: &mut bool,
-        resync: &mut Option<u64>,
         reply_tx: &mpsc::Sender<Reply>,
     ) -> Result<(), End> {
+        let mut next = first;
+        let mut moved = false;
+        for _ in 0..EVENT_BATCH {
+            let ev = match next {
+                Some(Ok(ev)) => ev,
+                Some(Err((reason, m))) => {
+                    let b = &self.cfg.broker;
+                    let m = if link.connected {
+                        format!("connection to {}:{} lost: {m}", b.host, b.port)
+                    } else {
+                        format!("connecting to {}:{} failed: {m}", b.host, b.port)
+                    };
+                    return Err(End::Failed(reason, m));
+                }
+                None => {
+                    return Err(End::Failed(
+                        FailureReason::Network,
+                        "event loop stopped".into(),
+                    ));
+                }
+            };
+            moved |= self.on_event(ev, feed, link, reply_tx)?;
+            match events.try_recv() {
+                Ok(ev) => next = Some(ev),
+                Err(_) => break,
+            }
+        }
+        if moved {
+            cursors.send_replace(feed.cursors());
+        }
+        self.raise_rejected(link);
+        Ok(())
+    }
+
+    /// Returns whether a cursor moved.
+    fn on_event(
+        &self,
+        ev: LinkEvent,
+        feed: &mut Feed,
+        link: &mut Link,
+        reply_tx: &mpsc::Sender<Reply>,
+    ) -> Result<bool, End> {
         match ev {
-            MqttEvent::Incoming(Packet::ConnAck(_)) => {
-                *connected = true;
+            LinkEvent::Connected => {
+                link.connected = true;
                 if self.status.state() == super::status::LinkState::Down {
                     self.journal_link_event("uplink.up", FailureReason::Network, "connected");
                 }
                 self.status.connected();
-                tracing::info!(uplink = %self.cfg.name, broker = %self.cfg.broker.host, port = self.cfg.broker.port, "mqtt uplink connected");
+                tracing::info!(uplink = %self.cfg.name, broker = %self.cfg.broker.host, port = self.cfg.broker.port, protocol = ?self.cfg.protocol, "mqtt uplink connected");
                 if self.gate.is_some() {
                     link.client
-                        .try_subscribe(self.topics.commands(), QoS::AtLeastOnce)
-                        .map_err(|e| End::Failed(FailureReason::Network, e.to_string()))?;
+                        .subscribe(self.topics.commands())
+                        .map_err(|m| End::Failed(FailureReason::Network, m))?;
                 }
                 let doc = self.status_doc(feed).to_string().into_bytes();
                 link.publish(self.topics.status(), true, doc, Tag::Control)
                     .map_err(|m| End::Failed(FailureReason::Network, m))?;
             }
-            MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
+            LinkEvent::Sent(pkid) => {
                 if let Some(tag) = link.sent.pop_front()
                     && pkid != 0
                 {
                     link.pkids.insert(pkid, tag);
                 }
             }
-            MqttEvent::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Tag::Event { class, seq }) = link.pkids.remove(&ack.pkid) {
-                    self.status.confirmed(1);
-                    if feed.confirm(class, seq) {
-                        cursors.send_replace(feed.cursors());
-                    }
-                }
+            LinkEvent::Acked { pkid, refused } => {
+                link.waiting_since = None;
+                let tag = link.pkids.remove(&pkid);
+                return Ok(self.on_ack(tag, refused, feed, link));
             }
-            MqttEvent::Incoming(Packet::Publish(p)) => {
-                self.on_command(&p.topic, &p.payload, feed, resync, reply_tx);
+            LinkEvent::Message { topic, payload } => {
+                self.on_command(&topic, &payload, feed, &mut link.resync, reply_tx);
             }
-            _ => {}
+            LinkEvent::DisconnectSent | LinkEvent::Other => {}
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// A PUBACK: confirms the event, or records it as rejected (MQTT 5 failure reason).
+    /// Either way the event is settled and its class cursor may move.
+    fn on_ack(
+        &self,
+        tag: Option<Tag>,
+        refused: Option<String>,
+        feed: &mut Feed,
+        link: &mut Link,
+    ) -> bool {
+        match (tag, refused) {
+            (Some(Tag::Event { class, seq, .. }), None) => {
+                self.status.confirmed(1);
+                feed.confirm(class, seq)
+            }
+            (
+                Some(Tag::Event {
+                    class,
+                    seq,
+                    id,
+                    alarm,
+                }),
+                Some(why),
+            ) => {
+                self.status.rejected(1);
+                if !alarm {
+                    link.rejected.push((id, why));
+                }
+                feed.confirm(class, seq)
+            }
+            (Some(Tag::Control), Some(why)) => {
+                tracing::warn!(uplink = %self.cfg.name, reason = %why, "broker refused a status or reply message");
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// One `uplink.rejected` alarm for the events refused since the last call.
+    fn raise_rejected(&self, link: &mut Link) {
+        if link.rejected.is_empty() {
+            return;
+        }
+        let rejected = std::mem::take(&mut link.rejected);
+        let detail = rejected[0].1.clone();
+        let ids: Vec<String> = rejected.iter().map(|(id, _)| id.to_string()).collect();
+        tracing::error!(uplink = %self.cfg.name, events = ids.len(), reason = %detail, "broker rejected events");
+        let payload = json!({"uplink": self.cfg.name, "detail": detail, "event_ids": ids});
+        journal_event(
+            &self.cx,
+            NewEvent::new(Kind::from_static("uplink.rejected"), Class::Security).payload(payload),
+        );
     }
 
     fn on_command(
@@ -483,7 +610,7 @@ impl MqttUplink {
     async fn goodbye(
         &self,
         link: &mut Link,
-        events: &mut mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+        events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
     ) {
         let doc = json!({"status": "offline", "gateway": self.cx.gateway_id, "reason": "shutdown"});
         if link
@@ -497,10 +624,10 @@ impl MqttUplink {
         {
             return;
         }
-        let _ = link.client.try_disconnect();
+        link.client.disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(Ok(ev)) = events.recv().await {
-                if matches!(ev, MqttEvent::Outgoing(Outgoing::Disconnect)) {
+                if matches!(ev, LinkEvent::DisconnectSent) {
                     return;
                 }
             }
@@ -530,27 +657,4 @@ impl MqttUplink {
             NewEvent::new(Kind::from_static("uplink.command"), Class::Operations).payload(payload),
         );
     }
-}
-
-/// Drives the rumqttc event loop in its own task; ends after the first error.
-async fn pump(mut el: EventLoop, tx: mpsc::Sender<Result<MqttEvent, ConnectionError>>) {
-    loop {
-        let r = el.poll().await;
-        let stop = r.is_err();
-        if tx.send(r).await.is_err() || stop {
-            return;
-        }
-    }
-}
-
-fn failure(e: &ConnectionError) -> End {
-    if let Some((reason, msg)) = classify(e) {
-        return End::Failed(reason, msg);
-    }
-    let reason = match e {
-        ConnectionError::ConnectionRefused(_) => FailureReason::Refused,
-        ConnectionError::Tls(_) => FailureReason::Tls,
-        _ => FailureReason::Network,
-    };
-    End::Failed(reason, e.to_string())
 }

@@ -90,6 +90,8 @@ pub enum FailureReason {
     Refused,
     /// TCP, DNS, timeouts, dropped connections.
     Network,
+    /// Connected, but the destination stopped confirming (no PUBACK within `ack_timeout`).
+    Stalled,
     /// Our own configuration (unreadable files).
     Setup,
 }
@@ -102,6 +104,7 @@ impl FailureReason {
             FailureReason::Tls => "tls",
             FailureReason::Refused => "refused",
             FailureReason::Network => "network",
+            FailureReason::Stalled => "stalled",
             FailureReason::Setup => "setup",
         }
     }
@@ -127,12 +130,21 @@ pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<(FailureReason,
 
 fn rustls_reason(r: &rustls::Error) -> (FailureReason, String) {
     match r {
-        rustls::Error::InvalidCertificate(c) => (
-            FailureReason::Certificate,
-            format!(
-                "server certificate failed verification ({c:?}); check ca_file and the server's certificate"
-            ),
-        ),
+        rustls::Error::InvalidCertificate(c) => {
+            use rustls::CertificateError as C;
+            let hint = match c {
+                C::Expired | C::ExpiredContext { .. } => "it has expired",
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "it is not valid yet (check this gateway's clock)"
+                }
+                C::UnknownIssuer => "its issuer is not in ca_file",
+                _ => "check ca_file and the server's certificate",
+            };
+            (
+                FailureReason::Certificate,
+                format!("server certificate failed verification: {hint} ({c:?})"),
+            )
+        }
         other => (FailureReason::Tls, format!("tls: {other}")),
     }
 }

@@ -2,6 +2,8 @@
 //! certificates, a recording subscriber, and a journal with an MQTT uplink on it.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod fake_broker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,10 +39,13 @@ pub struct Certs {
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
     pub other_ca: PathBuf,
+    /// A server certificate from the test CA that expired in 2021.
+    pub expired_server_cert: PathBuf,
+    pub expired_server_key: PathBuf,
 }
 
 pub fn certs(dir: &Path) -> Certs {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca = |name: &str| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -51,17 +56,8 @@ pub fn certs(dir: &Path) -> Certs {
     };
     let (ca_cert, ca_key) = ca("campusgw test ca");
     let (other, _) = ca("someone else's ca");
-    let leaf = |cn: &str, server: bool| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        if server {
-            p.subject_alt_names
-                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        }
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
+    let leaf = |cn: &str, server: bool| leaf_cert(cn, server, false, &ca_cert, &ca_key);
+    let expired = leaf_cert("broker", true, true, &ca_cert, &ca_key);
     let (sc, sk) = leaf("broker", true);
     let (cc, ck) = leaf("school-042", false);
     let w = |n: &str, s: &str| {
@@ -77,7 +73,32 @@ pub fn certs(dir: &Path) -> Certs {
         client_cert: w("client.pem", &cc),
         client_key: w("client.key", &ck),
         other_ca: w("other-ca.pem", &other.pem()),
+        expired_server_cert: w("expired-server.pem", &expired.0),
+        expired_server_key: w("expired-server.key", &expired.1),
     }
+}
+
+fn leaf_cert(
+    cn: &str,
+    server: bool,
+    expired: bool,
+    ca_cert: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    if server {
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    }
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let cert = p.signed_by(&key, ca_cert, ca_key).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 /// mosquitto with a plain listener (for test subscribers) and optionally a TLS one.
@@ -92,26 +113,44 @@ pub struct Broker {
 pub enum Tls<'a> {
     None,
     Server(&'a Certs),
+    /// The TLS listener presents the expired server certificate.
+    Expired(&'a Certs),
     Mutual(&'a Certs),
 }
 
 impl Broker {
     pub async fn start(tls: Tls<'_>) -> Broker {
+        Broker::start_with_acl(tls, None).await
+    }
+
+    /// With an ACL for anonymous clients (mosquitto `acl_file` lines such as
+    /// `topic read campusgw/#`).
+    pub async fn start_with_acl(tls: Tls<'_>, acl: Option<&str>) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let plain = free_port();
         let mut conf = format!(
             "user root\nper_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_queued_bytes 0\nlog_dest stderr\nlog_type error\nlistener {plain} 127.0.0.1\n",
             dir.path().display()
         );
+        if let Some(acl) = acl {
+            let path = dir.path().join("acl");
+            std::fs::write(&path, acl).unwrap();
+            conf.push_str(&format!("acl_file {}\n", path.display()));
+        }
         let tls_port = match tls {
             Tls::None => None,
-            Tls::Server(c) | Tls::Mutual(c) => {
+            Tls::Server(c) | Tls::Mutual(c) | Tls::Expired(c) => {
                 let p = free_port();
+                let (cert, key) = if matches!(tls, Tls::Expired(_)) {
+                    (&c.expired_server_cert, &c.expired_server_key)
+                } else {
+                    (&c.server_cert, &c.server_key)
+                };
                 conf.push_str(&format!(
                     "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
                     c.ca.display(),
-                    c.server_cert.display(),
-                    c.server_key.display()
+                    cert.display(),
+                    key.display()
                 ));
                 if matches!(tls, Tls::Mutual(_)) {
                     conf.push_str("require_certificate true\n");
