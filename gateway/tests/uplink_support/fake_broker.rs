@@ -27,7 +27,16 @@ pub enum Act {
     Mute,
     /// Proxies to the real broker.
     Proxy,
+    /// Speaks MQTT 5 itself: accepts the session and answers every QoS 1 PUBLISH with a
+    /// PUBACK whose reason code is 0x87 (not authorized) for topics containing
+    /// `/telemetry/` and 0x00 otherwise, recording each in [`FakeBroker::publishes`]. This is
+    /// what a broker with an ACL does per MQTT 5 §3.4.2.1 (mosquitto 2.0.11 also sends the
+    /// 0x87 PUBACK but then drops the connection, so it cannot stand in here).
+    Judge,
 }
+
+/// A PUBLISH the judging broker answered: topic, the reason code sent, the payload.
+pub type Judged = (String, u8, serde_json::Value);
 
 /// The scripted broker.
 pub struct FakeBroker {
@@ -36,6 +45,8 @@ pub struct FakeBroker {
     act: watch::Sender<Act>,
     /// When each connection arrived.
     pub accepted: Arc<Mutex<Vec<Instant>>>,
+    /// Every PUBLISH answered in [`Act::Judge`] mode.
+    pub publishes: Arc<Mutex<Vec<Judged>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,17 +57,20 @@ impl FakeBroker {
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = watch::channel(act);
         let accepted = Arc::new(Mutex::new(Vec::new()));
+        let publishes: Arc<Mutex<Vec<Judged>>> = Arc::default();
         let log = accepted.clone();
+        let judged = publishes.clone();
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 log.lock().unwrap().push(Instant::now());
-                tokio::spawn(serve(s, upstream, rx.clone()));
+                tokio::spawn(serve(s, upstream, rx.clone(), judged.clone()));
             }
         });
         FakeBroker {
             port,
             act: tx,
             accepted,
+            publishes,
             task,
         }
     }
@@ -83,7 +97,12 @@ impl Drop for FakeBroker {
     }
 }
 
-async fn serve(mut s: TcpStream, upstream: u16, mut act: watch::Receiver<Act>) {
+async fn serve(
+    mut s: TcpStream,
+    upstream: u16,
+    mut act: watch::Receiver<Act>,
+    judged: Arc<Mutex<Vec<Judged>>>,
+) {
     let now = *act.borrow_and_update();
     let mut first = vec![0u8; 4096];
     let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut first)).await {
@@ -114,6 +133,14 @@ async fn serve(mut s: TcpStream, upstream: u16, mut act: watch::Receiver<Act>) {
             proxy(s, first, upstream).await;
         }
         Act::Proxy => proxy(s, first, upstream).await,
+        Act::Judge => {
+            let Some(rest) = packet_len(&first).map(|n| first.split_off(n)) else {
+                return;
+            };
+            if s.write_all(&connack(&first, 0)).await.is_ok() {
+                judge(s, rest, &judged).await;
+            }
+        }
         Act::Mute => {
             if s.write_all(&connack(&first, 0)).await.is_err() {
                 return;
@@ -172,4 +199,80 @@ async fn proxy(mut s: TcpStream, first: Vec<u8>, upstream: u16) {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+}
+
+/// Length of the first whole packet in `buf` (fixed header + remaining length), if complete.
+fn packet_len(buf: &[u8]) -> Option<usize> {
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
+    loop {
+        let b = *buf.get(i)?;
+        len |= usize::from(b & 0x7F) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    (buf.len() >= i + len).then_some(i + len)
+}
+
+/// MQTT 5 session that judges each PUBLISH (see [`Act::Judge`]).
+async fn judge(mut s: TcpStream, mut buf: Vec<u8>, judged: &Mutex<Vec<Judged>>) {
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        while let Some(n) = packet_len(&buf) {
+            let packet: Vec<u8> = buf.drain(..n).collect();
+            let reply = match packet[0] >> 4 {
+                3 => publish_ack(&packet, judged),
+                12 => Some(vec![0xD0, 0x00]),
+                14 => return,
+                _ => None,
+            };
+            if let Some(r) = reply
+                && s.write_all(&r).await.is_err()
+            {
+                return;
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Parses an MQTT 5 PUBLISH (§3.3) and builds its PUBACK (§3.4) with the judged reason.
+fn publish_ack(p: &[u8], judged: &Mutex<Vec<Judged>>) -> Option<Vec<u8>> {
+    let qos = (p[0] >> 1) & 3;
+    let mut i = 1;
+    while p[i] & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let tlen = usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+    let topic = String::from_utf8_lossy(&p[i + 2..i + 2 + tlen]).into_owned();
+    i += 2 + tlen;
+    let pid = (qos > 0).then(|| [p[i], p[i + 1]]);
+    if qos > 0 {
+        i += 2;
+    }
+    let (mut plen, mut shift) = (0usize, 0u32);
+    loop {
+        let b = p[i];
+        i += 1;
+        plen |= usize::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let payload = serde_json::from_slice(&p[i + plen..]).unwrap_or(serde_json::Value::Null);
+    let rc = if topic.contains("/telemetry/") {
+        0x87
+    } else {
+        0x00
+    };
+    judged.lock().unwrap().push((topic, rc, payload));
+    let [hi, lo] = pid?;
+    Some(vec![0x40, 0x04, hi, lo, rc, 0x00])
 }
