@@ -329,3 +329,47 @@ async fn a_full_disk_holds_life_safety_events_in_memory_until_writes_succeed() {
     j.close().await;
     w.join();
 }
+
+#[tokio::test]
+async fn first_seq_since_finds_the_first_event_received_at_or_after_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, w) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    let events: Vec<Event> = (0..100)
+        .map(|i| {
+            let mut e = ev("sensor.reading", Class::Telemetry);
+            e.received_at = base + chrono::Duration::seconds(i * 10);
+            e
+        })
+        .collect();
+    append(&j, events).await;
+    let rd = j.reader().unwrap();
+    assert_eq!(
+        rd.first_seq_since(base - chrono::Duration::days(1))
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(rd.first_seq_since(base).unwrap(), Some(1));
+    assert_eq!(
+        rd.first_seq_since(base + chrono::Duration::seconds(10))
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        rd.first_seq_since(base + chrono::Duration::seconds(455))
+            .unwrap(),
+        Some(47)
+    );
+    assert_eq!(
+        rd.first_seq_since(base + chrono::Duration::seconds(990))
+            .unwrap(),
+        Some(100)
+    );
+    assert_eq!(
+        rd.first_seq_since(base + chrono::Duration::seconds(991))
+            .unwrap(),
+        None
+    );
+    j.close().await;
+    w.join();
+}

@@ -115,6 +115,10 @@ async fn only_signed_fresh_allowed_unreplayed_commands_are_executed() {
     send("c8", sign(&body("c8", "relay.set", "n8", now), &key)).await;
     // Resync accepted.
     send("c9", sign(&body("c9", "resync", "n9", now), &key)).await;
+    // Resync from a time.
+    let mut from_time = body("c10", "resync", "n10", now);
+    from_time["args"] = json!({"from_time": "2000-01-01T00:00:00Z"});
+    send("c10", sign(&from_time, &key)).await;
 
     let expect = [
         ("c2", "refused", "malformed"),
@@ -125,6 +129,7 @@ async fn only_signed_fresh_allowed_unreplayed_commands_are_executed() {
         ("c7", "refused", "malformed"),
         ("c8", "ok", ""),
         ("c9", "ok", ""),
+        ("c10", "ok", ""),
     ];
     for (id, status, reason) in expect {
         wait_for(id, LIMIT, || reply(&sub, id).is_some()).await;
@@ -137,6 +142,11 @@ async fn only_signed_fresh_allowed_unreplayed_commands_are_executed() {
     // The device command went through the router (no such device here: rejected there).
     let c8 = reply(&sub, "c8").unwrap();
     assert_eq!(c8["result"][0]["status"], "rejected", "{c8}");
+    assert_eq!(reply(&sub, "c9").unwrap()["result"]["resync_from_seq"], 1);
+    let c10 = reply(&sub, "c10").unwrap();
+    let first = rig.journal.reader().unwrap().after(0, None, 1).unwrap();
+    let want = first.first().map_or(1, |e| e.seq);
+    assert_eq!(c10["result"]["resync_from_seq"], want, "{c10}");
     // Every command, accepted or refused, is in the journal.
     let reader = rig.journal.reader().unwrap();
     wait_for("audit events", LIMIT, || {
@@ -144,7 +154,7 @@ async fn only_signed_fresh_allowed_unreplayed_commands_are_executed() {
         evs.iter()
             .filter(|e| e.kind.as_str() == "uplink.command")
             .count()
-            >= 10
+            >= 11
     })
     .await;
     rig.stop().await;

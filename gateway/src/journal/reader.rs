@@ -80,6 +80,40 @@ impl JournalReader {
         body.map(|b| decode(seq, &b)).transpose()
     }
 
+    /// The first retained seq received at or after `t` (gateway clock), by binary search
+    /// over seq (`received_at` follows seq except across a gateway clock step, where the
+    /// answer may be off by the events around the step). `None` if every event is older.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn first_seq_since(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<u64>, JournalError> {
+        let at_or_after = |seq: u64| -> Result<Option<(u64, i64)>, JournalError> {
+            self.conn
+                .query_row(
+                    "SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                    [seq as i64],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(self.err())
+        };
+        let want = t.timestamp_micros();
+        let (mut lo, mut hi) = (1u64, self.last_seq()? + 1);
+        // Invariant: every retained seq < lo was received before t; hi is past the answer.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at_or_after(mid)? {
+                Some((seq, at)) if at >= want => hi = mid.min(seq),
+                Some((seq, _)) => lo = seq + 1,
+                None => hi = mid,
+            }
+        }
+        Ok(at_or_after(lo)?.map(|(seq, _)| seq))
+    }
+
     /// An uplink's cursor for a class (0 when none is stored).
     ///
     /// # Errors

@@ -16,7 +16,8 @@
 //! is refused with a reply naming the reason, and never executed.
 //!
 //! Kinds: `status` (the heartbeat document), `resync` (`args.from_seq`: republish from that
-//! seq; cursors never move back), and device command kinds (`relay.set`, ...) passed to the
+//! seq, or `args.from_time` (RFC 3339): from the first event the gateway received at or
+//! after that time; cursors never move back), and device command kinds (`relay.set`, ...) passed to the
 //! [`CommandRouter`](crate::commands::CommandRouter) with `target`.
 //!
 //! ```toml
@@ -114,16 +115,22 @@ fn parse_key(s: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key: {e}"))
 }
 
+/// Where a resync starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncFrom {
+    /// This journal seq.
+    Seq(u64),
+    /// The first event the gateway received at or after this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
 /// A verified, allowed county command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CountyCommand {
     /// Reply with the status document.
     Status,
-    /// Republish from this seq.
-    Resync {
-        /// First seq to republish.
-        from_seq: u64,
-    },
+    /// Republish from a seq or a time.
+    Resync(ResyncFrom),
     /// Pass to the device that the target names.
     Device(Command),
 }
@@ -270,12 +277,15 @@ fn interpret(b: &Body) -> Result<CountyCommand, String> {
     match b.kind.as_str() {
         "status" => Ok(CountyCommand::Status),
         "resync" => {
-            let from_seq = b
-                .args
-                .get("from_seq")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or("resync needs args.from_seq (a journal seq)")?;
-            Ok(CountyCommand::Resync { from_seq })
+            let seq = b.args.get("from_seq").and_then(serde_json::Value::as_u64);
+            let time = b.args.get("from_time").and_then(serde_json::Value::as_str);
+            match (seq, time) {
+                (Some(n), None) => Ok(CountyCommand::Resync(ResyncFrom::Seq(n))),
+                (None, Some(t)) => chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| CountyCommand::Resync(ResyncFrom::Time(t.with_timezone(&chrono::Utc))))
+                    .map_err(|e| format!("resync args.from_time {t:?} is not an RFC 3339 time: {e}")),
+                _ => Err("resync needs exactly one of args.from_seq (a journal seq) or args.from_time (RFC 3339)".into()),
+            }
         }
         kind => {
             let kind = CommandKind::new(kind.to_owned()).map_err(|e| e.to_string())?;
@@ -372,5 +382,31 @@ mod tests {
                 .expect_err("topic")
                 .contains("topic")
         );
+    }
+
+    #[test]
+    fn resync_starts_from_a_seq_or_a_time_and_nothing_else() {
+        let at = |args: serde_json::Value| {
+            let b: Body = serde_json::from_value(serde_json::json!({
+                "id": "r", "kind": "resync", "issued_at": Utc::now(), "nonce": "n", "args": args
+            }))
+            .expect("valid body");
+            interpret(&b)
+        };
+        assert_eq!(
+            at(serde_json::json!({"from_seq": 42})),
+            Ok(CountyCommand::Resync(ResyncFrom::Seq(42)))
+        );
+        let t = "2026-11-26T08:00:00+08:00";
+        let want = DateTime::parse_from_rfc3339(t)
+            .expect("valid")
+            .with_timezone(&Utc);
+        assert_eq!(
+            at(serde_json::json!({"from_time": t})),
+            Ok(CountyCommand::Resync(ResyncFrom::Time(want)))
+        );
+        assert!(at(serde_json::json!({"from_time": "yesterday"})).is_err());
+        assert!(at(serde_json::json!({})).is_err());
+        assert!(at(serde_json::json!({"from_seq": 1, "from_time": t})).is_err());
     }
 }

@@ -219,6 +219,24 @@ impl Feed {
         }
     }
 
+    /// The seq a resync starts from: the seq itself, or the first event received at or
+    /// after the time (past the newest event if none was).
+    ///
+    /// # Errors
+    /// Journal read errors.
+    pub fn resync_seq(
+        &self,
+        from: super::county_commands::ResyncFrom,
+    ) -> Result<u64, JournalError> {
+        match from {
+            super::county_commands::ResyncFrom::Seq(n) => Ok(n),
+            super::county_commands::ResyncFrom::Time(t) => match self.reader.first_seq_since(t)? {
+                Some(n) => Ok(n),
+                None => Ok(self.reader.last_seq()? + 1),
+            },
+        }
+    }
+
     /// Events handed out and not yet confirmed.
     pub fn inflight(&self) -> usize {
         self.inflight

@@ -552,11 +552,19 @@ impl MqttUplink {
                 self.journal_command(&id, "ok", "status");
                 reply(json!({"id": id, "status": "ok", "result": self.status_doc(feed)}));
             }
-            Ok(CountyCommand::Resync { from_seq }) => {
-                *resync = Some(from_seq);
-                self.journal_command(&id, "ok", &format!("resync from seq {from_seq}"));
-                reply(json!({"id": id, "status": "ok", "result": {"resync_from_seq": from_seq}}));
-            }
+            Ok(CountyCommand::Resync(from)) => match feed.resync_seq(from) {
+                Ok(from_seq) => {
+                    *resync = Some(from_seq);
+                    self.journal_command(&id, "ok", &format!("resync from seq {from_seq}"));
+                    reply(
+                        json!({"id": id, "status": "ok", "result": {"resync_from_seq": from_seq}}),
+                    );
+                }
+                Err(e) => {
+                    self.journal_command(&id, "failed", &e.to_string());
+                    reply(json!({"id": id, "status": "failed", "reason": e.to_string()}));
+                }
+            },
             Ok(CountyCommand::Device(cmd)) => self.device_command(id, cmd, reply_tx.clone()),
         }
     }
