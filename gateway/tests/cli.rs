@@ -51,6 +51,18 @@ fn check_config_exits_zero_for_a_good_file_and_one_with_located_problems() {
 }
 
 #[test]
+fn the_documented_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-gateway.toml");
+    let out = campusgw().arg("check-config").arg(example).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
