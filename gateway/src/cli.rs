@@ -2,21 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::Context;
-use campusgw_sdk::driver::{ContextParts, DriverContext, EmitError, Receipt};
-use campusgw_sdk::event::kinds;
-use campusgw_sdk::{Class, DeviceId, Location, NewEvent};
+use campusgw_sdk::Class;
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use tokio_util::sync::CancellationToken;
 
 use crate::app::{Gateway, RunOptions, wait_for_signal};
-use crate::health::HealthBoard;
-use crate::journal::{Journal, JournalOptions};
 
 /// campusgw: the edge gateway for campus safety systems.
 #[derive(Debug, Parser)]
@@ -130,7 +120,7 @@ pub enum BenchCmd {
         data_dir: Option<PathBuf>,
     },
     /// GB/T 26875.3 upload → confirm latency at the UITD side, idle and with many UITDs,
-    /// against an in-process gateway (see `bench_gb26875`).
+    /// against an in-process gateway (see `bench::gb26875`).
     Gb26875 {
         /// Simultaneous UITD connections in the load phase.
         #[arg(long, default_value_t = 500)]
@@ -192,7 +182,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                     producers,
                 },
-        } => crash_writer(data_dir, producers).await,
+        } => crate::bench::ingest::crash_writer(data_dir, producers).await,
         Cmd::Decode {
             protocol: DecodeCmd::Gb26875 { hex },
         } => match campusgw_gb26875::decode_hex_to_json(&hex.join(" ")) {
@@ -213,7 +203,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     window,
                     data_dir,
                 },
-        } => bench_ingest(events, producers, window, data_dir).await,
+        } => crate::bench::ingest::bench_ingest(events, producers, window, data_dir).await,
         Cmd::Bench {
             command:
                 BenchCmd::Gb26875 {
@@ -223,7 +213,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => {
-            crate::bench_gb26875::run(crate::bench_gb26875::BenchOptions {
+            crate::bench::gb26875::run(crate::bench::gb26875::BenchOptions {
                 connections,
                 frames_per_connection,
                 idle_frames,
@@ -303,141 +293,5 @@ fn export(data_dir: &std::path::Path, since: u64, class: Option<Class>) -> anyho
         }
     }
     out.flush()?;
-    Ok(0)
-}
-
-/// A driver context over `journal` for in-process producers (bench, crash test, demo).
-pub fn local_context(journal: &Journal, device: &str) -> DriverContext {
-    let (board, _rx) = HealthBoard::new();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    DriverContext::new(ContextParts {
-        device: DeviceId::new(device).expect("valid bench device id"),
-        driver: "bench",
-        location: Location::default(),
-        sink: Arc::new(journal.clone()),
-        health: board,
-        commands: Arc::new(tokio::sync::Mutex::new(rx)),
-        shutdown: CancellationToken::new(),
-    })
-}
-
-fn bench_event(i: u64) -> NewEvent {
-    let (kind, class) = match i % 10 {
-        0 => (kinds::FIRE_ALARM, Class::LifeSafety),
-        1 => (kinds::DOOR_FORCED, Class::Security),
-        2..=4 => (
-            campusgw_sdk::Kind::from_static("access.granted"),
-            Class::Business,
-        ),
-        _ => (kinds::SENSOR_READING, Class::Telemetry),
-    };
-    NewEvent::new(kind, class)
-        .payload(serde_json::json!({ "point": format!("p{}", i % 2000), "value": i }))
-}
-
-async fn bench_ingest(
-    events: u64,
-    producers: u64,
-    window: usize,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<i32> {
-    let tmp = tempfile_dir(data_dir)?;
-    let (journal, writer) = Journal::open(JournalOptions::new(tmp.path().join("journal.db")))?;
-    let per = events / producers.max(1);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..producers {
-        let cx = local_context(&journal, &format!("producer-{p}"));
-        tasks.push(tokio::spawn(async move {
-            let mut inflight = FuturesUnordered::new();
-            for i in 0..per {
-                if inflight.len() >= window {
-                    inflight.next().await.expect("non-empty")?;
-                }
-                inflight.push(cx.emit_pipelined(bench_event(i)));
-            }
-            while let Some(r) = inflight.next().await {
-                r?;
-            }
-            Ok::<(), EmitError>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let total = per * producers;
-    let batches = journal
-        .status()
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed);
-    journal.close().await;
-    tokio::task::spawn_blocking(move || writer.join()).await?;
-    eprintln!(
-        "{total} events in {batches} transactions ({:.0} events/fsync)",
-        total as f64 / batches.max(1) as f64
-    );
-    println!(
-        "{}",
-        serde_json::json!({"bench": "ingest", "events": total, "producers": producers, "seconds": secs, "events_per_sec": total as f64 / secs, "durable": true})
-    );
-    Ok(0)
-}
-
-/// A temporary directory (removed on drop) under `base` or the system temp dir.
-fn tempfile_dir(base: Option<PathBuf>) -> anyhow::Result<TempDir> {
-    let root = base.unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&root)?;
-    let dir = root.join(format!("campusgw-bench-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(TempDir(dir))
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn crash_writer(data_dir: PathBuf, producers: usize) -> anyhow::Result<i32> {
-    let (journal, _writer) = Journal::open(JournalOptions::new(data_dir.join("journal.db")))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Receipt>>();
-    for p in 0..producers {
-        let cx = local_context(&journal, &format!("crash-{p}"));
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut inflight = FuturesUnordered::new();
-            for i in 0u64.. {
-                if inflight.len() >= 64 {
-                    match inflight.next().await {
-                        Some(Ok(r)) => {
-                            let _ = tx.send(r);
-                        }
-                        _ => return,
-                    }
-                }
-                inflight.push(cx.emit_pipelined(bench_event(i)));
-            }
-        });
-    }
-    let stdout = std::io::stdout();
-    while let Some(first) = rx.recv().await {
-        let mut out = stdout.lock();
-        for r in std::iter::once(first)
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-            .flatten()
-        {
-            writeln!(out, "{} {}", r.seq, r.id)?;
-        }
-        out.flush()?;
-    }
     Ok(0)
 }

@@ -56,7 +56,7 @@ pub async fn run(
         std::env::temp_dir().join(format!("campusgw-demo-{}", uuid::Uuid::now_v7()))
     });
     let sims = Sims {
-        fire_port: free_port()?,
+        fire_port: crate::bench::free_port()?,
         panel: Simulator::start().await?,
         doors: Simulator::start_rtu_over_tcp().await?,
         meter: Simulator::start().await?,
@@ -235,13 +235,6 @@ deadband = 0.5
         boiler = s.boiler.local_addr(),
         fire_port = s.fire_port,
     )
-}
-
-/// A free loopback port for the fire listener (the UITD simulator must know it).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The building's UITD: connects (retrying until the listener is up), heartbeats, and

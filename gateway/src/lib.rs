@@ -7,7 +7,7 @@
 
 pub mod api;
 pub mod app;
-pub mod bench_gb26875;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

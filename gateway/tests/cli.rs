@@ -53,7 +53,11 @@ fn check_config_exits_zero_for_a_good_file_and_one_with_located_problems() {
 #[test]
 fn the_documented_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-gateway.toml");
-    let out = campusgw().arg("check-config").arg(example).output().unwrap();
+    let out = campusgw()
+        .arg("check-config")
+        .arg(example)
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -66,7 +66,7 @@ async fn journal_keeps_committing(rig: &Rig) -> Vec<EventId> {
     let started = Instant::now();
     let mut drivers = Vec::new();
     for d in 0..8 {
-        let cx = campusgw::cli::local_context(&rig.journal, &format!("panel-{d}"));
+        let cx = campusgw::bench::ingest::local_context(&rig.journal, &format!("panel-{d}"));
         drivers.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             let mut slowest = Duration::ZERO;

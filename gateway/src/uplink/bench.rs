@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use campusgw_sdk::{Class, DeviceId, Event, Kind, Location, NewEvent};
+use campusgw_sdk::{DeviceId, Event, Location};
 use tokio_util::sync::CancellationToken;
 
 use super::UplinkContext;
@@ -14,6 +13,7 @@ use super::config::{BrokerAddr, MqttConfig, MqttProtocol, TlsFiles};
 use super::filter::Filter;
 use super::mqtt::MqttUplink;
 use super::status::UplinkStatus;
+use crate::bench::{BenchDir, mixed_event};
 use crate::journal::{Journal, JournalOptions};
 
 /// Options of `campusgw bench forward`.
@@ -31,18 +31,6 @@ pub struct ForwardBench {
     pub data_dir: Option<PathBuf>,
 }
 
-fn mixed_event(i: u64, gw: &DeviceId) -> Event {
-    let (kind, class) = match i % 10 {
-        0 => ("fire.alarm", Class::LifeSafety),
-        1 => ("door.forced", Class::Security),
-        2..=4 => ("access.granted", Class::Business),
-        _ => ("sensor.reading", Class::Telemetry),
-    };
-    let new = NewEvent::new(Kind::from_static(kind), class)
-        .payload(serde_json::json!({ "point": format!("p{}", i % 2000), "value": i }));
-    Event::stamp(new, gw, "bench", &Location::default())
-}
-
 /// Runs the benchmark; returns the exit code.
 ///
 /// # Errors
@@ -50,12 +38,8 @@ fn mixed_event(i: u64, gw: &DeviceId) -> Event {
 pub async fn forward(b: ForwardBench) -> anyhow::Result<i32> {
     let broker = BrokerAddr::parse(&b.broker).map_err(anyhow::Error::msg)?;
     let tls = broker.tls;
-    let root = b.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = root.join(format!("campusgw-forward-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let r = run(b, broker, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let (events, secs) = r?;
+    let dir = BenchDir::create(b.data_dir.clone(), "forward")?;
+    let (events, secs) = run(b, broker, dir.path()).await?;
     println!(
         "{}",
         serde_json::json!({"bench": "forward", "events": events, "seconds": secs, "events_per_sec": events as f64 / secs, "qos": 1, "tls": tls})
@@ -75,7 +59,11 @@ async fn run(
     while i < b.events {
         let n = (b.events - i).min(8192);
         journal
-            .append((i..i + n).map(|k| mixed_event(k, &gw)).collect())
+            .append(
+                (i..i + n)
+                    .map(|k| Event::stamp(mixed_event(k), &gw, "bench", &Location::default()))
+                    .collect(),
+            )
             .await?;
         i += n;
     }

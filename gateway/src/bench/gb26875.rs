@@ -29,6 +29,7 @@ use campusgw_gb26875::codec::ComponentAddress;
 use campusgw_gb26875::sim::{Delivery, SimConfig, UitdSim};
 use futures_util::StreamExt;
 
+use super::{BenchDir, free_port};
 use crate::app::{Gateway, RunOptions};
 
 /// The centre's address in the bench config.
@@ -169,7 +170,7 @@ impl Phase {
 /// too low for the connections asked for.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<i32> {
     check_open_files(opts.connections)?;
-    let dir = BenchDir::create(opts.data_dir.clone())?;
+    let dir = BenchDir::create(opts.data_dir.clone(), "bench-gb26875")?;
     let port = free_port()?;
     let text = config_text(dir.path(), port, opts.connections + 1);
     let config = crate::config::parse(&text, &dir.path().join("bench.toml"))
@@ -354,13 +355,6 @@ heartbeat_timeout = "90s"
     text
 }
 
-/// A free loopback port: bound, read and released (the gateway binds it right after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Fails early (rather than with EMFILE half-way) when the soft open-files limit cannot
 /// hold both ends of every connection. Linux only; elsewhere nothing is checked.
 fn check_open_files(connections: u64) -> anyhow::Result<()> {
@@ -379,28 +373,5 @@ fn check_open_files(connections: u64) -> anyhow::Result<()> {
              process) but the limit is {soft}: run `ulimit -n {needed}` first"
         ),
         _ => Ok(()),
-    }
-}
-
-/// A directory for the bench journal, removed on drop.
-struct BenchDir(PathBuf);
-
-impl BenchDir {
-    fn create(base: Option<PathBuf>) -> anyhow::Result<BenchDir> {
-        let root = base.unwrap_or_else(std::env::temp_dir);
-        let dir = root.join(format!("campusgw-bench-gb26875-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(BenchDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for BenchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -1,0 +1,63 @@
+//! Benchmarks (`campusgw bench ...`) and the journal crash-test writer. Figures and the
+//! commands that produced them are in `bench/README.md`; benchmarks are commands, never
+//! timed tests.
+
+pub mod gb26875;
+pub mod ingest;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use campusgw_sdk::event::kinds;
+use campusgw_sdk::{Class, Kind, NewEvent};
+
+/// The i-th event of the benchmarks' class mix: 10 % `life_safety`, 10 % `security`,
+/// 30 % `business`, 50 % `telemetry`.
+pub fn mixed_event(i: u64) -> NewEvent {
+    let (kind, class) = match i % 10 {
+        0 => (kinds::FIRE_ALARM, Class::LifeSafety),
+        1 => (kinds::DOOR_FORCED, Class::Security),
+        2..=4 => (Kind::from_static("access.granted"), Class::Business),
+        _ => (kinds::SENSOR_READING, Class::Telemetry),
+    };
+    NewEvent::new(kind, class)
+        .payload(serde_json::json!({ "point": format!("p{}", i % 2000), "value": i }))
+}
+
+/// A free loopback TCP port (bound, read, released: the caller binds it right after).
+///
+/// # Errors
+/// The bind error.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A fresh directory for a benchmark's journal, removed on drop.
+pub struct BenchDir(PathBuf);
+
+impl BenchDir {
+    /// Creates `<base or the system temp dir>/campusgw-<what>-<uuid>`.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn create(base: Option<PathBuf>, what: &str) -> anyhow::Result<BenchDir> {
+        let root = base.unwrap_or_else(std::env::temp_dir);
+        let dir = root.join(format!("campusgw-{what}-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(BenchDir(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
