@@ -66,35 +66,36 @@ async fn delivers_everything(rig: &mut Rig, broker: &Broker, url: &str, extra: &
     assert!(snap.confirmed >= want.len() as u64, "{snap:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_tcp_publishes_every_event_on_its_class_topic_and_stores_cursors() {
+/// Protocol lines for the uplink config: MQTT 3.1.1 (the default) and MQTT 5.
+const V311: &str = "";
+const V5: &str = "protocol = \"5\"\n";
+
+async fn plain_case(protocol: &str) {
     let broker = Broker::start(Tls::None).await;
     let mut rig = Rig::open();
     let url = broker.plain_url();
-    delivers_everything(&mut rig, &broker, &url, "").await;
+    delivers_everything(&mut rig, &broker, &url, protocol).await;
     rig.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_the_test_ca_delivers() {
+async fn tls_case(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path());
     let broker = Broker::start(Tls::Server(&c)).await;
     let mut rig = Rig::open();
-    let extra = format!("ca_file = \"{}\"\n", c.ca.display());
+    let extra = format!("{protocol}ca_file = \"{}\"\n", c.ca.display());
     let url = broker.tls_url();
     delivers_everything(&mut rig, &broker, &url, &extra).await;
     rig.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_presents_the_client_certificate() {
+async fn mutual_tls_case(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path());
     let broker = Broker::start(Tls::Mutual(&c)).await;
     let mut rig = Rig::open();
     let extra = format!(
-        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        "{protocol}ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
         c.ca.display(),
         c.client_cert.display(),
         c.client_key.display()
@@ -102,6 +103,36 @@ async fn mutual_tls_presents_the_client_certificate() {
     let url = broker.tls_url();
     delivers_everything(&mut rig, &broker, &url, &extra).await;
     rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_publishes_every_event_on_its_class_topic_and_stores_cursors() {
+    plain_case(V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_plain_tcp_publishes_every_event_on_its_class_topic_and_stores_cursors() {
+    plain_case(V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_test_ca_delivers() {
+    tls_case(V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_tls_with_the_test_ca_delivers() {
+    tls_case(V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_presents_the_client_certificate() {
+    mutual_tls_case(V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_mutual_tls_presents_the_client_certificate() {
+    mutual_tls_case(V5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,46 +205,6 @@ async fn kind_filter_skips_unwanted_kinds_but_moves_their_cursor() {
     assert!(fire.iter().all(|e| got.contains(&e.id)));
     assert!(panic.iter().all(|e| !got.contains(&e.id)));
     assert_eq!(got.len(), 2, "only fire.* of life_safety");
-    rig.stop().await;
-}
-
-const V5: &str = "protocol = \"5\"\n";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_5_plain_tcp_publishes_every_event_on_its_class_topic_and_stores_cursors() {
-    let broker = Broker::start(Tls::None).await;
-    let mut rig = Rig::open();
-    let url = broker.plain_url();
-    delivers_everything(&mut rig, &broker, &url, V5).await;
-    rig.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_5_tls_with_the_test_ca_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = certs(dir.path());
-    let broker = Broker::start(Tls::Server(&c)).await;
-    let mut rig = Rig::open();
-    let extra = format!("{V5}ca_file = \"{}\"\n", c.ca.display());
-    let url = broker.tls_url();
-    delivers_everything(&mut rig, &broker, &url, &extra).await;
-    rig.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_5_mutual_tls_presents_the_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = certs(dir.path());
-    let broker = Broker::start(Tls::Mutual(&c)).await;
-    let mut rig = Rig::open();
-    let extra = format!(
-        "{V5}ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
-        c.ca.display(),
-        c.client_cert.display(),
-        c.client_key.display()
-    );
-    let url = broker.tls_url();
-    delivers_everything(&mut rig, &broker, &url, &extra).await;
     rig.stop().await;
 }
 
