@@ -257,14 +257,26 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Closed`] if the writer is gone, [`JournalError::Maintenance`] on SQLite errors.
     pub async fn maintain(&self) -> Result<retention::MaintenanceReport, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(writer::Msg::Maintain { reply: Some(reply) })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Maintenance)
+        let mut total: Option<retention::MaintenanceReport> = None;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(writer::Msg::Maintain { reply: Some(reply) })
+                .await
+                .map_err(|_| JournalError::Closed)?;
+            let pass = rx
+                .await
+                .map_err(|_| JournalError::Closed)?
+                .map_err(JournalError::Maintenance)?;
+            let more = pass.more;
+            match &mut total {
+                Some(t) => t.absorb(pass),
+                None => total = Some(pass),
+            }
+            if !more {
+                return Ok(total.expect("set above"));
+            }
+        }
     }
 
     /// Fault injection for tests: caps the database at `pages` pages so writes beyond fail

@@ -90,28 +90,7 @@ impl JournalReader {
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<u64>, JournalError> {
-        let at_or_after = |seq: u64| -> Result<Option<(u64, i64)>, JournalError> {
-            self.conn
-                .query_row(
-                    "SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
-                    [seq as i64],
-                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(self.err())
-        };
-        let want = t.timestamp_micros();
-        let (mut lo, mut hi) = (1u64, self.last_seq()? + 1);
-        // Invariant: every retained seq < lo was received before t; hi is past the answer.
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match at_or_after(mid)? {
-                Some((seq, at)) if at >= want => hi = mid.min(seq),
-                Some((seq, _)) => lo = seq + 1,
-                None => hi = mid,
-            }
-        }
-        Ok(at_or_after(lo)?.map(|(seq, _)| seq))
+        first_seq_since(&self.conn, t).map_err(self.err())
     }
 
     /// An uplink's cursor for a class (0 when none is stored).
@@ -187,6 +166,34 @@ impl JournalReader {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .map_err(self.err())
     }
+}
+
+/// See [`JournalReader::first_seq_since`]; shared with retention.
+pub(super) fn first_seq_since(
+    conn: &Connection,
+    t: chrono::DateTime<chrono::Utc>,
+) -> rusqlite::Result<Option<u64>> {
+    let at_or_after = |seq: u64| -> rusqlite::Result<Option<(u64, i64)>> {
+        conn.query_row(
+            "SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+            [seq as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?)),
+        )
+        .optional()
+    };
+    let want = t.timestamp_micros();
+    let last: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+    let (mut lo, mut hi) = (1u64, last as u64 + 1);
+    // Invariant: every retained seq < lo was received before t; hi is past the answer.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at_or_after(mid)? {
+            Some((seq, at)) if at >= want => hi = mid.min(seq),
+            Some((seq, _)) => lo = seq + 1,
+            None => hi = mid,
+        }
+    }
+    Ok(at_or_after(lo)?.map(|(seq, _)| seq))
 }
 
 fn decode(seq: u64, body: &str) -> Result<Event, JournalError> {

@@ -56,9 +56,19 @@ pub struct MaintenanceReport {
     pub evicted: [u64; 6],
     /// Used bytes after the run.
     pub used_bytes: u64,
-    /// Still over quota: only protected events remain.
+    /// Still over quota: only protected events remain (meaningful when `more` is false).
     pub over_quota: bool,
+    /// The pass stopped at its budget; run another.
+    pub more: bool,
+    /// Passes this report sums up.
+    pub passes: u32,
 }
+
+/// Rows one maintenance pass may delete.
+pub const PASS_BUDGET: u64 = 5_000;
+
+/// Rows per DELETE statement (one short transaction each).
+const CHUNK: u64 = 1_000;
 
 /// The SQL condition selecting each eviction tier, oldest first by seq. `{0}..{4}` are
 /// the delivered watermarks of the classes by rank (integers, substituted).
@@ -81,59 +91,85 @@ pub fn run(
     now: chrono::DateTime<chrono::Utc>,
 ) -> rusqlite::Result<MaintenanceReport> {
     let marks = watermarks(conn, opts)?;
-    let mut report = MaintenanceReport::default();
+    let mut report = MaintenanceReport {
+        passes: 1,
+        ..MaintenanceReport::default()
+    };
+    let mut budget = PASS_BUDGET;
     let cutoff =
         now - chrono::Duration::from_std(opts.retention.max_age).unwrap_or(chrono::Duration::MAX);
+    // Everything before the first event received at or after the cutoff is old enough.
+    let young = super::reader::first_seq_since(conn, cutoff)?.map_or(i64::MAX, |s| s as i64);
     for c in Class::ALL {
-        let (n, bytes) = delete_returning(
-            conn,
-            "DELETE FROM events WHERE class = ?1 AND seq <= ?2 AND received_at < ?3 RETURNING length(body)",
-            params![
-                c.rank(),
-                marks[usize::from(c.rank())],
-                cutoff.timestamp_micros()
-            ],
-        )?;
-        report.expired += n;
-        add_data_bytes(conn, -bytes)?;
+        let upto = marks[usize::from(c.rank())].min(young.saturating_sub(1));
+        let cond = format!("class = {} AND seq <= {upto}", c.rank());
+        report.expired += delete_chunks(conn, &cond, &mut budget, || false)?;
     }
     let quota = opts.retention.quota_bytes;
     // Aim 10% below the quota so eviction does not run on every batch.
     let target = quota / 10 * 9;
-    for (tier, cond) in TIERS.iter().enumerate() {
-        if used_bytes(conn)? <= quota {
-            break;
-        }
-        loop {
-            let used = used_bytes(conn)?;
-            if used <= target {
-                break;
-            }
+    if used_bytes(conn)? > quota {
+        for (tier, cond) in TIERS.iter().enumerate() {
             let mut cond = (*cond).to_owned();
             for (rank, mark) in marks.iter().enumerate() {
                 cond = cond.replace(&format!("{{{rank}}}"), &mark.to_string());
             }
-            let sql = format!(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {cond} ORDER BY seq LIMIT 1000)
-                 RETURNING length(body)"
-            );
-            let (n, bytes) = delete_returning(conn, &sql, [])?;
-            report.evicted[tier] += n;
-            add_data_bytes(conn, -bytes)?;
-            if n == 0 {
-                break;
-            }
+            let under = || used_bytes(conn).map_or(true, |u| u <= target);
+            report.evicted[tier] += delete_chunks(conn, &cond, &mut budget, under)?;
         }
     }
+    report.more = budget == 0;
     report.used_bytes = used_bytes(conn)?;
     report.over_quota = report.used_bytes > quota;
     if report.expired > 0 || report.evicted.iter().any(|n| *n > 0) {
-        tracing::info!(expired = report.expired, evicted = ?report.evicted, used_bytes = report.used_bytes, "journal maintenance");
+        tracing::info!(expired = report.expired, evicted = ?report.evicted, used_bytes = report.used_bytes, more = report.more, "journal maintenance");
         metrics::counter!("journal_expired_total").increment(report.expired);
         metrics::counter!("journal_evicted_total").increment(report.evicted.iter().sum());
     }
     metrics::gauge!("journal_used_bytes").set(report.used_bytes as f64);
     Ok(report)
+}
+
+/// Deletes the oldest rows matching `cond` in chunks until none match, `done()` holds, or
+/// the budget is spent; returns the rows deleted.
+fn delete_chunks(
+    conn: &Connection,
+    cond: &str,
+    budget: &mut u64,
+    done: impl Fn() -> bool,
+) -> rusqlite::Result<u64> {
+    let mut total = 0;
+    while *budget > 0 && !done() {
+        let sql = format!(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {cond} ORDER BY seq LIMIT {})
+             RETURNING length(body)",
+            CHUNK.min(*budget)
+        );
+        let tx = conn.unchecked_transaction()?;
+        let (n, bytes) = delete_returning(&tx, &sql, [])?;
+        add_data_bytes(&tx, -bytes)?;
+        tx.commit()?;
+        total += n;
+        *budget = budget.saturating_sub(n);
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+impl MaintenanceReport {
+    /// Adds a later pass's work to this report.
+    pub fn absorb(&mut self, later: MaintenanceReport) {
+        self.expired += later.expired;
+        for (a, b) in self.evicted.iter_mut().zip(later.evicted) {
+            *a += b;
+        }
+        self.used_bytes = later.used_bytes;
+        self.over_quota = later.over_quota;
+        self.more = later.more;
+        self.passes += later.passes;
+    }
 }
 
 /// Bytes counted per event row on top of its JSON body: row header, key, indexed

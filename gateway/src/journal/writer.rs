@@ -343,14 +343,23 @@ impl Writer {
     }
 
     fn run_maintenance(&mut self) {
-        let replies: Vec<_> = self.maintain.drain(..).collect();
+        let replies: Vec<_> = self.maintain.drain(..).flatten().collect();
+        // A caller waiting for the report drives further passes itself (Journal::maintain).
+        let driven = !replies.is_empty();
         let report =
             retention::run(&self.conn, &self.opts, chrono::Utc::now()).map_err(|e| e.to_string());
         match &report {
+            // Not finished: continue after committing whatever is waiting. The quota verdict
+            // waits for a complete run.
+            Ok(r) if r.more => {
+                if !driven {
+                    self.maintain.push(None);
+                }
+            }
             Ok(r) => self.on_quota(r),
             Err(e) => tracing::warn!(error = %e, "journal maintenance failed"),
         }
-        for r in replies.into_iter().flatten() {
+        for r in replies {
             let _ = r.send(report.clone());
         }
     }
