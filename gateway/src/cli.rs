@@ -135,6 +135,15 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Alarm append latency while retention deletes a large expired backlog.
+    Retention {
+        /// Expired events to delete.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Directory for the journal (default: the system temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
     Forward {
         /// Total events.
@@ -221,6 +230,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        Cmd::Bench {
+            command: BenchCmd::Retention { events, data_dir },
+        } => crate::bench::retention::run(events, data_dir).await,
         Cmd::Bench {
             command:
                 BenchCmd::Forward {

@@ -4,6 +4,7 @@
 
 pub mod gb26875;
 pub mod ingest;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
 

@@ -65,10 +65,10 @@ pub struct MaintenanceReport {
 }
 
 /// Rows one maintenance pass may delete.
-pub const PASS_BUDGET: u64 = 5_000;
+pub const PASS_BUDGET: u64 = 500;
 
 /// Rows per DELETE statement (one short transaction each).
-const CHUNK: u64 = 1_000;
+const CHUNK: u64 = 500;
 
 /// The SQL condition selecting each eviction tier, oldest first by seq. `{0}..{4}` are
 /// the delivered watermarks of the classes by rank (integers, substituted).
