@@ -245,8 +245,39 @@ async fn withheld_pubacks(protocol: &str) {
     ids.extend(journal_keeps_committing(&c.rig).await);
     assert_eq!(c.rig.status.snapshot().confirmed, 0);
     assert!(c.fake.connections() >= 2, "reconnected after the stall");
+    // A session that confirms nothing never counts as up: not Connected, the stall still
+    // named, and one uplink.down for the whole outage however often it reconnected.
+    let snap = c.rig.status.snapshot();
+    assert_ne!(snap.state, LinkState::Connected, "{snap:?}");
+    assert!(
+        snap.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no PUBACK"),
+        "{snap:?}"
+    );
+    let kinds = |kind: &str| {
+        let reader = c.rig.journal.reader().unwrap();
+        reader
+            .after(0, None, 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str() == kind)
+            .count()
+    };
+    assert_eq!(
+        kinds("uplink.down"),
+        1,
+        "one uplink.down for the whole stall"
+    );
+    assert_eq!(kinds("uplink.up"), 0, "never up while nothing is confirmed");
     c.fake.set(Act::Proxy);
     all_delivered(&c, &ids).await;
+    wait_for("uplink.up once delivering", LIMIT, || {
+        kinds("uplink.up") == 1
+    })
+    .await;
+    assert_eq!(c.rig.status.snapshot().state, LinkState::Connected);
     c.rig.stop().await;
 }
 

@@ -101,6 +101,8 @@ struct Link {
     waiting_since: Option<tokio::time::Instant>,
     /// Events refused by PUBACK reason codes, not yet raised as an alarm.
     rejected: Vec<(EventId, String)>,
+    /// The broker acknowledged something on this connection: the link is proven.
+    proven: bool,
 }
 
 impl Link {
@@ -113,6 +115,7 @@ impl Link {
             resync: None,
             waiting_since: None,
             rejected: Vec::new(),
+            proven: false,
         }
     }
 
@@ -427,10 +430,9 @@ impl MqttUplink {
         match ev {
             LinkEvent::Connected => {
                 link.connected = true;
-                if self.status.state() == super::status::LinkState::Down {
-                    self.journal_link_event("uplink.up", FailureReason::Network, "connected");
-                }
-                self.status.connected();
+                // Not `connected` yet: a broker that accepts the session and then withholds
+                // PUBACKs must not look healthy. The first PUBACK proves the link.
+                self.status.session_open();
                 tracing::info!(uplink = %self.cfg.name, broker = %self.cfg.broker.host, port = self.cfg.broker.port, protocol = ?self.cfg.protocol, "mqtt uplink connected");
                 if self.gate.is_some() {
                     link.client
@@ -450,6 +452,12 @@ impl MqttUplink {
             }
             LinkEvent::Acked { pkid, refused } => {
                 link.waiting_since = None;
+                if !link.proven {
+                    link.proven = true;
+                    if self.status.connected() {
+                        self.journal_link_event("uplink.up", FailureReason::Network, "connected");
+                    }
+                }
                 let tag = link.pkids.remove(&pkid);
                 return Ok(self.on_ack(tag, refused, feed, link));
             }

@@ -50,6 +50,8 @@ pub struct UplinkStatus {
 #[derive(Clone)]
 struct Inner {
     state: LinkState,
+    /// An `uplink.down` was journaled and no destination confirmation has come since.
+    outage: bool,
     last_error: Option<String>,
     backlog: [u64; 5],
     oldest_unconfirmed_seconds: Option<f64>,
@@ -95,6 +97,7 @@ impl UplinkStatus {
             rejected: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 state: LinkState::Connecting,
+                outage: false,
                 last_error: None,
                 backlog: [0; 5],
                 oldest_unconfirmed_seconds: None,
@@ -134,26 +137,35 @@ impl UplinkStatus {
         self.m_rejected.increment(n);
     }
 
-    /// Connected: clears the last error.
-    pub fn connected(&self) {
+    /// The destination confirmed something (PUBACK, 2xx): the link works. Clears the last
+    /// error; returns true when this ends an outage (when `uplink.up` is journaled).
+    pub fn connected(&self) -> bool {
         self.m_connected.set(1.0);
         self.with(|i| {
             i.state = LinkState::Connected;
             i.last_error = None;
-        });
+            std::mem::take(&mut i.outage)
+        })
     }
 
-    /// A connection attempt or session failed; returns true on the transition into `Down`
-    /// (when the `uplink.down` event is journaled).
+    /// A session is open (MQTT CONNACK) but nothing is confirmed on it yet: still
+    /// `Connecting`, and the last error stays visible until the first confirmation.
+    pub fn session_open(&self) {
+        self.with(|i| i.state = LinkState::Connecting);
+    }
+
+    /// A connection attempt or session failed; returns true when this starts an outage
+    /// (when the `uplink.down` event is journaled). Failures until the next confirmation
+    /// belong to the same outage, so a broker that accepts sessions and then stalls yields
+    /// one `uplink.down`, not one per reconnect.
     pub fn failed(&self, reason: FailureReason, message: &str) -> bool {
         self.m_connected.set(0.0);
         metrics::counter!("campusgw_uplink_failures_total", "uplink" => self.name.clone(), "reason" => reason.as_str())
             .increment(1);
         self.with(|i| {
-            let was = i.state;
             i.state = LinkState::Down;
             i.last_error = Some(message.to_owned());
-            was != LinkState::Down
+            !std::mem::replace(&mut i.outage, true)
         })
     }
 

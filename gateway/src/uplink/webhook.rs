@@ -129,13 +129,13 @@ impl WebhookUplink {
             match outcome {
                 Outcome::Delivered => {
                     attempt = 0;
-                    self.status.connected();
+                    self.link_up();
                     self.status.confirmed(batch.len() as u64);
                     confirm_all(&mut feed, &batch, &cur_tx);
                 }
                 Outcome::Rejected(code, body) => {
                     attempt = 0;
-                    self.status.connected();
+                    self.link_up();
                     self.status.rejected(batch.len() as u64);
                     self.raise_rejected(code, &body, &batch);
                     confirm_all(&mut feed, &batch, &cur_tx);
@@ -215,6 +215,17 @@ impl WebhookUplink {
             )
         } else {
             Outcome::Rejected(code.as_u16(), body)
+        }
+    }
+
+    /// The destination answered: ends an outage (journaling `uplink.up`) if one was open.
+    fn link_up(&self) {
+        if self.status.connected() {
+            let payload = json!({"uplink": self.cfg.name, "detail": "delivering again"});
+            journal_event(
+                &self.cx,
+                NewEvent::new(Kind::from_static("uplink.up"), Class::Operations).payload(payload),
+            );
         }
     }
 
