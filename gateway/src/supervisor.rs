@@ -195,6 +195,13 @@ async fn supervise(
             s.restarts += 1;
             s.last_error = Some(outcome.clone());
         });
+        // The devices behind this instance are unreachable while it is down too.
+        for (sub, _) in d.factory.sub_devices() {
+            sh.health.report(
+                &sub,
+                DeviceHealth::Offline(format!("driver of {} stopped: {outcome}", d.id)),
+            );
+        }
         sh.health.report(&d.id, DeviceHealth::Offline(outcome));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

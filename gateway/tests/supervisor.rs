@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, serde::Deserialize)]
 struct TestConfig {
     mode: String,
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(skip)]
     starts: Arc<AtomicU32>,
 }
@@ -35,6 +37,12 @@ impl DriverConfig for TestConfig {
     }
     fn build(&self, _: &BuildContext) -> Result<TestDriver, BuildError> {
         Ok(TestDriver(self.clone()))
+    }
+    fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
+        self.sub
+            .iter()
+            .map(|s| (DeviceId::new(s.clone()).unwrap(), None))
+            .collect()
     }
 }
 
@@ -60,6 +68,15 @@ impl Driver for TestDriver {
 }
 
 fn device(id: &str, mode: &str, starts: &Arc<AtomicU32>) -> DeviceConfig {
+    device_with_sub(id, mode, starts, None)
+}
+
+fn device_with_sub(
+    id: &str,
+    mode: &str,
+    starts: &Arc<AtomicU32>,
+    sub: Option<&str>,
+) -> DeviceConfig {
     DeviceConfig {
         id: DeviceId::new(id).unwrap(),
         driver: "test",
@@ -67,6 +84,7 @@ fn device(id: &str, mode: &str, starts: &Arc<AtomicU32>) -> DeviceConfig {
         offline_after: None,
         factory: Arc::new(TestConfig {
             mode: mode.into(),
+            sub: sub.map(str::to_owned),
             starts: starts.clone(),
         }),
     }
@@ -98,7 +116,7 @@ async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
     let (panics, fails, steady) = (Arc::default(), Arc::default(), Arc::default());
     let devices = vec![
         device("flaky", "panic", &panics),
-        device("broken", "fail", &fails),
+        device_with_sub("broken", "fail", &fails, Some("broken_sub")),
         device("steady", "ok", &steady),
     ];
     let mut router = CommandRouter::new(journal.clone(), DeviceId::new("gw").unwrap());
@@ -165,6 +183,27 @@ async fn a_panicking_driver_is_restarted_and_the_others_keep_running() {
     })
     .await
     .expect("flaky device reported offline then online");
+
+    // A failing driver takes the devices behind it offline too.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let evs = journal.reader().unwrap().after(0, None, 100_000).unwrap();
+            if let Some(e) = evs.iter().find(|e| {
+                e.source.device.as_str() == "broken_sub" && e.kind.as_str() == "device.offline"
+            }) {
+                assert!(
+                    e.payload["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("driver of broken stopped")
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the sub-device of the failing driver reported offline");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), sup.join(Duration::from_secs(5)))
