@@ -42,6 +42,12 @@ async fn start(extra: &str) -> (TestHost, SocketAddr) {
     let cfg: Gb26875Config = toml::from_str(&text).unwrap();
     assert!(cfg.validate(&FieldPath::root()).is_empty());
     let host = TestHost::new("fire_listener", "gb26875");
+    let addr = run_listener(&cfg, &host).await;
+    (host, addr)
+}
+
+/// Builds the listener, runs it on `host` and returns the address it bound.
+async fn run_listener(cfg: &Gb26875Config, host: &TestHost) -> SocketAddr {
     let bcx = BuildContext {
         device: DeviceId::new("fire_listener").unwrap(),
         location: Location::default(),
@@ -50,12 +56,11 @@ async fn start(extra: &str) -> (TestHost, SocketAddr) {
     let driver = cfg.build(&bcx).unwrap();
     let mut bound = driver.local_addr();
     tokio::spawn(driver.run(host.context()));
-    let addr = tokio::time::timeout(WAIT, bound.wait_for(Option::is_some))
+    tokio::time::timeout(WAIT, bound.wait_for(Option::is_some))
         .await
         .unwrap()
         .unwrap()
-        .unwrap();
-    (host, addr)
+        .unwrap()
 }
 
 async fn sim(addr: SocketAddr, uitd: u64) -> UitdSim {
@@ -391,26 +396,11 @@ async fn the_same_upload_after_a_gateway_restart_is_not_journaled_twice() {
     // Two listener instances over one journal stand in for the gateway before and after a
     // restart: the origin_ref carries no per-process state.
     let (host, first) = start("").await;
-    let (_, second) = {
-        let cfg: Gb26875Config = toml::from_str(
-            "listen = \"127.0.0.1:0\"\ncentre_address = 88888\n[[uitd]]\naddress = 889\ndevice = \"uitd_a\"",
-        )
-        .unwrap();
-        let bcx = BuildContext {
-            device: DeviceId::new("fire_listener").unwrap(),
-            location: Location::default(),
-            data_dir: std::env::temp_dir(),
-        };
-        let driver = cfg.build(&bcx).unwrap();
-        let mut bound = driver.local_addr();
-        tokio::spawn(driver.run(host.context()));
-        let addr = tokio::time::timeout(WAIT, bound.wait_for(Option::is_some))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        ((), addr)
-    };
+    let cfg: Gb26875Config = toml::from_str(
+        "listen = \"127.0.0.1:0\"\ncentre_address = 88888\n[[uitd]]\naddress = 889\ndevice = \"uitd_a\"",
+    )
+    .unwrap();
+    let second = run_listener(&cfg, &host).await;
     let before = sim(first, 889).await;
     let frame = before.frame(Some(
         campusgw_gb26875::codec::Adu::decode(&sim_alarm_adu()).unwrap(),
