@@ -180,8 +180,45 @@ pub(crate) fn journal_event(cx: &UplinkContext, new: NewEvent) {
     });
 }
 
+/// The tasks every uplink runs beside its transport: the cursor saver (fed through
+/// [`Background::cursors`]) and the backlog/age refresher.
+pub(crate) struct Background {
+    /// Confirmed cursors per class rank, stored by the saver as they move.
+    pub cursors: tokio::sync::watch::Sender<[u64; 5]>,
+    saver: tokio::task::JoinHandle<()>,
+    stats: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Starts both tasks for an uplink whose feed is `feed`.
+    pub(crate) fn start(
+        cx: &UplinkContext,
+        name: &str,
+        filter: &Filter,
+        status: Arc<UplinkStatus>,
+        feed: &feed::Feed,
+        stats_every: Duration,
+    ) -> Background {
+        let (cursors, rx) = tokio::sync::watch::channel(feed.cursors());
+        let saver = tokio::spawn(feed::save_cursors(cx.journal.clone(), name.to_owned(), rx));
+        let stats = spawn_stats(cx, name, filter, status, stats_every);
+        Background {
+            cursors,
+            saver,
+            stats,
+        }
+    }
+
+    /// Stores the last cursors (waiting up to 5 s) and stops the refresher.
+    pub(crate) async fn stop(self) {
+        drop(self.cursors);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.saver).await;
+        self.stats.abort();
+    }
+}
+
 /// Refreshes backlog and oldest-unconfirmed age every `every` (at most 5 s apart).
-pub(crate) fn spawn_stats(
+fn spawn_stats(
     cx: &UplinkContext,
     name: &str,
     filter: &Filter,

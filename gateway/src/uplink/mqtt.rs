@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::MqttConfig;
 use super::county_commands::{CommandGate, CountyCommand};
-use super::feed::{Feed, save_cursors};
+use super::feed::Feed;
 use super::filter::Filter;
 use super::mqtt_link::{self, Client, Failure, LinkEvent, LinkOptions};
 use super::status::UplinkStatus;
@@ -173,17 +173,12 @@ impl MqttUplink {
             self.status.stopped();
             return;
         };
-        let (cur_tx, cur_rx) = watch::channel(feed.cursors());
-        let saver = tokio::spawn(save_cursors(
-            self.cx.journal.clone(),
-            self.cfg.name.clone(),
-            cur_rx,
-        ));
-        let stats = super::spawn_stats(
+        let bg = super::Background::start(
             &self.cx,
             &self.cfg.name,
             &self.filter,
             self.status.clone(),
+            &feed,
             self.cfg.heartbeat,
         );
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
@@ -191,7 +186,7 @@ impl MqttUplink {
         loop {
             let started = Instant::now();
             let end = self
-                .session(&mut feed, &cur_tx, &reply_tx, &mut reply_rx)
+                .session(&mut feed, &bg.cursors, &reply_tx, &mut reply_rx)
                 .await;
             feed.release_all();
             let (reason, message) = match end {
@@ -212,9 +207,7 @@ impl MqttUplink {
                 () = self.cx.shutdown.cancelled() => break,
             }
         }
-        drop(cur_tx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), saver).await;
-        stats.abort();
+        bg.stop().await;
         self.status.stopped();
     }
 

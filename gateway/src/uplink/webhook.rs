@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use super::config::WebhookConfig;
-use super::feed::{Feed, Outgoing, save_cursors};
+use super::feed::{Feed, Outgoing};
 use super::filter::Filter;
 use super::status::UplinkStatus;
 use super::tls::{FailureReason, classify, client_config};
@@ -89,17 +89,12 @@ impl WebhookUplink {
                 None
             }
         };
-        let (cur_tx, cur_rx) = tokio::sync::watch::channel(feed.cursors());
-        let saver = tokio::spawn(save_cursors(
-            self.cx.journal.clone(),
-            self.cfg.name.clone(),
-            cur_rx,
-        ));
-        let stats = super::spawn_stats(
+        let bg = super::Background::start(
             &self.cx,
             &self.cfg.name,
             &self.filter,
             self.status.clone(),
+            &feed,
             Duration::from_secs(5),
         );
         let mut committed = self.cx.journal.committed_seq();
@@ -131,14 +126,14 @@ impl WebhookUplink {
                     attempt = 0;
                     self.link_up();
                     self.status.confirmed(batch.len() as u64);
-                    confirm_all(&mut feed, &batch, &cur_tx);
+                    confirm_all(&mut feed, &batch, &bg.cursors);
                 }
                 Outcome::Rejected(code, body) => {
                     attempt = 0;
                     self.link_up();
                     self.status.rejected(batch.len() as u64);
                     self.raise_rejected(code, &body, &batch);
-                    confirm_all(&mut feed, &batch, &cur_tx);
+                    confirm_all(&mut feed, &batch, &bg.cursors);
                 }
                 Outcome::Retry(reason, message, after) => {
                     feed.release_all();
@@ -160,9 +155,7 @@ impl WebhookUplink {
                 }
             }
         }
-        drop(cur_tx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), saver).await;
-        stats.abort();
+        bg.stop().await;
         self.status.stopped();
     }
 
