@@ -19,11 +19,10 @@ struct Route {
 }
 
 /// Device id → the command channel of the driver instance serving it.
-#[derive(Default)]
 pub struct CommandRouter {
     routes: BTreeMap<DeviceId, Route>,
-    journal: Option<Journal>,
-    gateway: Option<DeviceId>,
+    journal: Journal,
+    gateway: DeviceId,
 }
 
 impl CommandRouter {
@@ -31,8 +30,8 @@ impl CommandRouter {
     pub fn new(journal: Journal, gateway: DeviceId) -> CommandRouter {
         CommandRouter {
             routes: BTreeMap::new(),
-            journal: Some(journal),
-            gateway: Some(gateway),
+            journal,
+            gateway,
         }
     }
 
@@ -77,10 +76,7 @@ impl CommandRouter {
         if devices.is_empty() {
             let r = CommandResult {
                 command_id: command.id,
-                device: self
-                    .gateway
-                    .clone()
-                    .unwrap_or_else(|| DeviceId::new("gateway").expect("valid")),
+                device: self.gateway.clone(),
                 status: CommandStatus::Rejected,
                 detail: format!("no device matches target {:?}", command.target),
             };
@@ -121,9 +117,6 @@ impl CommandRouter {
     }
 
     async fn journal_results(&self, command: &Command, results: &[CommandResult]) {
-        let (Some(j), Some(gw)) = (&self.journal, &self.gateway) else {
-            return;
-        };
         let events: Vec<Event> = results
             .iter()
             .map(|r| {
@@ -137,13 +130,13 @@ impl CommandRouter {
                     NewEvent::new(kinds::COMMAND_RESULT, Class::Operations)
                         .payload(payload)
                         .device(r.device.clone()),
-                    gw,
+                    &self.gateway,
                     "gateway",
                     &loc,
                 )
             })
             .collect();
-        if let Err(e) = j.append(events).await {
+        if let Err(e) = self.journal.append(events).await {
             tracing::warn!(error = %e, command = %command.id, "command results not journaled");
         }
     }

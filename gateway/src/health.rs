@@ -122,16 +122,13 @@ impl HealthBoard {
     /// Marks devices silent past their timeout offline; returns how many changed.
     pub fn check_silence(&self, now: Instant) -> usize {
         let mut n = 0;
-        let mut map = self.lock();
-        let ids: Vec<DeviceId> = map.keys().cloned().collect();
-        for id in ids {
-            let Some(st) = map.get_mut(&id) else { continue };
+        for (id, st) in self.lock().iter_mut() {
             let (Some(limit), Some(last)) = (st.offline_after, st.last_activity) else {
                 continue;
             };
             if st.state != "offline" && now.duration_since(last) > limit {
                 let reason = format!("silent for more than {}", humantime::format_duration(limit));
-                self.transition(&id, st, "offline", Some(reason));
+                self.transition(id, st, "offline", Some(reason));
                 n += 1;
             }
         }
