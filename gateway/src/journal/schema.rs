@@ -101,9 +101,3 @@ pub(super) fn last_seq(conn: &Connection, path: &Path) -> Result<u64, JournalErr
         .map_err(err(path))?;
     Ok(u64::try_from(next - 1).unwrap_or(0))
 }
-
-/// The schema version this build writes.
-#[allow(dead_code)]
-pub fn schema_version() -> i64 {
-    MIGRATIONS.len() as i64
-}
