@@ -68,6 +68,7 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", data_dir.display()))?;
         let mut jopts = JournalOptions::new(data_dir.join("journal.db"));
         jopts.retention = config.gateway.journal.policy();
+        jopts.dedup_window = config.gateway.journal.dedup_window.0;
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         let (journal, writer) = Journal::open(jopts)?;
         let shutdown = CancellationToken::new();

@@ -396,9 +396,27 @@ pub struct NewEvent {
     pub location: Option<Location>,
     /// Kind-specific structured data.
     pub payload: serde_json::Value,
-    /// The device's own id for this message, used to drop device retransmissions: the
-    /// journal keeps at most one event per (device, origin_ref).
+    /// The device's own identity for this message, used to drop device retransmissions
+    /// (DESIGN §4 "Duplicates"; ADR 0003): an event whose (device, origin_ref) the journal
+    /// already holds is a duplicate, within [`Dedup`]'s scope.
     pub origin_ref: Option<String>,
+    /// How long `origin_ref` identifies the message.
+    pub dedup: Dedup,
+}
+
+/// How long an event's `origin_ref` identifies one message (ADR 0003).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dedup {
+    /// The key is built from the message's content (GB/T 26875: the ADU bytes, which hold
+    /// each object's time label): the same key means a retransmission only within the
+    /// journal's de-duplication window of receive time; later, the same content is a new
+    /// message.
+    #[default]
+    Window,
+    /// The key is a device transaction id that never repeats (card terminal, patrol device
+    /// uploading hours later): the same key is a retransmission for as long as the event is
+    /// kept.
+    Lifetime,
 }
 
 impl NewEvent {
@@ -412,6 +430,7 @@ impl NewEvent {
             location: None,
             payload: serde_json::Value::Object(Default::default()),
             origin_ref: None,
+            dedup: Dedup::Window,
         }
     }
 
@@ -427,9 +446,19 @@ impl NewEvent {
         self
     }
 
-    /// Sets the device's message id for de-duplication.
+    /// Sets the message's content key for de-duplication within the journal's window
+    /// ([`Dedup::Window`]).
     pub fn origin_ref(mut self, r: impl Into<String>) -> NewEvent {
         self.origin_ref = Some(r.into());
+        self.dedup = Dedup::Window;
+        self
+    }
+
+    /// Sets a device transaction id that never repeats: de-duplicated for as long as the
+    /// event is kept ([`Dedup::Lifetime`]).
+    pub fn transaction_id(mut self, id: impl Into<String>) -> NewEvent {
+        self.origin_ref = Some(id.into());
+        self.dedup = Dedup::Lifetime;
         self
     }
 
@@ -472,6 +501,9 @@ pub struct Event {
     pub payload: serde_json::Value,
     /// The device's own message id.
     pub origin_ref: Option<String>,
+    /// The scope of `origin_ref` at insertion; not part of the JSON form.
+    #[serde(skip)]
+    pub dedup: Dedup,
 }
 
 impl Event {
@@ -492,6 +524,7 @@ impl Event {
             location: new.location.unwrap_or_else(|| location.clone()),
             payload: new.payload,
             origin_ref: new.origin_ref,
+            dedup: new.dedup,
         }
     }
 }

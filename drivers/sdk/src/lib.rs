@@ -29,6 +29,6 @@ pub use driver::{
     DriverContext, DriverError, EmitError, EventSink, HealthSink, Receipt,
 };
 pub use event::{
-    Class, DeviceId, EVENT_SCHEMA_VERSION, Event, EventId, Kind, KindError, Location, NewEvent,
-    Source,
+    Class, Dedup, DeviceId, EVENT_SCHEMA_VERSION, Event, EventId, Kind, KindError, Location,
+    NewEvent, Source,
 };

@@ -54,6 +54,14 @@ pub struct JournalSection {
     /// Event data quota (default 2 GiB); see `journal::retention`.
     #[serde(default = "default_quota")]
     pub quota: ByteSize,
+    /// How long a repeat of a device message is recognised as a retransmission (default
+    /// 10 minutes; ADR 0003).
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: HumanDuration,
+}
+
+fn default_dedup_window() -> HumanDuration {
+    HumanDuration(crate::journal::DEFAULT_DEDUP_WINDOW)
 }
 
 fn default_retention() -> HumanDuration {
@@ -69,6 +77,7 @@ impl Default for JournalSection {
         JournalSection {
             retention: default_retention(),
             quota: default_quota(),
+            dedup_window: default_dedup_window(),
         }
     }
 }

@@ -13,9 +13,14 @@
 //!                       body TEXT NOT NULL);            -- the event's JSON form with seq 0 (docs/event-schema.md);
 //!                                                       -- the seq column is authoritative
 //! CREATE INDEX events_by_class ON events(class, seq);
-//! CREATE UNIQUE INDEX events_by_origin ON events(device, origin_ref) WHERE origin_ref IS NOT NULL;
+//! CREATE INDEX events_by_origin ON events(device, origin_ref) WHERE origin_ref IS NOT NULL;
 //! CREATE TABLE cursors (uplink TEXT, class INTEGER, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL,
 //!                       PRIMARY KEY (uplink, class)) WITHOUT ROWID;
+//! CREATE TABLE rejected (uplink TEXT, seq INTEGER, class INTEGER NOT NULL,   -- a destination's
+//!                        reason TEXT NOT NULL, rejected_at INTEGER NOT NULL,  -- verdict on one event
+//!                        PRIMARY KEY (uplink, seq)) WITHOUT ROWID;
+//! CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, body BLOB,               -- rows that could not
+//!                          error TEXT NOT NULL, quarantined_at INTEGER NOT NULL); -- be decoded
 //! ```
 //!
 //! # Crash guarantee
@@ -28,9 +33,12 @@
 //! eviction). A torn tail of the WAL is discarded by SQLite's recovery: it can only hold
 //! a transaction that never returned.
 //!
-//! Duplicates: at most one event per `(device, origin_ref)`; a second one gets the first
-//! one's receipt with `duplicate = true`, so a device retransmitting after a crash between
-//! commit and acknowledgement produces one event.
+//! Duplicates (ADR 0003): an event whose `(device, origin_ref)` matches the newest stored
+//! event of that key, of the same kind, received within `dedup_window` before it (for
+//! [`campusgw_sdk::Dedup::Lifetime`] keys: at any time), is not stored; its emitter gets the
+//! stored event's receipt with `duplicate = true`. So a device retransmitting after a crash
+//! between commit and acknowledgement produces one event, and a key that repeats later (a
+//! content key after the window, a colliding key of another kind) is a new event.
 //!
 //! # Write failures
 //! A failed commit (disk full, read-only, I/O error) is rolled back and retried with
@@ -114,7 +122,15 @@ pub struct JournalOptions {
     pub memory_backlog: usize,
     /// The uplinks and the classes each wants; decides what counts as delivered.
     pub uplinks: Vec<UplinkSpec>,
+    /// How long after an event a repeat of its (device, origin_ref) is taken for a device
+    /// retransmission ([`campusgw_sdk::Dedup::Window`]; ADR 0003).
+    pub dedup_window: Duration,
 }
+
+/// The default de-duplication window: longer than any device's retransmission schedule
+/// across a reconnect, short enough that a stuck or zero device clock cannot merge alarms
+/// for long.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 impl JournalOptions {
     /// Defaults for a journal at `path`.
@@ -125,6 +141,7 @@ impl JournalOptions {
             max_batch: 8192,
             memory_backlog: 100_000,
             uplinks: Vec::new(),
+            dedup_window: DEFAULT_DEDUP_WINDOW,
         }
     }
 }

@@ -28,6 +28,23 @@ const MIGRATIONS: &[&str] = &[
          seq INTEGER NOT NULL,
          updated_at INTEGER NOT NULL,
          PRIMARY KEY (uplink, class)) WITHOUT ROWID;",
+    // 2: duplicates are recognised within a window of receive time, not for a row's
+    // lifetime (ADR 0003), so the origin index is no longer unique; events a destination
+    // rejected are listed per uplink; rows that cannot be decoded are quarantined.
+    "DROP INDEX events_by_origin;
+     CREATE INDEX events_by_origin ON events (device, origin_ref) WHERE origin_ref IS NOT NULL;
+     CREATE TABLE rejected (
+         uplink TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         class INTEGER NOT NULL,
+         reason TEXT NOT NULL,
+         rejected_at INTEGER NOT NULL,
+         PRIMARY KEY (uplink, seq)) WITHOUT ROWID;
+     CREATE TABLE quarantine (
+         seq INTEGER PRIMARY KEY,
+         body BLOB,
+         error TEXT NOT NULL,
+         quarantined_at INTEGER NOT NULL);",
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {

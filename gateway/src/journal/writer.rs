@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use campusgw_sdk::driver::{Backoff, EmitError, Receipt};
 use campusgw_sdk::event::kinds;
-use campusgw_sdk::{Class, DeviceId, Event, Location, NewEvent};
-use rusqlite::{Connection, params};
+use campusgw_sdk::{Class, Dedup, DeviceId, Event, Location, NewEvent};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -232,7 +232,7 @@ impl Writer {
         let mut receipts: Vec<Vec<Receipt>> = Vec::with_capacity(self.appends.len());
         let mut fresh: Vec<Event> = Vec::new();
         {
-            let mut ins = Inserter::new(&tx)?;
+            let mut ins = Inserter::new(&tx, self.opts.dedup_window)?;
             for e in &mut extra {
                 let r = ins.insert(e, &body_of(e), next)?;
                 next += u64::from(!r.duplicate);
@@ -428,31 +428,41 @@ pub(super) fn body_of(e: &Event) -> String {
     serde_json::to_string(&e).expect("events always serialize")
 }
 
-/// Prepared statements for inserting events with de-duplication.
+/// Prepared statements for inserting events with de-duplication (ADR 0003).
 struct Inserter<'t> {
     insert: rusqlite::CachedStatement<'t>,
-    existing: rusqlite::CachedStatement<'t>,
+    latest: rusqlite::CachedStatement<'t>,
+    window_us: i64,
     bytes_added: i64,
 }
 
 impl<'t> Inserter<'t> {
-    fn new(tx: &'t rusqlite::Transaction<'t>) -> rusqlite::Result<Inserter<'t>> {
+    fn new(tx: &'t rusqlite::Transaction<'t>, window: Duration) -> rusqlite::Result<Inserter<'t>> {
         Ok(Inserter {
             insert: tx.prepare_cached(
                 "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?,
-            existing: tx.prepare_cached(
-                "SELECT seq, id FROM events WHERE device = ?1 AND origin_ref = ?2",
+            latest: tx.prepare_cached(
+                "SELECT seq, id, kind, received_at FROM events
+                 WHERE device = ?1 AND origin_ref = ?2 ORDER BY seq DESC LIMIT 1",
             )?,
+            window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX),
             bytes_added: 0,
         })
     }
 
-    /// Inserts `e` at `seq`, or finds the event it duplicates (same device and origin_ref).
+    /// Inserts `e` at `seq`, or returns the receipt of the event it repeats: the newest
+    /// event of the same device and `origin_ref`, of the same kind, received within the
+    /// window before it (any time before it for [`Dedup::Lifetime`]).
     fn insert(&mut self, e: &mut Event, body: &str, seq: u64) -> rusqlite::Result<Receipt> {
+        if let Some(key) = &e.origin_ref
+            && let Some(r) = self.repeated(e, key)?
+        {
+            return Ok(r);
+        }
         e.seq = seq;
-        let n = self.insert.execute(params![
+        self.insert.execute(params![
             seq as i64,
             e.id.as_bytes(),
             e.class.rank(),
@@ -462,24 +472,57 @@ impl<'t> Inserter<'t> {
             e.received_at.timestamp_micros(),
             body
         ])?;
-        if n == 1 {
-            self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
-            return Ok(Receipt {
-                id: e.id,
-                seq,
-                duplicate: false,
-            });
-        }
-        let (seq, id): (i64, Vec<u8>) = self
-            .existing
-            .query_row(params![e.source.device.as_str(), e.origin_ref], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let id = uuid::Uuid::from_slice(&id).unwrap_or(e.id);
+        self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
         Ok(Receipt {
-            id,
-            seq: seq as u64,
-            duplicate: true,
+            id: e.id,
+            seq,
+            duplicate: false,
         })
     }
+
+    fn repeated(&mut self, e: &Event, key: &str) -> rusqlite::Result<Option<Receipt>> {
+        let found = self
+            .latest
+            .query_row(params![e.source.device.as_str(), key], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((seq, id, kind, at)) = found else {
+            return Ok(None);
+        };
+        if kind != e.kind.as_str() {
+            // A driver's key that does not cover the content: never take a different
+            // message for a repeat.
+            observe_key_collision(e, key, &kind);
+            return Ok(None);
+        }
+        let within = match e.dedup {
+            Dedup::Lifetime => true,
+            Dedup::Window => e.received_at.timestamp_micros().saturating_sub(at) <= self.window_us,
+        };
+        if !within {
+            return Ok(None);
+        }
+        Ok(Some(Receipt {
+            id: uuid::Uuid::from_slice(&id).unwrap_or(e.id),
+            seq: seq as u64,
+            duplicate: true,
+        }))
+    }
+}
+
+fn observe_key_collision(e: &Event, key: &str, stored_kind: &str) {
+    metrics::counter!("journal_origin_ref_collisions_total").increment(1);
+    tracing::warn!(
+        device = %e.source.device,
+        origin_ref = key,
+        kind = %e.kind,
+        stored_kind,
+        "same origin_ref, different kind: kept as a new event (driver key does not cover the content)"
+    );
 }
