@@ -509,3 +509,172 @@ async fn a_silent_uitd_is_journaled_offline_after_its_heartbeat_timeout() {
         "the silent connection is closed"
     );
 }
+
+/// One alarm of the kill loop: its frame as first built, and what became of it.
+struct LoopAlarm {
+    frame: Frame,
+    component: String,
+    zero_clock: bool,
+    confirmed: bool,
+}
+
+/// A fire alarm of detector `n` (a component address of its own), stamped with the UITD's
+/// clock or with zeros.
+fn numbered_alarm(sim: &UitdSim, n: u32, zero_clock: bool) -> LoopAlarm {
+    let component = ComponentAddress::from_parts(1 + (n / 200) as u16, (n % 200) as u16);
+    let time = if zero_clock {
+        TimeLabel::default()
+    } else {
+        TimeLabel::from_utc(chrono::Utc::now())
+    };
+    let mut frame = sim.frame(Some(Adu::ComponentStatus(vec![ComponentStatus {
+        system: SystemRef {
+            system_type: 1,
+            system_address: 1,
+        },
+        component_type: 40,
+        component_address: component,
+        status: 1 << 1,
+        description: Description::new("烟感"),
+        time,
+    }])));
+    if zero_clock {
+        frame.time = TimeLabel::default();
+    }
+    LoopAlarm {
+        frame,
+        component: component.to_string(),
+        zero_clock,
+        confirmed: false,
+    }
+}
+
+/// Sends `kill -KILL pid` after `delay`, from a task of its own.
+fn kill_later(pid: u32, delay: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    })
+}
+
+/// Uploads `alarm` once (no retries: the loop itself retransmits) and records a confirm.
+async fn send_once(sim: &UitdSim, alarm: &mut LoopAlarm, frame: &Frame) -> Delivery {
+    let d = bounded(sim.upload_frame(frame)).await;
+    if d.is_confirmed() {
+        alarm.confirmed = true;
+    }
+    d
+}
+
+/// The bug that lost alarms: a UITD that numbers its frames from 1 on every connection,
+/// stamps zero time labels part of the time, and after a reconnect retransmits (under a new
+/// serial) every upload it saw no confirm for, against a gateway killed with SIGKILL at
+/// random moments (`CAMPUSGW_KILL_ROUNDS`, default 20; seed in `CAMPUSGW_KILL_SEED`,
+/// printed). Afterwards every alarm the gateway confirmed is in the journal: exactly once
+/// when its object carried a clock, at least once when it did not (ADR 0003: with no clock
+/// the wire cannot tell a renumbered retransmission from a new alarm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_confirmed_alarm_survives_sigkill_loops_with_a_uitd_that_restarts_its_serials() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("CAMPUSGW_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let rounds: u32 = std::env::var("CAMPUSGW_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    eprintln!("kill loop: CAMPUSGW_KILL_SEED={seed} CAMPUSGW_KILL_ROUNDS={rounds}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(dir.path(), "").await;
+    let mut sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(5), 0).await;
+    sim.set_misbehaviour(Misbehaviour {
+        restart_serial_on_reconnect: true,
+        ..Misbehaviour::default()
+    });
+    let mut alarms: Vec<LoopAlarm> = Vec::new();
+    // Connections each alarm was sent on (a zero-clock alarm may be stored once per one).
+    let mut links: Vec<u32> = Vec::new();
+    for round in 0..=rounds {
+        let last = round == rounds;
+        // What the UITD holds unconfirmed goes first, renumbered as after a reconnect.
+        for i in 0..alarms.len() {
+            if alarms[i].confirmed {
+                continue;
+            }
+            let frame = sim.renumbered(&alarms[i].frame);
+            links[i] += 1;
+            if !send_once(&sim, &mut alarms[i], &frame).await.is_confirmed() && !last {
+                break;
+            }
+        }
+        if last {
+            break;
+        }
+        let killer = kill_later(gw.pid(), Duration::from_millis(rng.random_range(20..400)));
+        loop {
+            let mut alarm = numbered_alarm(&sim, alarms.len() as u32, rng.random_bool(0.25));
+            let frame = alarm.frame.clone();
+            let d = send_once(&sim, &mut alarm, &frame).await;
+            alarms.push(alarm);
+            links.push(1);
+            if !d.is_confirmed() {
+                break;
+            }
+        }
+        killer.await.unwrap();
+        gw.crash_and_restart().await;
+        assert!(
+            sim.wait_closed(WAIT).await,
+            "the killed gateway's socket closes"
+        );
+        reconnect(&mut sim, gw.fire_addr()).await;
+    }
+    let unconfirmed: Vec<&str> = alarms
+        .iter()
+        .filter(|a| !a.confirmed)
+        .map(|a| a.component.as_str())
+        .collect();
+    assert!(
+        unconfirmed.is_empty(),
+        "never confirmed after the loop: {unconfirmed:?}"
+    );
+    let events = journal(&gw.data_dir());
+    let fires = of_kind(&events, "fire.alarm");
+    let mut lost = Vec::new();
+    let mut doubled = Vec::new();
+    for (a, sent_on) in alarms.iter().zip(&links) {
+        let n = fires
+            .iter()
+            .filter(|e| e.payload["component_address"] == a.component.as_str())
+            .count() as u32;
+        if n == 0 {
+            lost.push(a.component.clone());
+        } else if (!a.zero_clock && n > 1) || n > *sent_on {
+            doubled.push((a.component.clone(), a.zero_clock, n));
+        }
+    }
+    let with_clock = alarms.iter().filter(|a| !a.zero_clock).count();
+    eprintln!(
+        "kill loop: {} alarms ({} with a clock), {} fire.alarm events",
+        alarms.len(),
+        with_clock,
+        fires.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "confirmed and lost (seed {seed}): {lost:?}"
+    );
+    assert!(
+        doubled.is_empty(),
+        "stored more than once (seed {seed}): {doubled:?}"
+    );
+    assert!(
+        alarms.len() as u32 > rounds && with_clock > 0 && with_clock < alarms.len(),
+        "the loop exercised both clocks ({} alarms)",
+        alarms.len()
+    );
+}

@@ -33,12 +33,29 @@
 //! component recovered. Bit 0 (1 = normal, 0 = test) is reported in the payload only: the
 //! vendor vectors send fire with bit 0 clear.
 //!
-//! `origin_ref` is `{uitd}:{serial}:{object time}:{object index}:{condition}`. The frame's
-//! own time label is left out on purpose: a UITD may restamp a retransmission, while the
-//! object's time label (when it happened) stays the same.
+//! # Duplicates (`origin_ref`, ADR 0003)
+//! A UITD retransmits an upload it saw no confirm for, also after a reconnect, and many
+//! restart their 16-bit serial on every connection or reboot (it also wraps), so the serial
+//! says nothing about which message a frame is. The key is the message's content instead:
+//! `{uitd}:{digest}:{object index}:{condition}`, where `digest` is the first 16 bytes of the
+//! SHA-256 of the ADU bytes (type flag, count and every object with its own time label), in
+//! hex. A retransmission, renumbered or restamped (the frame's own time label is not part of
+//! the ADU), has the same key; a different alarm, whose object or time label differs, never
+//! does. The journal takes a repeat of the key within its window (default 10 minutes) for a
+//! retransmission ([`Dedup::Window`](campusgw_sdk::Dedup)).
+//!
+//! When an object's time label cannot tell two occurrences apart (zero, invalid or before
+//! 2010: a UITD whose clock was never set, or objects without a time label) the same content
+//! may be a new alarm (fire, reset, fire again at one detector), so the key also carries the
+//! connection's random link id and the frame serial:
+//! `{uitd}:{digest}:{object index}:{condition}:{link}:{serial}`. Retransmissions on the same
+//! connection are still recognised; one renumbered after a reconnect is stored a second time.
+//! The wire holds nothing that tells such a retransmission from a new alarm, and a duplicate
+//! (which downstream can see by content) is preferred to a lost alarm.
 
 use campusgw_sdk::{Class, DeviceId, Kind, Location, NewEvent};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::codec::names::{self, Bit};
 use crate::codec::{Address, Adu, ComponentAddress, Frame, SystemRef, TimeLabel};
@@ -129,8 +146,14 @@ pub fn events_for(
     adu: &Adu,
     profile: &UitdProfile,
     uitd_was_abnormal: bool,
+    link: LinkId,
 ) -> Vec<NewEvent> {
-    let m = Mapper { frame, profile };
+    let m = Mapper {
+        frame,
+        profile,
+        link,
+        digest: digest(&frame.data),
+    };
     match adu {
         Adu::SystemStatus(objs) => objs
             .iter()
@@ -199,7 +222,19 @@ pub fn events_for(
 
 /// The events a frame would give for an unconfigured UITD (for `campusgw decode`).
 pub fn preview(frame: &Frame, adu: &Adu) -> Vec<NewEvent> {
-    events_for(frame, adu, &UitdProfile::default(), false)
+    events_for(frame, adu, &UitdProfile::default(), false, LinkId(0))
+}
+
+/// The first 16 bytes of the SHA-256 of the ADU, in hex.
+fn digest(adu: &[u8]) -> String {
+    use std::fmt::Write;
+    let hash = Sha256::digest(adu);
+    hash.iter()
+        .take(16)
+        .fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 type EventBit = (u8, &'static str, Kind, Class);
@@ -288,14 +323,44 @@ fn bit_names(table: &[Bit], tag: &str) -> (&'static str, &'static str) {
         })
 }
 
+/// The connection a frame arrived on: a random id per connection, part of the key of frames
+/// whose content alone cannot identify them (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkId(pub u64);
+
+impl LinkId {
+    /// A fresh random id for a new connection.
+    pub fn random() -> LinkId {
+        LinkId(rand::random())
+    }
+}
+
+/// Object time labels from before this year (two digits after 2000) are taken for an unset
+/// clock: they cannot tell two occurrences of the same content apart.
+const FIRST_PLAUSIBLE_YEAR: u8 = 10;
+
 struct Mapper<'a> {
     frame: &'a Frame,
     profile: &'a UitdProfile,
+    link: LinkId,
+    digest: String,
 }
 
 impl Mapper<'_> {
     fn uitd(&self) -> Address {
         self.frame.source
+    }
+
+    /// The message key of one event (module doc, "Duplicates").
+    fn key(&self, index: usize, tag: &str, time: Option<TimeLabel>) -> String {
+        let clock_set =
+            time.is_some_and(|t| t.year >= FIRST_PLAUSIBLE_YEAR && TimeLabel::to_utc(t).is_some());
+        let base = format!("{}:{}:{index}:{tag}", self.uitd(), self.digest);
+        if clock_set {
+            base
+        } else {
+            format!("{base}:{:016x}:{}", self.link.0, self.frame.serial)
+        }
     }
 
     /// One event with the common payload and origin ref.
@@ -308,7 +373,6 @@ impl Mapper<'_> {
         tag: &str,
         mut payload: Obj,
     ) -> NewEvent {
-        let t = time.unwrap_or(self.frame.time);
         payload.insert("uitd_address".into(), json!(self.uitd().value()));
         payload.insert("serial".into(), json!(self.frame.serial));
         payload.insert("frame_time".into(), json!(self.frame.time));
@@ -317,12 +381,7 @@ impl Mapper<'_> {
         }
         let mut e = NewEvent::new(kind, class)
             .payload(Value::Object(payload))
-            .origin_ref(format!(
-                "{}:{}:{}:{index}:{tag}",
-                self.uitd(),
-                self.frame.serial,
-                t.compact()
-            ));
+            .origin_ref(self.key(index, tag, time));
         if let Some(at) = time.and_then(TimeLabel::to_utc) {
             e = e.occurred_at(at);
         }

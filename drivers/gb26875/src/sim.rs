@@ -5,7 +5,8 @@
 //! (at most [`SimConfig::retries`] times, as GB/T 26875.3 recommends). Its reader task
 //! records every frame it receives ([`UitdSim::received`]) and answers the centre: requests
 //! (command 4) with a response (5), control (1) with a confirm (3). It can misbehave:
-//! corrupt checksums, split frames across writes, put garbage between frames, or go silent.
+//! corrupt checksums, split frames across writes, put garbage between frames, go silent,
+//! stamp zero time labels, and number frames from 1 again after every reconnect.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr) -> std::io::Result<()> {
@@ -74,6 +75,12 @@ pub struct Misbehaviour {
     pub garbage_between: bool,
     /// Answer nothing the centre sends (requests and control).
     pub silent: bool,
+    /// Stamp every frame and object with an all-zero time label (a UITD whose clock was
+    /// never set after a power loss).
+    pub zero_clock: bool,
+    /// Number frames from 1 again after every [`UitdSim::reconnect`], as many UITDs do after
+    /// a reconnect or reboot.
+    pub restart_serial_on_reconnect: bool,
 }
 
 /// How an upload ended.
@@ -169,19 +176,23 @@ impl UitdSim {
     }
 
     /// Connects again to the centre at `addr` (after it went away), keeping the
-    /// configuration, the serial counter, the UITD status and the misbehaviour: a frame
-    /// built before can be retransmitted with [`UitdSim::upload_frame`], and new uploads do
-    /// not reuse its serial. Frames received on the old connection are forgotten.
+    /// configuration, the serial counter (unless
+    /// [`Misbehaviour::restart_serial_on_reconnect`]), the UITD status and the misbehaviour:
+    /// a frame built before can be retransmitted with [`UitdSim::upload_frame`] (or
+    /// renumbered first with [`UitdSim::renumbered`]). Frames received on the old connection
+    /// are forgotten.
     ///
     /// # Errors
     /// The connect error; the old connection is then kept as it was.
     pub async fn reconnect(&mut self, addr: SocketAddr) -> std::io::Result<()> {
         let fresh = UitdSim::connect(addr, self.inner.config.clone()).await?;
-        let serial = self.inner.serial.load(Ordering::Relaxed);
-        fresh.inner.serial.store(serial, Ordering::Relaxed);
+        let m = self.inner.misbehaviour.lock().expect("sim lock").clone();
+        if !m.restart_serial_on_reconnect {
+            let serial = self.inner.serial.load(Ordering::Relaxed);
+            fresh.inner.serial.store(serial, Ordering::Relaxed);
+        }
         let status = self.inner.status.load(Ordering::Relaxed);
         fresh.inner.status.store(status, Ordering::Relaxed);
-        let m = self.inner.misbehaviour.lock().expect("sim lock").clone();
         fresh.set_misbehaviour(m);
         // Dropping the old simulator aborts its reader and closes its socket.
         *self = fresh;
@@ -202,20 +213,33 @@ impl UitdSim {
 
     /// Uploads a smoke-detector fire alarm (type 2, status fire) for `component`.
     pub async fn fire_alarm(&self, component: ComponentAddress, description: &str) -> Delivery {
-        self.upload(Some(component_status(component, STATUS_FIRE, description)))
-            .await
+        let time = self.inner.clock();
+        self.upload(Some(component_status(
+            component,
+            STATUS_FIRE,
+            description,
+            time,
+        )))
+        .await
     }
 
     /// Uploads a component fault (type 2, status fault).
     pub async fn fault(&self, component: ComponentAddress, description: &str) -> Delivery {
-        self.upload(Some(component_status(component, STATUS_FAULT, description)))
-            .await
+        let time = self.inner.clock();
+        self.upload(Some(component_status(
+            component,
+            STATUS_FAULT,
+            description,
+            time,
+        )))
+        .await
     }
 
     /// Uploads a component back to normal (type 2, status normal), which the centre reads
     /// as a reset.
     pub async fn reset(&self, component: ComponentAddress) -> Delivery {
-        self.upload(Some(component_status(component, STATUS_NORMAL, "")))
+        let time = self.inner.clock();
+        self.upload(Some(component_status(component, STATUS_NORMAL, "", time)))
             .await
     }
 
@@ -224,7 +248,7 @@ impl UitdSim {
         self.inner.status.store(status, Ordering::Relaxed);
         self.upload(Some(Adu::UitdStatus(vec![UitdStatus {
             status,
-            time: now(),
+            time: self.inner.clock(),
         }])))
         .await
     }
@@ -251,11 +275,26 @@ impl UitdSim {
         Frame {
             serial,
             version: Version::V1_1,
-            time: now(),
+            time: self.inner.clock(),
             source: self.inner.uitd,
             destination: self.inner.centre,
             command: CommandByte::SendData,
             data,
+        }
+    }
+
+    /// `frame`'s content under a fresh serial and frame time label: how a UITD retransmits
+    /// an unconfirmed upload after a reconnect.
+    pub fn renumbered(&self, frame: &Frame) -> Frame {
+        let serial = self
+            .inner
+            .serial
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        Frame {
+            serial,
+            time: self.inner.clock(),
+            ..frame.clone()
         }
     }
 
@@ -356,6 +395,15 @@ impl UitdSim {
 }
 
 impl Inner {
+    /// The time label this UITD stamps now: its clock, or zeros when it has none.
+    fn clock(&self) -> TimeLabel {
+        if self.misbehaviour.lock().expect("sim lock").zero_clock {
+            TimeLabel::default()
+        } else {
+            now()
+        }
+    }
+
     /// Writes a frame, applying the misbehaviour (`upload` = subject to checksum corruption).
     async fn write_frame(&self, frame: &Frame, upload: bool) -> std::io::Result<()> {
         let m = self.misbehaviour.lock().expect("sim lock").clone();
@@ -389,7 +437,7 @@ impl Inner {
     /// The answer to a centre-initiated frame, if any.
     fn answer(&self, f: &Frame) -> Option<Frame> {
         let adu = f.adu().ok().flatten();
-        let time = now();
+        let time = self.clock();
         let (command, adu) = match (f.command, adu) {
             (CommandByte::Control, _) => (CommandByte::Confirm, None),
             (CommandByte::Request, Some(Adu::ReadUitdStatus(_))) => {
@@ -471,12 +519,12 @@ async fn on_centre_frame(inner: &Arc<Inner>, frame: &Frame) {
         let op = Adu::UitdOperation(vec![UitdOperation {
             flags: 1 << 5,
             operator: 1,
-            time: now(),
+            time: inner.clock(),
         }]);
         let upload = Frame {
             serial,
             version: Version::V1_1,
-            time: now(),
+            time: inner.clock(),
             source: inner.uitd,
             destination: inner.centre,
             command: CommandByte::SendData,
@@ -486,7 +534,12 @@ async fn on_centre_frame(inner: &Arc<Inner>, frame: &Frame) {
     }
 }
 
-fn component_status(component: ComponentAddress, status: u16, description: &str) -> Adu {
+fn component_status(
+    component: ComponentAddress,
+    status: u16,
+    description: &str,
+    time: TimeLabel,
+) -> Adu {
     Adu::ComponentStatus(vec![ComponentStatus {
         system: SystemRef {
             system_type: 1,
@@ -496,7 +549,7 @@ fn component_status(component: ComponentAddress, status: u16, description: &str)
         component_address: component,
         status,
         description: Description::new(description),
-        time: now(),
+        time,
     }])
 }
 

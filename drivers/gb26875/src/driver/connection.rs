@@ -48,6 +48,8 @@ struct Session {
     uitd: Option<(Address, UitdProfile)>,
     version: Version,
     uitd_abnormal: bool,
+    /// Part of the keys of frames whose content alone cannot identify them.
+    link: mapping::LinkId,
     next_serial: u16,
     pending: HashMap<u16, Pending>,
     outbox_tx: mpsc::Sender<Outgoing>,
@@ -67,6 +69,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         uitd: None,
         version: Version::V1_1,
         uitd_abnormal: false,
+        link: mapping::LinkId::random(),
         next_serial: 0,
         pending: HashMap::new(),
         outbox_tx,
@@ -182,7 +185,7 @@ impl Session {
             .as_ref()
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
-        let events = mapping::events_for(&frame, &adu, &profile, self.uitd_abnormal);
+        let events = mapping::events_for(&frame, &adu, &profile, self.uitd_abnormal, self.link);
         match self.shared.cx.emit_all(events).await {
             Ok(receipts) => {
                 let dups = receipts.iter().filter(|r| r.duplicate).count();
