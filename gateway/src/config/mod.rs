@@ -8,6 +8,7 @@
 //! [gateway.journal]
 //! retention = "30d"
 //! quota = "2GiB"
+//! dedup_window = "10m"         # a repeat of a device message within this is a retransmission
 //!
 //! [[campus]]                    # the location tree
 //! id = "main"
@@ -162,6 +163,15 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
     {
         issues.push(ConfigIssue::new(top.key("gateway").key("id"), m));
     }
+    if let Some(g) = &gateway {
+        let w = g.journal.dedup_window.0;
+        if w < MIN_DEDUP_WINDOW || w > MAX_DEDUP_WINDOW {
+            issues.push(ConfigIssue::new(
+                top.key("gateway").key("journal").key("dedup_window"),
+                "must be between 1s and 24h (default 10m): shorter takes device retransmissions for new alarms, longer can merge a repeated alarm from a device without a clock",
+            ));
+        }
+    }
     Some(Config {
         gateway: gateway?,
         console: console?,
@@ -170,6 +180,10 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
         uplinks,
     })
 }
+
+/// Bounds of `[gateway.journal] dedup_window` (ADR 0003).
+const MIN_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Deserializes `root[key]`, recording problems with their paths.
 fn section<T: DeserializeOwned>(

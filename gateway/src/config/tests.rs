@@ -165,3 +165,30 @@ fn sub_device_locations_are_checked_against_the_tree() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_dedup_window_of_zero_or_over_a_day_is_refused_with_its_line() {
+    assert_eq!(
+        parse(GOOD, Path::new("t.toml"))
+            .map_err(|e| e.to_string())
+            .unwrap()
+            .gateway
+            .journal
+            .dedup_window
+            .0
+            .as_secs(),
+        600
+    );
+    for bad in ["\"0s\"", "\"2d\""] {
+        let text = GOOD.replace(
+            "quota = \"512MiB\"",
+            &format!("quota = \"512MiB\"\ndedup_window = {bad}"),
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|(line, m)| *line == 10 && m.contains("gateway.journal.dedup_window")),
+            "{bad}: {p:?}"
+        );
+    }
+}
