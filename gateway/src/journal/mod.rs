@@ -43,9 +43,11 @@
 //! # Write failures
 //! A failed commit (disk full, read-only, I/O error) is rolled back and retried with
 //! back-off; the batch stays in memory and no emitter is acknowledged. While storage is
-//! failing, new life-safety events are always queued in memory; others are refused
-//! (`EmitError::Storage`) once the in-memory backlog is full, so their devices keep them
-//! and retransmit. The state is `storage.critical` in health and metrics, and a
+//! failing, new events queue in memory up to `memory_backlog`; appends carrying a
+//! life-safety event may use a further `life_safety_reserve`. Beyond that they are refused
+//! (`EmitError::Storage`): their drivers withhold the confirm and the devices keep them and
+//! retransmit, so memory is bounded in an outage of any length and nothing already
+//! confirmed is lost. The state is `storage.critical` in health and metrics, and a
 //! `storage.critical` / `storage.recovered` pair is journaled when writes succeed again.
 //!
 //! # Retention and quota (DESIGN §4)
@@ -118,8 +120,11 @@ pub struct JournalOptions {
     /// Upper bound of events per transaction.
     pub max_batch: usize,
     /// Events held in memory while storage fails, beyond which non-life-safety events are
-    /// refused.
+    /// refused (their devices keep them and retransmit).
     pub memory_backlog: usize,
+    /// Further events held for appends that carry a life-safety event once `memory_backlog`
+    /// is full; beyond both, those are refused too, so memory stays bounded in any outage.
+    pub life_safety_reserve: usize,
     /// The uplinks and the classes each wants; decides what counts as delivered.
     pub uplinks: Vec<UplinkSpec>,
     /// How long after an event a repeat of its (device, origin_ref) is taken for a device
@@ -139,7 +144,8 @@ impl JournalOptions {
             path: path.as_ref().to_owned(),
             retention: RetentionPolicy::default(),
             max_batch: 8192,
-            memory_backlog: 100_000,
+            memory_backlog: 20_000,
+            life_safety_reserve: 20_000,
             uplinks: Vec::new(),
             dedup_window: DEFAULT_DEDUP_WINDOW,
         }

@@ -178,12 +178,18 @@ impl Writer {
             } => {
                 if let Some(o) = &self.outage {
                     let vital = events.iter().any(|e| e.class == Class::LifeSafety);
-                    if !vital && self.pending_events + events.len() > self.opts.memory_backlog {
-                        metrics::counter!("journal_refused_events_total")
+                    let bound = if vital {
+                        self.opts.memory_backlog + self.opts.life_safety_reserve
+                    } else {
+                        self.opts.memory_backlog
+                    };
+                    if self.pending_events + events.len() > bound {
+                        let class = if vital { "life_safety" } else { "other" };
+                        metrics::counter!("journal_refused_events_total", "class" => class)
                             .increment(events.len() as u64);
                         let _ = reply.send(Err(EmitError::Storage(format!(
-                            "{} (memory backlog of {} events is full)",
-                            o.reason, self.opts.memory_backlog
+                            "{} (memory backlog of {bound} events is full)",
+                            o.reason
                         ))));
                         return;
                     }
