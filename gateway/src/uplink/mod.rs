@@ -66,6 +66,7 @@
 pub mod bench;
 pub mod config;
 pub mod county_commands;
+pub mod delivery;
 pub mod feed;
 pub mod filter;
 pub mod mqtt;
@@ -77,10 +78,12 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusgw_sdk::{DeviceId, Event, Location, NewEvent};
+use campusgw_sdk::{Class, DeviceId, Event, Kind, Location, NewEvent};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{UplinkSettings, parse};
+pub use delivery::{Delivery, RetryReason};
 pub use filter::Filter;
 pub use status::{UplinkBoard, UplinkSnapshot, UplinkStatus};
 
@@ -122,29 +125,102 @@ pub fn journal_specs(configs: &[UplinkConfig]) -> Vec<UplinkSpec> {
         .collect()
 }
 
-/// Starts every configured uplink; they stop when `cx.shutdown` fires.
+/// Starts every configured uplink, each under its own supervisor ([`supervise`]); they stop
+/// when `cx.shutdown` fires.
 pub fn start(configs: &[UplinkConfig], cx: &UplinkContext) -> Uplinks {
     let mut statuses = Vec::new();
     let mut tasks = Vec::new();
     for u in configs {
         let status = UplinkStatus::new(&u.name, u.kind);
         statuses.push(status.clone());
-        let task = match &u.settings {
-            UplinkSettings::Mqtt(c) => {
-                let up = mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status);
-                tokio::spawn(up.run())
-            }
-            UplinkSettings::Webhook(c) => {
-                let up =
-                    webhook::WebhookUplink::new(c.clone(), u.filter.clone(), cx.clone(), status);
-                tokio::spawn(up.run())
-            }
-        };
-        tasks.push(task);
+        tasks.push(tokio::spawn(supervise(u.clone(), cx.clone(), status)));
     }
     Uplinks {
         board: UplinkBoard(Arc::new(statuses)),
         tasks,
+    }
+}
+
+/// An uplink task that ran this long is healthy again: its restart back-off resets.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs one uplink's task and restarts it, with jittered back-off (the uplink's own
+/// `backoff` bounds), whenever it panics or returns before shutdown. Each restart is
+/// logged, counted in `campusgw_uplink_restarts_total{uplink}`, shown in the uplink's
+/// status (`restarts`, `last_error`) and opens an outage (`uplink.down`, reason
+/// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
+/// unconfirmed is sent again.
+async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
+    let (base, max) = u.settings.backoff();
+    let mut backoff = campusgw_sdk::driver::Backoff::new(base, max);
+    let restarts = metrics::counter!("campusgw_uplink_restarts_total", "uplink" => u.name.clone());
+    loop {
+        let started = tokio::time::Instant::now();
+        let run = match &u.settings {
+            UplinkSettings::Mqtt(c) => {
+                let up =
+                    mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status.clone());
+                tokio::spawn(up.run())
+            }
+            UplinkSettings::Webhook(c) => {
+                let up = webhook::WebhookUplink::new(
+                    c.clone(),
+                    u.filter.clone(),
+                    cx.clone(),
+                    status.clone(),
+                );
+                tokio::spawn(up.run())
+            }
+        };
+        // If the supervisor itself is aborted (join timeout), the task goes with it.
+        let guard = AbortOnDrop(run.abort_handle());
+        let ended = run.await;
+        drop(guard);
+        if cx.shutdown.is_cancelled() {
+            return;
+        }
+        let why = match ended {
+            Ok(()) => "uplink task returned before shutdown".to_owned(),
+            Err(e) if e.is_panic() => {
+                format!("uplink task panicked: {}", panic_text(e.into_panic()))
+            }
+            Err(e) => format!("uplink task ended: {e}"),
+        };
+        restarts.increment(1);
+        let n = status.restarted();
+        tracing::error!(uplink = %u.name, restarts = n, error = %why, "uplink task died; restarting it");
+        report_down(
+            &cx,
+            &u.name,
+            &status,
+            RetryReason::Crashed,
+            &format!("{why}; restarting"),
+        );
+        if started.elapsed() > STABLE_AFTER {
+            backoff.reset();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = cx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    match p.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&'static str>()
+            .map_or_else(|| "(no message)".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+/// Aborts a task when dropped (also while unwinding from a panic).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -169,6 +245,113 @@ pub(crate) fn backoff((base, max): (Duration, Duration), attempt: u32) -> Durati
     half + half.mul_f64(rand::random::<f64>())
 }
 
+/// A failed attempt: counts it, shows it in the status and, when it starts an outage,
+/// journals one `uplink.down` (class `security`: an alarm naming the reason).
+pub(crate) fn report_down(
+    cx: &UplinkContext,
+    name: &str,
+    status: &UplinkStatus,
+    reason: RetryReason,
+    detail: &str,
+) {
+    tracing::warn!(uplink = %name, reason = reason.as_str(), error = %detail, "uplink delivery failed; keeping the events and retrying");
+    if status.failed(reason, detail) {
+        let payload = json!({"uplink": name, "reason": reason.as_str(), "detail": detail});
+        journal_event(
+            cx,
+            NewEvent::new(Kind::from_static("uplink.down"), Class::Security).payload(payload),
+        );
+    }
+}
+
+/// The destination answered (delivered or judged): ends an outage with one `uplink.up`.
+pub(crate) fn report_up(cx: &UplinkContext, name: &str, status: &UplinkStatus) {
+    if status.connected() {
+        tracing::info!(uplink = %name, "uplink delivering again");
+        let payload = json!({"uplink": name, "detail": "delivering again"});
+        journal_event(
+            cx,
+            NewEvent::new(Kind::from_static("uplink.up"), Class::Operations).payload(payload),
+        );
+    }
+}
+
+/// An event the destination rejected (its own verdict on this one event).
+pub(crate) struct Refused {
+    /// Its class.
+    pub class: Class,
+    /// Its seq.
+    pub seq: u64,
+    /// Its id.
+    pub id: campusgw_sdk::EventId,
+    /// An `uplink.rejected` alarm itself (never alarmed about again).
+    pub alarm: bool,
+    /// The destination's words.
+    pub reason: String,
+}
+
+/// Settles rejected events: each `life_safety` or `security` one is recorded durably in
+/// the journal's `rejected` list *before* its cursor may move, and one `uplink.rejected`
+/// alarm (class `security`) names them; lower classes are counted and logged. Returns
+/// whether a cursor moved.
+///
+/// # Errors
+/// The journal could not record one: that event and the rest stay unsettled (in flight
+/// until the caller releases them for a resend).
+pub(crate) async fn settle_rejected(
+    cx: &UplinkContext,
+    name: &str,
+    status: &UplinkStatus,
+    feed: &mut feed::Feed,
+    refused: Vec<Refused>,
+) -> Result<bool, String> {
+    let mut moved = false;
+    let mut ids = Vec::new();
+    let mut detail: Option<String> = None;
+    for r in refused {
+        status.rejected(1);
+        if delivery::kept_when_rejected(r.class) {
+            cx.journal
+                .record_rejected(name, r.seq, r.class, &r.reason)
+                .await
+                .map_err(|e| format!("cannot record rejected event seq {}: {e}", r.seq))?;
+            tracing::error!(uplink = %name, seq = r.seq, id = %r.id, class = r.class.as_str(), reason = %r.reason, "destination rejected an event; kept and listed (campusgw uplink rejected)");
+            // A destination refusing our own rejection alarms must not feed a loop of them.
+            if !r.alarm {
+                ids.push(r.id.to_string());
+                detail.get_or_insert_with(|| r.reason.clone());
+            }
+        } else {
+            tracing::warn!(uplink = %name, seq = r.seq, id = %r.id, class = r.class.as_str(), reason = %r.reason, "destination rejected an event");
+        }
+        moved |= feed.reject(r.class, r.seq);
+    }
+    if let Some(detail) = detail {
+        let payload = json!({"uplink": name, "detail": detail, "event_ids": ids});
+        journal_event(
+            cx,
+            NewEvent::new(Kind::from_static("uplink.rejected"), Class::Security).payload(payload),
+        );
+    }
+    Ok(moved)
+}
+
+/// Removes resent-and-delivered events from the rejected list (a failure only means they
+/// are sent once more later).
+pub(crate) async fn clear_resent(cx: &UplinkContext, name: &str, feed: &mut feed::Feed) {
+    let done = feed.take_resent();
+    if done.is_empty() {
+        return;
+    }
+    tracing::info!(uplink = %name, seqs = ?done, "rejected events delivered on resend");
+    if let Err(e) = cx.journal.clear_rejected(name, done).await {
+        tracing::warn!(uplink = %name, error = %e, "delivered resends not cleared from the rejected list");
+    }
+}
+
+/// How often an uplink looks for operator resend requests.
+pub(crate) const RESEND_POLL: Duration = Duration::from_secs(1);
+
 /// Journals a gateway event from an uplink without blocking the caller.
 pub(crate) fn journal_event(cx: &UplinkContext, new: NewEvent) {
     let e = Event::stamp(new, &cx.gateway_id, "uplink", &Location::default());
@@ -186,7 +369,8 @@ pub(crate) struct Background {
     /// Confirmed cursors per class rank, stored by the saver as they move.
     pub cursors: tokio::sync::watch::Sender<[u64; 5]>,
     saver: tokio::task::JoinHandle<()>,
-    stats: tokio::task::JoinHandle<()>,
+    /// Aborted when the uplink stops or unwinds from a panic.
+    _stats: AbortOnDrop,
 }
 
 impl Background {
@@ -205,7 +389,7 @@ impl Background {
         Background {
             cursors,
             saver,
-            stats,
+            _stats: AbortOnDrop(stats.abort_handle()),
         }
     }
 
@@ -213,7 +397,6 @@ impl Background {
     pub(crate) async fn stop(self) {
         drop(self.cursors);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.saver).await;
-        self.stats.abort();
     }
 }
 
