@@ -80,6 +80,9 @@ pub struct MqttUplink {
     status: Arc<UplinkStatus>,
     gate: Option<Arc<CommandGate>>,
     topics: Topics,
+    /// A PUBACK refused an event and no event was delivered since: a successful status
+    /// PUBACK then does not end the outage (or every reconnect would raise a new one).
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 struct Topics {
@@ -178,6 +181,7 @@ impl MqttUplink {
             status,
             gate,
             topics,
+            refusing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -506,7 +510,17 @@ impl MqttUplink {
                 link.waiting_since = None;
                 let tag = link.pkids.remove(&pkid);
                 let verdict = puback_answer(code);
-                if !link.proven && !matches!(verdict, Delivery::Retry { .. }) {
+                let event = matches!(tag, Some(Tag::Event { .. }));
+                let proof = match &verdict {
+                    Delivery::Retry { .. } => false,
+                    _ if event => {
+                        self.refusing
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                        true
+                    }
+                    _ => !self.refusing.load(std::sync::atomic::Ordering::Relaxed),
+                };
+                if !link.proven && proof {
                     link.proven = true;
                     report_up(&self.cx, &self.cfg.name, &self.status);
                 }
@@ -555,6 +569,8 @@ impl MqttUplink {
                 false
             }
             (Tag::Event { .. }, Delivery::Retry { reason }) => {
+                self.refusing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 link.retry.get_or_insert((
                     reason,
                     format!(
