@@ -9,10 +9,32 @@
 //!   resend carries the same event `id` for de-duplication.
 //! - Priority: a pending `life_safety` event goes before older `telemetry`; within a class,
 //!   journal order.
+//! - Every answer maps to one [`Delivery`] ([`delivery`], the same rules for every kind):
+//!   *delivered* (the cursor may move); *retry* for link, auth, configuration and capacity
+//!   trouble (network, timeout, certificate, tls, HTTP 401/403/407/404/408/429/5xx, MQTT
+//!   CONNACK refusals, MQTT 5 PUBACK 0x80/0x83/0x87/0x90/0x97, an unreadable secret file):
+//!   the events are kept, the cursor does not move, the uplink backs off with jitter and
+//!   sends them again, and the first failure of an outage journals one `uplink.down`
+//!   (class `security`, payload `reason` and `detail`), the first delivery after it one
+//!   `uplink.up`; *rejected* only for a destination's explicit verdict on one event (HTTP
+//!   400/422/413 on a single event, after bisecting the batch; MQTT 5 PUBACK 0x99).
+//! - A rejected `life_safety` or `security` event is recorded in the journal's `rejected`
+//!   list *before* the cursor moves past it, raised as an `uplink.rejected` alarm (class
+//!   `security`, naming the event ids), never deleted by retention, listed by `campusgw
+//!   uplink rejected` and resent, before anything else of its class, after `campusgw uplink
+//!   retry-rejected` (see [`crate::journal::rejected`]); it leaves the list once delivered.
+//!   Rejected events of lower classes are counted and logged.
+//! - A missing or unreadable secret (webhook `token_file`, MQTT `password_file`, client
+//!   key or certificate) stops that uplink before it sends anything: status `down` with
+//!   `last_reason` `config`, `uplink.down`, `/healthz` degraded; the file is read again at
+//!   every retry, so fixing it recovers the uplink without a restart.
 //! - A server certificate that fails verification is never accepted: the failure is named
 //!   in the log and `/healthz`, counted (`campusgw_uplink_failures_total{reason="certificate"}`),
-//!   journaled once per outage as an `uplink.down` event (class `security`), and retried
-//!   with back-off and jitter.
+//!   journaled once per outage as an `uplink.down` event, and retried.
+//! - Each uplink task runs under a supervisor ([`start`]): a panic or an unexpected return
+//!   restarts it with jittered back-off, counted in `campusgw_uplink_restarts_total`, logged,
+//!   shown in the status (`restarts`) and journaled as `uplink.down` (reason `crashed`); the
+//!   restarted task resumes from the stored cursors.
 //!
 //! # Config
 //! ```toml
@@ -51,7 +73,7 @@
 //! # MQTT (see [`mqtt`])
 //! MQTT 3.1.1 (default) or MQTT 5 (`protocol = "5"`: session expiry of a day with
 //! `clean_start = false`, `content_type = "application/json"` on publishes, PUBACK reason
-//! codes >= 0x80 reject the event like a webhook 4xx; nothing else of MQTT 5 is used), client
+//! codes judged as above; nothing else of MQTT 5 is used), client
 //! id `{gateway_id}.{uplink name}`, persistent session (`clean_session = false`), keep-alive
 //! as configured. A connect (TCP, TLS, CONNACK) is bounded by 5 s; a broker withholding
 //! PUBACKs for `ack_timeout` is reported as `stalled` and reconnected. Topics:
