@@ -677,3 +677,46 @@ async fn mqtt_5_puback_0x99_rejects_the_alarm_which_is_recorded_before_its_curso
     );
     rig.stop().await;
 }
+
+/// The whole gateway: a webhook uplink whose token file disappears after the config was
+/// checked shows up in `/healthz` as down with reason `config`, and posts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_shows_an_uplink_stopped_by_its_missing_token_file() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (dest, url) = destination().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("archive.token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let text = format!(
+        "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n\n[[uplink]]\nname = \"archive\"\nkind = \"webhook\"\nurl = \"{url}\"\ntoken_file = \"{}\"\n",
+        dir.path().display(),
+        token.display()
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = campusgw::config::load(&path).unwrap();
+    std::fs::remove_file(&token).unwrap();
+    let gw = campusgw::app::Gateway::start(config, campusgw::app::RunOptions::default())
+        .await
+        .unwrap();
+    let healthz = format!("http://{}/healthz", gw.http_addr);
+    let mut body = Value::Null;
+    let end = std::time::Instant::now() + LIMIT;
+    while std::time::Instant::now() < end {
+        body = reqwest::get(&healthz).await.unwrap().json().await.unwrap();
+        if body["uplinks"][0]["last_reason"] == "config" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let up = &body["uplinks"][0];
+    assert_eq!(up["last_reason"], "config", "{body}");
+    assert_eq!(up["state"], "down", "{body}");
+    assert!(
+        up["last_error"].as_str().unwrap().contains("token_file"),
+        "{body}"
+    );
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(dest.posts().is_empty(), "nothing posted without the token");
+    gw.stop().await;
+}
