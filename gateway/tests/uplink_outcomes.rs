@@ -174,8 +174,13 @@ async fn emit(journal: &Journal, class: Class, kind: &'static str, payload: Valu
 }
 
 fn webhook_config(url: &str, extra: &str) -> (WebhookConfig, campusgw::uplink::Filter) {
+    let classes = if extra.contains("classes") {
+        ""
+    } else {
+        "classes = [\"life_safety\", \"security\"]\n"
+    };
     let text = format!(
-        "name = \"archive\"\nkind = \"webhook\"\nurl = \"{url}\"\ntimeout = \"2s\"\nclasses = [\"life_safety\", \"security\"]\n{extra}"
+        "name = \"archive\"\nkind = \"webhook\"\nurl = \"{url}\"\ntimeout = \"2s\"\n{classes}{extra}"
     );
     let u = campusgw::uplink::parse(toml::from_str(&text).unwrap(), &FieldPath::root())
         .ok()
@@ -719,4 +724,39 @@ async fn healthz_shows_an_uplink_stopped_by_its_missing_token_file() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert!(dest.posts().is_empty(), "nothing posted without the token");
     gw.stop().await;
+}
+
+/// A lower-class event the destination refuses on its own is counted and logged, not
+/// listed or alarmed about, and the uplink moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_telemetry_event_is_counted_but_not_listed_or_alarmed() {
+    let (dest, url) = destination().await;
+    dest.set(|s| s.refuse_bad = true);
+    let site = Site::open();
+    let status = start_webhook(&site, &url, "classes = [\"telemetry\"]\n");
+    let bad = emit(
+        &site.journal,
+        Class::Telemetry,
+        "sensor.reading",
+        json!({"bad": true}),
+    )
+    .await;
+    let good = emit(&site.journal, Class::Telemetry, "sensor.reading", json!({})).await;
+    let reader = site.journal.reader().unwrap();
+    wait_for("telemetry cursor past both", LIMIT, || {
+        reader.cursor("archive", Class::Telemetry).unwrap() >= good.seq
+    })
+    .await;
+    assert!(dest.saw(&bad.id.to_string(), 400));
+    assert!(dest.saw(&good.id.to_string(), 200));
+    assert_eq!(status.snapshot().rejected, 1);
+    assert!(
+        RejectedReader::open(&site.path())
+            .unwrap()
+            .list(None)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(journaled(&site.journal, "uplink.rejected").is_empty());
+    site.stop().await;
 }
