@@ -19,7 +19,7 @@
 //! CREATE TABLE rejected (uplink TEXT, seq INTEGER, class INTEGER NOT NULL,   -- a destination's
 //!                        reason TEXT NOT NULL, rejected_at INTEGER NOT NULL,  -- verdict on one event
 //!                        retry_requested INTEGER NOT NULL DEFAULT 0,          -- (migration 3)
-//!                        PRIMARY KEY (uplink, seq)) WITHOUT ROWID;        -- see [`rejected`]
+//!                        PRIMARY KEY (uplink, seq)) WITHOUT ROWID;        -- (module rejected)
 //! CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, body BLOB,               -- rows that could not
 //!                          error TEXT NOT NULL, quarantined_at INTEGER NOT NULL); -- be decoded
 //! ```
