@@ -760,3 +760,39 @@ async fn a_rejected_telemetry_event_is_counted_but_not_listed_or_alarmed() {
     assert!(journaled(&site.journal, "uplink.rejected").is_empty());
     site.stop().await;
 }
+
+/// An MQTT password file that disappears after the config was checked: no connection is
+/// even attempted without it (status down, reason `config`); once it is back the alarm
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_mqtt_password_file_connects_nowhere_until_it_is_back() {
+    let broker = FakeBroker::start(0, Act::Judge).await;
+    let mut rig = Rig::open();
+    let pass = rig.dir.path().join("county.pass");
+    std::fs::write(&pass, "pw\n").unwrap();
+    let (cfg, filter) = mqtt_config(&format!(
+        "{}username = \"school-042\"\npassword_file = \"{}\"\n",
+        mqtt_toml(&broker.url(false)),
+        pass.display()
+    ));
+    std::fs::remove_file(&pass).unwrap();
+    let cx = rig.context();
+    rig.start(cfg, filter, cx);
+    let fire = rig.emit(Class::LifeSafety, "fire.alarm", 1).await.remove(0);
+    wait_for("repeated config failures", LIMIT, || {
+        let s = rig.status.snapshot();
+        s.last_reason == Some("config") && failures("county", "config") >= 3
+    })
+    .await;
+    assert_eq!(
+        broker.connections(),
+        0,
+        "no connection without the password"
+    );
+    std::fs::write(&pass, "pw\n").unwrap();
+    wait_for("the alarm acknowledged", LIMIT, || {
+        judged(&broker, &fire.id.to_string(), 0) >= 1
+    })
+    .await;
+    rig.stop().await;
+}
