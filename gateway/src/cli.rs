@@ -49,6 +49,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: JournalCmd,
     },
+    /// Uplink tools: events a destination rejected, and asking for them to be resent.
+    Uplink {
+        /// What to do.
+        #[command(subcommand)]
+        command: UplinkCmd,
+    },
     /// Decode a captured frame and print it as JSON (a field tool for integrators).
     Decode {
         /// The protocol.
@@ -88,6 +94,38 @@ pub enum JournalCmd {
         /// Concurrent emitters.
         #[arg(long, default_value_t = 4)]
         producers: usize,
+    },
+}
+
+/// `campusgw uplink ...`
+#[derive(Debug, Subcommand)]
+pub enum UplinkCmd {
+    /// List the events a destination rejected as malformed (kept in the journal), one JSON
+    /// object per line: uplink, seq, class, kind, id, reason, rejected_at, retry_requested.
+    Rejected {
+        /// The gateway's data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only this uplink.
+        #[arg(long)]
+        uplink: Option<String>,
+    },
+    /// Mark rejected events for resend; the running (or next started) uplink sends them
+    /// before anything else of their class and unlists them once delivered. Safe while the
+    /// gateway runs.
+    RetryRejected {
+        /// The gateway's data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The uplink.
+        #[arg(long)]
+        uplink: String,
+        /// These seqs (repeatable).
+        #[arg(long = "seq", required_unless_present = "all", conflicts_with = "all")]
+        seqs: Vec<u64>,
+        /// Every rejected event of the uplink.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -192,6 +230,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     producers,
                 },
         } => crate::bench::ingest::crash_writer(data_dir, producers).await,
+        Cmd::Uplink {
+            command: UplinkCmd::Rejected { data_dir, uplink },
+        } => uplink_rejected(&data_dir, uplink.as_deref()),
+        Cmd::Uplink {
+            command:
+                UplinkCmd::RetryRejected {
+                    data_dir,
+                    uplink,
+                    seqs,
+                    all,
+                },
+        } => uplink_retry_rejected(&data_dir, &uplink, seqs, all),
         Cmd::Decode {
             protocol: DecodeCmd::Gb26875 { hex },
         } => match campusgw_gb26875::decode_hex_to_json(&hex.join(" ")) {
@@ -305,5 +355,47 @@ fn export(data_dir: &std::path::Path, since: u64, class: Option<Class>) -> anyho
         }
     }
     out.flush()?;
+    Ok(0)
+}
+
+fn journal_path(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("journal.db");
+    anyhow::ensure!(path.exists(), "no journal at {}", path.display());
+    Ok(path)
+}
+
+fn uplink_rejected(data_dir: &std::path::Path, uplink: Option<&str>) -> anyhow::Result<i32> {
+    let list = crate::journal::rejected::RejectedReader::open(&journal_path(data_dir)?)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for r in list.list(uplink)? {
+        serde_json::to_writer(&mut out, &r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn uplink_retry_rejected(
+    data_dir: &std::path::Path,
+    uplink: &str,
+    seqs: Vec<u64>,
+    all: bool,
+) -> anyhow::Result<i32> {
+    use crate::journal::rejected::{RetrySelection, request_retry};
+    let which = if all {
+        RetrySelection::All
+    } else {
+        RetrySelection::Seqs(seqs)
+    };
+    let marked = request_retry(&journal_path(data_dir)?, uplink, &which)?;
+    println!(
+        "{}",
+        serde_json::json!({"uplink": uplink, "marked": marked})
+    );
+    if marked == 0 {
+        eprintln!("error: no rejected event of uplink {uplink:?} matched");
+        return Ok(1);
+    }
     Ok(0)
 }

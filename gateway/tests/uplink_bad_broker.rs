@@ -190,10 +190,10 @@ async fn refused_client_id(protocol: &str, code: u8, needle: &str) {
     assert_backs_off(&c.fake, 3).await;
     let ids = journal_keeps_committing(&c.rig).await;
     assert_failure_metric("refused");
-    // Journaled once per outage, as operations.
+    // Journaled once per outage, as a security event (an alarm naming the reason).
     let reader = c.rig.journal.reader().unwrap();
     let downs = reader
-        .after(0, Some(Class::Operations), 1000)
+        .after(0, Some(Class::Security), 1000)
         .unwrap()
         .into_iter()
         .filter(|e| e.kind.as_str() == "uplink.down")

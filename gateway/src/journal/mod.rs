@@ -18,7 +18,8 @@
 //!                       PRIMARY KEY (uplink, class)) WITHOUT ROWID;
 //! CREATE TABLE rejected (uplink TEXT, seq INTEGER, class INTEGER NOT NULL,   -- a destination's
 //!                        reason TEXT NOT NULL, rejected_at INTEGER NOT NULL,  -- verdict on one event
-//!                        PRIMARY KEY (uplink, seq)) WITHOUT ROWID;
+//!                        retry_requested INTEGER NOT NULL DEFAULT 0,          -- (migration 3)
+//!                        PRIMARY KEY (uplink, seq)) WITHOUT ROWID;        -- (module rejected)
 //! CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, body BLOB,               -- rows that could not
 //!                          error TEXT NOT NULL, quarantined_at INTEGER NOT NULL); -- be decoded
 //! ```
@@ -55,6 +56,7 @@
 
 mod checkpoint;
 mod reader;
+pub mod rejected;
 pub mod retention;
 mod schema;
 mod writer;

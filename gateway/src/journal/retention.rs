@@ -12,7 +12,10 @@
 //!    6. delivered `security` and `life_safety`;
 //! 3. never evicts undelivered `life_safety`, `security` or card transactions: if the
 //!    database is still over quota, it reports `over_quota` and the writer journals a
-//!    `storage.critical` event (and `storage.recovered` once under quota again).
+//!    `storage.critical` event (and `storage.recovered` once under quota again);
+//! 4. never deletes, for age or quota, an event listed in `rejected` (a destination's
+//!    verdict an operator must see and may retry; only `life_safety` and `security`
+//!    events are listed, see [`super::rejected`]): [`KEPT`] is part of every condition.
 //!
 //! The quota counts event data: each event's JSON body plus [`ROW_OVERHEAD`] bytes for its
 //! row and index entries, kept as a running total (`meta.data_bytes`) updated in the same
@@ -81,6 +84,10 @@ const TIERS: [&str; 6] = [
     "((class = 1 AND seq <= {1}) OR (class = 0 AND seq <= {0}))",
 ];
 
+/// Excludes the events listed in `rejected` from every deletion (the list is short: a
+/// destination rejecting alarms is an incident, not a flow).
+pub const KEPT: &str = "seq NOT IN (SELECT seq FROM rejected)";
+
 /// Runs retention and quota enforcement.
 ///
 /// # Errors
@@ -141,7 +148,7 @@ fn delete_chunks(
     let mut total = 0;
     while *budget > 0 && !done() {
         let sql = format!(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {cond} ORDER BY seq LIMIT {})
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ({cond}) AND {KEPT} ORDER BY seq LIMIT {})
              RETURNING length(body)",
             CHUNK.min(*budget)
         );

@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
          body BLOB,
          error TEXT NOT NULL,
          quarantined_at INTEGER NOT NULL);",
+    // 3: an operator asks for a rejected event to be sent again (`campusgw uplink
+    // retry-rejected`, a second connection writing only this flag); the uplink resends it.
+    "ALTER TABLE rejected ADD COLUMN retry_requested INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {

@@ -30,6 +30,12 @@ pub(super) enum Msg {
     Maintain {
         reply: Option<oneshot::Sender<Result<MaintenanceReport, String>>>,
     },
+    /// Records or clears a destination's rejection (its own small transaction, durable
+    /// before the reply; see [`super::rejected`]).
+    Rejected {
+        op: super::rejected::RejectedOp,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
     LimitPages {
         pages: u32,
@@ -215,6 +221,10 @@ impl Writer {
                 });
             }
             Msg::Maintain { reply } => self.maintain.push(reply),
+            Msg::Rejected { op, reply } => {
+                let r = op.apply(&self.conn).map_err(schema::err(&self.opts.path));
+                let _ = reply.send(r);
+            }
             Msg::LimitPages { pages } => {
                 if let Err(e) = self.conn.pragma_update(None, "max_page_count", pages) {
                     tracing::warn!(error = %e, "cannot set max_page_count");

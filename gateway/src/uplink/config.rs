@@ -25,6 +25,16 @@ pub enum UplinkSettings {
     Webhook(Arc<WebhookConfig>),
 }
 
+impl UplinkSettings {
+    /// The retry back-off bounds (also used to restart a crashed uplink task).
+    pub fn backoff(&self) -> (Duration, Duration) {
+        match self {
+            UplinkSettings::Mqtt(c) => c.backoff,
+            UplinkSettings::Webhook(c) => c.backoff,
+        }
+    }
+}
+
 /// Where an MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {

@@ -7,14 +7,21 @@
 //! (DESIGN §4 "Delivery"). A lane's cursor moves only over a confirmed prefix: an
 //! out-of-order confirmation waits until everything before it in its class is confirmed.
 //! Memory stays flat: a lane holds at most the in-flight window plus one page.
+//!
+//! Resends: events an operator asked to send again (`campusgw uplink retry-rejected`) are
+//! queued per class with [`Feed::queue_resend`] and handed out before anything else of
+//! their class. Their seqs are behind the cursor, so confirming one never moves a cursor;
+//! [`Feed::take_resent`] hands the delivered ones back so the uplink can clear them from
+//! the rejected list.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use campusgw_sdk::{Class, Event};
 use tokio::sync::watch;
 
 use super::filter::Filter;
+use crate::journal::rejected::RejectedReader;
 use crate::journal::{Journal, JournalError, JournalReader};
 
 /// Events read from the journal per lane refill.
@@ -29,6 +36,8 @@ pub struct Outgoing {
     pub seq: u64,
     /// The event.
     pub event: Arc<Event>,
+    /// An operator-requested resend of a rejected event.
+    pub resend: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +76,7 @@ impl Lane {
                     class: self.class,
                     seq: slot.seq,
                     event,
+                    resend: false,
                 });
             }
         }
@@ -93,9 +103,18 @@ impl Lane {
 pub struct Feed {
     name: String,
     reader: JournalReader,
+    list: RejectedReader,
     filter: Filter,
     lanes: Vec<Lane>,
     inflight: usize,
+    /// Resends waiting, per class rank.
+    resends: Vec<VecDeque<Outgoing>>,
+    /// Seqs of resends queued or in flight (never queued twice).
+    resending: BTreeSet<u64>,
+    /// Resends in flight.
+    resends_out: Vec<Outgoing>,
+    /// Resends delivered, not yet handed back by [`Feed::take_resent`].
+    resent: Vec<u64>,
 }
 
 impl Feed {
@@ -105,6 +124,7 @@ impl Feed {
     /// [`JournalError`] when the journal cannot be read.
     pub fn open(name: &str, journal: &Journal, filter: Filter) -> Result<Feed, JournalError> {
         let reader = journal.reader()?;
+        let list = journal.rejected_reader()?;
         let mut lanes = Vec::with_capacity(Class::ALL.len());
         for class in Class::ALL {
             let cursor = reader.cursor(name, class)?;
@@ -121,9 +141,14 @@ impl Feed {
         Ok(Feed {
             name: name.to_owned(),
             reader,
+            list,
             filter,
             lanes,
             inflight: 0,
+            resends: (0..Class::ALL.len()).map(|_| VecDeque::new()).collect(),
+            resending: BTreeSet::new(),
+            resends_out: Vec::new(),
+            resent: Vec::new(),
         })
     }
 
@@ -134,6 +159,11 @@ impl Feed {
     /// [`JournalError`] from reading the journal.
     pub fn next(&mut self, committed: u64) -> Result<Option<Outgoing>, JournalError> {
         for i in 0..self.lanes.len() {
+            if let Some(o) = self.resends[i].pop_front() {
+                self.inflight += 1;
+                self.resends_out.push(o.clone());
+                return Ok(Some(o));
+            }
             if !self.lanes[i].wanted {
                 continue;
             }
@@ -182,6 +212,13 @@ impl Feed {
 
     /// The destination confirmed `seq`; returns true when the class's cursor moved.
     pub fn confirm(&mut self, class: Class, seq: u64) -> bool {
+        if let Some(i) = self.resends_out.iter().position(|o| o.seq == seq) {
+            self.resends_out.swap_remove(i);
+            self.resending.remove(&seq);
+            self.inflight -= 1;
+            self.resent.push(seq);
+            return false;
+        }
         let lane = &mut self.lanes[usize::from(class.rank())];
         let Ok(i) = lane.slots.binary_search_by_key(&seq, |s| s.seq) else {
             return false;
@@ -196,6 +233,11 @@ impl Feed {
 
     /// The connection is gone: everything in flight is unsent again (resent in order).
     pub fn release_all(&mut self) {
+        let mut back = std::mem::take(&mut self.resends_out);
+        back.sort_by_key(|o| std::cmp::Reverse(o.seq));
+        for o in back {
+            self.resends[usize::from(o.class.rank())].push_front(o);
+        }
         for lane in &mut self.lanes {
             for s in &mut lane.slots {
                 if s.state == SlotState::InFlight {
@@ -235,6 +277,85 @@ impl Feed {
                 None => Ok(self.reader.last_seq()? + 1),
             },
         }
+    }
+
+    /// Queues an operator-requested resend of `event` (a rejected event, behind the
+    /// cursor); ignored when it is already queued or in flight.
+    pub fn queue_resend(&mut self, event: Event) {
+        if !self.resending.insert(event.seq) {
+            return;
+        }
+        let class = event.class;
+        let q = &mut self.resends[usize::from(class.rank())];
+        let seq = event.seq;
+        let at = q.iter().position(|o| o.seq > seq).unwrap_or(q.len());
+        q.insert(
+            at,
+            Outgoing {
+                class,
+                seq,
+                event: Arc::new(event),
+                resend: true,
+            },
+        );
+    }
+
+    /// Whether a resend of `seq` is queued or in flight.
+    pub fn is_resending(&self, seq: u64) -> bool {
+        self.resending.contains(&seq)
+    }
+
+    /// The destination rejected `seq` (recorded by the caller): settles it like a
+    /// confirmation, except that a rejected resend is only dropped (it is listed anew).
+    /// Returns true when the class's cursor moved.
+    pub fn reject(&mut self, class: Class, seq: u64) -> bool {
+        if self.resends_out.iter().any(|o| o.seq == seq) {
+            self.settle_resend(seq);
+            return false;
+        }
+        self.confirm(class, seq)
+    }
+
+    /// Drops a resend from the queue or the flight (rejected again: it is listed anew).
+    pub fn settle_resend(&mut self, seq: u64) {
+        if let Some(i) = self.resends_out.iter().position(|o| o.seq == seq) {
+            self.resends_out.swap_remove(i);
+            self.inflight -= 1;
+        }
+        for q in &mut self.resends {
+            q.retain(|o| o.seq != seq);
+        }
+        self.resending.remove(&seq);
+    }
+
+    /// Resends delivered since the last call.
+    pub fn take_resent(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.resent)
+    }
+
+    /// Queues the rejected events an operator asked to resend (`campusgw uplink
+    /// retry-rejected`) and not yet queued; returns how many were queued.
+    ///
+    /// # Errors
+    /// Journal read errors.
+    pub fn poll_resends(&mut self) -> Result<usize, JournalError> {
+        let mut n = 0;
+        for seq in self.list.requested(&self.name)? {
+            if self.is_resending(seq) {
+                continue;
+            }
+            match self.reader.get(seq)? {
+                Some(e) => {
+                    tracing::info!(uplink = %self.name, seq, id = %e.id, "resending a rejected event on request");
+                    self.queue_resend(e);
+                    n += 1;
+                }
+                None => {
+                    tracing::warn!(uplink = %self.name, seq, "rejected event to resend is no longer in the journal");
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Events handed out and not yet confirmed.

@@ -9,10 +9,32 @@
 //!   resend carries the same event `id` for de-duplication.
 //! - Priority: a pending `life_safety` event goes before older `telemetry`; within a class,
 //!   journal order.
+//! - Every answer maps to one [`Delivery`] ([`delivery`], the same rules for every kind):
+//!   *delivered* (the cursor may move); *retry* for link, auth, configuration and capacity
+//!   trouble (network, timeout, certificate, tls, HTTP 401/403/407/404/408/429/5xx, MQTT
+//!   CONNACK refusals, MQTT 5 PUBACK 0x80/0x83/0x87/0x90/0x97, an unreadable secret file):
+//!   the events are kept, the cursor does not move, the uplink backs off with jitter and
+//!   sends them again, and the first failure of an outage journals one `uplink.down`
+//!   (class `security`, payload `reason` and `detail`), the first delivery after it one
+//!   `uplink.up`; *rejected* only for a destination's explicit verdict on one event (HTTP
+//!   400/422/413 on a single event, after bisecting the batch; MQTT 5 PUBACK 0x99).
+//! - A rejected `life_safety` or `security` event is recorded in the journal's `rejected`
+//!   list *before* the cursor moves past it, raised as an `uplink.rejected` alarm (class
+//!   `security`, naming the event ids), never deleted by retention, listed by `campusgw
+//!   uplink rejected` and resent, before anything else of its class, after `campusgw uplink
+//!   retry-rejected` (see [`crate::journal::rejected`]); it leaves the list once delivered.
+//!   Rejected events of lower classes are counted and logged.
+//! - A missing or unreadable secret (webhook `token_file`, MQTT `password_file`, client
+//!   key or certificate) stops that uplink before it sends anything: status `down` with
+//!   `last_reason` `config`, `uplink.down`, `/healthz` degraded; the file is read again at
+//!   every retry, so fixing it recovers the uplink without a restart.
 //! - A server certificate that fails verification is never accepted: the failure is named
 //!   in the log and `/healthz`, counted (`campusgw_uplink_failures_total{reason="certificate"}`),
-//!   journaled once per outage as an `uplink.down` event (class `security`), and retried
-//!   with back-off and jitter.
+//!   journaled once per outage as an `uplink.down` event, and retried.
+//! - Each uplink task runs under a supervisor ([`start`]): a panic or an unexpected return
+//!   restarts it with jittered back-off, counted in `campusgw_uplink_restarts_total`, logged,
+//!   shown in the status (`restarts`) and journaled as `uplink.down` (reason `crashed`); the
+//!   restarted task resumes from the stored cursors.
 //!
 //! # Config
 //! ```toml
@@ -51,7 +73,7 @@
 //! # MQTT (see [`mqtt`])
 //! MQTT 3.1.1 (default) or MQTT 5 (`protocol = "5"`: session expiry of a day with
 //! `clean_start = false`, `content_type = "application/json"` on publishes, PUBACK reason
-//! codes >= 0x80 reject the event like a webhook 4xx; nothing else of MQTT 5 is used), client
+//! codes judged as above; nothing else of MQTT 5 is used), client
 //! id `{gateway_id}.{uplink name}`, persistent session (`clean_session = false`), keep-alive
 //! as configured. A connect (TCP, TLS, CONNACK) is bounded by 5 s; a broker withholding
 //! PUBACKs for `ack_timeout` is reported as `stalled` and reconnected. Topics:
@@ -66,10 +88,12 @@
 pub mod bench;
 pub mod config;
 pub mod county_commands;
+pub mod delivery;
 pub mod feed;
 pub mod filter;
 pub mod mqtt;
 pub mod mqtt_link;
+mod outcome;
 pub mod status;
 pub mod tls;
 pub mod webhook;
@@ -81,7 +105,11 @@ use campusgw_sdk::{DeviceId, Event, Location, NewEvent};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{UplinkSettings, parse};
+pub use delivery::{Delivery, RetryReason};
 pub use filter::Filter;
+pub(crate) use outcome::{
+    RESEND_POLL, Refused, clear_resent, report_down, report_up, settle_rejected,
+};
 pub use status::{UplinkBoard, UplinkSnapshot, UplinkStatus};
 
 use crate::commands::CommandRouter;
@@ -122,29 +150,102 @@ pub fn journal_specs(configs: &[UplinkConfig]) -> Vec<UplinkSpec> {
         .collect()
 }
 
-/// Starts every configured uplink; they stop when `cx.shutdown` fires.
+/// Starts every configured uplink, each under its own supervisor ([`supervise`]); they stop
+/// when `cx.shutdown` fires.
 pub fn start(configs: &[UplinkConfig], cx: &UplinkContext) -> Uplinks {
     let mut statuses = Vec::new();
     let mut tasks = Vec::new();
     for u in configs {
         let status = UplinkStatus::new(&u.name, u.kind);
         statuses.push(status.clone());
-        let task = match &u.settings {
-            UplinkSettings::Mqtt(c) => {
-                let up = mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status);
-                tokio::spawn(up.run())
-            }
-            UplinkSettings::Webhook(c) => {
-                let up =
-                    webhook::WebhookUplink::new(c.clone(), u.filter.clone(), cx.clone(), status);
-                tokio::spawn(up.run())
-            }
-        };
-        tasks.push(task);
+        tasks.push(tokio::spawn(supervise(u.clone(), cx.clone(), status)));
     }
     Uplinks {
         board: UplinkBoard(Arc::new(statuses)),
         tasks,
+    }
+}
+
+/// An uplink task that ran this long is healthy again: its restart back-off resets.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs one uplink's task and restarts it, with jittered back-off (the uplink's own
+/// `backoff` bounds), whenever it panics or returns before shutdown. Each restart is
+/// logged, counted in `campusgw_uplink_restarts_total{uplink}`, shown in the uplink's
+/// status (`restarts`, `last_error`) and opens an outage (`uplink.down`, reason
+/// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
+/// unconfirmed is sent again.
+async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
+    let (base, max) = u.settings.backoff();
+    let mut backoff = campusgw_sdk::driver::Backoff::new(base, max);
+    let restarts = metrics::counter!("campusgw_uplink_restarts_total", "uplink" => u.name.clone());
+    loop {
+        let started = tokio::time::Instant::now();
+        let run = match &u.settings {
+            UplinkSettings::Mqtt(c) => {
+                let up =
+                    mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status.clone());
+                tokio::spawn(up.run())
+            }
+            UplinkSettings::Webhook(c) => {
+                let up = webhook::WebhookUplink::new(
+                    c.clone(),
+                    u.filter.clone(),
+                    cx.clone(),
+                    status.clone(),
+                );
+                tokio::spawn(up.run())
+            }
+        };
+        // If the supervisor itself is aborted (join timeout), the task goes with it.
+        let guard = AbortOnDrop(run.abort_handle());
+        let ended = run.await;
+        drop(guard);
+        if cx.shutdown.is_cancelled() {
+            return;
+        }
+        let why = match ended {
+            Ok(()) => "uplink task returned before shutdown".to_owned(),
+            Err(e) if e.is_panic() => {
+                format!("uplink task panicked: {}", panic_text(e.into_panic()))
+            }
+            Err(e) => format!("uplink task ended: {e}"),
+        };
+        restarts.increment(1);
+        let n = status.restarted();
+        tracing::error!(uplink = %u.name, restarts = n, error = %why, "uplink task died; restarting it");
+        report_down(
+            &cx,
+            &u.name,
+            &status,
+            RetryReason::Crashed,
+            &format!("{why}; restarting"),
+        );
+        if started.elapsed() > STABLE_AFTER {
+            backoff.reset();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = cx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    match p.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&'static str>()
+            .map_or_else(|| "(no message)".to_owned(), |s| (*s).to_owned()),
+    }
+}
+
+/// Aborts a task when dropped (also while unwinding from a panic).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -186,7 +287,8 @@ pub(crate) struct Background {
     /// Confirmed cursors per class rank, stored by the saver as they move.
     pub cursors: tokio::sync::watch::Sender<[u64; 5]>,
     saver: tokio::task::JoinHandle<()>,
-    stats: tokio::task::JoinHandle<()>,
+    /// Aborted when the uplink stops or unwinds from a panic.
+    _stats: AbortOnDrop,
 }
 
 impl Background {
@@ -205,7 +307,7 @@ impl Background {
         Background {
             cursors,
             saver,
-            stats,
+            _stats: AbortOnDrop(stats.abort_handle()),
         }
     }
 
@@ -213,7 +315,6 @@ impl Background {
     pub(crate) async fn stop(self) {
         drop(self.cursors);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.saver).await;
-        self.stats.abort();
     }
 }
 

@@ -11,9 +11,18 @@
 //! A broker that misbehaves never blocks the journal: the uplink only reads it. A connect
 //! (TCP, TLS and CONNACK) is bounded by rumqttc's 5 s connection timeout; a connected
 //! broker that withholds PUBACKs for `ack_timeout` is dropped as stalled and the events are
-//! resent on the next connection. An MQTT 5 PUBACK with a failure reason code (>= 0x80)
-//! rejects that event, like a webhook 4xx: counted, raised as an `uplink.rejected` alarm
-//! (one per batch of PUBACKs), the cursor moves past it, it is not retried.
+//! resent on the next connection.
+//!
+//! Outcomes ([`super::delivery`]): a PUBACK with reason 0x00 or 0x10 confirms the event. An
+//! MQTT 5 PUBACK refusing it for any reason but 0x99 (0x87 not authorized, 0x97 quota
+//! exceeded, 0x80, 0x83, 0x90, ...) is link, auth or configuration trouble: the event is
+//! not confirmed, the session ends as failed (reason `auth`, `throttled`, `config`,
+//! `server`), `uplink.down` is raised once per outage, and after back-off every unconfirmed
+//! event is sent again on a new session; higher classes still go first. Only 0x99 (payload
+//! format invalid) rejects the event: a `life_safety` or `security` one is recorded in the
+//! journal's `rejected` list before its cursor moves, and raised as `uplink.rejected`. A
+//! CONNACK refusal (bad credentials, not authorized, ...) and an unreadable password file
+//! or client key are retried the same way; nothing is published without them.
 //!
 //! [`mqtt_link`]: super::mqtt_link
 
@@ -27,12 +36,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::MqttConfig;
 use super::county_commands::{CommandGate, CountyCommand};
+use super::delivery::RetryReason;
+use super::delivery::{Delivery, puback_answer};
 use super::feed::Feed;
 use super::filter::Filter;
 use super::mqtt_link::{self, Client, Failure, LinkEvent, LinkOptions};
 use super::status::UplinkStatus;
-use super::tls::{FailureReason, client_config};
-use super::{UplinkContext, backoff, journal_event};
+use super::tls::client_config;
+use super::{Refused, UplinkContext, backoff, journal_event, report_down, report_up};
 
 /// Events handled per wake-up of the session loop before the window is topped up again.
 const EVENT_BATCH: usize = 256;
@@ -52,7 +63,7 @@ enum Tag {
 
 enum End {
     Shutdown,
-    Failed(FailureReason, String),
+    Failed(RetryReason, String),
 }
 
 /// A reply to a county command, produced off the session loop.
@@ -69,6 +80,9 @@ pub struct MqttUplink {
     status: Arc<UplinkStatus>,
     gate: Option<Arc<CommandGate>>,
     topics: Topics,
+    /// A PUBACK refused an event and no event was delivered since: a successful status
+    /// PUBACK then does not end the outage (or every reconnect would raise a new one).
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 struct Topics {
@@ -99,8 +113,10 @@ struct Link {
     resync: Option<u64>,
     /// When the broker last made progress while publishes were outstanding.
     waiting_since: Option<tokio::time::Instant>,
-    /// Events refused by PUBACK reason codes, not yet raised as an alarm.
-    rejected: Vec<(EventId, String)>,
+    /// Events the broker judged malformed (PUBACK 0x99), not yet settled.
+    rejected: Vec<Refused>,
+    /// A PUBACK refused an event for link, auth or configuration reasons: end the session.
+    retry: Option<(RetryReason, String)>,
     /// The broker acknowledged something on this connection: the link is proven.
     proven: bool,
 }
@@ -115,6 +131,7 @@ impl Link {
             resync: None,
             waiting_since: None,
             rejected: Vec::new(),
+            retry: None,
             proven: false,
         }
     }
@@ -164,6 +181,7 @@ impl MqttUplink {
             status,
             gate,
             topics,
+            refusing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -193,10 +211,7 @@ impl MqttUplink {
                 End::Shutdown => break,
                 End::Failed(r, m) => (r, m),
             };
-            tracing::warn!(uplink = %self.cfg.name, reason = reason.as_str(), error = %message, "mqtt uplink down; retrying");
-            if self.status.failed(reason, &message) {
-                self.journal_link_event("uplink.down", reason, &message);
-            }
+            report_down(&self.cx, &self.cfg.name, &self.status, reason, &message);
             if started.elapsed() > Duration::from_secs(30) {
                 attempt = 0;
             }
@@ -217,7 +232,13 @@ impl MqttUplink {
             match Feed::open(&self.cfg.name, &self.cx.journal, self.filter.clone()) {
                 Ok(f) => return Some(f),
                 Err(e) => {
-                    self.status.failed(FailureReason::Setup, &e.to_string());
+                    report_down(
+                        &self.cx,
+                        &self.cfg.name,
+                        &self.status,
+                        RetryReason::Journal,
+                        &e.to_string(),
+                    );
                     let delay = backoff(self.cfg.backoff, attempt);
                     attempt += 1;
                     tokio::select! {
@@ -263,9 +284,11 @@ impl MqttUplink {
     ) -> End {
         let opts = match self.options() {
             Ok(o) => o,
-            Err(m) => return End::Failed(FailureReason::Setup, m),
+            Err(m) => return End::Failed(RetryReason::Config, m),
         };
         let (client, mut events, pump) = mqtt_link::start(opts);
+        // Also on unwinding: a panicking session must not leave its connection running.
+        let _pump = super::AbortOnDrop(pump.abort_handle());
         let mut link = Link::new(client);
         let end = self
             .session_loop(feed, cursors, reply_tx, replies, &mut link, &mut events)
@@ -273,7 +296,6 @@ impl MqttUplink {
         if matches!(end, End::Shutdown) {
             self.goodbye(&mut link, &mut events).await;
         }
-        pump.abort();
         end
     }
 
@@ -291,7 +313,10 @@ impl MqttUplink {
         let mut journal_open = true;
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resends = tokio::time::interval(super::RESEND_POLL);
+        resends.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.status.injected_fault();
             if link.connected {
                 if let Some(from) = link.resync.filter(|_| feed.inflight() == 0) {
                     feed.resync(from);
@@ -300,7 +325,7 @@ impl MqttUplink {
                 if link.resync.is_none()
                     && let Err(e) = self.fill(feed, link, *committed.borrow_and_update(), window)
                 {
-                    return End::Failed(FailureReason::Setup, e);
+                    return End::Failed(RetryReason::Config, e);
                 }
             }
             link.watch_acks();
@@ -312,6 +337,14 @@ impl MqttUplink {
                     if let Err(end) = self.on_events(ev, events, feed, cursors, link, reply_tx) {
                         return end;
                     }
+                    if let Err(end) = self.settle(feed, cursors, link).await {
+                        return end;
+                    }
+                }
+                _ = resends.tick(), if link.connected => {
+                    if let Err(e) = feed.poll_resends() {
+                        tracing::warn!(uplink = %self.cfg.name, error = %e, "cannot read resend requests");
+                    }
                 }
                 r = committed.changed(), if link.connected && journal_open && feed.inflight() < window => {
                     journal_open = r.is_ok();
@@ -319,17 +352,17 @@ impl MqttUplink {
                 _ = heartbeat.tick(), if link.connected => {
                     let doc = self.status_doc(feed).to_string().into_bytes();
                     if let Err(m) = link.publish(self.topics.status(), true, doc, Tag::Control) {
-                        return End::Failed(FailureReason::Network, m);
+                        return End::Failed(RetryReason::Network, m);
                     }
                 }
                 Some(r) = replies.recv(), if link.connected => {
                     let body = r.body.to_string().into_bytes();
                     if let Err(m) = link.publish(self.topics.reply(&r.id), false, body, Tag::Control) {
-                        return End::Failed(FailureReason::Network, m);
+                        return End::Failed(RetryReason::Network, m);
                     }
                 }
                 () = tokio::time::sleep_until(stall.unwrap_or(far)), if stall.is_some() => {
-                    return End::Failed(FailureReason::Stalled, format!(
+                    return End::Failed(RetryReason::Stalled, format!(
                         "broker sent no PUBACK for {:?} with {} publishes outstanding; reconnecting",
                         self.cfg.ack_timeout, link.outstanding()
                     ));
@@ -367,8 +400,8 @@ impl MqttUplink {
         Ok(())
     }
 
-    /// Handles `first` and whatever else is ready (up to [`EVENT_BATCH`]), then raises one
-    /// alarm for the events the broker refused among them.
+    /// Handles `first` and whatever else is ready (up to [`EVENT_BATCH`]); stops early at a
+    /// PUBACK that asks for a retry ([`Link::retry`]).
     fn on_events(
         &self,
         first: Option<Result<LinkEvent, Failure>>,
@@ -394,12 +427,15 @@ impl MqttUplink {
                 }
                 None => {
                     return Err(End::Failed(
-                        FailureReason::Network,
+                        RetryReason::Network,
                         "event loop stopped".into(),
                     ));
                 }
             };
             moved |= self.on_event(ev, feed, link, reply_tx)?;
+            if link.retry.is_some() {
+                break;
+            }
             match events.try_recv() {
                 Ok(ev) => next = Some(ev),
                 Err(_) => break,
@@ -408,8 +444,35 @@ impl MqttUplink {
         if moved {
             cursors.send_replace(feed.cursors());
         }
-        self.raise_rejected(link);
         Ok(())
+    }
+
+    /// After a round of link events: records the events judged malformed (durably, before
+    /// their cursor moves), clears delivered resends from the rejected list, and ends the
+    /// session when a PUBACK asked for a retry.
+    async fn settle(
+        &self,
+        feed: &mut Feed,
+        cursors: &watch::Sender<[u64; 5]>,
+        link: &mut Link,
+    ) -> Result<(), End> {
+        let refused = std::mem::take(&mut link.rejected);
+        if !refused.is_empty() {
+            match super::settle_rejected(&self.cx, &self.cfg.name, &self.status, feed, refused)
+                .await
+            {
+                Ok(true) => {
+                    cursors.send_replace(feed.cursors());
+                }
+                Ok(false) => {}
+                Err(m) => return Err(End::Failed(RetryReason::Journal, m)),
+            }
+        }
+        super::clear_resent(&self.cx, &self.cfg.name, feed).await;
+        match link.retry.take() {
+            Some((reason, m)) => Err(End::Failed(reason, m)),
+            None => Ok(()),
+        }
     }
 
     /// Returns whether a cursor moved.
@@ -430,11 +493,11 @@ impl MqttUplink {
                 if self.gate.is_some() {
                     link.client
                         .subscribe(self.topics.commands())
-                        .map_err(|m| End::Failed(FailureReason::Network, m))?;
+                        .map_err(|m| End::Failed(RetryReason::Network, m))?;
                 }
                 let doc = self.status_doc(feed).to_string().into_bytes();
                 link.publish(self.topics.status(), true, doc, Tag::Control)
-                    .map_err(|m| End::Failed(FailureReason::Network, m))?;
+                    .map_err(|m| End::Failed(RetryReason::Network, m))?;
             }
             LinkEvent::Sent(pkid) => {
                 if let Some(tag) = link.sent.pop_front()
@@ -443,16 +506,25 @@ impl MqttUplink {
                     link.pkids.insert(pkid, tag);
                 }
             }
-            LinkEvent::Acked { pkid, refused } => {
+            LinkEvent::Acked { pkid, code, detail } => {
                 link.waiting_since = None;
-                if !link.proven {
-                    link.proven = true;
-                    if self.status.connected() {
-                        self.journal_link_event("uplink.up", FailureReason::Network, "connected");
-                    }
-                }
                 let tag = link.pkids.remove(&pkid);
-                return Ok(self.on_ack(tag, refused, feed, link));
+                let verdict = puback_answer(code);
+                let event = matches!(tag, Some(Tag::Event { .. }));
+                let proof = match &verdict {
+                    Delivery::Retry { .. } => false,
+                    _ if event => {
+                        self.refusing
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                        true
+                    }
+                    _ => !self.refusing.load(std::sync::atomic::Ordering::Relaxed),
+                };
+                if !link.proven && proof {
+                    link.proven = true;
+                    report_up(&self.cx, &self.cfg.name, &self.status);
+                }
+                return Ok(self.on_ack(tag, verdict, detail, feed, link));
             }
             LinkEvent::Message { topic, payload } => {
                 self.on_command(&topic, &payload, feed, &mut link.resync, reply_tx);
@@ -462,57 +534,57 @@ impl MqttUplink {
         Ok(false)
     }
 
-    /// A PUBACK: confirms the event, or records it as rejected (MQTT 5 failure reason).
-    /// Either way the event is settled and its class cursor may move.
+    /// A PUBACK: confirms the event, queues it for settling as rejected (0x99), or asks
+    /// for the session to end and the event to be retried. Returns whether a cursor moved.
     fn on_ack(
         &self,
         tag: Option<Tag>,
-        refused: Option<String>,
+        verdict: Delivery,
+        detail: String,
         feed: &mut Feed,
         link: &mut Link,
     ) -> bool {
-        match (tag, refused) {
-            (Some(Tag::Event { class, seq, .. }), None) => {
+        let Some(tag) = tag else { return false };
+        match (tag, verdict) {
+            (Tag::Event { class, seq, .. }, Delivery::Delivered) => {
                 self.status.confirmed(1);
                 feed.confirm(class, seq)
             }
             (
-                Some(Tag::Event {
+                Tag::Event {
                     class,
                     seq,
                     id,
                     alarm,
-                }),
-                Some(why),
+                },
+                Delivery::Rejected { .. },
             ) => {
-                self.status.rejected(1);
-                if !alarm {
-                    link.rejected.push((id, why));
-                }
-                feed.confirm(class, seq)
-            }
-            (Some(Tag::Control), Some(why)) => {
-                tracing::warn!(uplink = %self.cfg.name, reason = %why, "broker refused a status or reply message");
+                link.rejected.push(Refused {
+                    class,
+                    seq,
+                    id,
+                    alarm,
+                    reason: format!("broker rejected the message: {detail}"),
+                });
                 false
             }
-            _ => false,
+            (Tag::Event { .. }, Delivery::Retry { reason }) => {
+                self.refusing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                link.retry.get_or_insert((
+                    reason,
+                    format!(
+                        "broker refused a publish with {detail}; keeping the event and retrying"
+                    ),
+                ));
+                false
+            }
+            (Tag::Control, Delivery::Delivered) => false,
+            (Tag::Control, _) => {
+                tracing::warn!(uplink = %self.cfg.name, reason = %detail, "broker refused a status or reply message");
+                false
+            }
         }
-    }
-
-    /// One `uplink.rejected` alarm for the events refused since the last call.
-    fn raise_rejected(&self, link: &mut Link) {
-        if link.rejected.is_empty() {
-            return;
-        }
-        let rejected = std::mem::take(&mut link.rejected);
-        let detail = rejected[0].1.clone();
-        let ids: Vec<String> = rejected.iter().map(|(id, _)| id.to_string()).collect();
-        tracing::error!(uplink = %self.cfg.name, events = ids.len(), reason = %detail, "broker rejected events");
-        let payload = json!({"uplink": self.cfg.name, "detail": detail, "event_ids": ids});
-        journal_event(
-            &self.cx,
-            NewEvent::new(Kind::from_static("uplink.rejected"), Class::Security).payload(payload),
-        );
     }
 
     fn on_command(
@@ -642,20 +714,6 @@ impl MqttUplink {
             }
         })
         .await;
-    }
-
-    fn journal_link_event(&self, kind: &'static str, reason: FailureReason, message: &str) {
-        let class = if reason == FailureReason::Certificate {
-            Class::Security
-        } else {
-            Class::Operations
-        };
-        let payload =
-            json!({"uplink": self.cfg.name, "reason": reason.as_str(), "detail": message});
-        journal_event(
-            &self.cx,
-            NewEvent::new(Kind::from_static(kind), class).payload(payload),
-        );
     }
 
     fn journal_command(&self, id: &str, status: &str, detail: &str) {

@@ -2,7 +2,7 @@
 //! session logic in [`super::mqtt`] is written once.
 //!
 //! Each protocol has its own options builder and event pump; both pumps translate rumqttc's
-//! events into [`LinkEvent`] and its errors into a [`FailureReason`] with an operator-facing
+//! events into [`LinkEvent`] and its errors into a [`RetryReason`] with an operator-facing
 //! message. The pump runs the event loop in its own task (never cancelled mid-write) and
 //! ends after the first error.
 //!
@@ -11,8 +11,12 @@
 //!   (the commands subscription and its queued QoS 1 messages) survives reconnects;
 //! - `content_type = "application/json"` and payload format indicator 1 (UTF-8) on every
 //!   publish (events, status, replies, the will);
-//! - PUBACK reason codes: a code >= 0x80 marks that event *rejected* ([`LinkEvent::Acked`]);
-//! - CONNACK and DISCONNECT reason codes, named in errors.
+//! - PUBACK reason codes, passed on in [`LinkEvent::Acked`] and judged by
+//!   [`super::delivery::puback_answer`]: only 0x99 (payload format invalid) rejects an
+//!   event; 0x87 not authorized, 0x97 quota exceeded and the other failure codes are link
+//!   trouble, retried;
+//! - CONNACK and DISCONNECT reason codes, named in errors (a CONNACK refusing credentials
+//!   is reason `auth`, [`super::delivery::connack_reason`]).
 //!
 //! Not used: message expiry, topic aliases, user properties, request/response, shared
 //! subscriptions, enhanced authentication.
@@ -25,17 +29,15 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 use super::config::MqttProtocol;
-use super::tls::{FailureReason, classify};
+use super::delivery::{RetryReason, connack_reason};
+use super::tls::classify;
 
 /// MQTT 5 §3.1.2.11.2: the session lasts this long (seconds) after a disconnect: a day,
 /// far beyond any reconnect back-off; commands are time-windowed anyway.
 pub const SESSION_EXPIRY: u32 = 86_400;
 
-/// MQTT 5 §3.4.2.1: PUBACK reason codes of 0x80 and above are failures.
-const PUBACK_FAILURE: u8 = 0x80;
-
 /// A failure: the metric label and the message for the log and `/healthz`.
-pub type Failure = (FailureReason, String);
+pub type Failure = (RetryReason, String);
 
 /// What the session loop learns from the client, the same for both protocols.
 #[derive(Debug)]
@@ -44,12 +46,14 @@ pub enum LinkEvent {
     Connected,
     /// The event loop wrote the next queued publish under this packet id (0 for QoS 0).
     Sent(u16),
-    /// PUBACK; `refused` names the reason when an MQTT 5 broker refused the message.
+    /// PUBACK with its reason code (always 0 for MQTT 3.1.1).
     Acked {
         /// Packet id.
         pkid: u16,
-        /// `Some(reason)` for a failure reason code (>= 0x80).
-        refused: Option<String>,
+        /// MQTT 5 §3.4.2.1 reason code.
+        code: u8,
+        /// The code's name and the broker's reason string, for messages.
+        detail: String,
     },
     /// A message on a subscribed topic.
     Message {
@@ -231,7 +235,8 @@ async fn pump_v311(mut el: rumqttc::EventLoop, tx: mpsc::Sender<Result<LinkEvent
             Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(LinkEvent::Connected),
             Ok(Event::Incoming(Packet::PubAck(a))) => Ok(LinkEvent::Acked {
                 pkid: a.pkid,
-                refused: None,
+                code: 0,
+                detail: String::new(),
             }),
             Ok(Event::Incoming(Packet::Publish(p))) => Ok(LinkEvent::Message {
                 topic: p.topic,
@@ -254,10 +259,14 @@ async fn pump_v5(mut el: m5::EventLoop, tx: mpsc::Sender<Result<LinkEvent, Failu
     loop {
         let r = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(LinkEvent::Connected),
-            Ok(Event::Incoming(Packet::PubAck(a))) => Ok(LinkEvent::Acked {
-                pkid: a.pkid,
-                refused: puback_refusal(&a),
-            }),
+            Ok(Event::Incoming(Packet::PubAck(a))) => {
+                let (code, detail) = puback_code(&a);
+                Ok(LinkEvent::Acked {
+                    pkid: a.pkid,
+                    code,
+                    detail,
+                })
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => Ok(LinkEvent::Message {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.to_vec(),
@@ -281,8 +290,8 @@ fn outgoing(o: Outgoing) -> LinkEvent {
     }
 }
 
-/// The reason an MQTT 5 PUBACK refused a message, with the broker's reason string.
-fn puback_refusal(a: &m5::mqttbytes::v5::PubAck) -> Option<String> {
+/// An MQTT 5 PUBACK's reason code and a description with the broker's reason string.
+fn puback_code(a: &m5::mqttbytes::v5::PubAck) -> (u8, String) {
     use m5::mqttbytes::v5::PubAckReason as R;
     let code: u8 = match a.reason {
         R::Success => 0x00,
@@ -295,19 +304,48 @@ fn puback_refusal(a: &m5::mqttbytes::v5::PubAck) -> Option<String> {
         R::QuotaExceeded => 0x97,
         R::PayloadFormatInvalid => 0x99,
     };
-    if code < PUBACK_FAILURE {
-        return None;
-    }
-    let detail = a
+    let reason = a
         .properties
         .as_ref()
         .and_then(|p| p.reason_string.clone())
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
-    Some(format!(
-        "broker refused the message with PUBACK reason 0x{code:02x} {:?}{detail}",
-        a.reason
-    ))
+    (
+        code,
+        format!("PUBACK reason 0x{code:02x} {:?}{reason}", a.reason),
+    )
+}
+
+/// MQTT 5 §3.2.2.2: the numeric CONNACK reason code.
+fn connack_code_v5(c: m5::mqttbytes::v5::ConnectReturnCode) -> u8 {
+    use m5::mqttbytes::v5::ConnectReturnCode as C;
+    match c {
+        C::Success => 0x00,
+        C::RefusedProtocolVersion => 0x84,
+        C::BadClientId => 0x85,
+        C::ServiceUnavailable => 0x88,
+        C::UnspecifiedError => 0x80,
+        C::MalformedPacket => 0x81,
+        C::ProtocolError => 0x82,
+        C::ImplementationSpecificError => 0x83,
+        C::UnsupportedProtocolVersion => 0x84,
+        C::ClientIdentifierNotValid => 0x85,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+        C::ServerUnavailable => 0x88,
+        C::ServerBusy => 0x89,
+        C::Banned => 0x8A,
+        C::BadAuthenticationMethod => 0x8C,
+        C::TopicNameInvalid => 0x90,
+        C::PacketTooLarge => 0x95,
+        C::QuotaExceeded => 0x97,
+        C::PayloadFormatInvalid => 0x99,
+        C::RetainNotSupported => 0x9A,
+        C::QoSNotSupported => 0x9B,
+        C::UseAnotherServer => 0x9C,
+        C::ServerMoved => 0x9D,
+        C::ConnectionRateExceeded => 0x9F,
+    }
 }
 
 fn failure_v311(e: &rumqttc::ConnectionError) -> Failure {
@@ -326,31 +364,36 @@ fn failure_v311(e: &rumqttc::ConnectionError) -> Failure {
                 rumqttc::ConnectReturnCode::NotAuthorized => "not authorized",
             };
             (
-                FailureReason::Refused,
+                connack_reason(*code as u8, false),
                 format!(
                     "broker refused the connection: CONNACK return code {} {name} ({code:?})",
                     *code as u8
                 ),
             )
         }
-        E::NetworkTimeout => (FailureReason::Network, handshake_timeout()),
-        E::Tls(_) => classify(e)
-            .unwrap_or_else(|| (FailureReason::Tls, format!("tls handshake failed: {e}"))),
-        _ => classify(e).unwrap_or_else(|| (FailureReason::Network, network(e))),
+        E::NetworkTimeout => (RetryReason::Network, handshake_timeout()),
+        E::Tls(_) => {
+            classify(e).unwrap_or_else(|| (RetryReason::Tls, format!("tls handshake failed: {e}")))
+        }
+        _ => classify(e).unwrap_or_else(|| (RetryReason::Network, network(e))),
     }
 }
 
 fn failure_v5(e: &m5::ConnectionError) -> Failure {
     use m5::ConnectionError as E;
     match e {
-        E::ConnectionRefused(code) => (
-            FailureReason::Refused,
-            format!("broker refused the connection: CONNACK reason {code:?}"),
-        ),
-        E::Timeout(_) => (FailureReason::Network, handshake_timeout()),
-        E::Tls(_) => classify(e)
-            .unwrap_or_else(|| (FailureReason::Tls, format!("tls handshake failed: {e}"))),
-        _ => classify(e).unwrap_or_else(|| (FailureReason::Network, network(e))),
+        E::ConnectionRefused(code) => {
+            let n = connack_code_v5(*code);
+            (
+                connack_reason(n, true),
+                format!("broker refused the connection: CONNACK reason 0x{n:02x} {code:?}"),
+            )
+        }
+        E::Timeout(_) => (RetryReason::Network, handshake_timeout()),
+        E::Tls(_) => {
+            classify(e).unwrap_or_else(|| (RetryReason::Tls, format!("tls handshake failed: {e}")))
+        }
+        _ => classify(e).unwrap_or_else(|| (RetryReason::Network, network(e))),
     }
 }
 

@@ -4,17 +4,18 @@
 //! Metrics (label `uplink`): `campusgw_uplink_published_total`,
 //! `campusgw_uplink_confirmed_total`, `campusgw_uplink_rejected_total`,
 //! `campusgw_uplink_backlog{class}`, `campusgw_uplink_oldest_unconfirmed_seconds`,
-//! `campusgw_uplink_connected` (1/0), `campusgw_uplink_failures_total{reason}`.
+//! `campusgw_uplink_connected` (1/0), `campusgw_uplink_failures_total{reason}`,
+//! `campusgw_uplink_restarts_total` (counted by the supervisor in `uplink::start`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use campusgw_sdk::Class;
 use metrics::{Counter, Gauge};
 use serde::Serialize;
 
-use super::tls::FailureReason;
+use super::delivery::RetryReason;
 
 /// Connection state of an uplink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +40,8 @@ pub struct UplinkStatus {
     published: AtomicU64,
     confirmed: AtomicU64,
     rejected: AtomicU64,
+    restarts: AtomicU64,
+    panic_once: AtomicBool,
     inner: Mutex<Inner>,
     m_published: Counter,
     m_confirmed: Counter,
@@ -53,6 +56,7 @@ struct Inner {
     /// An `uplink.down` was journaled and no destination confirmation has come since.
     outage: bool,
     last_error: Option<String>,
+    last_reason: Option<RetryReason>,
     backlog: [u64; 5],
     oldest_unconfirmed_seconds: Option<f64>,
     cursors: [u64; 5],
@@ -69,11 +73,16 @@ pub struct UplinkSnapshot {
     pub state: LinkState,
     /// The last failure, if any since the last success.
     pub last_error: Option<String>,
+    /// Its reason label (`auth`, `config`, `network`, ...; see `RetryReason`).
+    pub last_reason: Option<&'static str>,
+    /// Times the supervisor restarted the uplink task (panic or unexpected return).
+    pub restarts: u64,
     /// Events published (including resends).
     pub published: u64,
     /// Events confirmed by the destination.
     pub confirmed: u64,
-    /// Events the destination rejected (webhook 4xx).
+    /// Events the destination rejected as malformed (HTTP 400/413/422 on a single event,
+    /// MQTT 5 PUBACK 0x99).
     pub rejected: u64,
     /// Unconfirmed events per class.
     pub backlog: BTreeMap<&'static str, u64>,
@@ -95,10 +104,13 @@ impl UplinkStatus {
             published: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            panic_once: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: LinkState::Connecting,
                 outage: false,
                 last_error: None,
+                last_reason: None,
                 backlog: [0; 5],
                 oldest_unconfirmed_seconds: None,
                 cursors: [0; 5],
@@ -144,6 +156,7 @@ impl UplinkStatus {
         self.with(|i| {
             i.state = LinkState::Connected;
             i.last_error = None;
+            i.last_reason = None;
             std::mem::take(&mut i.outage)
         })
     }
@@ -158,15 +171,37 @@ impl UplinkStatus {
     /// (when the `uplink.down` event is journaled). Failures until the next confirmation
     /// belong to the same outage, so a broker that accepts sessions and then stalls yields
     /// one `uplink.down`, not one per reconnect.
-    pub fn failed(&self, reason: FailureReason, message: &str) -> bool {
+    pub fn failed(&self, reason: RetryReason, message: &str) -> bool {
         self.m_connected.set(0.0);
         metrics::counter!("campusgw_uplink_failures_total", "uplink" => self.name.clone(), "reason" => reason.as_str())
             .increment(1);
         self.with(|i| {
             i.state = LinkState::Down;
             i.last_error = Some(message.to_owned());
+            i.last_reason = Some(reason);
             !std::mem::replace(&mut i.outage, true)
         })
+    }
+
+    /// The supervisor restarts the task; returns the restarts so far.
+    pub fn restarted(&self) -> u64 {
+        self.restarts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Fault injection for tests: the uplink task panics once, at its next loop turn.
+    #[doc(hidden)]
+    pub fn inject_panic_for_test(&self) {
+        self.panic_once.store(true, Ordering::SeqCst);
+    }
+
+    /// Panics once after [`UplinkStatus::inject_panic_for_test`].
+    ///
+    /// # Panics
+    /// That is its purpose: only when a test asked for it.
+    pub(crate) fn injected_fault(&self) {
+        if self.panic_once.swap(false, Ordering::SeqCst) {
+            panic!("injected uplink panic (test fault injection)");
+        }
     }
 
     /// Stopped at shutdown.
@@ -208,6 +243,8 @@ impl UplinkStatus {
             kind: self.kind,
             state: i.state,
             last_error: i.last_error,
+            last_reason: i.last_reason.map(RetryReason::as_str),
+            restarts: self.restarts.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::config::TlsFiles;
+use super::delivery::RetryReason;
 
 /// Problems with the TLS material on disk.
 #[derive(Debug, thiserror::Error)]
@@ -79,40 +80,9 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsSetupErro
     Ok(Arc::new(config))
 }
 
-/// Why a connection attempt or session failed, coarse enough for a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    /// The server's certificate failed verification (never accepted; retried).
-    Certificate,
-    /// Other TLS failures (handshake, client certificate refused).
-    Tls,
-    /// The broker or server refused us (CONNACK code, HTTP status).
-    Refused,
-    /// TCP, DNS, timeouts, dropped connections.
-    Network,
-    /// Connected, but the destination stopped confirming (no PUBACK within `ack_timeout`).
-    Stalled,
-    /// Our own configuration (unreadable files).
-    Setup,
-}
-
-impl FailureReason {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::Certificate => "certificate",
-            FailureReason::Tls => "tls",
-            FailureReason::Refused => "refused",
-            FailureReason::Network => "network",
-            FailureReason::Stalled => "stalled",
-            FailureReason::Setup => "setup",
-        }
-    }
-}
-
 /// Finds a rustls error anywhere in `e`'s source chain (tokio-rustls wraps it in
 /// `io::Error`) and classifies it.
-pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<(FailureReason, String)> {
+pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<(RetryReason, String)> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
@@ -128,7 +98,7 @@ pub fn classify(e: &(dyn std::error::Error + 'static)) -> Option<(FailureReason,
     None
 }
 
-fn rustls_reason(r: &rustls::Error) -> (FailureReason, String) {
+fn rustls_reason(r: &rustls::Error) -> (RetryReason, String) {
     match r {
         rustls::Error::InvalidCertificate(c) => {
             use rustls::CertificateError as C;
@@ -141,10 +111,10 @@ fn rustls_reason(r: &rustls::Error) -> (FailureReason, String) {
                 _ => "check ca_file and the server's certificate",
             };
             (
-                FailureReason::Certificate,
+                RetryReason::Certificate,
                 format!("server certificate failed verification: {hint} ({c:?})"),
             )
         }
-        other => (FailureReason::Tls, format!("tls: {other}")),
+        other => (RetryReason::Tls, format!("tls: {other}")),
     }
 }

@@ -1,25 +1,40 @@
 //! `kind = "webhook"`: HTTPS POST of event batches (a JSON array of events, the documented
 //! event JSON form) with a bearer token or mutual TLS.
 //!
-//! Outcomes (vector's Delivered / Retriable / Rejected): 2xx confirms the batch; 408, 429,
-//! 5xx, a timeout or a network error retry the same events with back-off, honouring
-//! `Retry-After` (seconds); any other 4xx means the destination rejects those events: they
-//! are counted as rejected, an `uplink.rejected` alarm is journaled, the cursor moves past
-//! them and the uplink goes on with the rest.
+//! Outcomes ([`super::delivery`], the same rules for every uplink):
+//! - 2xx: the batch is delivered; the cursor moves.
+//! - 401, 403, 407 (credentials), 404 and other unexpected statuses (endpoint or
+//!   configuration), 408, 429, 5xx, timeouts and network errors: *retry*. Nothing is
+//!   confirmed, the cursor stays, the same events are posted again after back-off (honouring
+//!   `Retry-After` in seconds, at most 10 minutes); the first failure of an outage journals
+//!   `uplink.down` (class `security`, with the reason) and the first success after it
+//!   `uplink.up`. The token file is read again before every retry, so a rotated token is
+//!   picked up without a restart.
+//! - 400, 422 (malformed) and 413 (too large) on a batch of several events: the batch is
+//!   bisected ([`super::delivery::Bisect`]) until each refused part is one event, so the
+//!   good events of the batch are delivered. A single event still refused is *rejected*:
+//!   a `life_safety` or `security` one is recorded in the journal's `rejected` list (kept
+//!   from retention, listed by `campusgw uplink rejected`) and raised as an
+//!   `uplink.rejected` alarm before the cursor moves past it; lower classes are counted and
+//!   logged.
+//! - A `token_file` that is missing or unreadable stops the uplink before anything is
+//!   posted (reason `config`, `uplink.down`, `/healthz`), retried with back-off until the
+//!   file is readable: nothing is ever posted without the configured token.
+//! - Events marked with `campusgw uplink retry-rejected` are posted again before anything
+//!   else of their class and leave the list once delivered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusgw_sdk::{Class, Kind, NewEvent};
-use reqwest::StatusCode;
-use serde_json::json;
+use campusgw_sdk::driver::Backoff;
 
 use super::config::WebhookConfig;
+use super::delivery::{Bisect, HttpAnswer, RetryReason, Settle, http_answer};
 use super::feed::{Feed, Outgoing};
 use super::filter::Filter;
 use super::status::UplinkStatus;
-use super::tls::{FailureReason, classify, client_config};
-use super::{UplinkContext, backoff, journal_event};
+use super::tls::{classify, client_config};
+use super::{Refused, UplinkContext, report_down, report_up};
 
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -32,10 +47,37 @@ pub struct WebhookUplink {
     status: Arc<UplinkStatus>,
 }
 
-enum Outcome {
-    Delivered,
-    Retry(FailureReason, String, Option<Duration>),
-    Rejected(u16, String),
+/// A failed attempt: why, the detail, and how long the destination asked us to wait.
+struct Failed {
+    reason: RetryReason,
+    detail: String,
+    after: Option<Duration>,
+}
+
+impl Failed {
+    fn new(reason: RetryReason, detail: impl Into<String>) -> Failed {
+        Failed {
+            reason,
+            detail: detail.into(),
+            after: None,
+        }
+    }
+}
+
+/// What one POST got back.
+enum Posted {
+    Answer {
+        code: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    Failed(Failed),
+}
+
+/// What the uplink holds once set up.
+struct Ready {
+    client: reqwest::Client,
+    feed: Feed,
 }
 
 impl WebhookUplink {
@@ -54,39 +96,61 @@ impl WebhookUplink {
         }
     }
 
-    fn client(&self) -> Result<reqwest::Client, String> {
-        let tls = client_config(&self.cfg.tls).map_err(|e| e.to_string())?;
+    fn client(&self) -> Result<reqwest::Client, Failed> {
+        let tls = client_config(&self.cfg.tls)
+            .map_err(|e| Failed::new(RetryReason::Config, e.to_string()))?;
         reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(self.cfg.timeout)
             .build()
-            .map_err(|e| format!("http client: {e}"))
+            .map_err(|e| Failed::new(RetryReason::Config, format!("http client: {e}")))
+    }
+
+    fn setup(&self) -> Result<Ready, Failed> {
+        let client = self.client()?;
+        let journal =
+            |e: crate::journal::JournalError| Failed::new(RetryReason::Journal, e.to_string());
+        let feed =
+            Feed::open(&self.cfg.name, &self.cx.journal, self.filter.clone()).map_err(journal)?;
+        Ok(Ready { client, feed })
+    }
+
+    /// The bearer token, read now (the file may have been fixed or rotated).
+    fn token(&self) -> Result<Option<String>, Failed> {
+        match &self.cfg.token {
+            None => Ok(None),
+            Some(t) => t.read().map(Some).map_err(|m| {
+                Failed::new(
+                    RetryReason::Config,
+                    format!("token_file: {m}; nothing is posted without the token"),
+                )
+            }),
+        }
+    }
+
+    /// Reports a failure and waits the back-off (or `Retry-After`); false on shutdown.
+    async fn pause(&self, f: &Failed, backoff: &mut Backoff) -> bool {
+        report_down(&self.cx, &self.cfg.name, &self.status, f.reason, &f.detail);
+        let delay = f.after.unwrap_or_else(|| backoff.next_delay());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = self.cx.shutdown.cancelled() => false,
+        }
     }
 
     /// Runs until shutdown.
     pub async fn run(self) {
-        let (client, mut feed) = loop {
-            let r = self.client().and_then(|c| {
-                Feed::open(&self.cfg.name, &self.cx.journal, self.filter.clone())
-                    .map(|f| (c, f))
-                    .map_err(|e| e.to_string())
-            });
-            match r {
-                Ok(x) => break x,
-                Err(m) => {
-                    self.status.failed(FailureReason::Setup, &m);
-                    tokio::select! {
-                        () = tokio::time::sleep(self.cfg.backoff.1) => {}
-                        () = self.cx.shutdown.cancelled() => { self.status.stopped(); return; }
+        let (base, max) = self.cfg.backoff;
+        let mut backoff = Backoff::new(base, max);
+        let mut ready = loop {
+            match self.setup() {
+                Ok(r) => break r,
+                Err(f) => {
+                    if !self.pause(&f, &mut backoff).await {
+                        self.status.stopped();
+                        return;
                     }
                 }
-            }
-        };
-        let token = match self.cfg.token.as_ref().map(|t| t.read()).transpose() {
-            Ok(t) => t,
-            Err(m) => {
-                self.status.failed(FailureReason::Setup, &m);
-                None
             }
         };
         let bg = super::Background::start(
@@ -94,69 +158,152 @@ impl WebhookUplink {
             &self.cfg.name,
             &self.filter,
             self.status.clone(),
-            &feed,
+            &ready.feed,
             Duration::from_secs(5),
         );
+        self.deliver_until_shutdown(&mut ready, &bg.cursors, &mut backoff)
+            .await;
+        bg.stop().await;
+        self.status.stopped();
+    }
+
+    async fn deliver_until_shutdown(
+        &self,
+        ready: &mut Ready,
+        cursors: &tokio::sync::watch::Sender<[u64; 5]>,
+        backoff: &mut Backoff,
+    ) {
         let mut committed = self.cx.journal.committed_seq();
-        let mut attempt = 0u32;
-        self.status.connected();
+        let mut token = None;
+        let mut token_read = false;
+        let mut next_poll = tokio::time::Instant::now();
         loop {
-            let batch = match take_batch(&mut feed, *committed.borrow_and_update(), self.cfg.batch)
-            {
+            self.status.injected_fault();
+            if tokio::time::Instant::now() >= next_poll {
+                next_poll = tokio::time::Instant::now() + super::RESEND_POLL;
+                if let Err(e) = ready.feed.poll_resends() {
+                    tracing::warn!(uplink = %self.cfg.name, error = %e, "cannot read resend requests");
+                }
+            }
+            if !token_read {
+                match self.token() {
+                    Ok(t) => (token, token_read) = (t, true),
+                    Err(f) => {
+                        if !self.pause(&f, backoff).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let upto = *committed.borrow_and_update();
+            let batch = match take_batch(&mut ready.feed, upto, self.cfg.batch) {
                 Ok(b) => b,
                 Err(m) => {
-                    self.status.failed(FailureReason::Setup, &m);
-                    Vec::new()
+                    ready.feed.release_all();
+                    if !self
+                        .pause(&Failed::new(RetryReason::Journal, m), backoff)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
                 }
             };
             if batch.is_empty() {
                 tokio::select! {
-                    r = committed.changed() => if r.is_err() { break },
-                    () = self.cx.shutdown.cancelled() => break,
+                    r = committed.changed() => if r.is_err() { return },
+                    () = tokio::time::sleep_until(next_poll) => {}
+                    () = self.cx.shutdown.cancelled() => return,
                 }
                 continue;
             }
-            self.status.published(batch.len() as u64);
-            let outcome = tokio::select! {
-                o = self.post(&client, token.as_deref(), &batch) => o,
-                () = self.cx.shutdown.cancelled() => break,
+            let done = tokio::select! {
+                r = self.deliver(&ready.client, token.as_deref(), &batch, &mut ready.feed, cursors) => r,
+                () = self.cx.shutdown.cancelled() => return,
             };
-            match outcome {
-                Outcome::Delivered => {
-                    attempt = 0;
-                    self.link_up();
-                    self.status.confirmed(batch.len() as u64);
-                    confirm_all(&mut feed, &batch, &bg.cursors);
-                }
-                Outcome::Rejected(code, body) => {
-                    attempt = 0;
-                    self.link_up();
-                    self.status.rejected(batch.len() as u64);
-                    self.raise_rejected(code, &body, &batch);
-                    confirm_all(&mut feed, &batch, &bg.cursors);
-                }
-                Outcome::Retry(reason, message, after) => {
-                    feed.release_all();
-                    tracing::warn!(uplink = %self.cfg.name, reason = reason.as_str(), error = %message, "webhook delivery failed; retrying");
-                    if self.status.failed(reason, &message) {
-                        let payload = json!({"uplink": self.cfg.name, "reason": reason.as_str(), "detail": message});
-                        journal_event(
-                            &self.cx,
-                            NewEvent::new(Kind::from_static("uplink.down"), Class::Operations)
-                                .payload(payload),
-                        );
-                    }
-                    let delay = after.unwrap_or_else(|| backoff(self.cfg.backoff, attempt));
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.cx.shutdown.cancelled() => break,
+            super::clear_resent(&self.cx, &self.cfg.name, &mut ready.feed).await;
+            match done {
+                Ok(()) => backoff.reset(),
+                Err(f) => {
+                    ready.feed.release_all();
+                    // Read the token again before the retry: it may have been rotated.
+                    token_read = false;
+                    if !self.pause(&f, backoff).await {
+                        return;
                     }
                 }
             }
         }
-        bg.stop().await;
-        self.status.stopped();
+    }
+
+    /// Posts `batch`, bisecting it on 400/413/422, and settles what the destination
+    /// answered. Events still unsettled when it fails stay in flight; the caller releases
+    /// them for a resend.
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        token: Option<&str>,
+        batch: &[Outgoing],
+        feed: &mut Feed,
+        cursors: &tokio::sync::watch::Sender<[u64; 5]>,
+    ) -> Result<(), Failed> {
+        let mut plan = Bisect::new(batch.len());
+        let mut refused = Vec::new();
+        let mut result = Ok(());
+        while let Some(part) = plan.next() {
+            let events = &batch[part];
+            self.status.published(events.len() as u64);
+            let (answer, detail, after) = match self.post(client, token, events).await {
+                Posted::Answer {
+                    code,
+                    body,
+                    retry_after,
+                } => (
+                    http_answer(code),
+                    format!("http {code}: {body}"),
+                    retry_after,
+                ),
+                Posted::Failed(f) => (HttpAnswer::Retry(f.reason), f.detail, None),
+            };
+            match plan.answer(answer) {
+                Settle::Delivered(r) => {
+                    report_up(&self.cx, &self.cfg.name, &self.status);
+                    self.status.confirmed(r.len() as u64);
+                    confirm_all(feed, &batch[r], cursors);
+                }
+                Settle::Rejected(i) => {
+                    report_up(&self.cx, &self.cfg.name, &self.status);
+                    let o = &batch[i];
+                    refused.push(Refused {
+                        class: o.class,
+                        seq: o.seq,
+                        id: o.event.id,
+                        alarm: o.event.kind.as_str() == "uplink.rejected",
+                        reason: detail,
+                    });
+                }
+                Settle::Split => {
+                    tracing::info!(uplink = %self.cfg.name, events = events.len(), %detail, "destination refused a batch; splitting it to find the event it refuses");
+                }
+                Settle::Retry(reason) => {
+                    result = Err(Failed {
+                        reason,
+                        detail,
+                        after,
+                    });
+                    break;
+                }
+            }
+        }
+        match super::settle_rejected(&self.cx, &self.cfg.name, &self.status, feed, refused).await {
+            Ok(true) => {
+                cursors.send_replace(feed.cursors());
+            }
+            Ok(false) => {}
+            Err(m) => return Err(Failed::new(RetryReason::Journal, m)),
+        }
+        result
     }
 
     async fn post(
@@ -164,7 +311,7 @@ impl WebhookUplink {
         client: &reqwest::Client,
         token: Option<&str>,
         batch: &[Outgoing],
-    ) -> Outcome {
+    ) -> Posted {
         let events: Vec<&campusgw_sdk::Event> = batch.iter().map(|o| &*o.event).collect();
         let mut req = client.post(&self.cfg.url).json(&events);
         if let Some(t) = token {
@@ -174,16 +321,16 @@ impl WebhookUplink {
             Ok(r) => r,
             Err(e) => {
                 let (reason, msg) = classify(&e).unwrap_or_else(|| {
-                    let r = if e.is_timeout() { "timeout" } else { "network" };
-                    (FailureReason::Network, format!("{r}: {e}"))
+                    if e.is_timeout() {
+                        (RetryReason::Timeout, format!("timeout: {e}"))
+                    } else {
+                        (RetryReason::Network, format!("network: {e}"))
+                    }
                 });
-                return Outcome::Retry(reason, msg, None);
+                return Posted::Failed(Failed::new(reason, msg));
             }
         };
-        let code = resp.status();
-        if code.is_success() {
-            return Outcome::Delivered;
-        }
+        let code = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -197,47 +344,11 @@ impl WebhookUplink {
             .chars()
             .take(512)
             .collect();
-        if code == StatusCode::REQUEST_TIMEOUT
-            || code == StatusCode::TOO_MANY_REQUESTS
-            || code.is_server_error()
-        {
-            Outcome::Retry(
-                FailureReason::Refused,
-                format!("http {code}: {body}"),
-                retry_after,
-            )
-        } else {
-            Outcome::Rejected(code.as_u16(), body)
+        Posted::Answer {
+            code,
+            body,
+            retry_after,
         }
-    }
-
-    /// The destination answered: ends an outage (journaling `uplink.up`) if one was open.
-    fn link_up(&self) {
-        if self.status.connected() {
-            let payload = json!({"uplink": self.cfg.name, "detail": "delivering again"});
-            journal_event(
-                &self.cx,
-                NewEvent::new(Kind::from_static("uplink.up"), Class::Operations).payload(payload),
-            );
-        }
-    }
-
-    fn raise_rejected(&self, code: u16, body: &str, batch: &[Outgoing]) {
-        tracing::error!(uplink = %self.cfg.name, status = code, events = batch.len(), "webhook rejected events");
-        // A destination refusing our own rejection alarms must not feed a loop of them.
-        if batch
-            .iter()
-            .all(|o| o.event.kind.as_str() == "uplink.rejected")
-        {
-            return;
-        }
-        let ids: Vec<String> = batch.iter().map(|o| o.event.id.to_string()).collect();
-        let payload =
-            json!({"uplink": self.cfg.name, "http_status": code, "detail": body, "event_ids": ids});
-        journal_event(
-            &self.cx,
-            NewEvent::new(Kind::from_static("uplink.rejected"), Class::Security).payload(payload),
-        );
     }
 }
 

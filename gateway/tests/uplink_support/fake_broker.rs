@@ -33,6 +33,8 @@ pub enum Act {
     /// what a broker with an ACL does per MQTT 5 §3.4.2.1 (mosquitto 2.0.11 also sends the
     /// 0x87 PUBACK but then drops the connection, so it cannot stand in here).
     Judge,
+    /// Like [`Act::Judge`], but answers every PUBLISH with this reason code.
+    JudgeAll(u8),
 }
 
 /// A PUBLISH the judging broker answered: topic, the reason code sent, the payload.
@@ -133,12 +135,16 @@ async fn serve(
             proxy(s, first, upstream).await;
         }
         Act::Proxy => proxy(s, first, upstream).await,
-        Act::Judge => {
+        Act::Judge | Act::JudgeAll(_) => {
+            let fixed = match now {
+                Act::JudgeAll(c) => Some(c),
+                _ => None,
+            };
             let Some(rest) = packet_len(&first).map(|n| first.split_off(n)) else {
                 return;
             };
             if s.write_all(&connack(&first, 0)).await.is_ok() {
-                judge(s, rest, &judged).await;
+                judge(s, rest, &judged, fixed).await;
             }
         }
         Act::Mute => {
@@ -217,13 +223,13 @@ fn packet_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// MQTT 5 session that judges each PUBLISH (see [`Act::Judge`]).
-async fn judge(mut s: TcpStream, mut buf: Vec<u8>, judged: &Mutex<Vec<Judged>>) {
+async fn judge(mut s: TcpStream, mut buf: Vec<u8>, judged: &Mutex<Vec<Judged>>, fixed: Option<u8>) {
     let mut chunk = vec![0u8; 65536];
     loop {
         while let Some(n) = packet_len(&buf) {
             let packet: Vec<u8> = buf.drain(..n).collect();
             let reply = match packet[0] >> 4 {
-                3 => publish_ack(&packet, judged),
+                3 => publish_ack(&packet, judged, fixed),
                 12 => Some(vec![0xD0, 0x00]),
                 14 => return,
                 _ => None,
@@ -242,7 +248,7 @@ async fn judge(mut s: TcpStream, mut buf: Vec<u8>, judged: &Mutex<Vec<Judged>>) 
 }
 
 /// Parses an MQTT 5 PUBLISH (§3.3) and builds its PUBACK (§3.4) with the judged reason.
-fn publish_ack(p: &[u8], judged: &Mutex<Vec<Judged>>) -> Option<Vec<u8>> {
+fn publish_ack(p: &[u8], judged: &Mutex<Vec<Judged>>, fixed: Option<u8>) -> Option<Vec<u8>> {
     let qos = (p[0] >> 1) & 3;
     let mut i = 1;
     while p[i] & 0x80 != 0 {
@@ -267,7 +273,9 @@ fn publish_ack(p: &[u8], judged: &Mutex<Vec<Judged>>) -> Option<Vec<u8>> {
         shift += 7;
     }
     let payload = serde_json::from_slice(&p[i + plen..]).unwrap_or(serde_json::Value::Null);
-    let rc = if topic.contains("/telemetry/") {
+    let rc = if let Some(c) = fixed {
+        c
+    } else if topic.contains("/telemetry/") {
         0x87
     } else {
         0x00
