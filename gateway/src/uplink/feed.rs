@@ -278,3 +278,6 @@ pub async fn save_cursors(journal: Journal, name: String, mut cursors: watch::Re
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
