@@ -44,6 +44,11 @@ async fn release(fake: &FakeBroker, reader: &JournalReader, events: &[&Event], m
         stored(reader, Class::Telemetry) >= marker.seq
     })
     .await;
+    assert_eq!(
+        stored(reader, Class::Telemetry),
+        marker.seq,
+        "the telemetry cursor moved past unacknowledged markers"
+    );
 }
 
 /// With PUBACKs withheld the stored cursor stays put; PUBACKs released out of order move
