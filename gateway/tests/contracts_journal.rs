@@ -53,7 +53,11 @@ type Row = (&'static str, Class, bool);
 
 /// Journals `delivered` (then marks every class delivered up to there) and `undelivered`;
 /// returns each row with its seq, and the data bytes counted against the quota.
-async fn fill(opts: &JournalOptions, delivered: &[Row], undelivered: &[Row]) -> (Vec<(Row, u64)>, u64) {
+async fn fill(
+    opts: &JournalOptions,
+    delivered: &[Row],
+    undelivered: &[Row],
+) -> (Vec<(Row, u64)>, u64) {
     let (j, w) = Journal::open(opts.clone()).unwrap();
     let mut rows = Vec::new();
     for part in [delivered, undelivered] {
@@ -68,10 +72,9 @@ async fn fill(opts: &JournalOptions, delivered: &[Row], undelivered: &[Row]) -> 
     }
     j.close().await;
     w.join();
-    let used = campusgw::journal::retention::used_bytes(
-        &rusqlite::Connection::open(&opts.path).unwrap(),
-    )
-    .unwrap();
+    let used =
+        campusgw::journal::retention::used_bytes(&rusqlite::Connection::open(&opts.path).unwrap())
+            .unwrap();
     (rows, used)
 }
 
@@ -82,11 +85,17 @@ async fn shrink(
     rows: usize,
     used: u64,
     keep: usize,
-) -> (campusgw::journal::retention::MaintenanceReport, BTreeSet<u64>) {
+) -> (
+    campusgw::journal::retention::MaintenanceReport,
+    BTreeSet<u64>,
+) {
     let mut opts = opts.clone();
     opts.retention.quota_bytes = used / rows as u64 * keep as u64;
     let (j, w) = Journal::open(opts).unwrap();
-    let report = tokio::time::timeout(T, j.maintain()).await.unwrap().unwrap();
+    let report = tokio::time::timeout(T, j.maintain())
+        .await
+        .unwrap()
+        .unwrap();
     let left = j
         .reader()
         .unwrap()
@@ -102,7 +111,10 @@ async fn shrink(
 
 /// The rows `pick` selects, by seq.
 fn seqs(rows: &[(Row, u64)], pick: impl Fn(&Row) -> bool) -> Vec<u64> {
-    rows.iter().filter(|(r, _)| pick(r)).map(|(_, s)| *s).collect()
+    rows.iter()
+        .filter(|(r, _)| pick(r))
+        .map(|(_, s)| *s)
+        .collect()
 }
 
 /// A tier was evicted in part and oldest-first: exactly its `evicted` oldest rows are gone.
@@ -166,7 +178,12 @@ async fn quota_tier_3_evicts_delivered_operations_oldest_first_before_undelivere
     assert!(!report.over_quota, "{report:?}");
     let tier = seqs(&rows, |r| r.1 == Class::Operations && r.2);
     oldest_first(&tier, report.evicted[2], &left, "delivered operations");
-    all_kept(&rows, &left, |r| r.1 != Class::Operations || !r.2, "the other rows");
+    all_kept(
+        &rows,
+        &left,
+        |r| r.1 != Class::Operations || !r.2,
+        "the other rows",
+    );
 }
 
 /// Tier 5: undelivered `operations` go (oldest first) once tier 4 (undelivered business
@@ -201,8 +218,18 @@ async fn quota_tier_5_evicts_undelivered_operations_oldest_first_after_tier_4_an
     assert!(!report.over_quota, "{report:?}");
     let tier = seqs(&rows, |r| r.1 == Class::Operations);
     oldest_first(&tier, report.evicted[4], &left, "undelivered operations");
-    all_kept(&rows, &left, |r| r.0 == "pos.transaction", "card transactions");
-    all_kept(&rows, &left, |r| r.1 <= Class::Security, "alarms and security events");
+    all_kept(
+        &rows,
+        &left,
+        |r| r.0 == "pos.transaction",
+        "card transactions",
+    );
+    all_kept(
+        &rows,
+        &left,
+        |r| r.1 <= Class::Security,
+        "alarms and security events",
+    );
 }
 
 /// Tier 6: delivered `security` and `life_safety` go last, oldest first across both
@@ -237,8 +264,18 @@ async fn quota_tier_6_evicts_delivered_alarms_oldest_first_only_after_tiers_1_to
     assert!(!report.over_quota, "{report:?}");
     let tier = seqs(&rows, |r| r.1 <= Class::Security && r.2);
     oldest_first(&tier, report.evicted[5], &left, "delivered alarms");
-    all_kept(&rows, &left, |r| r.1 <= Class::Security && !r.2, "undelivered alarms");
-    all_kept(&rows, &left, |r| r.0 == "pos.transaction", "card transactions");
+    all_kept(
+        &rows,
+        &left,
+        |r| r.1 <= Class::Security && !r.2,
+        "undelivered alarms",
+    );
+    all_kept(
+        &rows,
+        &left,
+        |r| r.0 == "pos.transaction",
+        "card transactions",
+    );
 }
 
 /// Eviction that deletes the newest rows (telemetry journaled after undelivered alarms)
@@ -249,23 +286,41 @@ async fn seqs_are_never_reused_after_the_newest_rows_were_evicted_and_the_journa
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path());
     let (j, w) = Journal::open(opts.clone()).unwrap();
-    let alarms = append(&j, (0..100).map(|_| ev("fire.alarm", Class::LifeSafety)).collect()).await;
-    let readings =
-        append(&j, (0..100).map(|_| ev("sensor.reading", Class::Telemetry)).collect()).await;
+    let alarms = append(
+        &j,
+        (0..100)
+            .map(|_| ev("fire.alarm", Class::LifeSafety))
+            .collect(),
+    )
+    .await;
+    let readings = append(
+        &j,
+        (0..100)
+            .map(|_| ev("sensor.reading", Class::Telemetry))
+            .collect(),
+    )
+    .await;
     let highest = *readings.last().unwrap();
     j.close().await;
     w.join();
-    let used = campusgw::journal::retention::used_bytes(
-        &rusqlite::Connection::open(&opts.path).unwrap(),
-    )
-    .unwrap();
+    let used =
+        campusgw::journal::retention::used_bytes(&rusqlite::Connection::open(&opts.path).unwrap())
+            .unwrap();
     let (report, left) = shrink(&opts, 200, used, 150).await;
     assert_eq!(report.evicted[0], 100, "{report:?}");
-    assert_eq!(left, alarms.iter().copied().collect(), "the newest rows are gone");
+    assert_eq!(
+        left,
+        alarms.iter().copied().collect(),
+        "the newest rows are gone"
+    );
 
     let (j, w) = Journal::open(opts).unwrap();
     let next = append(&j, vec![ev("fire.alarm", Class::LifeSafety)]).await;
-    assert_eq!(next, vec![highest + 1], "new seqs continue after the highest ever assigned");
+    assert_eq!(
+        next,
+        vec![highest + 1],
+        "new seqs continue after the highest ever assigned"
+    );
     assert_eq!(*j.committed_seq().borrow(), highest + 1);
     j.close().await;
     w.join();

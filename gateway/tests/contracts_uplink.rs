@@ -37,7 +37,9 @@ fn stored(reader: &JournalReader, class: Class) -> u64 {
 /// the earlier PUBACKs did to the other classes' cursors is stored too.
 async fn release(fake: &FakeBroker, reader: &JournalReader, events: &[&Event], marker: &Event) {
     for e in events.iter().copied().chain([marker]) {
-        let pkid = fake.pkid_of(&e.id.to_string()).expect("event was published");
+        let pkid = fake
+            .pkid_of(&e.id.to_string())
+            .expect("event was published");
         fake.ack(pkid);
     }
     wait_for("the marker's cursor stored", LIMIT, || {
@@ -153,7 +155,10 @@ async fn a_backlog_of_all_five_classes_goes_out_in_full_class_priority_order() {
     let order: Vec<(u8, u64)> = arrivals.iter().map(|e| (e.class.rank(), e.seq)).collect();
     let mut want = order.clone();
     want.sort_unstable();
-    assert_eq!(order, want, "class by class, highest first, each in seq order");
+    assert_eq!(
+        order, want,
+        "class by class, highest first, each in seq order"
+    );
     let classes: Vec<Class> = arrivals.iter().map(|e| e.class).collect();
     let mut distinct = classes.clone();
     distinct.dedup();

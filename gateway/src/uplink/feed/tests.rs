@@ -156,8 +156,7 @@ fn check(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
             Op::Confirm(i) => {
-                let Some(seq) = m.inflight.iter().nth(i % m.inflight.len().max(1)).copied()
-                else {
+                let Some(seq) = m.inflight.iter().nth(i % m.inflight.len().max(1)).copied() else {
                     continue;
                 };
                 let class = fx.classes[&seq];
@@ -169,11 +168,18 @@ fn check(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(moved, after != before, "step {}: confirm's verdict", step);
             }
             Op::ConfirmAgain(i) => {
-                let Some(seq) = m.confirmed.iter().nth(i % m.confirmed.len().max(1)).copied()
+                let Some(seq) = m
+                    .confirmed
+                    .iter()
+                    .nth(i % m.confirmed.len().max(1))
+                    .copied()
                 else {
                     continue;
                 };
-                prop_assert!(!feed.confirm(fx.classes[&seq], seq), "a repeat moves nothing");
+                prop_assert!(
+                    !feed.confirm(fx.classes[&seq], seq),
+                    "a repeat moves nothing"
+                );
             }
             Op::ReleaseAll => {
                 feed.release_all();
@@ -198,8 +204,7 @@ fn check(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
 /// seq of its contiguous confirmed prefix; `next` hands out the oldest unsent event of the
 /// highest class, so every released event is handed out again until it is confirmed.
 #[test]
-fn any_interleaving_keeps_cursors_on_the_contiguous_confirmed_prefix_and_resends_until_confirmed()
-{
+fn any_interleaving_keeps_cursors_on_the_contiguous_confirmed_prefix_and_resends_until_confirmed() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 64,
         ..ProptestConfig::default()
@@ -209,7 +214,9 @@ fn any_interleaving_keeps_cursors_on_the_contiguous_confirmed_prefix_and_resends
         prop::collection::vec(op(), 1..200),
     );
     runner
-        .run(&strategy, |(classes, ops)| check(&Fixture::new(&classes), &ops))
+        .run(&strategy, |(classes, ops)| {
+            check(&Fixture::new(&classes), &ops)
+        })
         .expect("the feed follows its contract");
 }
 
@@ -247,7 +254,11 @@ fn an_out_of_order_confirmation_waits_for_the_gap_before_it() {
     assert!(!feed.confirm(Class::LifeSafety, seqs[2]));
     assert_eq!(feed.cursors()[0], 0, "nothing before the gap is confirmed");
     assert!(feed.confirm(Class::LifeSafety, seqs[0]));
-    assert_eq!(feed.cursors()[0], seqs[2], "over the contiguous run, not past the gap");
+    assert_eq!(
+        feed.cursors()[0],
+        seqs[2],
+        "over the contiguous run, not past the gap"
+    );
     assert!(feed.confirm(Class::LifeSafety, seqs[3]));
     assert_eq!(feed.cursors()[0], seqs[3]);
 }
@@ -262,7 +273,10 @@ fn lanes_refill_across_pages_without_skipping_or_repeating() {
     let mut feed = fx.feed();
     let mut seen = Vec::new();
     while let Some(o) = feed.next(fx.last).expect("readable") {
-        assert!(feed.confirm(o.class, o.seq), "in order: every confirm moves");
+        assert!(
+            feed.confirm(o.class, o.seq),
+            "in order: every confirm moves"
+        );
         seen.push((o.class, o.seq));
     }
     assert_eq!(seen.len(), classes.len());
