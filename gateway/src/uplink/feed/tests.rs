@@ -23,6 +23,12 @@ struct Fixture {
 
 impl Fixture {
     fn new(classes: &[Class]) -> Fixture {
+        let events: Vec<(Class, &'static str)> =
+            classes.iter().map(|c| (*c, "test.event")).collect();
+        Fixture::with_kinds(&events)
+    }
+
+    fn with_kinds(planned: &[(Class, &'static str)]) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -31,11 +37,11 @@ impl Fixture {
         let (journal, writer) =
             Journal::open(JournalOptions::new(dir.path().join("journal.db"))).expect("journal");
         let device = DeviceId::new("dev-1").expect("valid id");
-        let events: Vec<Event> = classes
+        let events: Vec<Event> = planned
             .iter()
-            .map(|c| {
+            .map(|(c, kind)| {
                 Event::stamp(
-                    NewEvent::new(Kind::from_static("test.event"), *c),
+                    NewEvent::new(Kind::from_static(kind), *c),
                     &device,
                     "test",
                     &Location::default(),
@@ -47,8 +53,8 @@ impl Fixture {
             .expect("appended durably");
         let classes: HashMap<u64, Class> = receipts
             .iter()
-            .zip(classes)
-            .map(|(r, c)| (r.seq, *c))
+            .zip(planned)
+            .map(|(r, (c, _))| (r.seq, *c))
             .collect();
         let last = receipts.last().map_or(0, |r| r.seq);
         Fixture {
@@ -285,4 +291,43 @@ fn lanes_refill_across_pages_without_skipping_or_repeating() {
     assert!(seen.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 < w[1].1));
     assert_eq!(feed.cursors()[1], fx.last);
     assert_eq!(feed.cursors()[4], (PAGE + 10) as u64);
+}
+
+/// A page of filtered-out kinds in a high class must not let a lower class overtake the
+/// wanted event right behind that page (DESIGN §4 "Delivery": a pending life_safety event
+/// always goes before older telemetry).
+#[test]
+fn a_page_of_filtered_kinds_does_not_let_a_lower_class_overtake_a_wanted_alarm() {
+    let mut planned = vec![(Class::Telemetry, "sensor.reading")];
+    planned.extend(std::iter::repeat_n((Class::LifeSafety, "panic.test"), PAGE));
+    planned.push((Class::LifeSafety, "fire.alarm"));
+    let fx = Fixture::with_kinds(&planned);
+    let mut issues = Vec::new();
+    let filter = Filter::parse(
+        None,
+        Some(vec!["fire.*".into(), "sensor.*".into()]),
+        &campusgw_sdk::FieldPath::root(),
+        &mut issues,
+    )
+    .expect("valid filter");
+    let mut feed = Feed::open("county", &fx.journal, filter).expect("feed opens");
+    let first = feed
+        .next(fx.last)
+        .expect("readable")
+        .expect("something due");
+    assert_eq!(
+        (first.class, first.event.kind.as_str()),
+        (Class::LifeSafety, "fire.alarm"),
+        "the alarm goes before older telemetry"
+    );
+    let second = feed
+        .next(fx.last)
+        .expect("readable")
+        .expect("telemetry due");
+    assert_eq!(second.class, Class::Telemetry);
+    assert_eq!(
+        feed.cursors()[0],
+        fx.last - 1,
+        "the skipped kinds count as confirmed"
+    );
 }
