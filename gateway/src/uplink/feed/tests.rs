@@ -86,6 +86,8 @@ impl Drop for Fixture {
 struct Model {
     confirmed: BTreeSet<u64>,
     inflight: BTreeSet<u64>,
+    /// Per class rank: the cursor when the last resync came (cursors never move back).
+    floor: [u64; 5],
 }
 
 impl Model {
@@ -114,11 +116,33 @@ impl Model {
             .map(|(s, _)| *s)
             .collect();
         seqs.sort_unstable();
-        seqs.iter()
+        let prefix = seqs
+            .iter()
             .take_while(|s| self.confirmed.contains(s))
             .last()
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        prefix.max(self.floor[usize::from(class.rank())])
+    }
+
+    /// A county resync from `from` (nothing in flight): every event of a class past
+    /// `min(cursor, from - 1)` is due again; those up to there count as done (the latest
+    /// resync decides, an earlier one not yet served is replaced).
+    fn resync(&mut self, fx: &Fixture, from: u64) {
+        for c in Class::ALL {
+            let cursor = self.cursor(fx, c);
+            self.floor[usize::from(c.rank())] = cursor;
+            let keep = cursor.min(from.saturating_sub(1));
+            for (s, k) in &fx.classes {
+                if *k == c {
+                    if *s <= keep {
+                        self.confirmed.insert(*s);
+                    } else {
+                        self.confirmed.remove(s);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -130,6 +154,8 @@ enum Op {
     /// A PUBACK that arrives twice.
     ConfirmAgain(usize),
     ReleaseAll,
+    /// A county resync from the i-th (mod len) seq, applied when nothing is in flight.
+    Resync(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -138,6 +164,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Confirm),
         1 => any::<usize>().prop_map(Op::ConfirmAgain),
         1 => Just(Op::ReleaseAll),
+        1 => any::<u64>().prop_map(Op::Resync),
     ]
 }
 
@@ -191,6 +218,14 @@ fn check(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
                 feed.release_all();
                 m.inflight.clear();
             }
+            Op::Resync(i) => {
+                if !m.inflight.is_empty() {
+                    continue;
+                }
+                let from = 1 + i % (fx.last + 1);
+                feed.resync(from);
+                m.resync(fx, from);
+            }
         }
         prop_assert_eq!(feed.inflight(), m.inflight.len(), "step {}: inflight", step);
         for c in Class::ALL {
@@ -206,9 +241,10 @@ fn check(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Any interleaving of next/confirm/release_all: the cursor of each class is the highest
-/// seq of its contiguous confirmed prefix; `next` hands out the oldest unsent event of the
-/// highest class, so every released event is handed out again until it is confirmed.
+/// Any interleaving of next/confirm/release_all (and county resyncs): the cursor of each
+/// class is the highest seq of its contiguous confirmed prefix, never moving back; `next`
+/// hands out the oldest unsent event of the highest class, so every released event is
+/// handed out again until it is confirmed.
 #[test]
 fn any_interleaving_keeps_cursors_on_the_contiguous_confirmed_prefix_and_resends_until_confirmed() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
