@@ -292,3 +292,89 @@ async fn an_uplink_restart_resends_nothing_confirmed_and_delivers_everything_aft
     );
     rig.stop().await;
 }
+
+/// Future-dated signed county commands over the wire: one dated beyond the window ahead
+/// of the gateway clock is refused (reply names the window, audit says refused) and not
+/// executed; one just inside the window is executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_county_command_dated_beyond_the_window_ahead_is_refused_and_one_just_inside_runs()
+{
+    use base64::Engine;
+    use rumqttc::QoS;
+    let broker = Broker::start(Tls::None).await;
+    let sub = Subscriber::start(broker.plain, "campusgw/school-042/replies/+").await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let mut rig = Rig::open();
+    let (cfg, filter) = mqtt_config(&toml_for(
+        &broker.plain_url(),
+        &format!(
+            "[commands]\npublic_keys = [\"{public}\"]\nallow = [\"status\"]\nwindow = \"1m\"\n"
+        ),
+    ));
+    let cx = rig.context();
+    rig.start(cfg, filter, cx);
+    let reply = |id: &str| {
+        let topic = format!("campusgw/school-042/replies/{id}");
+        sub.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.topic == topic)
+            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap())
+    };
+    let send = |id: &str, at: chrono::DateTime<chrono::Utc>| {
+        let body = serde_json::json!({"id": id, "kind": "status", "issued_at": at, "nonce": id});
+        let payload = campusgw::uplink::county_commands::sign(&body, &key);
+        let c = sub.client.clone();
+        let topic = format!("campusgw/school-042/commands/{id}");
+        async move {
+            c.publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap()
+        }
+    };
+    // Resent until answered: the uplink subscribes to commands only once connected. A
+    // refused command's nonce is not remembered, so resending it changes nothing.
+    let end = std::time::Instant::now() + LIMIT;
+    while reply("ahead").is_none() {
+        assert!(
+            std::time::Instant::now() < end,
+            "no reply to the future-dated command"
+        );
+        send("ahead", chrono::Utc::now() + chrono::Duration::seconds(120)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = reply("ahead").unwrap();
+    assert_eq!(r["status"], "refused", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("window"), "{r}");
+    send("inside", chrono::Utc::now() + chrono::Duration::seconds(50)).await;
+    wait_for("the reply to the command inside the window", LIMIT, || {
+        reply("inside").is_some()
+    })
+    .await;
+    let r = reply("inside").unwrap();
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["result"]["status"], "online", "{r}");
+    let reader = rig.journal.reader().unwrap();
+    let audit = |id: &str| {
+        reader
+            .after(0, Some(Class::Operations), 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str() == "uplink.command" && e.payload["command"] == id)
+            .map(|e| e.payload["status"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    wait_for("both audited", LIMIT, || {
+        !audit("ahead").is_empty() && !audit("inside").is_empty()
+    })
+    .await;
+    assert!(
+        audit("ahead").iter().all(|s| s == "refused"),
+        "{:?}",
+        audit("ahead")
+    );
+    assert_eq!(audit("inside"), vec!["ok".to_owned()]);
+    rig.stop().await;
+}
