@@ -283,25 +283,33 @@ fn audit_fsyncs(sync_off: bool) -> Audit {
     .arg(dir.path())
     .env("CAMPUSGW_LOG", "error")
     .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap());
     if sync_off {
         cmd.env("CAMPUSGW_UNSAFE_SYNC_OFF_FOR_TEST", "1");
     }
     let mut child = cmd.spawn().expect("spawn strace");
     let reader = read_lines(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("the bounded crash writer did not finish");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let lines = reader.join().unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "strace or the crash writer failed ({status}): {stderr}"
+    );
     let batches: u64 = lines
         .iter()
         .find_map(|l| l.strip_prefix("batches "))
-        .expect("the writer reports its batches")
+        .unwrap_or_else(|| panic!("the writer reports its batches; stderr: {stderr}"))
         .parse()
         .unwrap();
     let trace = std::fs::read_to_string(&log).unwrap();
