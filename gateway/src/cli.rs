@@ -84,8 +84,8 @@ pub enum JournalCmd {
         #[arg(long)]
         class: Option<Class>,
     },
-    /// Test aid for the crash test: emits events forever and prints `seq id` for each one
-    /// reported durable.
+    /// Test aid for the crash test: device-like producers that print what they send and
+    /// what was made durable, and retransmit what was not (`bench::crash`).
     #[command(hide = true)]
     CrashWriter {
         /// The data_dir.
@@ -94,6 +94,12 @@ pub enum JournalCmd {
         /// Concurrent emitters.
         #[arg(long, default_value_t = 4)]
         producers: usize,
+        /// Stop after this many durable events (forever when absent).
+        #[arg(long)]
+        events: Option<u64>,
+        /// A file of `origin_ref` lines to retransmit first.
+        #[arg(long)]
+        retransmit: Option<PathBuf>,
     },
 }
 
@@ -228,8 +234,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 JournalCmd::CrashWriter {
                     data_dir,
                     producers,
+                    events,
+                    retransmit,
                 },
-        } => crate::bench::ingest::crash_writer(data_dir, producers).await,
+        } => {
+            let o = crate::bench::crash::CrashOptions {
+                producers,
+                events,
+                retransmit,
+            };
+            crate::bench::crash::crash_writer(data_dir, o).await
+        }
         Cmd::Uplink {
             command: UplinkCmd::Rejected { data_dir, uplink },
         } => uplink_rejected(&data_dir, uplink.as_deref()),

@@ -1,12 +1,11 @@
-//! `campusgw bench ingest` and the crash-test writer: producers emitting through real
-//! driver contexts into the real journal.
+//! `campusgw bench ingest`: producers emitting through real driver contexts into the real
+//! journal.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use campusgw_sdk::driver::{ContextParts, DriverContext, EmitError, Receipt};
+use campusgw_sdk::driver::{ContextParts, DriverContext, EmitError};
 use campusgw_sdk::{DeviceId, Location};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -93,45 +92,5 @@ pub async fn bench_ingest(
         "{}",
         serde_json::json!({"bench": "ingest", "events": total, "producers": producers, "seconds": secs, "events_per_sec": total as f64 / secs, "durable": true})
     );
-    Ok(0)
-}
-
-/// Test aid for the crash test: emits events forever through `producers` contexts and
-/// prints `seq id` for each one reported durable, flushing after every batch.
-///
-/// # Errors
-/// Journal or stdout errors.
-pub async fn crash_writer(data_dir: PathBuf, producers: usize) -> anyhow::Result<i32> {
-    let (journal, _writer) = Journal::open(JournalOptions::new(data_dir.join("journal.db")))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Receipt>>();
-    for p in 0..producers {
-        let cx = local_context(&journal, &format!("crash-{p}"));
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut inflight = FuturesUnordered::new();
-            for i in 0u64.. {
-                if inflight.len() >= 64 {
-                    match inflight.next().await {
-                        Some(Ok(r)) => {
-                            let _ = tx.send(r);
-                        }
-                        _ => return,
-                    }
-                }
-                inflight.push(cx.emit_pipelined(keyed(mixed_event(i), i)));
-            }
-        });
-    }
-    let stdout = std::io::stdout();
-    while let Some(first) = rx.recv().await {
-        let mut out = stdout.lock();
-        for r in std::iter::once(first)
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-            .flatten()
-        {
-            writeln!(out, "{} {}", r.seq, r.id)?;
-        }
-        out.flush()?;
-    }
     Ok(0)
 }

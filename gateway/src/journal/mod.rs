@@ -132,6 +132,10 @@ pub struct JournalOptions {
     /// How long after an event a repeat of its (device, origin_ref) is taken for a device
     /// retransmission ([`campusgw_sdk::Dedup::Window`]; ADR 0003).
     pub dedup_window: Duration,
+    /// Test aid, never set by the gateway: commit without fsync (`synchronous=OFF`), so the
+    /// crash test can show that its fsync check catches a writer that skips the fsync.
+    #[doc(hidden)]
+    pub unsafe_sync_off_for_test: bool,
 }
 
 /// The default de-duplication window: longer than any device's retransmission schedule
@@ -150,6 +154,7 @@ impl JournalOptions {
             life_safety_reserve: 20_000,
             uplinks: Vec::new(),
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            unsafe_sync_off_for_test: false,
         }
     }
 }
@@ -193,7 +198,7 @@ impl Journal {
     /// # Errors
     /// [`JournalError`] when the database cannot be opened or migrated.
     pub fn open(opts: JournalOptions) -> Result<(Journal, WriterHandle), JournalError> {
-        let conn = schema::open_rw(&opts.path)?;
+        let conn = schema::open_rw(&opts.path, opts.unsafe_sync_off_for_test)?;
         let status = Arc::new(JournalStatus::default());
         let last = schema::last_seq(&conn, &opts.path)?;
         status.last_seq.store(last, Ordering::SeqCst);

@@ -57,8 +57,8 @@ pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ 
     }
 }
 
-/// Opens the writer's connection: WAL, full fsync, migrated.
-pub(super) fn open_rw(path: &Path) -> Result<Connection, JournalError> {
+/// Opens the writer's connection: WAL, full fsync (unless `sync_off`, a test aid), migrated.
+pub(super) fn open_rw(path: &Path, sync_off: bool) -> Result<Connection, JournalError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| JournalError::Sqlite {
             path: path.to_owned(),
@@ -71,7 +71,8 @@ pub(super) fn open_rw(path: &Path) -> Result<Connection, JournalError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err(path))?;
     // FULL: the WAL is fsync'd at every commit, which is the durability contract.
-    conn.pragma_update(None, "synchronous", "FULL")
+    let synchronous = if sync_off { "OFF" } else { "FULL" };
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err(path))?;

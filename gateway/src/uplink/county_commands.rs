@@ -410,3 +410,71 @@ mod tests {
         assert!(at(serde_json::json!({"from_seq": 1, "from_time": t})).is_err());
     }
 }
+
+/// Future-dated commands (issue 7, item 8): the window applies both ways around the
+/// gateway clock, and a nonce is remembered for as long as its command could be valid.
+#[cfg(test)]
+mod future_dated_tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(300);
+
+    fn gate(key: &ed25519_dalek::SigningKey) -> CommandGate {
+        CommandGate::new(CommandPolicy {
+            keys: vec![key.verifying_key()],
+            allow: vec!["status".into()],
+            window: WINDOW,
+            max_bytes: 4096,
+        })
+    }
+
+    fn status_at(id: &str, at: DateTime<Utc>, key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+        let body = serde_json::json!({"id": id, "kind": "status", "issued_at": at, "nonce": id});
+        sign(&body, key)
+    }
+
+    fn secs(n: i64) -> chrono::Duration {
+        chrono::Duration::seconds(n)
+    }
+
+    #[test]
+    fn a_signed_command_issued_beyond_the_window_in_the_future_is_refused() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let g = gate(&key);
+        let now = Utc::now();
+        let early = status_at("f1", now + secs(301), &key);
+        let why = g.verify("f1", &early, now).expect_err("future-dated");
+        assert!(why.contains("outside the accepted window"), "{why}");
+        let far = status_at("f2", now + chrono::Duration::days(365), &key);
+        assert!(g.verify("f2", &far, now).is_err(), "a year ahead");
+    }
+
+    #[test]
+    fn a_signed_command_issued_just_inside_the_window_in_the_future_is_accepted() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let g = gate(&key);
+        let now = Utc::now();
+        let inside = status_at("f3", now + secs(299), &key);
+        assert_eq!(g.verify("f3", &inside, now), Ok(CountyCommand::Status));
+        let edge = status_at("f4", now + secs(300), &key);
+        assert_eq!(
+            g.verify("f4", &edge, now),
+            Ok(CountyCommand::Status),
+            "the window's edge is inside it"
+        );
+    }
+
+    /// A command dated `window` ahead stays valid until `2 × window` after it arrived; its
+    /// nonce must be remembered that long, or a replay near the end would run it twice.
+    #[test]
+    fn a_future_dated_command_cannot_be_replayed_while_its_issued_at_is_still_inside_the_window() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let g = gate(&key);
+        let now = Utc::now();
+        let cmd = status_at("f5", now + secs(299), &key);
+        assert_eq!(g.verify("f5", &cmd, now), Ok(CountyCommand::Status));
+        let later = now + secs(598);
+        let why = g.verify("f5", &cmd, later).expect_err("replay");
+        assert!(why.contains("replay"), "{why}");
+    }
+}

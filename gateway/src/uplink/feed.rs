@@ -171,11 +171,13 @@ impl Feed {
                 self.inflight += 1;
                 return Ok(Some(o));
             }
-            if self.refill(i, committed)?
-                && let Some(o) = self.lanes[i].take_unsent()
-            {
-                self.inflight += 1;
-                return Ok(Some(o));
+            // A page may hold only filtered-out kinds: read on until the lane has something
+            // to send or nothing more, so that no lower class overtakes it.
+            while self.refill(i, committed)? {
+                if let Some(o) = self.lanes[i].take_unsent() {
+                    self.inflight += 1;
+                    return Ok(Some(o));
+                }
             }
         }
         Ok(None)
@@ -399,3 +401,6 @@ pub async fn save_cursors(journal: Journal, name: String, mut cursors: watch::Re
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! A scripted broker on `127.0.0.1:0` that misbehaves on purpose (rumqtt's reliability tests
 //! against a scripted broker): it hangs up during the handshake, refuses the client id,
-//! answers slowly, withholds PUBACKs, or behaves by proxying byte for byte to a real
+//! answers slowly, withholds PUBACKs (all of them, or each until the test releases it), or
+//! behaves by proxying byte for byte to a real
 //! mosquitto (plain or TLS: the bytes pass through untouched).
 //!
 //! The behaviour applies to each new connection; [`FakeBroker::set`] changes it, and also
@@ -35,6 +36,20 @@ pub enum Act {
     Judge,
     /// Like [`Act::Judge`], but answers every PUBLISH with this reason code.
     JudgeAll(u8),
+    /// Speaks MQTT (3.1.1 or 5, as the client's CONNECT asks) itself: accepts the session,
+    /// answers PINGREQ, records every PUBLISH in [`FakeBroker::held`] and sends its PUBACK
+    /// only when the test releases its packet id with [`FakeBroker::ack`].
+    Hold,
+}
+
+/// A PUBLISH the holding broker received: on which connection (0 for the first), its
+/// packet id (0 for QoS 0), topic and payload.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub conn: usize,
+    pub pkid: u16,
+    pub topic: String,
+    pub payload: serde_json::Value,
 }
 
 /// A PUBLISH the judging broker answered: topic, the reason code sent, the payload.
@@ -49,6 +64,9 @@ pub struct FakeBroker {
     pub accepted: Arc<Mutex<Vec<Instant>>>,
     /// Every PUBLISH answered in [`Act::Judge`] mode.
     pub publishes: Arc<Mutex<Vec<Judged>>>,
+    /// Every PUBLISH received in [`Act::Hold`] mode, in arrival order.
+    pub held: Arc<Mutex<Vec<Held>>>,
+    acks: tokio::sync::broadcast::Sender<u16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -60,12 +78,23 @@ impl FakeBroker {
         let (tx, rx) = watch::channel(act);
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let publishes: Arc<Mutex<Vec<Judged>>> = Arc::default();
+        let held: Arc<Mutex<Vec<Held>>> = Arc::default();
+        let (acks, _) = tokio::sync::broadcast::channel(1024);
         let log = accepted.clone();
         let judged = publishes.clone();
+        let hold = Holding {
+            held: held.clone(),
+            acks: acks.clone(),
+        };
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                log.lock().unwrap().push(Instant::now());
-                tokio::spawn(serve(s, upstream, rx.clone(), judged.clone()));
+                let conn = {
+                    let mut log = log.lock().unwrap();
+                    log.push(Instant::now());
+                    log.len() - 1
+                };
+                let hold = (conn, hold.clone());
+                tokio::spawn(serve(s, upstream, rx.clone(), judged.clone(), hold));
             }
         });
         FakeBroker {
@@ -73,6 +102,8 @@ impl FakeBroker {
             act: tx,
             accepted,
             publishes,
+            held,
+            acks,
             task,
         }
     }
@@ -80,6 +111,22 @@ impl FakeBroker {
     /// The behaviour for new connections from now on.
     pub fn set(&self, act: Act) {
         self.act.send_replace(act);
+    }
+
+    /// Sends the PUBACK for `pkid` on every open [`Act::Hold`] connection.
+    pub fn ack(&self, pkid: u16) {
+        let _ = self.acks.send(pkid);
+    }
+
+    /// The packet id under which the event with this id was last received in hold mode.
+    pub fn pkid_of(&self, event_id: &str) -> Option<u16> {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|h| h.payload["id"] == event_id)
+            .map(|h| h.pkid)
     }
 
     /// Connections accepted so far.
@@ -99,13 +146,23 @@ impl Drop for FakeBroker {
     }
 }
 
+/// What [`Act::Hold`] connections share with the test.
+#[derive(Clone)]
+struct Holding {
+    held: Arc<Mutex<Vec<Held>>>,
+    acks: tokio::sync::broadcast::Sender<u16>,
+}
+
 async fn serve(
     mut s: TcpStream,
     upstream: u16,
     mut act: watch::Receiver<Act>,
     judged: Arc<Mutex<Vec<Judged>>>,
+    (conn, holding): (usize, Holding),
 ) {
     let now = *act.borrow_and_update();
+    // Subscribed before the first read, so no release sent after the CONNECT is missed.
+    let acks = holding.acks.subscribe();
     let mut first = vec![0u8; 4096];
     let n = match tokio::time::timeout(Duration::from_secs(10), s.read(&mut first)).await {
         Ok(Ok(n)) if n > 0 => n,
@@ -145,6 +202,15 @@ async fn serve(
             };
             if s.write_all(&connack(&first, 0)).await.is_ok() {
                 judge(s, rest, &judged, fixed).await;
+            }
+        }
+        Act::Hold => {
+            let v5 = level(&first) == Some(5);
+            let Some(rest) = packet_len(&first).map(|n| first.split_off(n)) else {
+                return;
+            };
+            if s.write_all(&connack(&first, 0)).await.is_ok() {
+                hold(s, rest, v5, conn, &holding.held, acks).await;
             }
         }
         Act::Mute => {
@@ -283,4 +349,92 @@ fn publish_ack(p: &[u8], judged: &Mutex<Vec<Judged>>, fixed: Option<u8>) -> Opti
     judged.lock().unwrap().push((topic, rc, payload));
     let [hi, lo] = pid?;
     Some(vec![0x40, 0x04, hi, lo, rc, 0x00])
+}
+
+/// MQTT session that records each PUBLISH and acknowledges it when released (see
+/// [`Act::Hold`]).
+async fn hold(
+    s: TcpStream,
+    mut buf: Vec<u8>,
+    v5: bool,
+    conn: usize,
+    held: &Mutex<Vec<Held>>,
+    mut acks: tokio::sync::broadcast::Receiver<u16>,
+) {
+    let (mut rd, mut wr) = s.into_split();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        while let Some(n) = packet_len(&buf) {
+            let packet: Vec<u8> = buf.drain(..n).collect();
+            let reply = match packet[0] >> 4 {
+                3 => {
+                    if let Some(h) = parse_publish(&packet, v5, conn) {
+                        held.lock().unwrap().push(h);
+                    }
+                    None
+                }
+                12 => Some(vec![0xD0, 0x00]),
+                14 => return,
+                _ => None,
+            };
+            if let Some(r) = reply
+                && wr.write_all(&r).await.is_err()
+            {
+                return;
+            }
+        }
+        tokio::select! {
+            r = rd.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+            pkid = acks.recv() => {
+                let Ok(pkid) = pkid else { return };
+                let [hi, lo] = pkid.to_be_bytes();
+                // MQTT 5 §3.4.2.1: reason code 0x00 (success), no properties.
+                let puback = if v5 { vec![0x40, 0x03, hi, lo, 0x00] } else { vec![0x40, 0x02, hi, lo] };
+                if wr.write_all(&puback).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Parses a PUBLISH (MQTT 3.1.1 §3.3; MQTT 5 §3.3 adds properties before the payload).
+fn parse_publish(p: &[u8], v5: bool, conn: usize) -> Option<Held> {
+    let qos = (p.first()? >> 1) & 3;
+    let mut i = 1;
+    while p.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let tlen = usize::from(u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]));
+    let topic = String::from_utf8_lossy(p.get(i + 2..i + 2 + tlen)?).into_owned();
+    i += 2 + tlen;
+    let mut pkid = 0;
+    if qos > 0 {
+        pkid = u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]);
+        i += 2;
+    }
+    if v5 {
+        let (mut plen, mut shift) = (0usize, 0u32);
+        loop {
+            let b = *p.get(i)?;
+            i += 1;
+            plen |= usize::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        i += plen;
+    }
+    let payload = serde_json::from_slice(p.get(i..)?).unwrap_or(serde_json::Value::Null);
+    Some(Held {
+        conn,
+        pkid,
+        topic,
+        payload,
+    })
 }
