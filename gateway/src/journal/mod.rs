@@ -51,19 +51,22 @@
 //! # Retention and quota (DESIGN §4)
 //! See [`retention`].
 
+mod check;
 mod checkpoint;
+mod quarantine;
 mod reader;
 pub mod retention;
+pub mod salvage;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use campusgw_sdk::driver::{BoxFuture, EmitError, EventSink, Receipt};
-use campusgw_sdk::{Class, Event};
+use campusgw_sdk::{Class, DeviceId, Event, Location, NewEvent};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
@@ -106,6 +109,26 @@ pub enum JournalError {
     /// The writer thread is gone.
     #[error("journal writer has stopped")]
     Closed,
+    /// Another process (a running gateway, a salvage) holds the journal's lock.
+    #[error(
+        "journal {path} is in use by another campusgw process (a running gateway?); stop it first"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// Kinds the journal raises itself (docs/event-schema.md).
+pub mod kinds {
+    use campusgw_sdk::Kind;
+    /// A stored row could not be decoded and was moved to quarantine (class `security`;
+    /// payload `seq`, `error`).
+    pub const JOURNAL_CORRUPT: Kind = Kind::from_static("journal.corrupt");
+    /// The journal file was found damaged (class `security`; payload `file`, `error`,
+    /// `cause`: `start_check` when it was moved aside at start, `quick_check` when the
+    /// background check failed on the live file).
+    pub const STORAGE_DAMAGED: Kind = Kind::from_static("storage.damaged");
 }
 
 /// How the journal is opened.
@@ -125,6 +148,8 @@ pub struct JournalOptions {
     /// How long after an event a repeat of its (device, origin_ref) is taken for a device
     /// retransmission ([`campusgw_sdk::Dedup::Window`]; ADR 0003).
     pub dedup_window: Duration,
+    /// Run `PRAGMA quick_check` in the background after open.
+    pub quick_check: bool,
 }
 
 /// The default de-duplication window: longer than any device's retransmission schedule
@@ -142,6 +167,7 @@ impl JournalOptions {
             memory_backlog: 100_000,
             uplinks: Vec::new(),
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            quick_check: true,
         }
     }
 }
@@ -166,6 +192,39 @@ pub struct JournalStatus {
     pub committed: AtomicU64,
     /// Transactions committed since start.
     pub batches: AtomicU64,
+    /// The writer thread is running.
+    pub writer_alive: AtomicBool,
+    /// [`Journal::close`] was called: the writer's exit is expected.
+    pub closing: AtomicBool,
+    /// Why the writer thread stopped when nobody asked it to (a panic, an early return).
+    pub writer_failure: Mutex<Option<String>>,
+    /// Damage found at start (file moved aside) or by the background quick_check.
+    pub damaged: Mutex<Option<String>>,
+}
+
+impl JournalStatus {
+    /// Why the writer died, if it did: the gateway cannot journal anything any more.
+    pub fn writer_failure(&self) -> Option<String> {
+        self.writer_failure
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The damage reported at start or by the background check, if any.
+    pub fn damaged(&self) -> Option<String> {
+        self.damaged
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set(slot: &Mutex<Option<String>>, v: String) {
+        match slot.lock() {
+            Ok(mut g) => *g = Some(v),
+            Err(p) => *p.into_inner() = Some(v),
+        }
+    }
 }
 
 /// Handle to the journal: cheap to clone, used by drivers (as an [`EventSink`]), uplinks
@@ -180,52 +239,86 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating or migrating) the journal and starts its writer thread.
+    /// Opens (creating or migrating) the journal and starts its writer thread. A damaged
+    /// file is moved aside and replaced by a fresh journal that starts with a
+    /// `storage.damaged` event (see the module doc, "Start-up").
     ///
     /// # Errors
-    /// [`JournalError`] when the database cannot be opened or migrated.
+    /// [`JournalError`] when the journal is refused (newer schema, in use, unreadable for
+    /// reasons other than damage) or cannot be created.
     pub fn open(opts: JournalOptions) -> Result<(Journal, WriterHandle), JournalError> {
-        let conn = schema::open_rw(&opts.path)?;
+        let files = check::Files::of(&opts.path);
+        let lock = check::lock(&files)?;
+        let opened = check::open_checked(&files)?;
+        let last = opened.last_seq;
         let status = Arc::new(JournalStatus::default());
-        let last = schema::last_seq(&conn, &opts.path)?;
         status.last_seq.store(last, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(16_384);
         let (seq_tx, seq_rx) = watch::channel(last);
         let (feed, _) = broadcast::channel(4096);
         let w = writer::Writer::new(
-            conn,
+            opened.conn,
             opts.clone(),
             status.clone(),
             seq_tx,
             feed.clone(),
             last,
         )?;
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || w.run(rx))
-            .map_err(|e| JournalError::Sqlite {
-                path: opts.path.clone(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(&opts.path).map_err(|e| JournalError::Sqlite {
-                path: opts.path.clone(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+        status.writer_alive.store(true, Ordering::SeqCst);
+        let thread =
+            spawn_writer(w, rx, lock, status.clone()).map_err(|e| check::io_err(&opts.path, e))?;
+        let checkpointer = checkpoint::Checkpointer::start(&opts.path)
+            .map_err(|e| check::io_err(&opts.path, e))?;
         let journal = Journal {
             tx,
-            path: opts.path,
+            path: opts.path.clone(),
             status,
             committed_seq: seq_rx,
             feed,
         };
+        if let Some(d) = opened.damaged {
+            let file = d.file.as_ref().map(|f| f.display().to_string());
+            journal.raise_damaged(file, &d.error, "start_check");
+        }
+        let quick_check = opts.quick_check.then(|| {
+            let j = journal.clone();
+            let file = opts.path.display().to_string();
+            check::spawn_quick_check(&opts.path, move |problem| {
+                j.raise_damaged(Some(file), &problem, "quick_check");
+            })
+        });
         Ok((
             journal,
             WriterHandle {
                 thread: Some(thread),
                 checkpointer: Some(checkpointer),
+                quick_check,
             },
         ))
+    }
+
+    /// Journals `storage.damaged` and marks the status; never waits (called from `open` and
+    /// from the quick_check thread).
+    fn raise_damaged(&self, file: Option<String>, error: &str, cause: &str) {
+        let text = match &file {
+            Some(f) => format!("{cause}: {f}: {error}"),
+            None => format!("{cause}: {error}"),
+        };
+        JournalStatus::set(&self.status.damaged, text);
+        let payload = serde_json::json!({ "file": file, "error": error, "cause": cause });
+        let event =
+            internal_event(NewEvent::new(kinds::STORAGE_DAMAGED, Class::Security).payload(payload));
+        let (reply, _) = oneshot::channel();
+        let msg = writer::Msg::Append {
+            bodies: vec![writer::body_of(&event)],
+            events: vec![event],
+            reply,
+        };
+        // The queue is fresh at open; from the quick_check thread a full queue means the
+        // writer is busy, and the error is already logged and in the status.
+        if self.tx.try_send(msg).is_err() {
+            tracing::error!(error, "storage.damaged could not be queued for the journal");
+        }
     }
 
     /// Appends stamped events in one transaction; resolves once durable.
@@ -303,17 +396,30 @@ impl Journal {
         let _ = self.tx.send(writer::Msg::LimitPages { pages }).await;
     }
 
+    /// Fault injection for tests: the writer thread panics, as a bug in it would.
+    #[doc(hidden)]
+    pub async fn kill_writer_for_test(&self) {
+        let _ = self.tx.send(writer::Msg::Panic).await;
+    }
+
     /// Asks the writer to finish what is queued and stop; see [`WriterHandle::join`].
     pub async fn close(&self) {
+        self.status.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.send(writer::Msg::Shutdown).await;
     }
 
-    /// A new read connection.
+    /// Resolves when the writer thread has stopped, whether closed or dead; see
+    /// [`JournalStatus::writer_failure`] for which.
+    pub async fn writer_stopped(&self) {
+        self.tx.closed().await;
+    }
+
+    /// A new read connection; corrupt rows it meets are quarantined by the writer.
     ///
     /// # Errors
     /// [`JournalError`] if the database cannot be opened.
     pub fn reader(&self) -> Result<JournalReader, JournalError> {
-        JournalReader::open(&self.path)
+        Ok(JournalReader::open(&self.path)?.with_writer(self.tx.downgrade()))
     }
 
     /// The last committed seq, updated after every commit.
@@ -359,16 +465,61 @@ impl EventSink for Journal {
     }
 }
 
+/// An event raised by the journal itself, from device `gateway`.
+fn internal_event(e: NewEvent) -> Event {
+    let source = DeviceId::new("gateway").expect("static id is valid");
+    Event::stamp(e, &source, "journal", &Location::default())
+}
+
+/// Starts the writer thread. It holds the journal's lock for its lifetime, and marks the
+/// status when it stops: a stop nobody asked for (a panic, an early return) is a writer
+/// failure, which `/healthz` reports and the gateway exits on.
+fn spawn_writer(
+    w: writer::Writer,
+    rx: mpsc::Receiver<writer::Msg>,
+    lock: std::fs::File,
+    status: Arc<JournalStatus>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || {
+            let _lock = lock;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.run(rx)));
+            let failure = match run {
+                Ok(()) if status.closing.load(Ordering::SeqCst) => None,
+                Ok(()) => Some("journal writer stopped without being asked to close".to_owned()),
+                Err(panic) => Some(format!("journal writer panicked: {}", panic_text(&*panic))),
+            };
+            if let Some(reason) = failure {
+                tracing::error!(reason = %reason, "journal writer is gone: nothing can be journaled or acknowledged");
+                metrics::counter!("journal_writer_failures_total").increment(1);
+                JournalStatus::set(&status.writer_failure, reason);
+            }
+            status.writer_alive.store(false, Ordering::SeqCst);
+        })
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 /// Owns the writer thread; join it at shutdown after [`Journal::close`].
 pub struct WriterHandle {
     thread: Option<std::thread::JoinHandle<()>>,
     checkpointer: Option<checkpoint::Checkpointer>,
+    quick_check: Option<check::QuickCheck>,
 }
 
 impl WriterHandle {
     /// Waits for the writer to commit what was queued and exit (it checkpoints and
-    /// truncates the WAL on the way out).
+    /// truncates the WAL on the way out); interrupts a background quick_check.
     pub fn join(mut self) {
+        if let Some(q) = self.quick_check.take() {
+            q.stop();
+        }
         if let Some(c) = self.checkpointer.take() {
             c.stop();
         }
