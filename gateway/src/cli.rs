@@ -154,6 +154,18 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Start-to-ready of a gateway whose journal holds N undelivered events.
+    Startup {
+        /// Events in the journal (filled once, reused on later runs).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Start/stop cycles measured.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// The data_dir holding the journal (kept, so later runs skip the fill).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
     Forward {
         /// Total events.
@@ -246,6 +258,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
         } => crate::bench::retention::run(events, data_dir).await,
+        Cmd::Bench {
+            command:
+                BenchCmd::Startup {
+                    events,
+                    runs,
+                    data_dir,
+                },
+        } => crate::bench::startup::run(events, runs, data_dir).await,
         Cmd::Bench {
             command:
                 BenchCmd::Forward {

@@ -5,6 +5,7 @@
 pub mod gb26875;
 pub mod ingest;
 pub mod retention;
+pub mod startup;
 
 use std::path::{Path, PathBuf};
 

@@ -236,6 +236,8 @@ pub struct Journal {
     status: Arc<JournalStatus>,
     committed_seq: watch::Receiver<u64>,
     feed: broadcast::Sender<Arc<Event>>,
+    /// Turns true once the writer thread has stopped and its status is final.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Journal {
@@ -265,8 +267,9 @@ impl Journal {
             last,
         )?;
         status.writer_alive.store(true, Ordering::SeqCst);
-        let thread =
-            spawn_writer(w, rx, lock, status.clone()).map_err(|e| check::io_err(&opts.path, e))?;
+        let (stopped_tx, stopped) = watch::channel(false);
+        let thread = spawn_writer(w, rx, lock, status.clone(), stopped_tx)
+            .map_err(|e| check::io_err(&opts.path, e))?;
         let checkpointer = checkpoint::Checkpointer::start(&opts.path)
             .map_err(|e| check::io_err(&opts.path, e))?;
         let journal = Journal {
@@ -275,6 +278,7 @@ impl Journal {
             status,
             committed_seq: seq_rx,
             feed,
+            stopped,
         };
         if let Some(d) = opened.damaged {
             let file = d.file.as_ref().map(|f| f.display().to_string());
@@ -411,7 +415,9 @@ impl Journal {
     /// Resolves when the writer thread has stopped, whether closed or dead; see
     /// [`JournalStatus::writer_failure`] for which.
     pub async fn writer_stopped(&self) {
-        self.tx.closed().await;
+        let mut stopped = self.stopped.clone();
+        // An error means the thread is gone without a word, which is stopped too.
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// A new read connection; corrupt rows it meets are quarantined by the writer.
@@ -479,6 +485,7 @@ fn spawn_writer(
     rx: mpsc::Receiver<writer::Msg>,
     lock: std::fs::File,
     status: Arc<JournalStatus>,
+    stopped: watch::Sender<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("journal-writer".into())
@@ -496,6 +503,8 @@ fn spawn_writer(
                 JournalStatus::set(&status.writer_failure, reason);
             }
             status.writer_alive.store(false, Ordering::SeqCst);
+            // Only now: the channel closed during the unwind, before the failure was set.
+            stopped.send_replace(true);
         })
 }
 

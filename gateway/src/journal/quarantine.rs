@@ -55,3 +55,47 @@ pub(super) fn move_row(tx: &Transaction<'_>, seq: u64, error: &str) -> rusqlite:
     retention::add_data_bytes(tx, -(retention::ROW_OVERHEAD + len))?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_with(body: &str) -> (tempfile::TempDir, rusqlite::Connection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = super::super::schema::open_rw(&dir.path().join("j.db")).expect("open");
+        conn.execute(
+            "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+             VALUES (1, x'00', 0, 'fire.alarm', 'd', NULL, 0, ?1)",
+            [body],
+        )
+        .expect("insert");
+        (dir, conn)
+    }
+
+    #[test]
+    fn a_row_that_decodes_is_never_moved_and_a_corrupt_one_is_moved_once() {
+        let good = serde_json::to_string(&campusgw_sdk::Event::stamp(
+            campusgw_sdk::NewEvent::new(
+                campusgw_sdk::event::kinds::FIRE_ALARM,
+                campusgw_sdk::Class::LifeSafety,
+            ),
+            &campusgw_sdk::DeviceId::new("d").expect("id"),
+            "t",
+            &campusgw_sdk::Location::default(),
+        ))
+        .expect("json");
+        let (_d, mut conn) = journal_with(&good);
+        let tx = conn.transaction().expect("tx");
+        assert!(!move_row(&tx, 1, "claimed corrupt").expect("move"));
+        drop(tx);
+        let (_d, mut conn) = journal_with("{not json");
+        let tx = conn.transaction().expect("tx");
+        assert!(move_row(&tx, 1, "bad").expect("move"));
+        assert!(!move_row(&tx, 1, "bad").expect("second move"));
+        tx.commit().expect("commit");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1);
+    }
+}

@@ -92,6 +92,11 @@ pub fn salvage(file: &Path, data_dir: &Path) -> Result<SalvageReport, SalvageErr
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| source_err(e.to_string()))?;
+    // A truncated file's header states more pages than it has; SQLite refuses to open such
+    // a file unless the schema is writable (btree.c lockBtree), and then reads the pages
+    // that exist. The file is a scratch copy.
+    src.pragma_update(None, "writable_schema", "ON")
+        .map_err(|e| source_err(e.to_string()))?;
     let opened = check::open_checked(&files)?;
     let mut dst = Copier::new(opened.conn, &live, opened.last_seq)?;
     if let Some(d) = opened.damaged {
