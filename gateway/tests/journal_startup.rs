@@ -163,12 +163,12 @@ fn start_on_damaged(dir: &Path, data: &Path) -> (PathBuf, serde_json::Value) {
 }
 
 fn ev(n: usize) -> Event {
-    let class = if n % 3 == 0 {
+    let class = if n.is_multiple_of(3) {
         Class::LifeSafety
     } else {
         Class::Telemetry
     };
-    let kind = if n % 3 == 0 {
+    let kind = if n.is_multiple_of(3) {
         "fire.alarm"
     } else {
         "sensor.reading"
