@@ -1,6 +1,11 @@
 //! HTTP: `GET /healthz` and `GET /metrics`, the only routes without login (DESIGN §4
 //! "Security"). Neither exposes event content: states, counters and sequence numbers only.
 //! The console and authenticated API arrive with the console issue.
+//!
+//! `/healthz` answers 200 while the gateway works (the body's `status` is `ok`, `degraded`
+//! or `critical`, with the reason in its fields, e.g. `journal.storage_damaged`) and 503
+//! with `status: "failing"` and a `reason` once the journal writer has died: nothing can be
+//! journaled, and the process is about to exit (see `app.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

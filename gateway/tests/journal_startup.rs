@@ -355,3 +355,51 @@ fn salvage_refuses_while_a_gateway_holds_the_journal() {
     rt.block_on(j.close());
     w.join();
 }
+
+#[test]
+fn damage_only_the_background_quick_check_sees_raises_storage_damaged_and_keeps_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    real_journal(dir.path(), 4000);
+    // Scribble over one page in the middle of the file: not on any path the cheap check
+    // reads (header, meta, cursors, the newest rows), but part of the events B-tree.
+    let bytes = std::fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    let mut damaged = bytes.clone();
+    let at = pages / 2 * 4096;
+    for (i, b) in damaged[at..at + 4096].iter_mut().enumerate() {
+        *b = (i * 31 % 256) as u8;
+    }
+    std::fs::write(&db, &damaged).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (j, w) = Journal::open(JournalOptions::new(&db)).unwrap();
+        assert!(
+            damaged_aside(dir.path()).is_empty(),
+            "the cheap check passed"
+        );
+        tokio::time::timeout(T, async {
+            while j.status().damaged().is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("quick_check reports the damage");
+        assert!(j.status().damaged().unwrap().starts_with("quick_check"));
+        let last = 4000;
+        tokio::time::timeout(T, async {
+            while *j.committed_seq().borrow() == last {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("storage.damaged journaled");
+        let newest = j.reader().unwrap().get(last + 1).unwrap().unwrap();
+        assert_eq!(newest.kind.as_str(), "storage.damaged");
+        assert_eq!(newest.class, Class::Security);
+        assert_eq!(newest.payload["cause"], "quick_check");
+        assert!(damaged_aside(dir.path()).is_empty(), "the live file stays");
+        j.close().await;
+        tokio::task::spawn_blocking(move || w.join()).await.unwrap();
+    });
+}

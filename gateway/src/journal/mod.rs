@@ -40,6 +40,37 @@
 //! between commit and acknowledgement produces one event, and a key that repeats later (a
 //! content key after the window, a colliding key of another kind) is a new event.
 //!
+//! # Start-up (DESIGN §4 "Start-up")
+//! Beside `journal.db` live `journal.id` (JSON: a random `journal_id` and `created_at`,
+//! written when a journal is created, or on first open of a journal that predates it) and
+//! `journal.lock` (held by the writer thread for its lifetime; a second gateway or a
+//! salvage on the same journal is refused with [`JournalError::InUse`]).
+//! [`Journal::open`] checks the file at a cost that does not grow with the backlog
+//! (`check.rs`: header, page count against the file length, schema version, `meta`,
+//! `cursors`, the rightmost path of `events` and its indexes, `max(seq) < next_seq`). A
+//! file that fails (garbage, truncated, or empty/missing while `journal.id` exists) is
+//! moved aside as `journal.db.damaged-<UTC time>` with its `-wal`/`-shm`, a fresh journal
+//! (new `journal.id`, seqs from 1) is created and its first event is `storage.damaged`
+//! (class `security`, payload `file`, `error`, `cause`), so the gateway serves and the
+//! county is told. What is not damage is refused, never moved: a newer schema
+//! ([`JournalError::TooNew`]), permission or I/O errors, a held lock. A full
+//! `PRAGMA quick_check` then runs in a background thread; its outcome is logged and in
+//! `journal_quick_check_ok`; a failure raises `storage.damaged` (`cause` `quick_check`) and
+//! leaves the live file in place. [`salvage`] copies the readable events of a moved file
+//! back (gateway stopped).
+//!
+//! # Corrupt rows
+//! A row whose body does not decode never stops a reader: it is skipped, and readers from
+//! [`Journal::reader`] ask the writer to move it to `quarantine` (the writer re-checks it),
+//! which journals one `journal.corrupt` event in the same transaction (`quarantine.rs`).
+//! A quarantined row leaves `meta.data_bytes` and every backlog.
+//!
+//! # Writer failure
+//! The writer thread runs under `catch_unwind`. If it panics or returns without
+//! [`Journal::close`], [`JournalStatus::writer_failure`] says why, appends fail with
+//! `EmitError::Closed` (nothing is acknowledged that is not durable), and
+//! [`Journal::writer_stopped`] resolves so the gateway can fail loudly (`app.rs`).
+//!
 //! # Write failures
 //! A failed commit (disk full, read-only, I/O error) is rolled back and retried with
 //! back-off; the batch stays in memory and no emitter is acknowledged. While storage is
