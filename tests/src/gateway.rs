@@ -278,3 +278,18 @@ pub fn kill_later(pid: u32, delay: Duration) -> tokio::task::JoinHandle<()> {
             .status();
     })
 }
+
+/// A kill loop's seed and round count: `CAMPUSGW_KILL_SEED` (to replay a failure) or a
+/// random seed, `CAMPUSGW_KILL_ROUNDS` or `default_rounds`; printed so a failure names them.
+pub fn kill_loop_params(name: &str, default_rounds: u32) -> (u64, u32) {
+    let seed: u64 = std::env::var("CAMPUSGW_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let rounds: u32 = std::env::var("CAMPUSGW_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_rounds);
+    eprintln!("{name}: CAMPUSGW_KILL_SEED={seed} CAMPUSGW_KILL_ROUNDS={rounds}");
+    (seed, rounds)
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use campusgw_e2e::campusgw_bin;
 use campusgw_e2e::gateway::{
-    GatewayProcess, Ports, WAIT, journal, kill_later, of_kind, wait_journal,
+    GatewayProcess, Ports, WAIT, journal, kill_later, kill_loop_params, of_kind, wait_journal,
 };
 use campusgw_gb26875::codec::{
     Adu, CommandByte, ComponentAddress, ComponentStatus, Description, Frame, SystemRef, TimeLabel,
@@ -399,15 +399,7 @@ async fn send_once(sim: &UitdSim, alarm: &mut LoopAlarm, frame: &Frame) -> Deliv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_confirmed_alarm_survives_sigkill_loops_with_a_uitd_that_restarts_its_serials() {
     use rand::{Rng, SeedableRng};
-    let seed: u64 = std::env::var("CAMPUSGW_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: u32 = std::env::var("CAMPUSGW_KILL_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("kill loop: CAMPUSGW_KILL_SEED={seed} CAMPUSGW_KILL_ROUNDS={rounds}");
+    let (seed, rounds) = kill_loop_params("kill loop", 20);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut gw = start_gateway(dir.path(), "").await;

@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use campusgw_e2e::gateway::{GatewayProcess, Ports, journal, kill_later, of_kind};
+use campusgw_e2e::gateway::{
+    GatewayProcess, Ports, journal, kill_later, kill_loop_params, of_kind,
+};
 use campusgw_modbus::sim::Simulator;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -66,15 +68,7 @@ struct OnPeriod {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_alarm_the_gateway_could_see_survives_sigkill_loops() {
-    let seed: u64 = std::env::var("CAMPUSGW_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: u32 = std::env::var("CAMPUSGW_KILL_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("modbus kill loop: CAMPUSGW_KILL_SEED={seed} CAMPUSGW_KILL_ROUNDS={rounds}");
+    let (seed, rounds) = kill_loop_params("modbus kill loop", 20);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let sim = Simulator::start().await.unwrap();
     let addr = sim.local_addr();

@@ -453,6 +453,32 @@ pub(super) fn body_of(e: &Event) -> String {
     serde_json::to_string(&e).expect("events always serialize")
 }
 
+/// Inserts one event row (the writer's and salvage's one statement).
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Runs [`INSERT_EVENT`] for `e` with `body` at `seq`; returns the data bytes it adds to
+/// the quota (ADR 0002).
+pub(super) fn insert_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    e: &Event,
+    body: &str,
+    seq: u64,
+) -> rusqlite::Result<i64> {
+    stmt.execute(params![
+        seq as i64,
+        e.id.as_bytes(),
+        e.class.rank(),
+        e.kind.as_str(),
+        e.source.device.as_str(),
+        e.origin_ref,
+        e.received_at.timestamp_micros(),
+        body
+    ])?;
+    Ok(retention::ROW_OVERHEAD + body.len() as i64)
+}
+
 /// Prepared statements for inserting events with de-duplication (ADR 0003).
 struct Inserter<'t> {
     insert: rusqlite::CachedStatement<'t>,
@@ -464,10 +490,7 @@ struct Inserter<'t> {
 impl<'t> Inserter<'t> {
     fn new(tx: &'t rusqlite::Transaction<'t>, window: Duration) -> rusqlite::Result<Inserter<'t>> {
         Ok(Inserter {
-            insert: tx.prepare_cached(
-                "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?,
+            insert: tx.prepare_cached(INSERT_EVENT)?,
             latest: tx.prepare_cached(
                 "SELECT seq, id, kind, received_at FROM events
                  WHERE device = ?1 AND origin_ref = ?2 ORDER BY seq DESC LIMIT 1",
@@ -487,17 +510,7 @@ impl<'t> Inserter<'t> {
             return Ok(r);
         }
         e.seq = seq;
-        self.insert.execute(params![
-            seq as i64,
-            e.id.as_bytes(),
-            e.class.rank(),
-            e.kind.as_str(),
-            e.source.device.as_str(),
-            e.origin_ref,
-            e.received_at.timestamp_micros(),
-            body
-        ])?;
-        self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
+        self.bytes_added += insert_row(&mut self.insert, e, body, seq)?;
         Ok(Receipt {
             id: e.id,
             seq,
