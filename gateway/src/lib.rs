@@ -15,5 +15,6 @@ pub mod demo;
 pub mod health;
 pub mod journal;
 pub mod registry;
+pub mod secrets;
 pub mod supervisor;
 pub mod uplink;

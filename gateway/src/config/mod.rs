@@ -213,7 +213,16 @@ pub(crate) fn typed_value<T: DeserializeOwned>(
         Ok(t) => Some(t),
         Err(e) => {
             let path = at.join_dotted(&e.path().to_string());
-            issues.push(ConfigIssue::new(path, serde_message(e.inner())));
+            let mut message = serde_message(e.inner());
+            // serde echoes the offending value (`invalid type: integer `123456789``): never
+            // for a password, token or key, of which a mistyped one is still mostly right.
+            let secret = e.path().iter().any(|seg| {
+                matches!(seg, serde_path_to_error::Segment::Map { key } if crate::secrets::is_secret_key(key))
+            });
+            if secret {
+                message = crate::secrets::scrub_values(&message);
+            }
+            issues.push(ConfigIssue::new(path, message));
             None
         }
     }
