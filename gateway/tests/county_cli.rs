@@ -19,7 +19,7 @@ fn check_config(commands: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n\
-         [[uplink]]\nname = \"county\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
+         [console]\nlisten = \"127.0.0.1:0\"\n[[uplink]]\nname = \"county\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
          [uplink.commands]\n{commands}",
         dir.path().display()
     );
@@ -42,15 +42,15 @@ fn a_window_over_one_hour_and_max_bytes_over_one_mebibyte_are_refused_with_their
         "{KEY}allow = [\"status\"]\nwindow = \"2h\"\nmax_bytes = 2097152\n"
     ));
     assert!(!ok, "{out}");
-    // [gateway] 4 lines, blank, [[uplink]] 4 lines, [uplink.commands], public_keys, allow:
-    // window is line 14, max_bytes line 15.
-    assert!(out.contains("uplink[0].commands.window (line 14)"), "{out}");
+    // [gateway] 4 lines, blank, [console] 2, [[uplink]] 4, [uplink.commands], public_keys,
+    // allow: window is line 15, max_bytes line 16.
+    assert!(out.contains("uplink[0].commands.window (line 15)"), "{out}");
     assert!(
         out.contains("at most 1h") || out.contains("and 1h"),
         "{out}"
     );
     assert!(
-        out.contains("uplink[0].commands.max_bytes (line 15)"),
+        out.contains("uplink[0].commands.max_bytes (line 16)"),
         "{out}"
     );
     let (ok, out) = check_config(&format!(
