@@ -200,10 +200,8 @@ fn commands_uplink(name: &str, url: &str, public: &str, allow: &str) -> String {
 
 impl Gateway {
     async fn start(path: &std::path::Path, uplink_toml: &str) -> Gateway {
-        let (journal, writer) = campusgw::journal::Journal::open(
-            campusgw::journal::JournalOptions::new(path.to_owned()),
-        )
-        .unwrap();
+        let (journal, writer) =
+            campusgw::journal::Journal::open(campusgw::journal::JournalOptions::new(path)).unwrap();
         let (cfg, filter) = mqtt_config(uplink_toml);
         let status = campusgw::uplink::UplinkStatus::new(&cfg.name, "mqtt");
         let shutdown = tokio_util::sync::CancellationToken::new();
