@@ -36,6 +36,14 @@ pub(super) enum Msg {
         op: super::rejected::RejectedOp,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
+    /// Remembers an accepted county command's nonce and prunes expired ones (its own small
+    /// transaction, durable before the reply; see [`super::nonces`]). Replies whether new.
+    Nonce {
+        nonce: String,
+        issued_at_us: i64,
+        expires_at_us: i64,
+        reply: oneshot::Sender<Result<bool, JournalError>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
     LimitPages {
         pages: u32,
@@ -230,6 +238,18 @@ impl Writer {
             Msg::Maintain { reply } => self.maintain.push(reply),
             Msg::Rejected { op, reply } => {
                 let r = op.apply(&self.conn).map_err(schema::err(&self.opts.path));
+                let _ = reply.send(r);
+            }
+            Msg::Nonce {
+                nonce,
+                issued_at_us,
+                expires_at_us,
+                reply,
+            } => {
+                let now = chrono::Utc::now().timestamp_micros();
+                let r =
+                    super::nonces::remember(&self.conn, &nonce, issued_at_us, expires_at_us, now)
+                        .map_err(schema::err(&self.opts.path));
                 let _ = reply.send(r);
             }
             Msg::LimitPages { pages } => {

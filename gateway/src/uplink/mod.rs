@@ -58,7 +58,7 @@
 //! kinds = ["fire.*", "door.forced"]  # optional: "kind", "family.*" or "*"
 //! [uplink.commands]               # optional: accept signed county commands
 //! public_keys = ["<base64 Ed25519 public key>"]
-//! allow = ["status", "resync", "relay.set"]
+//! allow = ["status", "resync", { kind = "relay.set", targets = ["fire_panel_a"] }]
 //! window = "5m"
 //!
 //! [[uplink]]
