@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod fds;
 pub mod health;
 pub mod journal;
 pub mod registry;
