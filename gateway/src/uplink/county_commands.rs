@@ -347,6 +347,18 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// Refused before its signature was verified: anyone with access to the broker could
+    /// have sent it.
+    pub fn is_unauthenticated(self) -> bool {
+        matches!(
+            self,
+            RefusalReason::TooLarge
+                | RefusalReason::Malformed
+                | RefusalReason::BadSignature
+                | RefusalReason::BadTopic
+        )
+    }
+
     /// The label (`too_large`, `malformed`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -839,6 +851,36 @@ mod tests {
             },
             "gw",
         )
+    }
+
+    proptest::proptest! {
+        /// The commands topic is reachable by anyone with a broker account: any bytes are
+        /// refused with a reason, never a panic.
+        #[test]
+        fn arbitrary_bytes_on_the_commands_topic_are_refused_never_panic(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)
+        ) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            let g = gate(&key);
+            proptest::prop_assert!(g.verify("c1", &payload, Utc::now()).is_err());
+        }
+
+        /// A signed command with any one byte changed is refused (or, when the change
+        /// leaves the JSON meaning intact, e.g. an escape, accepted as the same command).
+        #[test]
+        fn a_signed_command_with_one_byte_changed_is_never_taken_for_another(
+            at in 0usize..400, byte in proptest::prelude::any::<u8>()
+        ) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            let g = gate(&key);
+            let mut msg = sign(&body("c1", "relay.set", Utc::now(), "n-1"), &key);
+            let i = at % msg.len();
+            let changed = msg[i] != byte;
+            msg[i] = byte;
+            if let Ok(a) = g.verify("c1", &msg, Utc::now()) {
+                proptest::prop_assert!(!changed || format!("{a:?}").contains("relay_1"), "{a:?}");
+            }
+        }
     }
 
     fn body(id: &str, kind: &str, at: DateTime<Utc>, nonce: &str) -> serde_json::Value {

@@ -68,6 +68,10 @@ enum End {
     Failed(RetryReason, String),
 }
 
+/// Reply slots kept free for signed commands: refusals of unauthenticated messages are not
+/// answered once fewer are left.
+const REPLY_HEADROOM: usize = 16;
+
 /// A reply to a county command, produced off the session loop.
 struct Reply {
     id: String,
@@ -665,7 +669,11 @@ impl MqttUplink {
         let accepted = match verdict {
             Err(r) => {
                 self.refused(&id, &r);
-                reply(json!({"id": id, "status": "refused", "reason": r.message}));
+                // Unauthenticated junk is answered only while the reply queue has room to
+                // spare, so a flood of it can never crowd out the reply to a real command.
+                if !r.reason.is_unauthenticated() || reply_tx.capacity() > REPLY_HEADROOM {
+                    reply(json!({"id": id, "status": "refused", "reason": r.message}));
+                }
                 return;
             }
             Ok(a) => a,
