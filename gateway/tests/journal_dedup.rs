@@ -109,6 +109,29 @@ async fn a_key_reused_by_an_event_of_another_kind_is_never_dropped() {
 }
 
 #[tokio::test]
+async fn after_a_key_changed_kind_only_its_newest_event_is_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, w) = open(&dir, Duration::from_secs(600));
+    let fault =
+        || NewEvent::new(Kind::new("fire.fault").unwrap(), Class::Security).origin_ref("k1");
+    let first = append(&j, vec![keyed(alarm("k1"), Duration::ZERO)]).await;
+    let f = append(&j, vec![keyed(fault(), Duration::ZERO)]).await;
+    // The alarm again: the key's newest event is the fault, so this is a new alarm.
+    let alarm_again = append(&j, vec![keyed(alarm("k1"), Duration::ZERO)]).await;
+    assert!(!f[0].duplicate && !alarm_again[0].duplicate);
+    assert_ne!(alarm_again[0].seq, first[0].seq);
+    // And a repeat of that newest one is recognised, with its own receipt.
+    let repeat = append(&j, vec![keyed(alarm("k1"), Duration::ZERO)]).await;
+    assert_eq!(
+        (repeat[0].duplicate, repeat[0].seq),
+        (true, alarm_again[0].seq)
+    );
+    assert_eq!(stored(&j).await, 3);
+    j.close().await;
+    w.join();
+}
+
+#[tokio::test]
 async fn repeats_inside_one_batch_and_other_devices_keys_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let (j, w) = open(&dir, Duration::from_secs(600));
