@@ -287,7 +287,7 @@ fn probe(conn: &Connection, db: &Path) -> Result<u64, Verdict> {
     for sql in [
         "SELECT length(body) FROM events ORDER BY seq DESC LIMIT 1",
         "SELECT seq FROM events ORDER BY class DESC, seq DESC LIMIT 1",
-        "SELECT seq FROM events WHERE origin_ref IS NOT NULL
+        "SELECT seq FROM events WHERE live = 1
          ORDER BY device DESC, origin_ref DESC LIMIT 1",
     ] {
         let _: Option<i64> = conn

@@ -10,10 +10,12 @@
 //!                       device TEXT NOT NULL,
 //!                       origin_ref TEXT,                -- device's own message id
 //!                       received_at INTEGER NOT NULL,   -- unix microseconds
-//!                       body TEXT NOT NULL);            -- the event's JSON form with seq 0 (docs/event-schema.md);
+//!                       body TEXT NOT NULL,             -- the event's JSON form with seq 0 (docs/event-schema.md);
 //!                                                       -- the seq column is authoritative
+//!                       live INTEGER);                  -- 1 on the newest row of its (device, origin_ref)
+//!                                                       -- (migration 5), NULL otherwise
 //! CREATE INDEX events_by_class ON events(class, seq);
-//! CREATE INDEX events_by_origin ON events(device, origin_ref) WHERE origin_ref IS NOT NULL;
+//! CREATE UNIQUE INDEX events_by_live_origin ON events(device, origin_ref) WHERE live = 1;
 //! CREATE TABLE cursors (uplink TEXT, class INTEGER, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL,
 //!                       PRIMARY KEY (uplink, class)) WITHOUT ROWID;
 //! CREATE TABLE rejected (uplink TEXT, seq INTEGER, class INTEGER NOT NULL,   -- a destination's
@@ -40,6 +42,11 @@
 //! stored event's receipt with `duplicate = true`. So a device retransmitting after a crash
 //! between commit and acknowledgement produces one event, and a key that repeats later (a
 //! content key after the window, a colliding key of another kind) is a new event.
+//! The newest stored event of a key is its `live` row; the insert itself meets a live row
+//! through the unique index (one index descent per new message, as cheap as the unique
+//! index of schema 1), and only then is the live row read, compared and, if the new event
+//! is not a repeat, retired. Rows restored by `campusgw journal salvage` are never live:
+//! they are not taken as the originals of later retransmissions.
 //!
 //! # Start-up (DESIGN §4 "Start-up")
 //! Beside `journal.db` live `journal.id` (JSON: a random `journal_id` and `created_at`,

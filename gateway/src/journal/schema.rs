@@ -54,6 +54,15 @@ const MIGRATIONS: &[&str] = &[
          nonce TEXT PRIMARY KEY,
          issued_at INTEGER NOT NULL,
          expires_at INTEGER NOT NULL) WITHOUT ROWID;",
+    // 5: the duplicate check rides on the insert (ADR 0003, issue 7): the newest row of
+    // each (device, origin_ref) is marked `live`, and a unique index over live keys makes
+    // the insert itself find a repeat, instead of a separate probe per keyed event. An older
+    // row of the key keeps its origin_ref (shown in exports) but leaves the index.
+    "ALTER TABLE events ADD COLUMN live INTEGER;
+     UPDATE events SET live = 1 WHERE seq IN (
+         SELECT max(seq) FROM events WHERE origin_ref IS NOT NULL GROUP BY device, origin_ref);
+     DROP INDEX events_by_origin;
+     CREATE UNIQUE INDEX events_by_live_origin ON events (device, origin_ref) WHERE live = 1;",
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
@@ -127,4 +136,46 @@ pub(super) fn last_seq(conn: &Connection, path: &Path) -> Result<u64, JournalErr
         })
         .map_err(err(path))?;
     Ok(u64::try_from(next - 1).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_5_marks_the_newest_row_of_each_key_live_and_only_that_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        let conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
+        for (seq, device, key) in [
+            (1, "uitd_a", Some("k1")),
+            (2, "uitd_a", Some("k1")),
+            (3, "uitd_b", Some("k1")),
+            (4, "uitd_a", None),
+            (5, "uitd_a", Some("k2")),
+        ] {
+            conn.execute(
+                "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+                 VALUES (?1, x'00', 0, 'fire.alarm', ?2, ?3, 0, '{}')",
+                rusqlite::params![seq, device, key],
+            )
+            .expect("row");
+        }
+        drop(conn);
+        let conn = open_rw(&path, true).expect("migrated");
+        let live: Vec<i64> = conn
+            .prepare("SELECT seq FROM events WHERE live = 1 ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("live rows");
+        assert_eq!(live, vec![2, 3, 5]);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use campusgw_sdk::driver::{Backoff, EmitError, Receipt};
 use campusgw_sdk::event::kinds;
 use campusgw_sdk::{Class, Dedup, DeviceId, Event, Location, NewEvent};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -478,15 +478,15 @@ pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Runs [`INSERT_EVENT`] for `e` with `body` at `seq`; returns the data bytes it adds to
-/// the quota (ADR 0002).
+/// Runs [`INSERT_EVENT`] (or `INSERT_LIVE`) for `e` with `body` at `seq`; returns the data
+/// bytes it adds to the quota (ADR 0002), 0 if no row was inserted.
 pub(super) fn insert_row(
     stmt: &mut rusqlite::CachedStatement<'_>,
     e: &Event,
     body: &str,
     seq: u64,
 ) -> rusqlite::Result<i64> {
-    stmt.execute(params![
+    let changed = stmt.execute(params![
         seq as i64,
         e.id.as_bytes(),
         e.class.rank(),
@@ -496,13 +496,28 @@ pub(super) fn insert_row(
         e.received_at.timestamp_micros(),
         body
     ])?;
-    Ok(retention::ROW_OVERHEAD + body.len() as i64)
+    // 0: the row was not inserted (a live key already there; `INSERT_LIVE` only).
+    Ok(if changed == 0 {
+        0
+    } else {
+        retention::ROW_OVERHEAD + body.len() as i64
+    })
 }
+
+/// Inserts a keyed event as the live row of its `(device, origin_ref)` (migration 5): the
+/// unique index over live keys finds a repeat during the insert itself, so a new message
+/// costs one index descent, as before windowed dedup, instead of a probe and an insert.
+const INSERT_LIVE: &str =
+    "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body, live)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
+     ON CONFLICT (device, origin_ref) WHERE live = 1 DO NOTHING";
 
 /// Prepared statements for inserting events with de-duplication (ADR 0003).
 struct Inserter<'t> {
     insert: rusqlite::CachedStatement<'t>,
-    latest: rusqlite::CachedStatement<'t>,
+    insert_live: rusqlite::CachedStatement<'t>,
+    live: rusqlite::CachedStatement<'t>,
+    retire: rusqlite::CachedStatement<'t>,
     window_us: i64,
     bytes_added: i64,
 }
@@ -511,68 +526,90 @@ impl<'t> Inserter<'t> {
     fn new(tx: &'t rusqlite::Transaction<'t>, window: Duration) -> rusqlite::Result<Inserter<'t>> {
         Ok(Inserter {
             insert: tx.prepare_cached(INSERT_EVENT)?,
-            latest: tx.prepare_cached(
+            insert_live: tx.prepare_cached(INSERT_LIVE)?,
+            live: tx.prepare_cached(
                 "SELECT seq, id, kind, received_at FROM events
-                 WHERE device = ?1 AND origin_ref = ?2 ORDER BY seq DESC LIMIT 1",
+                 WHERE device = ?1 AND origin_ref = ?2 AND live = 1",
             )?,
+            retire: tx.prepare_cached("UPDATE events SET live = NULL WHERE seq = ?1")?,
             window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX),
             bytes_added: 0,
         })
     }
 
     /// Inserts `e` at `seq`, or returns the receipt of the event it repeats: the newest
-    /// event of the same device and `origin_ref`, of the same kind, received within the
-    /// window before it (any time before it for [`Dedup::Lifetime`]).
+    /// event of the same device and `origin_ref` (the live row of that key), of the same
+    /// kind, received within the window before it (any time before it for
+    /// [`Dedup::Lifetime`]). A key that is not a repeat retires the live row and takes its
+    /// place, so the live row is always the key's newest.
     fn insert(&mut self, e: &mut Event, body: &str, seq: u64) -> rusqlite::Result<Receipt> {
-        if let Some(key) = &e.origin_ref
-            && let Some(r) = self.repeated(e, key)?
-        {
+        let Some(key) = e.origin_ref.clone() else {
+            return self.insert_with(false, e, body, seq)?.ok_or(NOT_INSERTED);
+        };
+        // The common case, a new message: one statement, one descent of the live index.
+        if let Some(r) = self.insert_with(true, e, body, seq)? {
             return Ok(r);
         }
-        e.seq = seq;
-        self.bytes_added += insert_row(&mut self.insert, e, body, seq)?;
-        Ok(Receipt {
-            id: e.id,
-            seq,
-            duplicate: false,
-        })
-    }
-
-    fn repeated(&mut self, e: &Event, key: &str) -> rusqlite::Result<Option<Receipt>> {
-        let found = self
-            .latest
-            .query_row(params![e.source.device.as_str(), key], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()?;
-        let Some((seq, id, kind, at)) = found else {
-            return Ok(None);
-        };
+        let (old_seq, id, kind, at) =
+            self.live
+                .query_row(params![e.source.device.as_str(), key], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?;
         if kind != e.kind.as_str() {
             // A driver's key that does not cover the content: never take a different
             // message for a repeat.
-            observe_key_collision(e, key, &kind);
-            return Ok(None);
-        }
-        let within = match e.dedup {
+            observe_key_collision(e, &key, &kind);
+        } else if match e.dedup {
             Dedup::Lifetime => true,
             Dedup::Window => e.received_at.timestamp_micros().saturating_sub(at) <= self.window_us,
+        } {
+            return Ok(Receipt {
+                id: uuid::Uuid::from_slice(&id).unwrap_or(e.id),
+                seq: old_seq as u64,
+                duplicate: true,
+            });
+        }
+        self.retire.execute([old_seq])?;
+        // The live row was just retired inside this transaction, so the key is free.
+        self.insert_with(true, e, body, seq)?.ok_or(NOT_INSERTED)
+    }
+
+    /// Inserts `e` at `seq` (as its key's live row if `live`); `None` if the key already
+    /// has a live row, and then `e` is untouched.
+    fn insert_with(
+        &mut self,
+        live: bool,
+        e: &mut Event,
+        body: &str,
+        seq: u64,
+    ) -> rusqlite::Result<Option<Receipt>> {
+        let stmt = if live {
+            &mut self.insert_live
+        } else {
+            &mut self.insert
         };
-        if !within {
+        let added = insert_row(stmt, e, body, seq)?;
+        if added == 0 {
             return Ok(None);
         }
+        e.seq = seq;
+        self.bytes_added += added;
         Ok(Some(Receipt {
-            id: uuid::Uuid::from_slice(&id).unwrap_or(e.id),
-            seq: seq as u64,
-            duplicate: true,
+            id: e.id,
+            seq,
+            duplicate: false,
         }))
     }
 }
+
+/// An insert that must succeed changed no row: the transaction is rolled back and retried
+/// like any failed commit (it cannot happen while this writer is the only one).
+const NOT_INSERTED: rusqlite::Error = rusqlite::Error::StatementChangedRows(0);
 
 fn observe_key_collision(e: &Event, key: &str, stored_kind: &str) {
     metrics::counter!("journal_origin_ref_collisions_total").increment(1);
