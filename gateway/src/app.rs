@@ -38,6 +38,8 @@ pub struct Gateway {
     pub commands: Arc<CommandRouter>,
     /// Device health.
     pub health: Arc<HealthBoard>,
+    /// The operator console.
+    pub console: crate::console::ConsoleState,
     shutdown: CancellationToken,
     supervisor: Supervisor,
     uplinks: crate::uplink::Uplinks,
@@ -166,6 +168,24 @@ impl Gateway {
             )),
             journal.spawn_maintenance(opts.maintenance_every),
         ];
+        let console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
+            journal: journal.clone(),
+            health: board.clone(),
+            uplinks: uplinks.board.clone(),
+            devices: config
+                .devices
+                .iter()
+                .map(|d| crate::console::DeviceInfo {
+                    id: d.id.clone(),
+                    driver: d.driver,
+                    location: d.location.clone(),
+                })
+                .collect(),
+            gateway_id: gateway_id.clone(),
+            commands: Some(commands.clone()),
+            rules: Vec::new(),
+            data_dir: config.gateway.data_dir.clone(),
+        })?;
         let state = ApiState {
             started,
             journal: journal.clone(),
@@ -173,6 +193,7 @@ impl Gateway {
             health: board.clone(),
             gateway_id: config.gateway.id.clone(),
             uplinks: uplinks.board.clone(),
+            console: Some(console.clone()),
         };
         let c = &config.console;
         let devices: Vec<(String, usize)> = config
@@ -183,6 +204,12 @@ impl Gateway {
             .collect();
         let tls = match (&c.tls_cert_file, &c.tls_key_file) {
             (Some(cert), Some(key)) => Some(api::load_tls(cert, key)?),
+            _ if c.tls_self_signed => {
+                let names = vec![c.listen.ip().to_string(), "localhost".to_owned()];
+                let (cert, key) =
+                    crate::console::tls::self_signed(&config.gateway.data_dir, &names)?;
+                Some(api::load_tls(&cert, &key)?)
+            }
             _ => None,
         };
         let serve_opts = api::ServeOptions {
@@ -210,6 +237,7 @@ impl Gateway {
             http_addr,
             commands,
             health: board,
+            console,
             shutdown,
             supervisor,
             uplinks,

@@ -67,6 +67,12 @@ pub enum Cmd {
         #[command(subcommand)]
         protocol: DecodeCmd,
     },
+    /// Console users (docs/console.md).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -148,6 +154,25 @@ pub enum UplinkCmd {
         /// Every rejected event of the uplink.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// `campusgw admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Create a console user or set its password (read from the terminal, or the first
+    /// line of standard input). The gateway must be stopped: its journal lock refuses a
+    /// second writer; use the one-time setup token while it runs.
+    SetPassword {
+        /// The gateway's data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The user.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Its role: admin, operator or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
     },
 }
 
@@ -315,6 +340,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 retransmit,
             };
             crate::bench::crash::crash_writer(data_dir, o).await
+        }
+        Cmd::Admin {
+            command:
+                AdminCmd::SetPassword {
+                    data_dir,
+                    user,
+                    role,
+                },
+        } => {
+            let role = crate::console::auth::Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("role {role:?}: expected admin, operator or viewer")
+            })?;
+            let password = crate::console::admin::read_password()?;
+            crate::console::admin::set_password(&data_dir, &user, role, &password).await?;
+            Ok(0)
         }
         Cmd::Uplink {
             command: UplinkCmd::Rejected { data_dir, uplink },

@@ -70,7 +70,17 @@ pub async fn run(
         ..RunOptions::default()
     };
     let gw = Gateway::start(config, opts).await?;
+    // A demo admin with random one-time credentials: printed here once, stored hashed.
+    let demo_password = crate::console::auth::random_token();
+    gw.console
+        .auth
+        .set_password("demo", &demo_password, crate::console::auth::Role::Admin)
+        .await?;
     say!("campusgw demo: a simulated school is running.");
+    say!(
+        "  console: http://{}/  (user demo, password {demo_password}; this run only)",
+        gw.http_addr
+    );
     say!("  health:  http://{}/healthz", gw.http_addr);
     say!("  metrics: http://{}/metrics", gw.http_addr);
     say!(

@@ -108,6 +108,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
 pub use retention::RetentionPolicy;
+pub use writer::ExecOp;
 
 /// Errors opening or reading the journal.
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,12 @@ const MIGRATIONS: &[&str] = &[
          nonce TEXT PRIMARY KEY,
          issued_at INTEGER NOT NULL,
          expires_at INTEGER NOT NULL) WITHOUT ROWID;",
+    // 5: reserved for the rules runner (branch rules-runner); replaced by its migration
+    // when that branch is merged.
+    "",
+    // 6: the operator console (gateway/src/console/store.rs): users with argon2id hashes,
+    // sessions and API tokens stored as SHA-256 of the token (never the token).
+    crate::console::store::MIGRATION,
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {

@@ -44,6 +44,13 @@ pub(super) enum Msg {
         expires_at_us: i64,
         reply: oneshot::Sender<Result<bool, JournalError>>,
     },
+    /// A state write of another module (the console's users, sessions, API tokens), in a
+    /// transaction of its own, committed (fsync'd) before the reply. The statement lives
+    /// with its owner so the journal does not depend on it.
+    Exec {
+        op: ExecOp,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
     LimitPages {
         pages: u32,
@@ -56,6 +63,36 @@ pub(super) enum Msg {
     },
     /// Fault injection for tests: the writer thread panics.
     Panic,
+}
+
+/// A write another module runs on the writer's connection ([`Journal::exec`]).
+pub type ExecOp = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send>;
+
+impl super::Journal {
+    /// Runs `op` on the writer thread in its own transaction and resolves once it is
+    /// committed (durable). For small state tables beside the events (the console's users,
+    /// sessions, API tokens, migration 6); events go through [`super::Journal::append`].
+    ///
+    /// # Errors
+    /// [`JournalError::Closed`] if the writer is gone, [`JournalError::Sqlite`] if `op` or
+    /// the commit failed (nothing of it is kept then).
+    pub async fn exec(&self, op: ExecOp) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Exec { op, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// A read-only SQLite connection to the journal file, for tables outside the events
+    /// (the console's users and sessions); WAL lets it read while the writer writes.
+    ///
+    /// # Errors
+    /// [`JournalError::Sqlite`] if the file cannot be opened.
+    pub fn read_connection(&self) -> Result<Connection, JournalError> {
+        schema::open_ro(&self.path)
+    }
 }
 
 struct PendingAppend {
@@ -250,6 +287,15 @@ impl Writer {
                 let r =
                     super::nonces::remember(&self.conn, &nonce, issued_at_us, expires_at_us, now)
                         .map_err(schema::err(&self.opts.path));
+                let _ = reply.send(r);
+            }
+            Msg::Exec { op, reply } => {
+                let r = (|| {
+                    let tx = self.conn.unchecked_transaction()?;
+                    op(&tx)?;
+                    tx.commit()
+                })()
+                .map_err(schema::err(&self.opts.path));
                 let _ = reply.send(r);
             }
             Msg::LimitPages { pages } => {
