@@ -95,6 +95,7 @@ pub mod retention;
 pub mod salvage;
 mod schema;
 mod supervision;
+pub mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
 pub use retention::RetentionPolicy;
+pub use tail::Tail;
 
 /// Errors opening or reading the journal.
 #[derive(Debug, thiserror::Error)]
