@@ -5,6 +5,7 @@
 //! [`supervisor`] runs drivers and restarts them; [`config`] parses and validates the one
 //! TOML file; [`api`] serves health and metrics; [`cli`] is the `campusgw` command.
 
+pub mod alarms;
 pub mod api;
 pub mod app;
 pub mod bench;
