@@ -16,6 +16,7 @@ pub mod demo;
 pub mod fds;
 pub mod health;
 pub mod journal;
+pub mod notify;
 pub mod registry;
 pub mod secrets;
 pub mod supervisor;
