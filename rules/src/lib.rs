@@ -10,4 +10,4 @@
 //! machine arrive with the rules issue; the gateway already feeds this crate from the
 //! journal's commit stream.
 
-pub use campusgw_sdk::{Command, Event};
+pub use campusgw_model::{Command, Event};
