@@ -38,6 +38,8 @@ pub struct Gateway {
     pub commands: Arc<CommandRouter>,
     /// Device health.
     pub health: Arc<HealthBoard>,
+    /// The alarm board (console, API).
+    pub alarms: crate::alarms::AlarmStore,
     shutdown: CancellationToken,
     supervisor: Supervisor,
     uplinks: crate::uplink::Uplinks,
@@ -133,6 +135,8 @@ impl Gateway {
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         let (journal, writer) = Journal::open(jopts)?;
+        // Before any driver runs: rules start after what was already committed.
+        let start_after = *journal.committed_seq().borrow();
         let shutdown = CancellationToken::new();
         let gateway_id = DeviceId::new(config.gateway.id.clone()).map_err(anyhow::Error::msg)?;
         let (board, health_rx) = HealthBoard::new();
@@ -156,6 +160,22 @@ impl Gateway {
                 shutdown: shutdown.clone(),
             },
         );
+        let alarms = crate::alarms::AlarmStore::new(journal.clone(), gateway_id.clone())?;
+        let rules_task = match &config.rules {
+            Some(section) => Some(crate::rules::spawn(
+                section,
+                &config.uplinks,
+                crate::rules::SpawnContext {
+                    journal: journal.clone(),
+                    store: alarms.clone(),
+                    router: commands.clone(),
+                    gateway: gateway_id.clone(),
+                    start_after,
+                    shutdown: shutdown.clone(),
+                },
+            )?),
+            None => None,
+        };
         let mut background = vec![
             tokio::spawn(health::run(
                 board.clone(),
@@ -166,6 +186,7 @@ impl Gateway {
             )),
             journal.spawn_maintenance(opts.maintenance_every),
         ];
+        background.extend(rules_task);
         let state = ApiState {
             started,
             journal: journal.clone(),
@@ -210,6 +231,7 @@ impl Gateway {
             http_addr,
             commands,
             health: board,
+            alarms,
             shutdown,
             supervisor,
             uplinks,

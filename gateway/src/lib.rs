@@ -18,6 +18,7 @@ pub mod health;
 pub mod journal;
 pub mod notify;
 pub mod registry;
+pub mod rules;
 pub mod secrets;
 pub mod supervisor;
 pub mod uplink;
