@@ -62,9 +62,7 @@ use crate::registry;
 /// Keys of a `[[device]]` table that the gateway reads; the rest go to the driver.
 pub const DEVICE_COMMON_KEYS: [&str; 4] = ["id", "driver", "location", "offline_after"];
 
-const TOP_LEVEL_KEYS: [&str; 6] = [
-    "gateway", "campus", "device", "console", "uplink", "rules",
-];
+const TOP_LEVEL_KEYS: [&str; 6] = ["gateway", "campus", "device", "console", "uplink", "rules"];
 
 /// A refused configuration: every problem, located.
 #[derive(Debug)]

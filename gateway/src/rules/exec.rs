@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use campusgw_rules::RetryPolicy;
 use campusgw_sdk::command::{CommandResult, CommandStatus};
-use campusgw_sdk::{Class, Command, CommandKind, DeviceId, Event, Kind, Location, NewEvent, Target};
+use campusgw_sdk::{
+    Class, Command, CommandKind, DeviceId, Event, Kind, Location, NewEvent, Target,
+};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 

@@ -114,7 +114,10 @@ pub struct SpawnContext {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-async fn supervise(runner: std::sync::Arc<RulesRunner>, shutdown: tokio_util::sync::CancellationToken) {
+async fn supervise(
+    runner: std::sync::Arc<RulesRunner>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut backoff = campusgw_sdk::driver::Backoff::new(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(10),

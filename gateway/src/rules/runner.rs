@@ -97,7 +97,11 @@ impl RulesRunner {
             }
             None => (self.start_after, Engine::new(rules)),
         };
-        tracing::info!(cursor, rules = engine.rules().rules().count(), "rules runner started");
+        tracing::info!(
+            cursor,
+            rules = engine.rules().rules().count(),
+            "rules runner started"
+        );
         let exec = Arc::new(Executor {
             journal: self.journal.clone(),
             router: self.router.clone(),
@@ -233,13 +237,14 @@ impl RulesRunner {
         let kind = change.event_kind();
         let body = serde_json::to_value(alarm).unwrap_or_default();
         let e = Event::stamp(
-            campusgw_sdk::NewEvent::new(Kind::from_static(kind), alarm.class)
-                .payload(body.clone()),
+            campusgw_sdk::NewEvent::new(Kind::from_static(kind), alarm.class).payload(body.clone()),
             &self.gateway,
             "rules",
             &alarm.location,
         );
-        step.rows.alarms.push(alarm_row(alarm, kind, &body, step.rows.events.len()));
+        step.rows
+            .alarms
+            .push(alarm_row(alarm, kind, &body, step.rows.events.len()));
         step.rows.events.push(e);
         step.alarms.push(alarm.id.clone());
     }
@@ -254,11 +259,16 @@ impl RulesRunner {
         };
         let rule = a.rule().to_owned();
         let alarm = alarm_of(&lp.engine, step, &rule, cause_seq);
-        let status = if kind == "forward" { "queued" } else { "pending" };
+        let status = if kind == "forward" {
+            "queued"
+        } else {
+            "pending"
+        };
         if kind != "forward"
             && let Ok(work) = serde_json::from_value::<super::exec::Work>(json.clone())
         {
-            step.jobs.push((step.rows.actions.len(), work, json.clone()));
+            step.jobs
+                .push((step.rows.actions.len(), work, json.clone()));
         }
         step.rows.actions.push(ActionRow {
             key,
