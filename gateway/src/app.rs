@@ -40,6 +40,8 @@ pub struct Gateway {
     pub health: Arc<HealthBoard>,
     /// The operator console.
     pub console: crate::console::ConsoleState,
+    /// The alarm board (console, API).
+    pub alarms: crate::alarms::AlarmStore,
     shutdown: CancellationToken,
     supervisor: Supervisor,
     uplinks: crate::uplink::Uplinks,
@@ -135,6 +137,8 @@ impl Gateway {
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         let (journal, writer) = Journal::open(jopts)?;
+        // Before any driver runs: rules start after what was already committed.
+        let start_after = *journal.committed_seq().borrow();
         let shutdown = CancellationToken::new();
         let gateway_id = DeviceId::new(config.gateway.id.clone()).map_err(anyhow::Error::msg)?;
         let (board, health_rx) = HealthBoard::new();
@@ -158,6 +162,22 @@ impl Gateway {
                 shutdown: shutdown.clone(),
             },
         );
+        let alarms = crate::alarms::AlarmStore::new(journal.clone(), gateway_id.clone())?;
+        let rules_task = match &config.rules {
+            Some(section) => Some(crate::rules::spawn(
+                section,
+                &config.uplinks,
+                crate::rules::SpawnContext {
+                    journal: journal.clone(),
+                    store: alarms.clone(),
+                    router: commands.clone(),
+                    gateway: gateway_id.clone(),
+                    start_after,
+                    shutdown: shutdown.clone(),
+                },
+            )?),
+            None => None,
+        };
         let mut background = vec![
             tokio::spawn(health::run(
                 board.clone(),
@@ -168,6 +188,7 @@ impl Gateway {
             )),
             journal.spawn_maintenance(opts.maintenance_every),
         ];
+        background.extend(rules_task);
         let console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
             journal: journal.clone(),
             health: board.clone(),
@@ -238,6 +259,7 @@ impl Gateway {
             commands,
             health: board,
             console,
+            alarms,
             shutdown,
             supervisor,
             uplinks,

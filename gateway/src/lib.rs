@@ -5,6 +5,7 @@
 //! [`supervisor`] runs drivers and restarts them; [`config`] parses and validates the one
 //! TOML file; [`api`] serves health and metrics and mounts the [`console`]; [`cli`] is the `campusgw` command.
 
+pub mod alarms;
 pub mod api;
 pub mod app;
 pub mod bench;
@@ -16,7 +17,9 @@ pub mod demo;
 pub mod fds;
 pub mod health;
 pub mod journal;
+pub mod notify;
 pub mod registry;
+pub mod rules;
 pub mod secrets;
 pub mod supervisor;
 pub mod uplink;

@@ -27,6 +27,8 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// `[[uplink]]` entries.
     pub uplinks: Vec<UplinkConfig>,
+    /// `[rules]`, if the gateway runs rules.
+    pub rules: Option<crate::rules::config::RulesSection>,
 }
 
 /// `[gateway]`.

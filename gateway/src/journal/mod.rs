@@ -23,6 +23,9 @@
 //! CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, body BLOB,               -- rows that could not
 //!                          error TEXT NOT NULL, quarantined_at INTEGER NOT NULL); -- be decoded
 //! ```
+//! Migration 5 adds the rules runner's tables (`rules_state`, `alarms`, `alarm_log`,
+//! `rule_actions`), written only through [`Journal::rules_step`] (see [`rules`]); the
+//! consumer tail that never skips is [`Tail`].
 //!
 //! # Crash guarantee
 //! Events are written by one writer thread in group-committed transactions: each batch
@@ -92,9 +95,11 @@ mod quarantine;
 mod reader;
 pub mod rejected;
 pub mod retention;
+pub mod rules;
 pub mod salvage;
 mod schema;
 mod supervision;
+pub mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -109,6 +114,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use reader::JournalReader;
 pub use retention::RetentionPolicy;
 pub use writer::ExecOp;
+pub use tail::Tail;
 
 /// Errors opening or reading the journal.
 #[derive(Debug, thiserror::Error)]

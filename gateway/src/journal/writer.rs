@@ -63,6 +63,13 @@ pub(super) enum Msg {
     },
     /// Fault injection for tests: the writer thread panics.
     Panic,
+    /// A rules runner step: derived events plus cursor, state, alarm and action rows in
+    /// one transaction of its own (see [`super::rules`]).
+    RulesStep {
+        step: Box<super::rules::RulesStep>,
+        bodies: Vec<String>,
+        reply: oneshot::Sender<Result<super::rules::StepReceipt, JournalError>>,
+    },
 }
 
 /// A write another module runs on the writer's connection ([`Journal::exec`]).
@@ -308,6 +315,14 @@ impl Writer {
             }
             Msg::Quarantine { seq, error } => self.quarantine(seq, &error),
             Msg::Panic => panic!("journal writer killed by fault injection"),
+            Msg::RulesStep {
+                mut step,
+                bodies,
+                reply,
+            } => {
+                let r = self.rules_step(&mut step, &bodies);
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -680,5 +695,43 @@ impl Writer {
                 tracing::warn!(seq, error = %e, "cannot quarantine a corrupt row now; retried when it is read again")
             }
         }
+    }
+}
+
+impl Writer {
+    /// Writes a rules step in its own transaction (pending appends get their seqs after
+    /// its events) and publishes its events like any commit.
+    fn rules_step(
+        &mut self,
+        step: &mut super::rules::RulesStep,
+        bodies: &[String],
+    ) -> Result<super::rules::StepReceipt, JournalError> {
+        let first = self.next_seq;
+        let now = chrono::Utc::now().timestamp_micros();
+        let written = (|| -> rusqlite::Result<_> {
+            let tx = self.conn.transaction()?;
+            let (receipt, bytes) = super::rules::write_step(&tx, step, bodies, first, now)?;
+            let next = first + step.events.len() as u64;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+                [next as i64],
+            )?;
+            retention::add_data_bytes(&tx, bytes)?;
+            tx.commit()?;
+            Ok(receipt)
+        })();
+        let receipt = written.map_err(schema::err(&self.opts.path))?;
+        let n = step.events.len() as u64;
+        if n > 0 {
+            self.next_seq = first + n;
+            self.status.last_seq.store(first + n - 1, Ordering::SeqCst);
+            self.status.committed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("journal_events_committed_total").increment(n);
+            for e in step.events.drain(..) {
+                let _ = self.feed.send(Arc::new(e));
+            }
+            self.seq_tx.send_replace(first + n - 1);
+        }
+        Ok(receipt)
     }
 }
