@@ -112,7 +112,7 @@ function startBoard() {
   if (!list) return;
   fetch("/api/v1/alarms?state=open", { credentials: "same-origin" })
     .then((r) => (r.ok ? r.json() : []))
-    .then((xs) => (Array.isArray(xs) ? xs : xs.alarms || []).reverse().forEach(renderAlarm))
+    .then((page) => (page.alarms || []).map((v) => v.alarm).reverse().forEach(renderAlarm))
     .catch(() => {});
   const src = new EventSource("/api/v1/stream?classes=life_safety,security,operations");
   const dot = document.getElementById("live-dot");
@@ -151,6 +151,20 @@ function startRules() {
   });
 }
 
+function startAlarmDetail() {
+  const d = document.getElementById("alarm-detail");
+  if (!d) return;
+  d.querySelectorAll("button[data-alarm-act]").forEach((b) => {
+    b.onclick = async () => {
+      try {
+        await api("POST", "/api/v1/alarms/" + encodeURIComponent(d.dataset.alarm) + "/" + b.dataset.alarmAct,
+                  { note: document.getElementById("note").value || "" });
+        setTimeout(() => location.reload(), 300);
+      } catch (e) { alert(e.message); }
+    };
+  });
+}
+
 function startSetup() {
   const f = document.getElementById("setup");
   if (!f) return;
@@ -172,5 +186,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (out) out.onclick = async () => { try { await api("POST", "/api/v1/logout"); } finally { location.href = "/login"; } };
   startBoard();
   startRules();
+  startAlarmDetail();
   startSetup();
 });

@@ -204,7 +204,14 @@ impl Gateway {
                 .collect(),
             gateway_id: gateway_id.clone(),
             commands: Some(commands.clone()),
-            rules: Vec::new(),
+            rules: match &config.rules {
+                Some(r) => crate::console::rules::RuleSource::dir(
+                    r.dir.clone(),
+                    crate::rules::rule_env(r, &config.uplinks),
+                ),
+                None => crate::console::rules::RuleSource::default(),
+            },
+            alarms: Some(alarms.clone()),
             data_dir: config.gateway.data_dir.clone(),
         })?;
         let state = ApiState {

@@ -638,3 +638,172 @@ async fn logins_logouts_and_operator_actions_are_journaled_as_audit_events_namin
     assert!(!rig.journaled("command.result").is_empty());
     rig.stop().await;
 }
+
+async fn alarms(rig: &Rig, token: &str) -> Vec<Value> {
+    let (status, page) = get_json(rig, token, "/api/v1/alarms").await;
+    assert_eq!(status, 200, "{page}");
+    page["alarms"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_alarm(rig: &Rig, token: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(a) = alarms(rig, token).await.into_iter().find(&pred) {
+            return a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_acknowledges_and_resolves_an_alarm_with_notes_seen_in_its_timeline() {
+    let rig = Rig::start_with_rules(console_support::FIRE_RULE).await;
+    let op = rig.token("desk", Role::Operator).await;
+    let viewer = rig.token("wall", Role::Viewer).await;
+    rig.append(vec![event(
+        "fire.alarm",
+        Class::LifeSafety,
+        "uitd_a",
+        "A",
+        "3",
+    )])
+    .await;
+    let raised = wait_alarm(&rig, &viewer, "the alarm", |a| a["state"] == "raised").await;
+    let id = raised["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (raised["building"].as_str(), raised["floor"].as_str()),
+        (Some("A"), Some("3"))
+    );
+    let path = |what: &str| rig.url(&format!("/api/v1/alarms/{}/{what}", id.replace(':', "%3A")));
+    let r = rig
+        .http
+        .post(path("acknowledge"))
+        .bearer_auth(&viewer)
+        .json(&json!({ "note": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "viewers only look");
+    let r = rig
+        .http
+        .post(path("acknowledge"))
+        .bearer_auth(&op)
+        .json(&json!({ "note": "guard on the way" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let acked = wait_alarm(&rig, &viewer, "the acknowledgement", |a| {
+        a["state"] == "acknowledged"
+    })
+    .await;
+    assert_eq!(acked["alarm"]["acknowledged"][0], "token:desk");
+    assert_eq!(acked["alarm"]["acknowledged"][2], "guard on the way");
+    let r = rig
+        .http
+        .post(path("resolve"))
+        .bearer_auth(&op)
+        .json(&json!({ "note": "false alarm: dust" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_alarm(&rig, &viewer, "the resolution", |a| {
+        a["state"] == "resolved"
+    })
+    .await;
+    let r = rig
+        .http
+        .post(path("resolve"))
+        .bearer_auth(&op)
+        .json(&json!({ "note": "again" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "resolved is final");
+    let (status, detail) = get_json(
+        &rig,
+        &viewer,
+        &format!("/api/v1/alarms/{}", id.replace(':', "%3A")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let steps: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["raised", "acknowledged", "resolved"]);
+    // The operator's input is journaled (event sourcing), naming who.
+    let acks = rig.journaled("alarm.acknowledge");
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].payload["by"], "token:desk");
+    let r = rig
+        .http
+        .post(rig.url("/api/v1/alarms/nope/acknowledge"))
+        .bearer_auth(&op)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The detail page renders the timeline.
+    let (cookie, _) = {
+        rig.user("guard", Role::Viewer).await;
+        rig.login("guard").await
+    };
+    let html = rig
+        .http
+        .get(rig.url(&format!("/alarms/{}", id.replace(':', "%3A"))))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("false alarm: dust") || html.contains("guard on the way"),
+        "{html}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_listed_from_the_rules_directory_and_switched_by_journaled_events() {
+    let rig = Rig::start_with_rules(console_support::FIRE_RULE).await;
+    let admin = rig.token("root", Role::Admin).await;
+    let (_, rules) = get_json(&rig, &admin, "/api/v1/rules").await;
+    assert_eq!(rules[0]["id"], "fire_alarm");
+    assert_eq!(rules[0]["enabled"], true);
+    let r = rig
+        .http
+        .post(rig.url("/api/v1/rules/fire_alarm/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, rules) = get_json(&rig, &admin, "/api/v1/rules").await;
+    assert_eq!(rules[0]["enabled"], false);
+    let ev = rig.journaled("rule.disable");
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].payload["rule"].as_str(), ev[0].payload["by"].as_str()),
+        (Some("fire_alarm"), Some("token:root"))
+    );
+    let r = rig
+        .http
+        .post(rig.url("/api/v1/rules/no_such/enable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    rig.stop().await;
+}

@@ -18,6 +18,7 @@
 //! journal itself, forwarded to the county like everything else.
 
 pub mod admin;
+pub mod alarms;
 pub mod auth;
 pub mod commands;
 pub mod devices;
@@ -82,8 +83,10 @@ pub struct ConsoleState {
     pub gateway_id: DeviceId,
     /// Where commands go (absent in tests without drivers).
     pub commands: Option<Arc<CommandRouter>>,
-    /// The configured rules.
-    pub rules: Arc<Vec<rules::RuleInfo>>,
+    /// The configured rules (read when listed: the runner reloads them).
+    pub rules: rules::RuleSource,
+    /// The alarm board (absent when the gateway runs no rules).
+    pub alarms: Option<crate::alarms::AlarmStore>,
     /// Second confirmations waiting (lockdown, unlock-all).
     pub confirms: Arc<commands::Confirmations>,
     /// Backlog peaks per uplink (drain progress).
@@ -254,6 +257,26 @@ pub static ROUTES: &[RouteSpec] = &[
         Api,
         || post(rules::disable),
     ),
+    route(Method::GET, "/api/v1/alarms", VIEWER, Api, || {
+        get(alarms::list)
+    }),
+    route(Method::GET, "/api/v1/alarms/{id}", VIEWER, Api, || {
+        get(alarms::one)
+    }),
+    route(
+        Method::POST,
+        "/api/v1/alarms/{id}/acknowledge",
+        OPERATOR,
+        Api,
+        || post(alarms::acknowledge),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/alarms/{id}/resolve",
+        OPERATOR,
+        Api,
+        || post(alarms::resolve),
+    ),
     route(Method::POST, "/api/v1/commands", OPERATOR, Api, || {
         post(commands::send)
     }),
@@ -287,6 +310,9 @@ pub static ROUTES: &[RouteSpec] = &[
     }),
     route(Method::GET, "/rules", VIEWER, Page, || {
         get(pages::rules_page)
+    }),
+    route(Method::GET, "/alarms/{id}", VIEWER, Page, || {
+        get(pages::alarm_page)
     }),
 ];
 
@@ -406,7 +432,9 @@ pub struct ConsoleParts {
     /// Command routing.
     pub commands: Option<Arc<CommandRouter>>,
     /// Configured rules.
-    pub rules: Vec<rules::RuleInfo>,
+    pub rules: rules::RuleSource,
+    /// The alarm board.
+    pub alarms: Option<crate::alarms::AlarmStore>,
     /// Where the setup token goes when no admin exists.
     pub data_dir: std::path::PathBuf,
 }
@@ -428,7 +456,8 @@ impl ConsoleState {
             devices: Arc::new(parts.devices),
             gateway_id: parts.gateway_id,
             commands: parts.commands,
-            rules: Arc::new(parts.rules),
+            rules: parts.rules,
+            alarms: parts.alarms,
             confirms: Arc::new(commands::Confirmations::default()),
             drain: Arc::new(uplinks::DrainTracker::default()),
             pages: Arc::new(pages::Pages::new()?),

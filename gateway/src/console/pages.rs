@@ -71,6 +71,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "rules.html",
         include_str!("../../assets/templates/rules.html"),
     ),
+    (
+        "alarm.html",
+        include_str!("../../assets/templates/alarm.html"),
+    ),
 ];
 
 /// The template environment.
@@ -344,4 +348,33 @@ pub async fn rules_page(
 ) -> Response {
     let rules = super::rules::current(&s).await.unwrap_or_default();
     page(&s, &headers, &p, "rules.html", context! { rules => rules })
+}
+
+/// `GET /alarms/{id}`: one alarm with its timeline.
+pub async fn alarm_page(
+    State(s): State<ConsoleState>,
+    headers: HeaderMap,
+    Extension(p): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
+    match super::alarms::detail(&s, &id) {
+        Ok(d) => page(
+            &s,
+            &headers,
+            &p,
+            "alarm.html",
+            context! { a => d.view, timeline => d.timeline },
+        ),
+        Err(e) => {
+            let mut r = page(
+                &s,
+                &headers,
+                &p,
+                "alarm.html",
+                context! { error => e.message },
+            );
+            *r.status_mut() = e.status;
+            r
+        }
+    }
 }

@@ -27,6 +27,41 @@ pub struct RuleInfo {
     pub file: String,
 }
 
+/// Where the rule list comes from: the rules directory, read and checked when listed (the
+/// runner hot-reloads it, so a list taken at start would go stale).
+#[derive(Clone, Default)]
+pub struct RuleSource(Option<std::sync::Arc<(std::path::PathBuf, campusgw_rules::RuleEnv)>>);
+
+impl RuleSource {
+    /// Rules from `dir`, checked with `env` (as the runner checks them).
+    pub fn dir(dir: std::path::PathBuf, env: campusgw_rules::RuleEnv) -> RuleSource {
+        RuleSource(Some(std::sync::Arc::new((dir, env))))
+    }
+
+    /// The rules now (none without `[rules]`; an invalid set lists nothing and is logged by
+    /// the runner, which keeps running the old one).
+    pub fn load(&self) -> Vec<RuleInfo> {
+        let Some(src) = &self.0 else {
+            return Vec::new();
+        };
+        match crate::rules::load_rule_set(&src.0, &src.1) {
+            Ok(set) => set
+                .rules()
+                .map(|r| RuleInfo {
+                    id: r.id.clone(),
+                    description: r.description.clone(),
+                    enabled: r.enabled,
+                    file: r.file.display().to_string(),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "console: rule set not readable now");
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// The newest `rule.enable` / `rule.disable` per rule (blocking).
 fn switches(journal: &crate::journal::Journal) -> Result<HashMap<String, bool>, ApiError> {
     let conn = journal.read_connection().map_err(ApiError::internal)?;
@@ -57,10 +92,11 @@ fn switches(journal: &crate::journal::Journal) -> Result<HashMap<String, bool>, 
 /// Storage trouble.
 pub async fn current(s: &ConsoleState) -> Result<Vec<RuleInfo>, ApiError> {
     let j = s.journal.clone();
-    let sw = tokio::task::spawn_blocking(move || switches(&j))
+    let src = s.rules.clone();
+    let (sw, rules) = tokio::task::spawn_blocking(move || switches(&j).map(|sw| (sw, src.load())))
         .await
         .map_err(ApiError::internal)??;
-    Ok(s.rules
+    Ok(rules
         .iter()
         .map(|r| RuleInfo {
             enabled: sw.get(&r.id).copied().unwrap_or(r.enabled),
@@ -82,7 +118,11 @@ async fn switch(
     id: &str,
     on: bool,
 ) -> Result<StatusCode, ApiError> {
-    if !s.rules.iter().any(|r| r.id == id) {
+    let src = s.rules.clone();
+    let rules = tokio::task::spawn_blocking(move || src.load())
+        .await
+        .map_err(ApiError::internal)?;
+    if !rules.iter().any(|r| r.id == id) {
         return Err(ApiError::not_found(format!("no rule {id:?}")));
     }
     let kind = if on { "rule.enable" } else { "rule.disable" };

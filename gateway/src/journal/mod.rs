@@ -113,8 +113,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
 pub use retention::RetentionPolicy;
-pub use writer::ExecOp;
 pub use tail::Tail;
+pub use writer::ExecOp;
 
 /// Errors opening or reading the journal.
 #[derive(Debug, thiserror::Error)]

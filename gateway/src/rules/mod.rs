@@ -76,12 +76,7 @@ pub fn spawn(
             crate::notify::Notifier::new(n.clone(), timeout)?,
         );
     }
-    let env = campusgw_rules::RuleEnv {
-        timezone: section.tz().unwrap_or(chrono_tz::Asia::Shanghai),
-        calendars: campusgw_rules::Calendars::default(),
-        known_uplinks: uplinks.iter().map(|u| u.name.clone()).collect(),
-        known_notifiers: section.notifiers.iter().map(|n| n.name.clone()).collect(),
-    };
+    let env = rule_env(section, uplinks);
     let runner = std::sync::Arc::new(RulesRunner {
         journal: cx.journal,
         store: cx.store,
@@ -96,6 +91,19 @@ pub fn spawn(
         shutdown: cx.shutdown.clone(),
     });
     Ok(tokio::spawn(supervise(runner, cx.shutdown)))
+}
+
+/// The environment rules are checked in (also used by the console to list them).
+pub fn rule_env(
+    section: &config::RulesSection,
+    uplinks: &[crate::config::UplinkConfig],
+) -> campusgw_rules::RuleEnv {
+    campusgw_rules::RuleEnv {
+        timezone: section.tz().unwrap_or(chrono_tz::Asia::Shanghai),
+        calendars: campusgw_rules::Calendars::default(),
+        known_uplinks: uplinks.iter().map(|u| u.name.clone()).collect(),
+        known_notifiers: section.notifiers.iter().map(|n| n.name.clone()).collect(),
+    }
 }
 
 /// What [`spawn`] needs from the gateway.

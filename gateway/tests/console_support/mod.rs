@@ -22,10 +22,23 @@ impl Rig {
         Rig::start_with("").await
     }
 
+    /// A gateway running the rules in `rules` (one TOML file).
+    pub async fn start_with_rules(rules: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_dir = dir.path().join("rules");
+        std::fs::create_dir_all(&rules_dir).unwrap();
+        std::fs::write(rules_dir.join("school.toml"), rules).unwrap();
+        let extra = format!("\n[rules]\ndir = \"{}\"\n", rules_dir.display());
+        Rig::start_in(dir, &extra).await
+    }
+
     /// A gateway whose config has `extra` appended (devices, uplinks).
     pub async fn start_with(extra: &str) -> Rig {
+        Rig::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, extra: &str) -> Rig {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n{extra}",
             dir.path().display()
@@ -134,3 +147,12 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A rule raising a critical alarm for every fire alarm.
+pub const FIRE_RULE: &str = r#"
+[[rule]]
+id = "fire_alarm"
+description = "Fire alarm: raise a critical alarm"
+trigger = { kinds = ["fire.alarm"] }
+actions = [{ type = "alarm", severity = "critical", title = "Fire alarm" }]
+"#;
