@@ -47,7 +47,7 @@ const alarms = new Map();
 function renderAlarm(a) {
   const list = document.getElementById("alarms");
   if (!list) return;
-  let li = document.getElementById("alarm-" + CSS.escape(a.id));
+  let li = document.getElementById("alarm-" + a.id);
   if (a.state === "resolved") { if (li) li.remove(); alarms.delete(a.id); return; }
   if (!li) {
     li = h("li", "alarm");
