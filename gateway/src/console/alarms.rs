@@ -21,6 +21,7 @@ pub const MAX_NOTE_CHARS: usize = 2000;
 #[into_params(parameter_in = Query)]
 pub struct AlarmQuery {
     /// `raised`, `acknowledged`, `resolved`, or `open` (raised or acknowledged).
+    #[param(pattern = "^(open|raised|acknowledged|resolved)$")]
     pub state: Option<String>,
     /// `critical`, `major`, `minor`, `info`.
     pub severity: Option<String>,
@@ -30,8 +31,10 @@ pub struct AlarmQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// Page size (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}:.+$")]
     pub cursor: Option<String>,
 }
 
@@ -51,6 +54,7 @@ pub struct AlarmPage {
 pub struct NoteRequest {
     /// Why, what was done (shown in the timeline).
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: String,
 }
 

@@ -67,6 +67,33 @@ impl Action {
     }
 }
 
+/// The target's documented shape (the SDK's `Target`: `{"device": ID}` or `{"scope": S}`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TargetDoc {
+    /// One device.
+    Device(DeviceTarget),
+    /// A location scope.
+    Scope(ScopeTarget),
+}
+
+/// One device.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTarget {
+    /// Its id.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub device: String,
+}
+
+/// A location scope.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeTarget {
+    /// `all`, `campus:ID`, `building:ID`, `floor:B/F`, `zone:B/F/Z`.
+    pub scope: String,
+}
+
 /// A command request.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,12 +101,12 @@ pub struct CommandRequest {
     /// What to do.
     pub action: Action,
     /// `{"device": "ID"}` or `{"scope": "building:A"}` (`all`, `campus:…`, `floor:A/2`, `zone:A/2/east`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = TargetDoc)]
     pub target: Target,
-    /// Kind-specific arguments.
+    /// Kind-specific arguments (an object).
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub args: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub args: Option<serde_json::Map<String, serde_json::Value>>,
     /// The token from the first answer, for actions that need a second confirmation.
     #[serde(default)]
     pub confirm: Option<String>,
@@ -132,7 +159,8 @@ impl Confirmations {
 
 fn fingerprint(p: &Principal, r: &CommandRequest) -> String {
     let target = serde_json::to_string(&r.target).unwrap_or_default();
-    format!("{}|{:?}|{target}|{}", p.actor(), r.action, r.args)
+    let args = serde_json::to_string(&r.args).unwrap_or_default();
+    format!("{}|{:?}|{target}|{args}", p.actor(), r.action)
 }
 
 /// Sends a command (operator). Lockdown and unlock-all answer 202 first (see the module doc).
@@ -153,11 +181,6 @@ pub async fn send(
             "this gateway has no command routing",
         ));
     };
-    if let Target::Device(d) = &req.target
-        && d.as_str().is_empty()
-    {
-        return Err(ApiError::bad_request("target device is empty"));
-    }
     let fp = fingerprint(&p, &req);
     if req.action.needs_confirmation(&req.target) {
         match &req.confirm {
@@ -189,7 +212,9 @@ pub async fn send(
     let command = Command::new(
         req.action.kind(),
         req.target.clone(),
-        req.args.clone(),
+        req.args
+            .clone()
+            .map_or(serde_json::Value::Null, serde_json::Value::Object),
         &p.actor(),
     );
     s.journal_operation(

@@ -22,6 +22,7 @@ pub const MAX_PAGE: u32 = 500;
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// `life_safety`, `security`, `operations`, `business` or `telemetry`.
+    #[param(pattern = "^(life_safety|security|operations|business|telemetry)$")]
     pub class: Option<String>,
     /// Exact kind (`fire.alarm`) or a family with a trailing `.*` (`fire.*`).
     pub kind: Option<String>,
@@ -39,11 +40,12 @@ pub struct EventQuery {
     /// Received before (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Newest first, seqs below this.
+    /// Seqs below this (newest first unless `after` is given too).
     pub before: Option<u64>,
-    /// Oldest first, seqs above this.
+    /// Oldest first, seqs above this (with `before`: the range between).
     pub after: Option<u64>,
     /// Page size (default 100, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -53,8 +55,8 @@ pub struct EventPage {
     /// Events (docs/event-schema.md), with their seq.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<Event>,
-    /// The cursor of the next page (`before` or `after`, the same one given), if there may
-    /// be more.
+    /// The cursor of the next page (as `after` when `after` was given, else as `before`),
+    /// if there may be more.
     pub next: Option<u64>,
 }
 
@@ -115,18 +117,16 @@ fn build(q: &EventQuery) -> Result<(String, Vec<Value>, u32), ApiError> {
     if let Some(t) = q.until {
         sql.add("received_at < ?", Value::Integer(t.timestamp_micros()));
     }
-    let ascending = match (q.before, q.after) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give before or after, not both")),
-        (Some(b), None) => {
-            sql.add("seq < ?", Value::Integer(b.min(i64::MAX as u64) as i64));
-            false
-        }
-        (None, Some(a)) => {
-            sql.add("seq > ?", Value::Integer(a.min(i64::MAX as u64) as i64));
-            true
-        }
-        (None, None) => false,
+    let seq = |name: &str, v: u64| {
+        i64::try_from(v).map_err(|_| ApiError::bad_request(format!("{name} {v} is beyond any seq")))
     };
+    if let Some(b) = q.before {
+        sql.add("seq < ?", Value::Integer(seq("before", b)?));
+    }
+    if let Some(a) = q.after {
+        sql.add("seq > ?", Value::Integer(seq("after", a)?));
+    }
+    let ascending = q.after.is_some();
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("limit must be 1-{MAX_PAGE}")));

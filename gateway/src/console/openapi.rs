@@ -27,6 +27,25 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        // Every JSON body may also be too large (413) or not JSON (415).
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.post, &mut item.put, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                if op.request_body.is_some() {
+                    for (code, what) in [
+                        ("413", "body larger than 64 KiB"),
+                        ("415", "body not application/json"),
+                    ] {
+                        op.responses.responses.insert(
+                            code.to_owned(),
+                            utoipa::openapi::RefOr::T(utoipa::openapi::Response::new(what)),
+                        );
+                    }
+                }
+            }
+        }
         let c = doc.components.get_or_insert_with(Default::default);
         c.add_security_scheme(
             "bearer",

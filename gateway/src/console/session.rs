@@ -225,8 +225,10 @@ pub async fn setup(
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name (a-z, 0-9, `.`, `_`, `-`).
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     pub user: String,
     /// Password (at least 10 characters).
+    #[schema(min_length = 10)]
     pub password: String,
     /// Role.
     pub role: Role,
@@ -259,6 +261,7 @@ pub async fn create_user(
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// A unique name for the machine using it.
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     pub name: String,
     /// Its role.
     pub role: Role,
