@@ -327,13 +327,13 @@ impl Engine {
             Pattern::Confirm { devices, within } => {
                 let rs = self.st.rules.entry(rule.id.clone()).or_default();
                 let hits = rs.windows.entry(group.to_owned()).or_default();
-                let device = cx.ev.source.device.as_str();
-                // One hit per device: a detector repeating itself is not a second witness.
+                let device = witness(cx.ev);
+                // One hit per witness: a detector repeating itself is not a second witness.
                 hits.retain(|h| t - h.t < *within && h.device != device);
                 hits.push(Hit {
                     t,
                     seq: cx.seq,
-                    device: device.to_owned(),
+                    device,
                 });
                 let done = hits.len() >= *devices;
                 if done {
@@ -423,7 +423,8 @@ impl Engine {
         }
     }
 
-    /// A reset from a device of an open alarm of this rule resolves it.
+    /// A reset in the group of an open alarm of this rule resolves it (for a rule grouped by
+    /// device: a reset from that device).
     fn auto_resolve(&mut self, rule: &Rule, cx: &mut Cx<'_>) {
         if !rule
             .resolve_on
@@ -432,12 +433,12 @@ impl Engine {
         {
             return;
         }
-        let device = cx.ev.source.device.as_str();
+        let group = rule.group_by.key(cx.ev);
         let ids: Vec<String> = self
             .st
             .alarms
             .iter()
-            .filter(|(_, o)| o.alarm.rule == rule.id && o.devices.iter().any(|d| d == device))
+            .filter(|(_, o)| o.alarm.rule == rule.id && o.group == group)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -473,6 +474,22 @@ impl Engine {
             Ok(other) => Err(format!("condition gave {other:?}, not a bool")),
             Err(e) => Err(format!("condition failed: {e}")),
         }
+    }
+}
+
+/// Who witnessed an event, for confirmation: the component (`location.point`, or the GB/T
+/// 26875 `component_address` in the payload) behind the source device, else the device.
+fn witness(ev: &Event) -> String {
+    let device = ev.source.device.as_str();
+    let component = ev.location.point.as_deref().map(str::to_owned).or_else(|| {
+        ev.payload.get("component_address").map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    });
+    match component {
+        Some(c) => format!("{device}/{c}"),
+        None => device.to_owned(),
     }
 }
 
