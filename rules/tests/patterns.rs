@@ -1,6 +1,11 @@
 //! Table tests, one group per pattern and per part of the alarm lifecycle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 mod common;
+
+/// (device, location, seconds after t0) of one fire alarm.
+type Alarm3 = (&'static str, &'static str, i64);
 
 use campusgw_rules::{Action, AlarmState, Engine};
 use common::{at, brief, ev, set};
@@ -43,7 +48,7 @@ fn two_detectors_in_one_zone_within_the_window_confirm_a_fire() {
 
 #[test]
 fn confirmation_needs_distinct_detectors_the_same_zone_and_the_window() {
-    let cases: &[(&str, &[(&str, &str, i64)])] = &[
+    let cases: &[(&str, &[Alarm3])] = &[
         (
             "one detector repeating",
             &[

@@ -1,5 +1,5 @@
 //! Helpers shared by the rules crate's tests: events, times, rule sets.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
