@@ -858,7 +858,11 @@ impl RuleCx<'_, '_> {
 
 /// Compiles a CEL condition; it may use only the variable `event`.
 fn compile_condition(src: &str) -> Result<Condition, String> {
-    let program = cel_interpreter::Program::compile(src).map_err(|e| {
+    // cel-parser 0.10 (antlr4rust) panics on some malformed input ("a >") instead of
+    // returning an error: contain it, so a typo in a rule file is a reported problem.
+    let compiled = std::panic::catch_unwind(|| cel_interpreter::Program::compile(src))
+        .map_err(|_| "condition does not parse as CEL (incomplete expression?)".to_owned())?;
+    let program = compiled.map_err(|e| {
         format!(
             "condition does not parse as CEL: {}",
             first_line(&e.to_string())
