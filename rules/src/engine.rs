@@ -14,7 +14,7 @@
 //! marked `test`; commands and forwards are held. Drill (a building): commands run as for the
 //! real thing (doors, evacuation broadcast), forwards are held (no police), alarms are `test`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use campusgw_model::{Class, DeviceId, Event, NewEvent, Target};
@@ -36,6 +36,8 @@ pub struct Engine {
     pub(crate) st: EngineState,
     /// Deadlines of `st.timers`, ordered; rebuilt on restore.
     pub(crate) queue: std::collections::BTreeSet<(DateTime<Utc>, u64)>,
+    /// Open alarm id by (rule, group): at most one each; rebuilt on restore.
+    by_group: HashMap<(String, String), String>,
     cel: cel_interpreter::Context<'static>,
     errors: Vec<EvalError>,
     dropped_errors: u64,
@@ -63,6 +65,7 @@ impl Engine {
             rules: RuleSet::empty(),
             st: state,
             queue: Default::default(),
+            by_group: HashMap::new(),
             cel: cel_interpreter::Context::default(),
             errors: Vec::new(),
             dropped_errors: 0,
@@ -72,6 +75,11 @@ impl Engine {
             e.st.timers
                 .iter()
                 .map(|(id, t)| (t.deadline, *id))
+                .collect();
+        e.by_group =
+            e.st.alarms
+                .iter()
+                .map(|(id, o)| ((o.alarm.rule.clone(), o.group.clone()), id.clone()))
                 .collect();
         e.reload(rules);
         e
@@ -434,14 +442,7 @@ impl Engine {
             return;
         }
         let group = rule.group_by.key(cx.ev);
-        let ids: Vec<String> = self
-            .st
-            .alarms
-            .iter()
-            .filter(|(_, o)| o.alarm.rule == rule.id && o.group == group)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
+        if let Some(id) = self.by_group.get(&(rule.id.clone(), group)).cloned() {
             self.close_alarm(&id, cx.seq, cx.out);
         }
     }
@@ -585,14 +586,7 @@ impl Engine {
                 );
             }
             ActionSpec::Resolve { rule: of } => {
-                let ids: Vec<String> = self
-                    .st
-                    .alarms
-                    .iter()
-                    .filter(|(_, o)| o.alarm.rule == *of && o.group == group)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for a in ids {
+                if let Some(a) = self.by_group.get(&(of.clone(), group.to_owned())).cloned() {
                     self.close_alarm(&a, seq, cx.out);
                 }
             }
@@ -678,11 +672,10 @@ impl Engine {
     ) {
         let device = ev.source.device.as_str().to_owned();
         let open = self
-            .st
-            .alarms
-            .iter_mut()
-            .find(|(_, o)| o.alarm.rule == rule.id && o.group == group);
-        if let Some((_, o)) = open {
+            .by_group
+            .get(&(rule.id.clone(), group.to_owned()))
+            .and_then(|id| self.st.alarms.get_mut(id));
+        if let Some(o) = open {
             if !o.alarm.source_seqs.contains(&seq) {
                 o.alarm.source_seqs.push(seq);
             }
@@ -716,6 +709,8 @@ impl Engine {
             )
         });
         out.push(Action::Alarm(AlarmChange::Raised(alarm.clone())));
+        self.by_group
+            .insert((rule.id.clone(), group.to_owned()), alarm.id.clone());
         self.st.alarms.insert(
             alarm.id.clone(),
             OpenAlarm {
@@ -767,6 +762,8 @@ impl Engine {
     /// Resolves an open alarm (rule action, device reset or operator).
     fn close_alarm(&mut self, id: &str, _seq: u64, out: &mut Vec<Action>) {
         if let Some(mut o) = self.st.alarms.remove(id) {
+            self.by_group
+                .remove(&(o.alarm.rule.clone(), o.group.clone()));
             if let Some(t) = o.timer.take() {
                 self.cancel_timer(t);
             }

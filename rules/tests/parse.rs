@@ -109,9 +109,11 @@ fn a_toml_syntax_error_names_its_line_and_other_files_are_still_checked() {
         "{found:#?}"
     );
     assert!(
-        found.iter().any(|i| i.file == std::path::Path::new("dup.toml")
-            && i.line == 8
-            && i.message.contains("duplicate rule id")),
+        found
+            .iter()
+            .any(|i| i.file == std::path::Path::new("dup.toml")
+                && i.line == 8
+                && i.message.contains("duplicate rule id")),
         "{found:#?}"
     );
 }
