@@ -719,3 +719,48 @@ fn reload_keeps_the_state_of_rules_whose_id_stays_and_drops_the_rest() {
     );
     assert_eq!(out, ["command door.release building:A", "raised fire:3"]);
 }
+
+#[test]
+fn scoped_rules_see_only_events_in_their_scope_whatever_the_index_skips() {
+    let mut e = Engine::new(set(r#"
+[[rule]]
+id = "in_a"
+trigger = { kinds = ["door.forced"], scopes = ["building:A"] }
+[[rule.actions]]
+type = "alarm"
+severity = "minor"
+[[rule]]
+id = "in_b_zone_or_dev"
+trigger = { kinds = ["door.*"], scopes = ["zone:B/1/z1", "device:d9"] }
+[[rule.actions]]
+type = "alarm"
+severity = "minor"
+[[rule]]
+id = "campus"
+trigger = { kinds = ["door.forced"], scopes = ["campus:main"] }
+[[rule.actions]]
+type = "alarm"
+severity = "minor"
+"#));
+    let f = |seq, d: &str, l: &str| ev(seq, "door.forced", d, l, 0, json!({}));
+    let out = run(
+        &mut e,
+        &[
+            f(1, "d1", "main/A/1/z1"),
+            f(2, "d2", "main/B/1/z1"),
+            f(3, "d9", "other"),
+            f(4, "d3", "main/B/2/z1"),
+        ],
+    );
+    assert_eq!(
+        out,
+        [
+            "raised in_a:1",
+            "raised campus:1",
+            "raised in_b_zone_or_dev:2",
+            "raised campus:2",
+            "raised in_b_zone_or_dev:3",
+            "raised campus:4"
+        ]
+    );
+}
