@@ -260,6 +260,19 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
+    /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
+    Linkage {
+        /// Samples per phase.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Background events per second in the load phase.
+        #[arg(long, default_value_t = 10_000)]
+        load_rate: u64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Alarm append latency while retention deletes a large expired backlog.
     Retention {
         /// Expired events to delete.
@@ -431,6 +444,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        Cmd::Bench {
+            command:
+                BenchCmd::Linkage {
+                    samples,
+                    load_rate,
+                    data_dir,
+                },
+        } => crate::bench::linkage::run(samples, load_rate, data_dir).await,
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
         } => crate::bench::retention::run(events, data_dir).await,

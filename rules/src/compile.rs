@@ -93,39 +93,88 @@ pub(crate) enum Role {
 /// Rules by the event kinds that concern them, so an event costs only the rules it can match.
 #[derive(Debug, Default)]
 pub(crate) struct KindIndex {
-    exact: HashMap<String, Vec<(usize, Role)>>,
-    prefix: HashMap<String, Vec<(usize, Role)>>,
-    any: Vec<(usize, Role)>,
+    exact: HashMap<String, Bucket>,
+    prefix: HashMap<String, Bucket>,
+    any: Bucket,
+}
+
+/// The rules under one kind pattern, split by the building their scopes pin (if every scope
+/// of the filter names one), so an event in building A skips rules scoped to building B.
+#[derive(Debug, Default)]
+struct Bucket {
+    anywhere: Vec<(usize, Role)>,
+    by_building: HashMap<String, Vec<(usize, Role)>>,
+}
+
+impl Bucket {
+    fn add(&mut self, entry: (usize, Role), buildings: Option<&[String]>) {
+        let lists: Vec<&mut Vec<(usize, Role)>> = match buildings {
+            None => vec![&mut self.anywhere],
+            Some(bs) => {
+                for b in bs {
+                    let list = self.by_building.entry(b.clone()).or_default();
+                    if !list.contains(&entry) {
+                        list.push(entry);
+                    }
+                }
+                Vec::new()
+            }
+        };
+        for list in lists {
+            if !list.contains(&entry) {
+                list.push(entry);
+            }
+        }
+    }
+
+    fn collect(&self, building: Option<&str>, out: &mut Vec<(usize, Role)>) {
+        out.extend_from_slice(&self.anywhere);
+        if let Some(v) = building.and_then(|b| self.by_building.get(b)) {
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+/// The buildings a filter's scopes pin, or None when some scope does not pin one.
+pub(crate) fn pinned_buildings(scopes: &[Scope]) -> Option<Vec<String>> {
+    if scopes.is_empty() {
+        return None;
+    }
+    scopes
+        .iter()
+        .map(|s| match s {
+            Scope::Levels { first: 1, parts } => parts.first().cloned(),
+            _ => None,
+        })
+        .collect()
 }
 
 impl KindIndex {
-    fn add(&mut self, pattern: &KindPattern, entry: (usize, Role)) {
-        let list = match pattern {
+    fn add(&mut self, pattern: &KindPattern, entry: (usize, Role), buildings: Option<&[String]>) {
+        let bucket = match pattern {
             KindPattern::Exact(k) => self.exact.entry(k.clone()).or_default(),
             KindPattern::Prefix(p) => self.prefix.entry(p.clone()).or_default(),
             KindPattern::Any => &mut self.any,
         };
-        if !list.contains(&entry) {
-            list.push(entry);
-        }
+        bucket.add(entry, buildings);
     }
 
-    /// Every (rule, role) whose kinds may match `kind`, in rule order.
-    pub fn lookup(&self, kind: &str, out: &mut Vec<(usize, Role)>) {
+    /// Every (rule, role) whose kinds and building scope may match, in rule order.
+    pub fn lookup(&self, kind: &str, building: Option<&str>, out: &mut Vec<(usize, Role)>) {
         out.clear();
-        if let Some(v) = self.exact.get(kind) {
-            out.extend_from_slice(v);
+        if let Some(b) = self.exact.get(kind) {
+            b.collect(building, out);
         }
         if !self.prefix.is_empty() {
-            for (i, b) in kind.bytes().enumerate() {
-                if b == b'.'
-                    && let Some(v) = self.prefix.get(&kind[..=i])
+            for (i, c) in kind.bytes().enumerate() {
+                if c == b'.'
+                    && let Some(b) = self.prefix.get(&kind[..=i])
                 {
-                    out.extend_from_slice(v);
+                    b.collect(building, out);
                 }
             }
         }
-        out.extend_from_slice(&self.any);
+        self.any.collect(building, out);
         out.sort_unstable_by_key(|(r, role)| (*r, *role as u8));
         out.dedup();
     }
@@ -155,12 +204,13 @@ impl RuleSet {
     pub fn parse(sources: &[RuleSource], env: &RuleEnv) -> Result<RuleSet, Vec<RuleIssue>> {
         let mut issues = Vec::new();
         let mut docs = Vec::new();
-        for src in sources {
+        let srcs: Vec<Src<'_>> = sources.iter().map(Src::new).collect();
+        for src in &srcs {
             match DeTable::parse(&src.text) {
                 Ok(doc) => docs.push((src, doc)),
                 Err(e) => issues.push(RuleIssue {
                     file: src.file.clone(),
-                    line: line_of(&src.text, e.span().map_or(0, |s| s.start)),
+                    line: src.line(e.span().map_or(0, |s| s.start)),
                     rule: None,
                     message: first_line(e.message()),
                 }),
@@ -189,7 +239,7 @@ impl RuleSet {
                         }
                     }
                     other => {
-                        let line = line_of(&src.text, key.span().start);
+                        let line = src.line(key.span().start);
                         cx.issue(line, None, format!("unknown top-level key {other:?} (a rule file holds [[rule]] and [[calendar]] tables)"));
                     }
                 }
@@ -246,21 +296,27 @@ impl RuleSet {
         }
         let mut index = KindIndex::default();
         for (i, r) in rules.iter().enumerate() {
+            let pins = pinned_buildings(&r.trigger.scopes);
             for k in &r.trigger.kinds {
-                index.add(k, (i, Role::Trigger));
+                index.add(k, (i, Role::Trigger), pins.as_deref());
             }
             match &r.pattern {
                 Pattern::Absence { arm: Some(f), .. } => {
-                    f.kinds.iter().for_each(|k| index.add(k, (i, Role::Arm)))
+                    let pins = pinned_buildings(&f.scopes);
+                    for k in &f.kinds {
+                        index.add(k, (i, Role::Arm), pins.as_deref());
+                    }
                 }
-                Pattern::Sequence { first, .. } => first
-                    .kinds
-                    .iter()
-                    .for_each(|k| index.add(k, (i, Role::First))),
+                Pattern::Sequence { first, .. } => {
+                    let pins = pinned_buildings(&first.scopes);
+                    for k in &first.kinds {
+                        index.add(k, (i, Role::First), pins.as_deref());
+                    }
+                }
                 _ => {}
             }
             for k in &r.resolve_on {
-                index.add(k, (i, Role::ResolveOn));
+                index.add(k, (i, Role::ResolveOn), None);
             }
         }
         Ok(RuleSet {
@@ -299,10 +355,35 @@ impl RuleSet {
     }
 }
 
-/// 1-based line of byte offset `at`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.get(..at)
-        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+/// A rule file with the offsets of its line ends, so each issue's line is a binary search.
+struct Src<'a> {
+    source: &'a RuleSource,
+    newlines: Vec<usize>,
+}
+
+impl<'a> Src<'a> {
+    fn new(source: &'a RuleSource) -> Src<'a> {
+        let newlines = source
+            .text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Src { source, newlines }
+    }
+
+    /// 1-based line of byte offset `at`.
+    fn line(&self, at: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < at) + 1
+    }
+}
+
+impl std::ops::Deref for Src<'_> {
+    type Target = RuleSource;
+    fn deref(&self) -> &RuleSource {
+        self.source
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -310,7 +391,7 @@ fn first_line(s: &str) -> String {
 }
 
 struct FileCx<'a, 'b> {
-    src: &'a RuleSource,
+    src: &'a Src<'a>,
     issues: &'b mut Vec<RuleIssue>,
 }
 
@@ -330,9 +411,8 @@ impl FileCx<'_, '_> {
         value: &Spanned<DeValue<'_>>,
         what: &str,
     ) -> Vec<(T, usize)> {
-        let text = &self.src.text;
         let DeValue::Array(items) = value.get_ref() else {
-            let line = line_of(text, value.span().start);
+            let line = self.src.line(value.span().start);
             self.issue(
                 line,
                 None,
@@ -342,7 +422,7 @@ impl FileCx<'_, '_> {
         };
         let mut out = Vec::new();
         for item in items.iter() {
-            let line = line_of(text, item.span().start);
+            let line = self.src.line(item.span().start);
             let DeValue::Table(table) = item.get_ref() else {
                 self.issue(
                     line,
@@ -359,7 +439,7 @@ impl FileCx<'_, '_> {
             match T::deserialize(de) {
                 Ok(t) => out.push((t, line)),
                 Err(e) => {
-                    let at = e.span().map_or(line, |s| line_of(text, s.start));
+                    let at = e.span().map_or(line, |s| self.src.line(s.start));
                     self.issue(at, id, first_line(e.message()));
                 }
             }
@@ -393,7 +473,7 @@ fn compile_calendar(c: &CalendarToml) -> Result<Calendar, String> {
 }
 
 struct RuleCx<'a, 'b> {
-    src: &'a RuleSource,
+    src: &'a Src<'a>,
     rule: String,
     issues: &'b mut Vec<RuleIssue>,
     env: &'a RuleEnv,
@@ -404,7 +484,7 @@ type ResolveRef = (PathBuf, usize, String, String);
 
 impl RuleCx<'_, '_> {
     fn line(&self, at: usize) -> usize {
-        line_of(&self.src.text, at)
+        self.src.line(at)
     }
 
     fn issue(&mut self, line: usize, message: String) {
@@ -858,7 +938,11 @@ impl RuleCx<'_, '_> {
 
 /// Compiles a CEL condition; it may use only the variable `event`.
 fn compile_condition(src: &str) -> Result<Condition, String> {
-    let program = cel_interpreter::Program::compile(src).map_err(|e| {
+    // cel-parser 0.10 (antlr4rust) panics on some malformed input ("a >") instead of
+    // returning an error: contain it, so a typo in a rule file is a reported problem.
+    let compiled = std::panic::catch_unwind(|| cel_interpreter::Program::compile(src))
+        .map_err(|_| "condition does not parse as CEL (incomplete expression?)".to_owned())?;
+    let program = compiled.map_err(|e| {
         format!(
             "condition does not parse as CEL: {}",
             first_line(&e.to_string())

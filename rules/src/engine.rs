@@ -14,7 +14,7 @@
 //! marked `test`; commands and forwards are held. Drill (a building): commands run as for the
 //! real thing (doors, evacuation broadcast), forwards are held (no police), alarms are `test`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use campusgw_model::{Class, DeviceId, Event, NewEvent, Target};
@@ -30,12 +30,19 @@ use crate::state::{EngineState, Hit, Hold, OpenAlarm, TimerKind};
 /// are counted in [`Engine::dropped_eval_errors`], so a broken rule cannot grow memory.
 const MAX_EVAL_ERRORS: usize = 1_000;
 
+/// An alarm lists at most this many source events (the first ones and the latest) and devices.
+const MAX_SOURCE_SEQS: usize = 32;
+
 /// The rules engine. Single-threaded and pure: no I/O, no clock reads.
 pub struct Engine {
     rules: RuleSet,
     pub(crate) st: EngineState,
     /// Deadlines of `st.timers`, ordered; rebuilt on restore.
     pub(crate) queue: std::collections::BTreeSet<(DateTime<Utc>, u64)>,
+    /// Whether each rule (by index) is enabled: file setting, then operator override.
+    enabled: Vec<bool>,
+    /// Open alarm id by (rule, group): at most one each; rebuilt on restore.
+    by_group: HashMap<(String, String), String>,
     cel: cel_interpreter::Context<'static>,
     errors: Vec<EvalError>,
     dropped_errors: u64,
@@ -63,6 +70,8 @@ impl Engine {
             rules: RuleSet::empty(),
             st: state,
             queue: Default::default(),
+            by_group: HashMap::new(),
+            enabled: Vec::new(),
             cel: cel_interpreter::Context::default(),
             errors: Vec::new(),
             dropped_errors: 0,
@@ -72,6 +81,11 @@ impl Engine {
             e.st.timers
                 .iter()
                 .map(|(id, t)| (t.deadline, *id))
+                .collect();
+        e.by_group =
+            e.st.alarms
+                .iter()
+                .map(|(id, o)| ((o.alarm.rule.clone(), o.group.clone()), id.clone()))
                 .collect();
         e.reload(rules);
         e
@@ -99,6 +113,29 @@ impl Engine {
             self.cancel_timer(id);
         }
         self.rules = rules;
+        self.refresh_enabled();
+    }
+
+    fn refresh_enabled(&mut self) {
+        let overrides = &self.st.overrides;
+        self.enabled = self
+            .rules
+            .inner
+            .infos
+            .iter()
+            .map(|i| overrides.get(&i.id).copied().unwrap_or(i.enabled))
+            .collect();
+    }
+
+    /// The pattern state of a rule, created on first use (without cloning its id each time).
+    fn rule_state(&mut self, id: &str) -> &mut crate::state::RuleState {
+        if !self.st.rules.contains_key(id) {
+            self.st.rules.insert(id.to_owned(), Default::default());
+        }
+        self.st
+            .rules
+            .get_mut(id)
+            .expect("the rule state was inserted just above")
     }
 
     /// Enables or disables a rule (operator override of the file's `enabled`). Returns false
@@ -108,6 +145,7 @@ impl Engine {
             return false;
         }
         self.st.overrides.insert(rule_id.to_owned(), enabled);
+        self.refresh_enabled();
         true
     }
 
@@ -144,10 +182,11 @@ impl Engine {
             self.operator(seq, event, t, &mut out);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        self.rules
-            .inner
-            .index
-            .lookup(event.kind.as_str(), &mut scratch);
+        self.rules.inner.index.lookup(
+            event.kind.as_str(),
+            event.location.building.as_deref(),
+            &mut scratch,
+        );
         let rules = self.rules.clone();
         let mut cel_event = None;
         let mut forwarded = HashSet::new();
@@ -155,7 +194,7 @@ impl Engine {
             let Some(rule) = rules.inner.rules.get(ri) else {
                 continue;
             };
-            if !self.is_enabled(&rule.id) {
+            if !self.enabled.get(ri).copied().unwrap_or(false) {
                 continue;
             }
             let mut cx = Cx {
@@ -282,7 +321,7 @@ impl Engine {
         }
         if let Some(d) = rule.debounce {
             let deadline = cx.t + d;
-            let rs = self.st.rules.entry(rule.id.clone()).or_default();
+            let rs = self.rule_state(&rule.id);
             if let Some(old) = rs.timers.remove(&group) {
                 self.cancel_timer(old);
             }
@@ -292,12 +331,7 @@ impl Engine {
                 cause: Box::new(cx.ev.clone()),
             };
             let id = self.add_timer(deadline, what);
-            self.st
-                .rules
-                .entry(rule.id.clone())
-                .or_default()
-                .timers
-                .insert(group, id);
+            self.rule_state(&rule.id).timers.insert(group, id);
             return;
         }
         let (seq, ev, t) = (cx.seq, cx.ev, cx.t);
@@ -310,7 +344,7 @@ impl Engine {
         match &rule.pattern {
             Pattern::Each => true,
             Pattern::Count { n, within } => {
-                let rs = self.st.rules.entry(rule.id.clone()).or_default();
+                let rs = self.rule_state(&rule.id);
                 let hits = rs.windows.entry(group.to_owned()).or_default();
                 hits.retain(|h| t - h.t < *within);
                 hits.push(Hit {
@@ -325,15 +359,15 @@ impl Engine {
                 done
             }
             Pattern::Confirm { devices, within } => {
-                let rs = self.st.rules.entry(rule.id.clone()).or_default();
+                let rs = self.rule_state(&rule.id);
                 let hits = rs.windows.entry(group.to_owned()).or_default();
-                let device = cx.ev.source.device.as_str();
-                // One hit per device: a detector repeating itself is not a second witness.
+                let device = witness(cx.ev);
+                // One hit per witness: a detector repeating itself is not a second witness.
                 hits.retain(|h| t - h.t < *within && h.device != device);
                 hits.push(Hit {
                     t,
                     seq: cx.seq,
-                    device: device.to_owned(),
+                    device,
                 });
                 let done = hits.len() >= *devices;
                 if done {
@@ -342,7 +376,7 @@ impl Engine {
                 done
             }
             Pattern::Absence { within, arm } => {
-                let rs = self.st.rules.entry(rule.id.clone()).or_default();
+                let rs = self.rule_state(&rule.id);
                 if let Some(old) = rs.timers.remove(group) {
                     self.cancel_timer(old);
                 }
@@ -354,17 +388,14 @@ impl Engine {
                         cause: Box::new(cx.ev.clone()),
                     };
                     let id = self.add_timer(t + *within, what);
-                    self.st
-                        .rules
-                        .entry(rule.id.clone())
-                        .or_default()
+                    self.rule_state(&rule.id)
                         .timers
                         .insert(group.to_owned(), id);
                 }
                 false
             }
             Pattern::Sequence { within, .. } => {
-                let rs = self.st.rules.entry(rule.id.clone()).or_default();
+                let rs = self.rule_state(&rule.id);
                 match rs.firsts.get(group) {
                     Some(first) if t - *first <= *within => {
                         rs.firsts.remove(group);
@@ -388,7 +419,7 @@ impl Engine {
             return;
         }
         let group = rule.group_by.key(cx.ev);
-        let rs = self.st.rules.entry(rule.id.clone()).or_default();
+        let rs = self.rule_state(&rule.id);
         // A second arming event while armed keeps the first deadline: the watch is from the
         // first time the device went offline, not the last.
         if rs.timers.contains_key(&group) {
@@ -400,12 +431,7 @@ impl Engine {
             cause: Box::new(cx.ev.clone()),
         };
         let id = self.add_timer(cx.t + *within, what);
-        self.st
-            .rules
-            .entry(rule.id.clone())
-            .or_default()
-            .timers
-            .insert(group, id);
+        self.rule_state(&rule.id).timers.insert(group, id);
     }
 
     fn on_first(&mut self, rule: &Rule, cx: &mut Cx<'_>) {
@@ -414,16 +440,12 @@ impl Engine {
         };
         if first.matches(cx.ev) {
             let group = rule.group_by.key(cx.ev);
-            self.st
-                .rules
-                .entry(rule.id.clone())
-                .or_default()
-                .firsts
-                .insert(group, cx.t);
+            self.rule_state(&rule.id).firsts.insert(group, cx.t);
         }
     }
 
-    /// A reset from a device of an open alarm of this rule resolves it.
+    /// A reset in the group of an open alarm of this rule resolves it (for a rule grouped by
+    /// device: a reset from that device).
     fn auto_resolve(&mut self, rule: &Rule, cx: &mut Cx<'_>) {
         if !rule
             .resolve_on
@@ -432,15 +454,8 @@ impl Engine {
         {
             return;
         }
-        let device = cx.ev.source.device.as_str();
-        let ids: Vec<String> = self
-            .st
-            .alarms
-            .iter()
-            .filter(|(_, o)| o.alarm.rule == rule.id && o.devices.iter().any(|d| d == device))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
+        let group = rule.group_by.key(cx.ev);
+        if let Some(id) = self.by_group.get(&(rule.id.clone(), group)).cloned() {
             self.close_alarm(&id, cx.seq, cx.out);
         }
     }
@@ -476,15 +491,48 @@ impl Engine {
     }
 }
 
+/// Who witnessed an event, for confirmation: the component (`location.point`, or the GB/T
+/// 26875 `component_address` in the payload) behind the source device, else the device.
+fn witness(ev: &Event) -> String {
+    let device = ev.source.device.as_str();
+    let component = ev.location.point.as_deref().map(str::to_owned).or_else(|| {
+        ev.payload.get("component_address").map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    });
+    match component {
+        Some(c) => format!("{device}/{c}"),
+        None => device.to_owned(),
+    }
+}
+
 /// The event as CEL sees it: `event.kind`, `event.class`, `event.seq`, `event.device`,
 /// `event.driver`, `event.location.building`, `event.payload.…`.
 fn cel_view(ev: &Event) -> Result<cel_interpreter::Value, String> {
-    let view = serde_json::json!({
-        "kind": ev.kind, "class": ev.class, "seq": ev.seq,
-        "device": ev.source.device, "driver": ev.source.driver,
-        "location": ev.location, "payload": ev.payload,
-    });
-    cel_interpreter::to_value(view).map_err(|e| format!("event not representable in CEL: {e}"))
+    use cel_interpreter::Value;
+    let text = |s: &str| Value::String(std::sync::Arc::new(s.to_owned()));
+    let mut location: HashMap<String, Value> = HashMap::new();
+    let names = ["campus", "building", "floor", "zone", "point"];
+    for (name, level) in names.iter().zip(ev.location.levels()) {
+        if let Some(v) = level {
+            location.insert((*name).to_owned(), text(v));
+        }
+    }
+    let payload = cel_interpreter::to_value(&ev.payload)
+        .map_err(|e| format!("payload not representable in CEL: {e}"))?;
+    let mut m: HashMap<String, Value> = HashMap::with_capacity(7);
+    m.insert("kind".into(), text(ev.kind.as_str()));
+    m.insert("class".into(), text(ev.class.as_str()));
+    m.insert(
+        "seq".into(),
+        Value::Int(i64::try_from(ev.seq).unwrap_or(i64::MAX)),
+    );
+    m.insert("device".into(), text(ev.source.device.as_str()));
+    m.insert("driver".into(), text(&ev.source.driver));
+    m.insert("location".into(), Value::Map(location.into()));
+    m.insert("payload".into(), payload);
+    Ok(Value::Map(m.into()))
 }
 
 impl Engine {
@@ -499,7 +547,7 @@ impl Engine {
         cx: &mut Cx<'_>,
     ) {
         if let Some(s) = rule.suppress {
-            let rs = self.st.rules.entry(rule.id.clone()).or_default();
+            let rs = self.rule_state(&rule.id);
             if rs.fired.get(group).is_some_and(|last| t - *last < s) {
                 return;
             }
@@ -568,14 +616,7 @@ impl Engine {
                 );
             }
             ActionSpec::Resolve { rule: of } => {
-                let ids: Vec<String> = self
-                    .st
-                    .alarms
-                    .iter()
-                    .filter(|(_, o)| o.alarm.rule == *of && o.group == group)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for a in ids {
+                if let Some(a) = self.by_group.get(&(of.clone(), group.to_owned())).cloned() {
                     self.close_alarm(&a, seq, cx.out);
                 }
             }
@@ -661,15 +702,20 @@ impl Engine {
     ) {
         let device = ev.source.device.as_str().to_owned();
         let open = self
-            .st
-            .alarms
-            .iter_mut()
-            .find(|(_, o)| o.alarm.rule == rule.id && o.group == group);
-        if let Some((_, o)) = open {
+            .by_group
+            .get(&(rule.id.clone(), group.to_owned()))
+            .and_then(|id| self.st.alarms.get_mut(id));
+        if let Some(o) = open {
+            // Bounded: the first events and the latest, so a chattering device cannot grow
+            // an alarm (and every change journaled for it) without end.
             if !o.alarm.source_seqs.contains(&seq) {
-                o.alarm.source_seqs.push(seq);
+                if o.alarm.source_seqs.len() < MAX_SOURCE_SEQS {
+                    o.alarm.source_seqs.push(seq);
+                } else if let Some(last) = o.alarm.source_seqs.last_mut() {
+                    *last = seq;
+                }
             }
-            if !o.devices.contains(&device) {
+            if !o.devices.contains(&device) && o.devices.len() < MAX_SOURCE_SEQS {
                 o.devices.push(device);
             }
             out.push(Action::Alarm(AlarmChange::Updated(o.alarm.clone())));
@@ -699,6 +745,8 @@ impl Engine {
             )
         });
         out.push(Action::Alarm(AlarmChange::Raised(alarm.clone())));
+        self.by_group
+            .insert((rule.id.clone(), group.to_owned()), alarm.id.clone());
         self.st.alarms.insert(
             alarm.id.clone(),
             OpenAlarm {
@@ -750,6 +798,8 @@ impl Engine {
     /// Resolves an open alarm (rule action, device reset or operator).
     fn close_alarm(&mut self, id: &str, _seq: u64, out: &mut Vec<Action>) {
         if let Some(mut o) = self.st.alarms.remove(id) {
+            self.by_group
+                .remove(&(o.alarm.rule.clone(), o.group.clone()));
             if let Some(t) = o.timer.take() {
                 self.cancel_timer(t);
             }

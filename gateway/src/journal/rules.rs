@@ -361,6 +361,18 @@ pub struct RulesReader {
 }
 
 impl RulesReader {
+    /// Opens a reader on a journal file (tools and tests; the gateway uses
+    /// [`Journal::rules_reader`]).
+    ///
+    /// # Errors
+    /// [`JournalError::Sqlite`] if the file cannot be opened.
+    pub fn open(path: &std::path::Path) -> Result<RulesReader, JournalError> {
+        Ok(RulesReader {
+            conn: schema::open_ro(path)?,
+            path: path.to_owned(),
+        })
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
         schema::err(&self.path)
     }

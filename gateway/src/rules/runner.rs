@@ -88,6 +88,8 @@ impl RulesRunner {
     /// [`RunnerError`] when the journal fails; the caller restarts the runner (it resumes
     /// from its stored cursor).
     pub async fn run(&self) -> Result<(), RunnerError> {
+        // Taken before reading the files, so a change while they are read is seen next poll.
+        let seen = fingerprint(&self.dir);
         let rules = self.initial_rules();
         let reader = self.journal.rules_reader()?;
         let (cursor, engine) = match reader.state(CONSUMER)? {
@@ -123,7 +125,7 @@ impl RulesRunner {
             dirty: false,
             persisted: Instant::now(),
             eval_logged: HashMap::new(),
-            fingerprint: fingerprint(&self.dir),
+            fingerprint: seen,
         };
         let result = self.run_loop(&mut lp).await;
         if lp.dirty {
