@@ -1,6 +1,6 @@
 //! HTTP: `GET /healthz` and `GET /metrics`, the only routes without login (DESIGN §4
 //! "Security"). Neither exposes event content: states, counters and sequence numbers only.
-//! The console and authenticated API arrive with the console issue.
+//! The console and its authenticated API (`crate::console`) are mounted beside them.
 //!
 //! `/healthz` answers 200 while the gateway works (the body's `status` is `ok`, `degraded`
 //! or `critical`, with the reason in its fields, e.g. `journal.storage_damaged`) and 503
@@ -35,6 +35,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::health::HealthBoard;
 use crate::journal::Journal;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub gateway_id: String,
     /// Uplink states.
     pub uplinks: crate::uplink::UplinkBoard,
+    /// The operator console and `/api/v1` (absent: health and metrics only).
+    pub console: Option<crate::console::ConsoleState>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every gateway in the
@@ -77,10 +80,15 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let console = state.console.clone();
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    match console {
+        Some(c) => base.merge(crate::console::router(c)),
+        None => base,
+    }
 }
 
 /// How the console server bounds its connections.
@@ -209,6 +217,12 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _guard = guard;
             let _ = stream.set_nodelay(true);
+            // The console's login rate limit is per client address.
+            let app = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut()
+                    .insert(crate::console::session::PeerAddr(peer));
+                r
+            });
             match acceptor {
                 None => serve_connection(stream, app, &opts, shutdown).await,
                 Some(acceptor) => {
@@ -244,9 +258,17 @@ impl Drop for OpenGuard {
 }
 
 /// Serves HTTP/1.1 on one connection until it ends, idles out, or `shutdown`.
-async fn serve_connection<I>(io: I, app: Router, opts: &ServeOptions, shutdown: CancellationToken)
+async fn serve_connection<I, S>(io: I, app: S, opts: &ServeOptions, shutdown: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let last = Arc::new(Mutex::new(Instant::now()));
     let io = Activity {

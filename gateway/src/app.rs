@@ -38,6 +38,10 @@ pub struct Gateway {
     pub commands: Arc<CommandRouter>,
     /// Device health.
     pub health: Arc<HealthBoard>,
+    /// The operator console.
+    pub console: crate::console::ConsoleState,
+    /// The alarm board (console, API).
+    pub alarms: crate::alarms::AlarmStore,
     shutdown: CancellationToken,
     supervisor: Supervisor,
     uplinks: crate::uplink::Uplinks,
@@ -133,6 +137,8 @@ impl Gateway {
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         let (journal, writer) = Journal::open(jopts)?;
+        // Before any driver runs: rules start after what was already committed.
+        let start_after = *journal.committed_seq().borrow();
         let shutdown = CancellationToken::new();
         let gateway_id = DeviceId::new(config.gateway.id.clone()).map_err(anyhow::Error::msg)?;
         let (board, health_rx) = HealthBoard::new();
@@ -156,6 +162,22 @@ impl Gateway {
                 shutdown: shutdown.clone(),
             },
         );
+        let alarms = crate::alarms::AlarmStore::new(journal.clone(), gateway_id.clone())?;
+        let rules_task = match &config.rules {
+            Some(section) => Some(crate::rules::spawn(
+                section,
+                &config.uplinks,
+                crate::rules::SpawnContext {
+                    journal: journal.clone(),
+                    store: alarms.clone(),
+                    router: commands.clone(),
+                    gateway: gateway_id.clone(),
+                    start_after,
+                    shutdown: shutdown.clone(),
+                },
+            )?),
+            None => None,
+        };
         let mut background = vec![
             tokio::spawn(health::run(
                 board.clone(),
@@ -166,6 +188,32 @@ impl Gateway {
             )),
             journal.spawn_maintenance(opts.maintenance_every),
         ];
+        background.extend(rules_task);
+        let console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
+            journal: journal.clone(),
+            health: board.clone(),
+            uplinks: uplinks.board.clone(),
+            devices: config
+                .devices
+                .iter()
+                .map(|d| crate::console::DeviceInfo {
+                    id: d.id.clone(),
+                    driver: d.driver,
+                    location: d.location.clone(),
+                })
+                .collect(),
+            gateway_id: gateway_id.clone(),
+            commands: Some(commands.clone()),
+            rules: match &config.rules {
+                Some(r) => crate::console::rules::RuleSource::dir(
+                    r.dir.clone(),
+                    crate::rules::rule_env(r, &config.uplinks),
+                ),
+                None => crate::console::rules::RuleSource::default(),
+            },
+            alarms: Some(alarms.clone()),
+            data_dir: config.gateway.data_dir.clone(),
+        })?;
         let state = ApiState {
             started,
             journal: journal.clone(),
@@ -173,6 +221,7 @@ impl Gateway {
             health: board.clone(),
             gateway_id: config.gateway.id.clone(),
             uplinks: uplinks.board.clone(),
+            console: Some(console.clone()),
         };
         let c = &config.console;
         let devices: Vec<(String, usize)> = config
@@ -183,6 +232,12 @@ impl Gateway {
             .collect();
         let tls = match (&c.tls_cert_file, &c.tls_key_file) {
             (Some(cert), Some(key)) => Some(api::load_tls(cert, key)?),
+            _ if c.tls_self_signed => {
+                let names = vec![c.listen.ip().to_string(), "localhost".to_owned()];
+                let (cert, key) =
+                    crate::console::tls::self_signed(&config.gateway.data_dir, &names)?;
+                Some(api::load_tls(&cert, &key)?)
+            }
             _ => None,
         };
         let serve_opts = api::ServeOptions {
@@ -210,6 +265,8 @@ impl Gateway {
             http_addr,
             commands,
             health: board,
+            console,
+            alarms,
             shutdown,
             supervisor,
             uplinks,

@@ -67,6 +67,12 @@ pub enum Cmd {
         #[command(subcommand)]
         protocol: DecodeCmd,
     },
+    /// Console users (docs/console.md).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -148,6 +154,25 @@ pub enum UplinkCmd {
         /// Every rejected event of the uplink.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// `campusgw admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Create a console user or set its password (read from the terminal, or the first
+    /// line of standard input). The gateway must be stopped: its journal lock refuses a
+    /// second writer; use the one-time setup token while it runs.
+    SetPassword {
+        /// The gateway's data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The user.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Its role: admin, operator or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
     },
 }
 
@@ -235,6 +260,19 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
+    /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
+    Linkage {
+        /// Samples per phase.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Background events per second in the load phase.
+        #[arg(long, default_value_t = 10_000)]
+        load_rate: u64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Alarm append latency while retention deletes a large expired backlog.
     Retention {
         /// Expired events to delete.
@@ -316,6 +354,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             };
             crate::bench::crash::crash_writer(data_dir, o).await
         }
+        Cmd::Admin {
+            command:
+                AdminCmd::SetPassword {
+                    data_dir,
+                    user,
+                    role,
+                },
+        } => {
+            let role = crate::console::auth::Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("role {role:?}: expected admin, operator or viewer")
+            })?;
+            let password = crate::console::admin::read_password()?;
+            crate::console::admin::set_password(&data_dir, &user, role, &password).await?;
+            Ok(0)
+        }
         Cmd::Uplink {
             command: UplinkCmd::Rejected { data_dir, uplink },
         } => uplink_rejected(&data_dir, uplink.as_deref()),
@@ -391,6 +444,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        Cmd::Bench {
+            command:
+                BenchCmd::Linkage {
+                    samples,
+                    load_rate,
+                    data_dir,
+                },
+        } => crate::bench::linkage::run(samples, load_rate, data_dir).await,
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
         } => crate::bench::retention::run(events, data_dir).await,

@@ -9,10 +9,16 @@
 //!   device, connecting to the gateway's `fire_listener` and reporting smoke detectors.
 //!
 //! The gateway runs with an embedded config pointing at them (validated like any file).
-//! A script drives a cycle: readings wander; at 0:05 the panel's alarm contact closes, the
-//! demo linkage (a stand-in for the rules engine) unlocks building A's doors and sounds the
-//! siren; at 0:08 the UITD reports the smoke detector 10-2 in alarm (GB/T 26875) and at
-//! 0:15 a detector fault; at 0:20 the panel resets and at 0:22 the UITD reports the reset; at 0:30 the meter goes silent and is reported offline,
+//! The rules engine runs the default school rule pack (`rules/pack/`, written into
+//! `<data_dir>/rules/` at start) plus `demo.toml` below, which maps the confirmed fire onto
+//! the demo's Modbus door-release relays and siren (the pack's `door.unlock` and
+//! `broadcast.play` go to building A's devices too; the Modbus simulators refuse them as
+//! unsupported, which shows as `rule.action_failed` until door and broadcast drivers exist).
+//! A script drives a cycle: readings wander; at 0:05 the panel's alarm contact closes (one
+//! alarm device: the zone's alarm is raised, no linkage yet); at 0:08 the UITD reports the
+//! smoke detector 10-2 in alarm (GB/T 26875), the second device of zone A/1/east, so the
+//! fire is confirmed: building A's door relays are released, the siren sounds and a
+//! critical alarm is raised; at 0:15 a detector fault; at 0:20 the panel resets and at 0:22 the UITD reports the reset; at 0:30 the meter goes silent and is reported offline,
 //! and it returns at 0:40. The cycle repeats every minute. Every committed event is
 //! printed as it is journaled.
 
@@ -22,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusgw_modbus::sim::Simulator;
-use campusgw_sdk::{Command, CommandKind, Event, Target};
+use campusgw_sdk::Event;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{Gateway, RunOptions, wait_for_signal};
@@ -62,6 +68,7 @@ pub async fn run(
         meter: Simulator::start().await?,
         boiler: Simulator::start().await?,
     };
+    write_rules(&data_dir.join("rules"))?;
     let text = config_text(&sims, &data_dir, listen);
     let config = crate::config::parse(&text, Path::new("<demo>"))
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
@@ -70,7 +77,17 @@ pub async fn run(
         ..RunOptions::default()
     };
     let gw = Gateway::start(config, opts).await?;
+    // A demo admin with random one-time credentials: printed here once, stored hashed.
+    let demo_password = crate::console::auth::random_token();
+    gw.console
+        .auth
+        .set_password("demo", &demo_password, crate::console::auth::Role::Admin)
+        .await?;
     say!("campusgw demo: a simulated school is running.");
+    say!(
+        "  console: http://{}/  (user demo, password {demo_password}; this run only)",
+        gw.http_addr
+    );
     say!("  health:  http://{}/healthz", gw.http_addr);
     say!("  metrics: http://{}/metrics", gw.http_addr);
     say!(
@@ -81,7 +98,6 @@ pub async fn run(
     let stop = CancellationToken::new();
     let gw = Arc::new(gw);
     let printer = tokio::spawn(print_events(gw.journal.subscribe(), stop.clone()));
-    let linkage = tokio::spawn(demo_linkage(gw.clone(), stop.clone()));
     let uitd = tokio::spawn(uitd_script(sims.fire_port, stop.clone()));
     let script = tokio::spawn(script(sims, stop.clone()));
     match duration {
@@ -91,7 +107,7 @@ pub async fn run(
         None => wait_for_signal().await,
     }
     stop.cancel();
-    for t in [printer, linkage, script, uitd] {
+    for t in [printer, script, uitd] {
         let _ = t.await;
     }
     match Arc::try_unwrap(gw) {
@@ -124,6 +140,9 @@ zones = ["east", "west", "plant"]
 
 [console]
 listen = "{listen}"
+
+[rules]
+dir = "{data}/rules"
 
 [[device]]
 id = "fire_panel_io"
@@ -300,49 +319,55 @@ async fn script(s: Sims, stop: CancellationToken) {
     }
 }
 
-/// Stand-in for the rules engine: while any fire alarm is active, building A's doors are
-/// released and the siren and strobe run; they return only when every alarm has reset.
-async fn demo_linkage(gw: Arc<Gateway>, stop: CancellationToken) {
-    let mut feed = gw.journal.subscribe();
-    let mut active: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    loop {
-        let ev = tokio::select! {
-            r = feed.recv() => match r { Ok(e) => e, Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue, Err(_) => return },
-            () = stop.cancelled() => return,
-        };
-        let source = format!("{}/{}", ev.source.device, ev.location);
-        let was_active = !active.is_empty();
-        match ev.kind.as_str() {
-            "fire.alarm" => active.insert(source),
-            "fire.reset" => active.remove(&source),
-            _ => continue,
-        };
-        let on = !active.is_empty();
-        if on == was_active {
-            continue;
-        }
-        for (device, point) in [
-            ("door_release_a", "main_entrance"),
-            ("door_release_a", "east_stairs"),
-            ("fire_panel_io", "siren"),
-            ("fire_panel_io", "strobe"),
-        ] {
-            let target = Target::Device(campusgw_sdk::DeviceId::new(device).expect("valid"));
-            let c = Command::new(
-                CommandKind::RELAY_SET,
-                target,
-                serde_json::json!({"point": point, "on": on}),
-                "demo:fire_linkage",
-            );
-            for r in gw.command(c).await {
-                say!(
-                    "  -> relay.set {device}/{point} on={on}: {:?} {}",
-                    r.status,
-                    r.detail
-                );
-            }
-        }
+/// The default school pack, shipped in the binary.
+const PACK: [(&str, &str); 3] = [
+    ("fire.toml", include_str!("../../rules/pack/fire.toml")),
+    (
+        "security.toml",
+        include_str!("../../rules/pack/security.toml"),
+    ),
+    (
+        "operations.toml",
+        include_str!("../../rules/pack/operations.toml"),
+    ),
+];
+
+/// The demo's own linkage: its door release and siren are Modbus relays.
+const DEMO_RULES: &str = r#"
+[[rule]]
+id = "demo_fire_relays"
+description = "Confirmed fire (two alarm devices in a zone within 60 s): release building A's door relays and sound the siren and strobe"
+trigger = { kinds = ["fire.alarm"] }
+pattern = { type = "confirm", devices = 2, within = "60s" }
+group_by = "zone"
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "device:door_release_a"
+args = { point = "main_entrance", on = true }
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "device:door_release_a"
+args = { point = "east_stairs", on = true }
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "device:fire_panel_io"
+args = { point = "siren", on = true }
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "device:fire_panel_io"
+args = { point = "strobe", on = true }
+"#;
+
+fn write_rules(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in PACK {
+        std::fs::write(dir.join(name), text)?;
     }
+    std::fs::write(dir.join("demo.toml"), DEMO_RULES)
 }
 
 async fn print_events(
@@ -362,9 +387,17 @@ async fn print_events(
                 ev.payload["unit"].as_str().unwrap_or("")
             ),
             "command.result" => format!(
-                "{} {}",
+                "{} {} {}",
                 ev.payload["command"]["kind"].as_str().unwrap_or("?"),
+                ev.payload["command"]["args"]["point"]
+                    .as_str()
+                    .unwrap_or(""),
                 ev.payload["result"]["status"].as_str().unwrap_or("?")
+            ),
+            k if k.starts_with("alarm.") => format!(
+                "[{}] {}",
+                ev.payload["severity"].as_str().unwrap_or("?"),
+                ev.payload["title"].as_str().unwrap_or("")
             ),
             _ => ev
                 .payload

@@ -5,6 +5,7 @@
 pub mod crash;
 pub mod gb26875;
 pub mod ingest;
+pub mod linkage;
 pub mod retention;
 pub mod startup;
 

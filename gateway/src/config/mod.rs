@@ -62,7 +62,7 @@ use crate::registry;
 /// Keys of a `[[device]]` table that the gateway reads; the rest go to the driver.
 pub const DEVICE_COMMON_KEYS: [&str; 4] = ["id", "driver", "location", "offline_after"];
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["gateway", "campus", "device", "console", "uplink"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["gateway", "campus", "device", "console", "uplink", "rules"];
 
 /// A refused configuration: every problem, located.
 #[derive(Debug)]
@@ -167,6 +167,11 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
     model::check_tree(&campuses, issues);
     let devices = devices(root.remove("device"), &campuses, issues);
     let uplinks = uplinks(root.remove("uplink"), issues);
+    let rules: Option<crate::rules::config::RulesSection> =
+        section(&mut root, "rules", false, issues);
+    if let Some(r) = &rules {
+        r.check(issues);
+    }
     if let Some(g) = &gateway
         && let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone())
     {
@@ -187,6 +192,7 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
         campuses,
         devices,
         uplinks,
+        rules,
     })
 }
 

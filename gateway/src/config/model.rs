@@ -27,6 +27,8 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// `[[uplink]]` entries.
     pub uplinks: Vec<UplinkConfig>,
+    /// `[rules]`, if the gateway runs rules.
+    pub rules: Option<crate::rules::config::RulesSection>,
 }
 
 /// `[gateway]`.
@@ -114,6 +116,10 @@ pub struct ConsoleSection {
     /// PEM private key for HTTPS.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// Without certificate files: generate a self-signed certificate at first start and
+    /// keep it in `data_dir/console-tls/` (browsers ask to trust it once).
+    #[serde(default)]
+    pub tls_self_signed: bool,
 }
 
 /// Default of `[console] max_connections`.
@@ -153,11 +159,11 @@ impl ConsoleSection {
                 true
             }
         };
-        if !tls && !self.listen.ip().is_loopback() {
+        if !tls && !self.tls_self_signed && !self.listen.ip().is_loopback() {
             issues.push(ConfigIssue::new(
                 at.key("listen"),
                 format!(
-                    "{} is not a loopback address and the console has no TLS: anyone on the LAN could read and change it; set tls_cert_file and tls_key_file, or listen on 127.0.0.1:{}",
+                    "{} is not a loopback address and the console has no TLS: anyone on the LAN could read and change it; set tls_cert_file and tls_key_file (or tls_self_signed = true), or listen on 127.0.0.1:{}",
                     self.listen,
                     self.listen.port()
                 ),

@@ -13,7 +13,7 @@
 //!                       body TEXT NOT NULL,             -- the event's JSON form with seq 0 (docs/event-schema.md);
 //!                                                       -- the seq column is authoritative
 //!                       live INTEGER);                  -- 1 on the newest row of its (device, origin_ref)
-//!                                                       -- (migration 5), NULL otherwise
+//!                                                       -- (migration 7), NULL otherwise
 //! CREATE INDEX events_by_class ON events(class, seq);
 //! CREATE UNIQUE INDEX events_by_live_origin ON events(device, origin_ref) WHERE live = 1;
 //! CREATE TABLE cursors (uplink TEXT, class INTEGER, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL,
@@ -25,6 +25,9 @@
 //! CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, body BLOB,               -- rows that could not
 //!                          error TEXT NOT NULL, quarantined_at INTEGER NOT NULL); -- be decoded
 //! ```
+//! Migration 5 adds the rules runner's tables (`rules_state`, `alarms`, `alarm_log`,
+//! `rule_actions`), written only through [`Journal::rules_step`] (see [`rules`]); the
+//! consumer tail that never skips is [`Tail`].
 //!
 //! # Crash guarantee
 //! Events are written by one writer thread in group-committed transactions: each batch
@@ -99,9 +102,11 @@ mod quarantine;
 mod reader;
 pub mod rejected;
 pub mod retention;
+pub mod rules;
 pub mod salvage;
 mod schema;
 mod supervision;
+pub mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -115,6 +120,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
 pub use retention::RetentionPolicy;
+pub use tail::Tail;
+pub use writer::ExecOp;
 
 /// Errors opening or reading the journal.
 #[derive(Debug, thiserror::Error)]

@@ -54,7 +54,56 @@ const MIGRATIONS: &[&str] = &[
          nonce TEXT PRIMARY KEY,
          issued_at INTEGER NOT NULL,
          expires_at INTEGER NOT NULL) WITHOUT ROWID;",
-    // 5: the duplicate check rides on the insert (ADR 0003, issue 7): the newest row of
+    // 5: the rules runner (see `rules.rs`): its cursor and the engine's state snapshot,
+    // written in the same transaction as what they caused; the alarms projection with
+    // each alarm's change log; the log of rule actions (commands, notifications, forwards)
+    // with their status, attempts and result.
+    "CREATE TABLE rules_state (
+         consumer TEXT PRIMARY KEY,
+         cursor INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         updated_at INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE alarms (
+         id TEXT PRIMARY KEY,
+         rule TEXT NOT NULL,
+         severity TEXT NOT NULL,
+         state TEXT NOT NULL,
+         class INTEGER NOT NULL,
+         building TEXT,
+         floor TEXT,
+         zone TEXT,
+         title TEXT NOT NULL,
+         raised_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         updated_seq INTEGER NOT NULL,
+         body TEXT NOT NULL) WITHOUT ROWID;
+     CREATE INDEX alarms_by_raised ON alarms (raised_at);
+     CREATE TABLE alarm_log (
+         seq INTEGER PRIMARY KEY,
+         alarm TEXT NOT NULL,
+         change TEXT NOT NULL,
+         at INTEGER NOT NULL,
+         body TEXT NOT NULL);
+     CREATE INDEX alarm_log_by_alarm ON alarm_log (alarm, seq);
+     CREATE TABLE rule_actions (
+         id INTEGER PRIMARY KEY,
+         key TEXT NOT NULL UNIQUE,
+         rule TEXT NOT NULL,
+         cause_seq INTEGER NOT NULL,
+         alarm TEXT,
+         kind TEXT NOT NULL,
+         action TEXT NOT NULL,
+         status TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         result TEXT,
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL);
+     CREATE INDEX rule_actions_open ON rule_actions (status) WHERE status IN ('pending', 'retrying');
+     CREATE INDEX rule_actions_by_cause ON rule_actions (rule, cause_seq);",
+    // 6: the operator console (gateway/src/console/store.rs): users with argon2id hashes,
+    // sessions and API tokens stored as SHA-256 of the token (never the token).
+    crate::console::store::MIGRATION,
+    // 7: the duplicate check rides on the insert (ADR 0003, issue 7): the newest row of
     // each (device, origin_ref) is marked `live`, and a unique index over live keys makes
     // the insert itself find a repeat, instead of a separate probe per keyed event. An older
     // row of the key keeps its origin_ref (shown in exports) but leaves the index.
@@ -143,7 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migration_5_marks_the_newest_row_of_each_key_live_and_only_that_one() {
+    fn migration_7_marks_the_newest_row_of_each_key_live_and_only_that_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("j.db");
         let conn = Connection::open(&path).expect("open");

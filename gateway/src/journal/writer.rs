@@ -44,6 +44,13 @@ pub(super) enum Msg {
         expires_at_us: i64,
         reply: oneshot::Sender<Result<bool, JournalError>>,
     },
+    /// A state write of another module (the console's users, sessions, API tokens), in a
+    /// transaction of its own, committed (fsync'd) before the reply. The statement lives
+    /// with its owner so the journal does not depend on it.
+    Exec {
+        op: ExecOp,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
     LimitPages {
         pages: u32,
@@ -56,6 +63,43 @@ pub(super) enum Msg {
     },
     /// Fault injection for tests: the writer thread panics.
     Panic,
+    /// A rules runner step: derived events plus cursor, state, alarm and action rows in
+    /// one transaction of its own (see [`super::rules`]).
+    RulesStep {
+        step: Box<super::rules::RulesStep>,
+        bodies: Vec<String>,
+        reply: oneshot::Sender<Result<super::rules::StepReceipt, JournalError>>,
+    },
+}
+
+/// A write another module runs on the writer's connection ([`Journal::exec`]).
+pub type ExecOp = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send>;
+
+impl super::Journal {
+    /// Runs `op` on the writer thread in its own transaction and resolves once it is
+    /// committed (durable). For small state tables beside the events (the console's users,
+    /// sessions, API tokens, migration 6); events go through [`super::Journal::append`].
+    ///
+    /// # Errors
+    /// [`JournalError::Closed`] if the writer is gone, [`JournalError::Sqlite`] if `op` or
+    /// the commit failed (nothing of it is kept then).
+    pub async fn exec(&self, op: ExecOp) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Exec { op, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// A read-only SQLite connection to the journal file, for tables outside the events
+    /// (the console's users and sessions); WAL lets it read while the writer writes.
+    ///
+    /// # Errors
+    /// [`JournalError::Sqlite`] if the file cannot be opened.
+    pub fn read_connection(&self) -> Result<Connection, JournalError> {
+        schema::open_ro(&self.path)
+    }
 }
 
 struct PendingAppend {
@@ -252,6 +296,15 @@ impl Writer {
                         .map_err(schema::err(&self.opts.path));
                 let _ = reply.send(r);
             }
+            Msg::Exec { op, reply } => {
+                let r = (|| {
+                    let tx = self.conn.unchecked_transaction()?;
+                    op(&tx)?;
+                    tx.commit()
+                })()
+                .map_err(schema::err(&self.opts.path));
+                let _ = reply.send(r);
+            }
             Msg::LimitPages { pages } => {
                 if let Err(e) = self.conn.pragma_update(None, "max_page_count", pages) {
                     tracing::warn!(error = %e, "cannot set max_page_count");
@@ -262,6 +315,14 @@ impl Writer {
             }
             Msg::Quarantine { seq, error } => self.quarantine(seq, &error),
             Msg::Panic => panic!("journal writer killed by fault injection"),
+            Msg::RulesStep {
+                mut step,
+                bodies,
+                reply,
+            } => {
+                let r = self.rules_step(&mut step, &bodies);
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -671,5 +732,43 @@ impl Writer {
                 tracing::warn!(seq, error = %e, "cannot quarantine a corrupt row now; retried when it is read again")
             }
         }
+    }
+}
+
+impl Writer {
+    /// Writes a rules step in its own transaction (pending appends get their seqs after
+    /// its events) and publishes its events like any commit.
+    fn rules_step(
+        &mut self,
+        step: &mut super::rules::RulesStep,
+        bodies: &[String],
+    ) -> Result<super::rules::StepReceipt, JournalError> {
+        let first = self.next_seq;
+        let now = chrono::Utc::now().timestamp_micros();
+        let written = (|| -> rusqlite::Result<_> {
+            let tx = self.conn.transaction()?;
+            let (receipt, bytes) = super::rules::write_step(&tx, step, bodies, first, now)?;
+            let next = first + step.events.len() as u64;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+                [next as i64],
+            )?;
+            retention::add_data_bytes(&tx, bytes)?;
+            tx.commit()?;
+            Ok(receipt)
+        })();
+        let receipt = written.map_err(schema::err(&self.opts.path))?;
+        let n = step.events.len() as u64;
+        if n > 0 {
+            self.next_seq = first + n;
+            self.status.last_seq.store(first + n - 1, Ordering::SeqCst);
+            self.status.committed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("journal_events_committed_total").increment(n);
+            for e in step.events.drain(..) {
+                let _ = self.feed.send(Arc::new(e));
+            }
+            self.seq_tx.send_replace(first + n - 1);
+        }
+        Ok(receipt)
     }
 }

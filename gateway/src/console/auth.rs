@@ -1,0 +1,541 @@
+//! Who is asking: users with argon2id hashes, sessions (cookie + CSRF token), API tokens
+//! (Bearer), login rate limit and lockout, and the one-time setup token.
+//!
+//! - Passwords are hashed with argon2id (RustCrypto `argon2`, its default parameters: 19 MiB,
+//!   2 passes); at most [`HASHES_AT_ONCE`] hashes run at once so a login flood cannot take
+//!   the gateway's memory.
+//! - A session is a random 256-bit cookie value; the database keeps its SHA-256 only. The
+//!   cookie is `HttpOnly; Secure; SameSite=Strict`. Every state-changing request made with a
+//!   session carries the session's CSRF token in `X-CSRF-Token`.
+//! - API tokens (`Authorization: Bearer …`) are for machines; stored as SHA-256 too; no CSRF
+//!   (a browser never sends them by itself).
+//! - A client address gets [`LOGIN_ATTEMPTS_PER_MINUTE`] login attempts a minute (then 429);
+//!   a user is locked for [`LOCK_FOR`] after [`LOCK_AFTER`] consecutive failures (423).
+//! - With no admin at start, a one-time setup token is written to `data_dir/setup-token`
+//!   (mode 0600: root, or the service user, can read it) and the log says where, never the
+//!   token; `POST /api/v1/setup` with it creates the admin and deletes the file.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use super::store;
+use crate::journal::{Journal, JournalError};
+
+/// Argon2 hashes computed at once (each takes 19 MiB while it runs).
+pub const HASHES_AT_ONCE: usize = 2;
+/// Login attempts per client address per minute.
+pub const LOGIN_ATTEMPTS_PER_MINUTE: usize = 10;
+/// Consecutive failures that lock a user.
+pub const LOCK_AFTER: u32 = 5;
+/// How long a locked user stays locked.
+pub const LOCK_FOR: Duration = Duration::from_secs(15 * 60);
+/// How long a session lives.
+pub const SESSION_FOR: Duration = Duration::from_secs(12 * 3600);
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 10;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "campusgw_session";
+
+/// A console role; each includes the ones below it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also acknowledges and resolves alarms and sends commands.
+    Operator,
+    /// Also manages users, tokens and rules.
+    Admin,
+}
+
+impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored or typed name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A browser session, with its CSRF token.
+    Session {
+        /// SHA-256 of the cookie value.
+        token_hash: String,
+        /// The token every state-changing request must echo.
+        csrf: String,
+    },
+    /// An API token.
+    Token,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User or token name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// How it logged in.
+    pub credential: Credential,
+}
+
+impl Principal {
+    /// The `by` of journaled operator events: `operator:NAME` or `token:NAME`.
+    pub fn actor(&self) -> String {
+        match self.credential {
+            Credential::Session { .. } => format!("user:{}", self.name),
+            Credential::Token => format!("token:{}", self.name),
+        }
+    }
+}
+
+/// Why a login or setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password (the same answer for both).
+    #[error("wrong user name or password")]
+    BadCredentials,
+    /// Too many failures: locked for a while.
+    #[error("account locked after {LOCK_AFTER} failed logins; try again in {minutes} minutes")]
+    Locked {
+        /// Minutes left.
+        minutes: u64,
+    },
+    /// Too many attempts from this address.
+    #[error("too many login attempts from this address; wait a minute")]
+    RateLimited,
+    /// The setup token is wrong, used or absent.
+    #[error("setup token wrong or already used")]
+    BadSetupToken,
+    /// A password too weak to store.
+    #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
+    WeakPassword,
+    /// A name that is not a valid user name.
+    #[error("user name must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")]
+    BadName,
+    /// Storage trouble.
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    /// Hashing failed (never expected).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Auth state shared by every request.
+pub struct Auth {
+    journal: Journal,
+    reads: Mutex<Connection>,
+    hashing: Semaphore,
+    attempts: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    setup: Mutex<Option<SetupToken>>,
+    /// A dummy hash verified for unknown users, so their answer takes as long.
+    dummy_hash: String,
+}
+
+struct SetupToken {
+    hash: [u8; 32],
+    file: PathBuf,
+}
+
+/// A fresh random token: 256 bits, base64url.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Hex SHA-256 of a token (what is stored).
+pub fn token_hash(token: &str) -> String {
+    let d = sha2::Sha256::digest(token.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An argon2id PHC hash of `password`.
+///
+/// # Errors
+/// [`AuthError::Hash`] (never expected with the default parameters).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AuthError::Hash(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Checks a user name and a new password.
+///
+/// # Errors
+/// [`AuthError::BadName`] or [`AuthError::WeakPassword`].
+pub fn check_new(name: &str, password: &str) -> Result<(), AuthError> {
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !ok_name {
+        return Err(AuthError::BadName);
+    }
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AuthError::WeakPassword);
+    }
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A new session: the cookie value and its CSRF token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The cookie value (shown to the browser once, stored hashed).
+    pub token: String,
+    /// The CSRF token.
+    pub csrf: String,
+    /// The user's role.
+    pub role: Role,
+}
+
+impl Auth {
+    /// Auth over the journal's console tables.
+    ///
+    /// # Errors
+    /// The journal file cannot be opened for reading.
+    pub fn new(journal: Journal) -> Result<Auth, AuthError> {
+        let reads = journal.read_connection()?;
+        let dummy_hash = hash_password("not a password of anyone")?;
+        Ok(Auth {
+            journal,
+            reads: Mutex::new(reads),
+            hashing: Semaphore::new(HASHES_AT_ONCE),
+            attempts: Mutex::new(HashMap::new()),
+            setup: Mutex::new(None),
+            dummy_hash,
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let conn = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        match f(&conn) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "console auth read failed");
+                None
+            }
+        }
+    }
+
+    /// The caller of a request with these credentials, if they are valid.
+    pub fn authenticate(&self, bearer: Option<&str>, cookie: Option<&str>) -> Option<Principal> {
+        if let Some(t) = bearer {
+            let (name, role) = self.read(|c| store::token(c, &token_hash(t)))??;
+            return Some(Principal {
+                name,
+                role: Role::parse(&role)?,
+                credential: Credential::Token,
+            });
+        }
+        let token_hash = token_hash(cookie?);
+        let (name, role, csrf) = self.read(|c| store::session(c, &token_hash, now_us()))??;
+        Some(Principal {
+            name,
+            role: Role::parse(&role)?,
+            credential: Credential::Session { token_hash, csrf },
+        })
+    }
+
+    /// Counts a login attempt from `ip`; false beyond the per-minute limit.
+    fn allow_attempt(&self, ip: IpAddr) -> bool {
+        let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Keep the table small: forget addresses idle for a minute.
+        map.retain(|_, v| {
+            v.last()
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+        });
+        let v = map.entry(ip).or_default();
+        v.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        if v.len() >= LOGIN_ATTEMPTS_PER_MINUTE {
+            return false;
+        }
+        v.push(now);
+        true
+    }
+
+    /// Checks a password and opens a session.
+    ///
+    /// # Errors
+    /// [`AuthError`]: rate limited, locked, bad credentials, storage.
+    pub async fn login(
+        &self,
+        ip: IpAddr,
+        name: &str,
+        password: &str,
+    ) -> Result<NewSession, AuthError> {
+        if !self.allow_attempt(ip) {
+            return Err(AuthError::RateLimited);
+        }
+        let row = self.read(|c| store::user(c, name)).flatten();
+        let now = now_us();
+        if let Some(r) = &row
+            && r.locked_until_us > now
+        {
+            let minutes = ((r.locked_until_us - now) / 60_000_000 + 1) as u64;
+            return Err(AuthError::Locked { minutes });
+        }
+        let hash = row
+            .as_ref()
+            .map_or(self.dummy_hash.clone(), |r| r.hash.clone());
+        let exists = row.is_some();
+        let ok = self.verify(password, hash).await && exists;
+        let Some(row) = row.filter(|_| ok) else {
+            if exists {
+                let until = now + LOCK_FOR.as_micros() as i64;
+                self.journal
+                    .exec(store::login_failed(name.to_owned(), LOCK_AFTER, until))
+                    .await?;
+            }
+            return Err(AuthError::BadCredentials);
+        };
+        let role = Role::parse(&row.role).ok_or(AuthError::BadCredentials)?;
+        let s = NewSession {
+            token: random_token(),
+            csrf: random_token(),
+            role,
+        };
+        let expires = now + SESSION_FOR.as_micros() as i64;
+        self.journal
+            .exec(store::login_ok(
+                row.name,
+                token_hash(&s.token),
+                s.csrf.clone(),
+                now,
+                expires,
+            ))
+            .await?;
+        Ok(s)
+    }
+
+    async fn verify(&self, password: &str, hash: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Hashes off the async threads, within the hashing limit.
+    ///
+    /// # Errors
+    /// [`AuthError::Hash`].
+    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?
+    }
+
+    /// Ends a session.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn logout(&self, token_hash: &str) -> Result<(), AuthError> {
+        self.journal
+            .exec(store::logout(token_hash.to_owned()))
+            .await?;
+        Ok(())
+    }
+
+    /// Creates or updates a user.
+    ///
+    /// # Errors
+    /// Bad name, weak password, storage.
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<(), AuthError> {
+        check_new(name, password)?;
+        let hash = self.hash(password).await?;
+        self.journal
+            .exec(store::set_password(
+                name.to_owned(),
+                hash,
+                role.as_str().to_owned(),
+                now_us(),
+            ))
+            .await?;
+        if role == Role::Admin {
+            self.close_setup();
+        }
+        Ok(())
+    }
+
+    /// Creates an API token; returns it (shown once).
+    ///
+    /// # Errors
+    /// Bad name, storage (a name in use).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        by: &str,
+    ) -> Result<String, AuthError> {
+        check_new(name, "long enough placeholder")?;
+        let token = random_token();
+        self.journal
+            .exec(store::create_token(
+                name.to_owned(),
+                token_hash(&token),
+                role.as_str().to_owned(),
+                by.to_owned(),
+                now_us(),
+            ))
+            .await?;
+        Ok(token)
+    }
+
+    /// Whether an admin exists.
+    pub fn has_admin(&self) -> bool {
+        self.read(store::has_admin).unwrap_or(false)
+    }
+
+    /// With no admin yet: writes a fresh one-time setup token to `data_dir/setup-token`
+    /// (mode 0600) and logs where it is. Returns the file, or None when an admin exists.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn offer_setup(&self, data_dir: &Path) -> std::io::Result<Option<PathBuf>> {
+        if self.has_admin() {
+            return Ok(None);
+        }
+        let token = random_token();
+        let file = data_dir.join("setup-token");
+        write_private(&file, &format!("{token}\n"))?;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        *self.setup.lock().unwrap_or_else(|p| p.into_inner()) = Some(SetupToken {
+            hash,
+            file: file.clone(),
+        });
+        tracing::warn!(file = %file.display(), "console: no admin yet; a one-time setup token is in this file (readable by the service user only): open the console's /setup page with it, or run `campusgw admin set-password` while the gateway is stopped");
+        Ok(Some(file))
+    }
+
+    /// Creates the first admin with the setup token (which is then spent and its file
+    /// deleted).
+    ///
+    /// # Errors
+    /// [`AuthError::BadSetupToken`], bad name or password, storage.
+    pub async fn setup(
+        &self,
+        ip: IpAddr,
+        token: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        if !self.allow_attempt(ip) {
+            return Err(AuthError::RateLimited);
+        }
+        let given: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let file = {
+            let slot = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(s) if bool::from(s.hash.ct_eq(&given)) => s.file.clone(),
+                _ => return Err(AuthError::BadSetupToken),
+            }
+        };
+        check_new(name, password)?;
+        self.set_password(name, password, Role::Admin).await?;
+        let _ = std::fs::remove_file(&file);
+        Ok(())
+    }
+
+    /// An admin exists now: the setup token is spent and its file deleted.
+    fn close_setup(&self) {
+        if let Some(s) = self.setup.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = std::fs::remove_file(&s.file);
+        }
+    }
+
+    /// Whether the setup token is still on offer.
+    pub fn setup_open(&self) -> bool {
+        self.setup.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
+
+/// Writes `text` to a new file only its owner can read (0600), replacing any old one.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// Arc alias used by the router state.
+pub type SharedAuth = Arc<Auth>;

@@ -1,0 +1,114 @@
+//! `GET /api/v1/uplinks`: each uplink's state, backlog per class and drain progress.
+//!
+//! Drain progress is measured against the largest backlog seen since the uplink was last
+//! empty: 100 % when nothing waits, and while an outage's backlog is being sent it rises
+//! from 0 % as the destination confirms (the console's progress bar).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use axum::extract::State;
+use serde::Serialize;
+
+use super::ConsoleState;
+use super::error::ErrorBody;
+
+/// Largest backlog per uplink since it was last empty.
+#[derive(Default)]
+pub struct DrainTracker(Mutex<HashMap<String, u64>>);
+
+impl DrainTracker {
+    /// Notes `backlog` for `uplink`; returns the percent drained (0-100).
+    pub fn observe(&self, uplink: &str, backlog: u64) -> u8 {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let peak = m.entry(uplink.to_owned()).or_insert(0);
+        if backlog == 0 {
+            *peak = 0;
+            return 100;
+        }
+        *peak = (*peak).max(backlog);
+        (100 * (*peak - backlog) / *peak) as u8
+    }
+}
+
+/// One uplink.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UplinkView {
+    /// Name.
+    pub name: String,
+    /// Kind (`mqtt`, `webhook`).
+    pub kind: String,
+    /// `connecting`, `connected`, `down`, `stopped`.
+    pub state: String,
+    /// The last failure since the last success.
+    pub last_error: Option<String>,
+    /// Events published.
+    pub published: u64,
+    /// Events confirmed.
+    pub confirmed: u64,
+    /// Events rejected as malformed.
+    pub rejected: u64,
+    /// Unconfirmed events per class.
+    pub backlog: BTreeMap<String, u64>,
+    /// Their sum.
+    pub backlog_total: u64,
+    /// Percent of the current backlog peak already confirmed (100 when empty).
+    pub drained_percent: u8,
+    /// Age of the oldest unconfirmed event.
+    pub oldest_unconfirmed_seconds: Option<f64>,
+}
+
+/// The uplinks now.
+pub fn views(s: &ConsoleState) -> Vec<UplinkView> {
+    s.uplinks
+        .snapshot()
+        .into_iter()
+        .map(|u| {
+            let total: u64 = u.backlog.values().sum();
+            let state = serde_json::to_value(u.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            UplinkView {
+                drained_percent: s.drain.observe(&u.name, total),
+                name: u.name,
+                kind: u.kind.to_owned(),
+                state,
+                last_error: u.last_error,
+                published: u.published,
+                confirmed: u.confirmed,
+                rejected: u.rejected,
+                backlog: u
+                    .backlog
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                backlog_total: total,
+                oldest_unconfirmed_seconds: u.oldest_unconfirmed_seconds,
+            }
+        })
+        .collect()
+}
+
+/// Uplink states, backlogs and drain progress.
+#[utoipa::path(get, path = "/api/v1/uplinks", tag = "uplinks",
+    responses((status = 200, body = Vec<UplinkView>), (status = 401, body = ErrorBody)))]
+pub async fn list(State(s): State<ConsoleState>) -> axum::Json<Vec<UplinkView>> {
+    axum::Json(views(&s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_progress_rises_as_the_backlog_peak_is_confirmed() {
+        let t = DrainTracker::default();
+        assert_eq!(t.observe("county", 0), 100);
+        assert_eq!(t.observe("county", 200), 0);
+        assert_eq!(t.observe("county", 150), 25);
+        assert_eq!(t.observe("county", 50), 75);
+        assert_eq!(t.observe("county", 0), 100);
+        assert_eq!(t.observe("county", 10), 0, "a new outage starts a new peak");
+    }
+}

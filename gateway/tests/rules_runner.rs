@@ -1,0 +1,405 @@
+//! The rules runner in a real gateway: a fire confirmed by two Modbus detectors unlocks the
+//! door at a Modbus simulator through the journal; the alarm lifecycle through AlarmStore;
+//! a refused reload keeps the old set; notifier bodies against a local HTTP server.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use campusgw::alarms::{AlarmError, AlarmFilter};
+use campusgw::app::{Gateway, RunOptions};
+use campusgw::notify::{Message, Notifier, NotifierConfig};
+use campusgw_modbus::sim::Simulator;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+const FIRE_RULE: &str = r#"
+[[rule]]
+id = "fire_confirmed"
+description = "Two detectors of one building within a minute: release the door, raise a critical alarm"
+trigger = { kinds = ["fire.alarm"] }
+group_by = "building"
+pattern = { type = "confirm", devices = 2, within = "60s" }
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "device:door_release_a"
+args = { point = "main_entrance", on = true }
+[[rule.actions]]
+type = "alarm"
+severity = "critical"
+title = "Confirmed fire in building {event.location.building}"
+"#;
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + LIMIT;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    rules_dir: std::path::PathBuf,
+    det1: Simulator,
+    det2: Simulator,
+    door: Simulator,
+    gw: Gateway,
+}
+
+fn detector(id: &str, zone: &str, sim: &Simulator) -> String {
+    format!(
+        r#"
+[[device]]
+id = "{id}"
+driver = "modbus_tcp"
+location = "main/A/1/{zone}"
+address = "{addr}"
+poll_interval = "50ms"
+[[device.points]]
+name = "alarm"
+table = "discrete_input"
+address = 0
+on_kind = "fire.alarm"
+off_kind = "fire.reset"
+class = "life_safety"
+"#,
+        addr = sim.local_addr()
+    )
+}
+
+impl Rig {
+    async fn start(rules: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_dir = dir.path().join("rules");
+        std::fs::create_dir_all(&rules_dir).unwrap();
+        std::fs::write(rules_dir.join("fire.toml"), rules).unwrap();
+        let det1 = Simulator::start().await.unwrap();
+        let det2 = Simulator::start().await.unwrap();
+        let door = Simulator::start().await.unwrap();
+        let text = format!(
+            r#"
+[gateway]
+id = "school-1"
+name = "Test school"
+data_dir = "{data}"
+[[campus]]
+id = "main"
+[[campus.building]]
+id = "A"
+[[campus.building.floor]]
+id = "1"
+zones = ["east", "west"]
+[console]
+listen = "127.0.0.1:0"
+[rules]
+dir = "{rules}"
+reload_poll = "100ms"
+command_timeout = "5s"
+{d1}{d2}
+[[device]]
+id = "door_release_a"
+driver = "modbus_tcp"
+location = "main/A/1/west"
+address = "{door}"
+poll_interval = "1s"
+[[device.points]]
+name = "main_entrance"
+table = "coil"
+address = 0
+writable = true
+"#,
+            data = dir.path().join("data").display(),
+            rules = rules_dir.display(),
+            d1 = detector("det_1", "east", &det1),
+            d2 = detector("det_2", "west", &det2),
+            door = door.local_addr(),
+        );
+        let config = campusgw::config::parse(&text, Path::new("<test>")).unwrap();
+        let gw = Gateway::start(config, RunOptions::default()).await.unwrap();
+        Rig {
+            _dir: dir,
+            rules_dir,
+            det1,
+            det2,
+            door,
+            gw,
+        }
+    }
+
+    fn events(&self, kind: &str) -> Vec<campusgw_sdk::Event> {
+        let r = self.gw.journal.reader().unwrap();
+        r.after(0, None, 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str() == kind)
+            .collect()
+    }
+
+    fn cursor(&self) -> u64 {
+        let r = self.gw.journal.rules_reader().unwrap();
+        r.state("rules").unwrap().map(|(c, _)| c).unwrap_or(0)
+    }
+
+    /// Both detectors alarm, one after the other; returns when the door coil is on.
+    async fn confirmed_fire(&self) {
+        self.det1.set_discrete_input(0, true);
+        wait_for("the first fire.alarm", || {
+            !self.events("fire.alarm").is_empty()
+        })
+        .await;
+        let first = self.events("fire.alarm")[0].seq;
+        wait_for("the runner to consume the first alarm", || {
+            self.cursor() >= first
+        })
+        .await;
+        assert!(
+            !self.door.coil(0),
+            "one detector alone must not release the door"
+        );
+        self.det2.set_discrete_input(0, true);
+        wait_for("the door coil", || self.door.coil(0)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_confirmed_by_two_detectors_releases_the_door_at_the_modbus_sim_with_one_alarm_and_one_logged_command()
+ {
+    let rig = Rig::start(FIRE_RULE).await;
+    rig.confirmed_fire().await;
+    wait_for("alarm.raised", || !rig.events("alarm.raised").is_empty()).await;
+    let raised = rig.events("alarm.raised");
+    assert_eq!(raised.len(), 1, "one confirmed fire, one alarm");
+    assert_eq!(raised[0].class, campusgw_sdk::Class::LifeSafety);
+    assert_eq!(raised[0].payload["severity"], "critical");
+    let second = rig.events("fire.alarm")[1].seq;
+    assert!(raised[0].seq > second, "the alarm follows what caused it");
+    let list = rig.gw.alarms.list(&AlarmFilter::default()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].state, "raised");
+    assert_eq!(list[0].severity, "critical");
+    assert_eq!(list[0].building.as_deref(), Some("A"));
+    let actions = rig.gw.journal.rules_reader().unwrap();
+    wait_for("the command row to be done", || {
+        actions
+            .all_actions()
+            .unwrap()
+            .iter()
+            .any(|a| a.status == "done")
+    })
+    .await;
+    let rows = actions.all_actions().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].kind, "command");
+    assert_eq!(rows[0].alarm.as_deref(), Some(list[0].id.as_str()));
+    assert_eq!(rows[0].attempts, 1);
+    let results = rig.events("command.result");
+    assert!(
+        results
+            .iter()
+            .any(|e| e.payload["result"]["status"] == "succeeded"),
+        "{results:?}"
+    );
+    rig.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_is_acknowledged_then_resolved_through_the_store_and_refuses_a_second_resolve() {
+    let rig = Rig::start(FIRE_RULE).await;
+    let mut live = rig.gw.alarms.subscribe();
+    rig.confirmed_fire().await;
+    let store = rig.gw.alarms.clone();
+    wait_for("the alarm on the board", || {
+        !store.list(&AlarmFilter::default()).unwrap().is_empty()
+    })
+    .await;
+    let id = store.list(&AlarmFilter::default()).unwrap()[0].id.clone();
+    store.acknowledge(&id, "wang", "on my way").await.unwrap();
+    wait_for("acknowledged", || {
+        store.get(&id).unwrap().unwrap().view.state == "acknowledged"
+    })
+    .await;
+    let detail = store.get(&id).unwrap().unwrap();
+    assert_eq!(detail.view.alarm["acknowledged"][0], "wang");
+    store
+        .resolve(&id, "wang", "false alarm: burnt toast")
+        .await
+        .unwrap();
+    wait_for("resolved", || {
+        store.get(&id).unwrap().unwrap().view.state == "resolved"
+    })
+    .await;
+    let detail = store.get(&id).unwrap().unwrap();
+    let changes: Vec<&str> = detail
+        .timeline
+        .iter()
+        .filter(|t| t.seq.is_some())
+        .map(|t| t.what.as_str())
+        .collect();
+    assert_eq!(changes, ["raised", "acknowledged", "resolved"]);
+    assert!(detail.timeline.iter().any(|t| t.what == "command"));
+    assert_eq!(rig.events("alarm.acknowledged").len(), 1);
+    assert_eq!(rig.events("alarm.resolved").len(), 1);
+    assert!(matches!(
+        store.resolve(&id, "wang", "again").await,
+        Err(AlarmError::AlreadyResolved { .. })
+    ));
+    let mut seen = Vec::new();
+    while let Ok(v) = live.try_recv() {
+        seen.push(v.state);
+    }
+    assert_eq!(seen, ["raised", "acknowledged", "resolved"]);
+    rig.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rule_set_is_refused_at_reload_and_the_old_set_keeps_linking() {
+    let rig = Rig::start(FIRE_RULE).await;
+    let failures = || async {
+        let text = campusgw::api::metrics_handle().render();
+        text.lines()
+            .find(|l| l.starts_with("campusgw_rules_reload_failures_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // The runner is up (it has stored a cursor), so the change below is a reload.
+    wait_for("the runner's first cursor", || rig.cursor() > 0).await;
+    let before = failures().await;
+    // Same rule id twice and an unknown pattern: refused as a whole.
+    std::fs::write(
+        rig.rules_dir.join("zz_broken.toml"),
+        "[[rule]]\nid = \"fire_confirmed\"\ntrigger = { kinds = [\"fire.alarm\"] }\npattern = { type = \"sometimes\", within = \"1s\" }\n",
+    )
+    .unwrap();
+    let end = Instant::now() + LIMIT;
+    while failures().await <= before {
+        assert!(
+            Instant::now() < end,
+            "the broken set was not refused: {}",
+            campusgw::api::metrics_handle().render()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.confirmed_fire().await;
+    wait_for("alarm.raised", || !rig.events("alarm.raised").is_empty()).await;
+    rig.gw.stop().await;
+}
+
+/// A local receiver that records each request (path and query, JSON body) and answers
+/// with `answer`.
+async fn receiver(
+    answer: serde_json::Value,
+) -> (String, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+    use axum::extract::State;
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    type Shared = (
+        Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+        serde_json::Value,
+    );
+    async fn take(
+        State((seen, answer)): State<Shared>,
+        uri: axum::http::Uri,
+        axum::Json(body): axum::Json<serde_json::Value>,
+    ) -> axum::Json<serde_json::Value> {
+        seen.lock().unwrap().push((uri.to_string(), body));
+        axum::Json(answer)
+    }
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(take))
+        .with_state((seen.clone(), answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+fn notifier(toml_text: &str) -> Notifier {
+    let cfg: NotifierConfig = toml::from_str(toml_text).unwrap();
+    Notifier::new(cfg, Duration::from_secs(10)).unwrap()
+}
+
+const MSG: Message<'static> = Message {
+    title: "Confirmed fire in building A",
+    text: "Doors released",
+    severity: "critical",
+    rule: "fire_confirmed",
+    cause_seq: 42,
+    gateway: "school-1",
+};
+
+#[tokio::test]
+async fn notifiers_post_the_documented_json_shapes_and_dingtalk_signs_its_url() {
+    let ok = serde_json::json!({"errcode": 0, "errmsg": "ok"});
+    let (url, seen) = receiver(ok.clone()).await;
+
+    notifier(&format!(
+        "name = \"w\"\nkind = \"wechat_work\"\nurl = \"{url}/cgi-bin/webhook/send?key=K\"\n"
+    ))
+    .send(&MSG)
+    .await
+    .unwrap();
+    notifier(&format!("name = \"w\"\nkind = \"wechat_work\"\nformat = \"text\"\nmention_mobiles = [\"13800001111\"]\nmention_all_on_critical = true\nurl = \"{url}/cgi-bin/webhook/send?key=K\"\n"))
+        .send(&MSG)
+        .await
+        .unwrap();
+    notifier(&format!("name = \"d\"\nkind = \"dingtalk\"\nsecret = \"SECtest\"\nmention_mobiles = [\"13800001111\"]\nurl = \"{url}/robot/send?access_token=T\"\n"))
+        .send(&MSG)
+        .await
+        .unwrap();
+    notifier(&format!(
+        "name = \"h\"\nkind = \"webhook\"\nurl = \"{url}/hook\"\n"
+    ))
+    .send(&MSG)
+    .await
+    .unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].0, "/cgi-bin/webhook/send?key=K");
+    assert_eq!(
+        seen[0].1,
+        serde_json::json!({"msgtype": "markdown", "markdown": {"content": "**[critical] Confirmed fire in building A**\n\nDoors released"}})
+    );
+    assert_eq!(
+        seen[1].1,
+        serde_json::json!({"msgtype": "text", "text": {"content": "[critical] Confirmed fire in building A\nDoors released", "mentioned_mobile_list": ["13800001111", "@all"]}})
+    );
+    assert_eq!(
+        seen[2].1,
+        serde_json::json!({"msgtype": "markdown",
+            "markdown": {"title": "Confirmed fire in building A", "text": "**[critical] Confirmed fire in building A**\n\nDoors released"},
+            "at": {"atMobiles": ["13800001111"], "isAtAll": false}})
+    );
+    let (path, query) = seen[2].0.split_once('?').unwrap();
+    assert_eq!(path, "/robot/send");
+    let params: std::collections::BTreeMap<&str, &str> = query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap())
+        .collect();
+    assert_eq!(params["access_token"], "T");
+    let ts: i64 = params["timestamp"].parse().unwrap();
+    assert!((chrono::Utc::now().timestamp_millis() - ts).abs() < 3_600_000);
+    assert_eq!(
+        params["sign"],
+        campusgw::notify::dingtalk_sign("SECtest", ts)
+    );
+    assert_eq!(
+        seen[3].1,
+        serde_json::json!({"title": "Confirmed fire in building A", "text": "Doors released", "severity": "critical", "rule": "fire_confirmed", "cause_seq": 42, "gateway": "school-1"})
+    );
+}
+
+#[tokio::test]
+async fn a_robot_answering_a_nonzero_errcode_is_a_failed_notification() {
+    let (url, _seen) =
+        receiver(serde_json::json!({"errcode": 310000, "errmsg": "sign not match"})).await;
+    let r = notifier(&format!(
+        "name = \"d\"\nkind = \"dingtalk\"\nurl = \"{url}/robot/send?access_token=T\"\n"
+    ))
+    .send(&MSG)
+    .await;
+    let e = r.expect_err("errcode 310000 is not delivered");
+    assert!(e.to_string().contains("310000"), "{e}");
+}
