@@ -148,6 +148,6 @@ fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_l
     );
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["schema"], 1);
+        assert_eq!(v["schema"], campusgw_sdk::EVENT_SCHEMA_VERSION);
     }
 }
