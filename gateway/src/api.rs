@@ -1,6 +1,11 @@
 //! HTTP: `GET /healthz` and `GET /metrics`, the only routes without login (DESIGN §4
 //! "Security"). Neither exposes event content: states, counters and sequence numbers only.
 //! The console and authenticated API arrive with the console issue.
+//!
+//! `/healthz` answers 200 while the gateway works (the body's `status` is `ok`, `degraded`
+//! or `critical`, with the reason in its fields, e.g. `journal.storage_damaged`) and 503
+//! with `status: "failing"` and a `reason` once the journal writer has died: nothing can be
+//! journaled, and the process is about to exit (see `app.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -89,12 +94,25 @@ pub async fn serve(
 
 async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
     let st = s.journal.status();
+    if let Some(reason) = st.writer_failure() {
+        // Nothing can be journaled or acknowledged: failing, and the process is exiting.
+        let body = serde_json::json!({
+            "status": "failing",
+            "reason": reason,
+            "gateway": s.gateway_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "journal": { "last_seq": st.last_seq.load(Ordering::SeqCst), "writer_alive": false },
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
+    let damaged = st.damaged();
     let critical = st.critical.load(Ordering::SeqCst);
     let drivers = s.drivers.lock().map(|m| m.clone()).unwrap_or_default();
     let devices = s.health.snapshot();
     let degraded = drivers.values().any(|d| d.state == "restarting")
         || devices.values().any(|d| d.state == "offline")
-        || s.uplinks.degraded();
+        || s.uplinks.degraded()
+        || damaged.is_some();
     let status = if critical {
         "critical"
     } else if degraded {
@@ -110,12 +128,15 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
         "journal": {
             "last_seq": st.last_seq.load(Ordering::SeqCst),
             "storage_critical": critical,
+            "storage_damaged": damaged,
+            "writer_alive": true,
         },
         "drivers": drivers,
         "devices": devices,
         "uplinks": s.uplinks.snapshot(),
     });
     // 200 even when degraded: the process is alive and serving; the body says what is wrong.
+    // Only a dead journal writer (above) makes it 503.
     (StatusCode::OK, axum::Json(body))
 }
 

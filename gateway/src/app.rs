@@ -1,11 +1,24 @@
 //! Assembles a running gateway from a validated config: journal, health, drivers, API.
 //! Shutdown order: stop drivers (no new events), then flush and close the journal.
+//!
+//! # Writer supervision
+//! If the journal writer thread dies (a panic, or a return nobody asked for), nothing can be
+//! journaled: every append fails with `EmitError::Closed`, so drivers withhold their
+//! confirms and devices retransmit. A watcher then fails the gateway: `/healthz` answers
+//! 503 with the reason at once, and after [`RunOptions::failure_linger`] (so monitoring can
+//! see why) [`Gateway::failed`] resolves and `campusgw run` stops and exits with
+//! [`EXIT_WRITER_DIED`], and the service manager (`Restart=always`) starts a fresh process.
+//! The writer is not restarted in-process: a panic may have left the writer's state
+//! (pending batch, seq counter, outage bookkeeping) inconsistent with the database, and
+//! a fresh process re-derives all of it from the committed file, which the crash
+//! guarantee already covers; a restart costs about the start-up time (≤ 1 s).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use campusgw_sdk::{Command, DeviceId};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -30,6 +43,46 @@ pub struct Gateway {
     uplinks: crate::uplink::Uplinks,
     writer: WriterHandle,
     background: Vec<tokio::task::JoinHandle<()>>,
+    failure: watch::Receiver<Option<String>>,
+}
+
+/// Exit code of `campusgw run` after the journal writer died (sysexits `EX_SOFTWARE`).
+pub const EXIT_WRITER_DIED: i32 = 70;
+
+/// Faults a test can inject into a real `campusgw run` through `CAMPUSGW_FAULT`
+/// (comma-separated `key=duration`): `writer_panic_after=2s` panics the journal writer
+/// that long after start; `failure_linger=5s` overrides [`RunOptions::failure_linger`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Panic the writer this long after start.
+    pub writer_panic_after: Option<Duration>,
+    /// Keep answering 503 this long before stopping.
+    pub failure_linger: Option<Duration>,
+}
+
+impl FaultPlan {
+    /// Parses `CAMPUSGW_FAULT` (unset or empty: no faults).
+    ///
+    /// # Errors
+    /// A message naming the bad entry.
+    pub fn from_env() -> Result<FaultPlan, String> {
+        let spec = std::env::var("CAMPUSGW_FAULT").unwrap_or_default();
+        let mut plan = FaultPlan::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("CAMPUSGW_FAULT: {item:?} is not key=duration"))?;
+            let d = humantime::parse_duration(value)
+                .map_err(|e| format!("CAMPUSGW_FAULT: {item:?}: {e}"))?;
+            match key {
+                "writer_panic_after" => plan.writer_panic_after = Some(d),
+                "failure_linger" => plan.failure_linger = Some(d),
+                _ => return Err(format!("CAMPUSGW_FAULT: unknown fault {key:?}")),
+            }
+        }
+        Ok(plan)
+    }
 }
 
 /// Tunables that are not in the config file (tests shorten them).
@@ -41,6 +94,11 @@ pub struct RunOptions {
     pub health_tick: Duration,
     /// How often retention runs.
     pub maintenance_every: Duration,
+    /// After the journal writer died: how long `/healthz` keeps answering 503 before
+    /// [`Gateway::failed`] resolves.
+    pub failure_linger: Duration,
+    /// Injected faults (tests only).
+    pub fault: FaultPlan,
 }
 
 impl Default for RunOptions {
@@ -49,6 +107,8 @@ impl Default for RunOptions {
             restart: RestartPolicy::default(),
             health_tick: Duration::from_secs(1),
             maintenance_every: Duration::from_secs(60),
+            failure_linger: Duration::from_secs(1),
+            fault: FaultPlan::default(),
         }
     }
 }
@@ -114,6 +174,17 @@ impl Gateway {
         };
         let (http_addr, http) = api::serve(config.console.listen, state, shutdown.clone()).await?;
         background.push(http);
+        let (fail_tx, failure) = watch::channel(None);
+        let linger = opts.fault.failure_linger.unwrap_or(opts.failure_linger);
+        background.push(tokio::spawn(watch_writer(journal.clone(), fail_tx, linger)));
+        if let Some(after) = opts.fault.writer_panic_after {
+            let j = journal.clone();
+            background.push(tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                tracing::warn!("fault injection: killing the journal writer");
+                j.kill_writer_for_test().await;
+            }));
+        }
         tracing::info!(http = %http_addr, devices = config.devices.len(), ready_ms = started.elapsed().as_millis() as u64, "campusgw ready");
         Ok(Gateway {
             journal,
@@ -125,7 +196,22 @@ impl Gateway {
             uplinks,
             writer,
             background,
+            failure,
         })
+    }
+
+    /// Resolves with the reason once the gateway cannot go on (the journal writer died);
+    /// the caller should [`Gateway::stop`] and exit non-zero. Pending forever otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Executes a command (from the demo script, rules or the API).
@@ -151,6 +237,18 @@ impl Gateway {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
         tracing::info!("campusgw stopped; journal flushed");
     }
+}
+
+/// Waits for the journal writer to stop; if nobody asked it to, reports the failure after
+/// `linger` (during which `/healthz` already answers 503).
+async fn watch_writer(journal: Journal, failure: watch::Sender<Option<String>>, linger: Duration) {
+    journal.writer_stopped().await;
+    let Some(reason) = journal.status().writer_failure() else {
+        return;
+    };
+    tracing::error!(reason = %reason, linger_ms = linger.as_millis() as u64, "gateway failing: the journal writer died; exiting so the service manager restarts campusgw");
+    tokio::time::sleep(linger).await;
+    failure.send_replace(Some(reason));
 }
 
 /// Waits for SIGTERM or SIGINT.

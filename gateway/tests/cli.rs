@@ -66,67 +66,133 @@ fn the_documented_example_config_is_valid() {
     );
 }
 
+/// A `campusgw run` child, killed when dropped (a failed assert must not leave it running).
+struct Running {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `campusgw run` with a gb26875 listener (on 127.0.0.1:0, so it needs no peer and
+/// journals its `device.online`) and waits until `/healthz` shows that event committed.
+/// The console port is picked by binding 127.0.0.1:0 and releasing it; a gateway that
+/// then cannot bind it exits, and is started again on another port.
+fn run_gateway(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> (Running, serde_json::Value) {
+    let data = dir.join("data");
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = config(&data).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+            + "\n[[device]]\nid = \"fire_listener\"\ndriver = \"gb26875\"\nlisten = \"127.0.0.1:0\"\ncentre_address = 88888\n";
+        let cfg = write(dir, "gw.toml", &text);
+        let child = campusgw()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .spawn()
+            .unwrap();
+        let mut gw = Running { child, port };
+        if let Some(body) = rt.block_on(wait_healthz(&mut gw)) {
+            return (gw, body);
+        }
+        eprintln!("campusgw exited before serving /healthz on {port}; retrying on another port");
+    }
+    panic!("campusgw never served /healthz");
+}
+
+/// Polls `/healthz` until it reports the listener's `device.online` journaled; `None` if the
+/// process exited first (its port was taken).
+async fn wait_healthz(gw: &mut Running) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{}/healthz", gw.port);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if gw.child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        if let Ok(r) = reqwest::get(&url).await {
+            let body: serde_json::Value = r.json().await.unwrap();
+            if body["journal"]["last_seq"].as_u64() >= Some(1) {
+                return Some(body);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healthz never showed the listener's device.online journaled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the sample `series` (name and labels, exactly as rendered) in Prometheus
+/// text, if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 #[test]
 fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Pick a port: bind, read, release (the gateway binds it right after).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = write(
-        dir.path(),
-        "gw.toml",
-        &config(&data).replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    );
-    let mut child = campusgw()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .spawn()
-        .unwrap();
     // reqwest is built without a default TLS provider in this workspace; pick ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let body: serde_json::Value = rt.block_on(async {
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                return r.json().await.unwrap();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "healthz never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let (mut gw, body) = run_gateway(&rt, dir.path());
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-    assert!(body["journal"]["last_seq"].is_u64());
+    assert_eq!(body["gateway"], "school-1", "{body}");
+    assert_eq!(
+        body["devices"]["fire_listener"]["state"], "online",
+        "{body}"
+    );
     let metrics = rt.block_on(async {
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
             .await
             .unwrap()
             .text()
             .await
             .unwrap()
     });
+    // The listener's device.online was committed before /healthz counted it, so the
+    // journal's counters and the device gauge are there with their values.
     assert!(
-        metrics.is_empty() || metrics.contains("# TYPE"),
+        metrics.contains("# TYPE journal_events_committed_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "journal_events_committed_total") >= Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "device_online{device=\"fire_listener\"}"),
+        Some(1.0),
         "{metrics}"
     );
     // Graceful stop on SIGTERM.
     Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(gw.child.id().to_string())
         .status()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = gw.child.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -146,8 +212,25 @@ fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_l
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["schema"], campusgw_sdk::EVENT_SCHEMA_VERSION);
-    }
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["schema"] == campusgw_sdk::EVENT_SCHEMA_VERSION),
+        "{lines:#?}"
+    );
+    let online: Vec<_> = lines
+        .iter()
+        .filter(|v| v["kind"] == "device.online" && v["source"]["device"] == "fire_listener")
+        .collect();
+    assert_eq!(
+        online.len(),
+        1,
+        "export holds the listener's device.online: {lines:#?}"
+    );
+    assert_eq!(online[0]["seq"], 1, "{lines:#?}");
+    assert_eq!(online[0]["class"], "operations", "{lines:#?}");
 }

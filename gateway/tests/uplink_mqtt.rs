@@ -7,6 +7,7 @@ mod uplink_support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use campusgw::uplink::UplinkStatus;
 use campusgw_sdk::Class;
 use uplink_support::fake_broker::{Act, FakeBroker};
 use uplink_support::{Broker, Rig, Subscriber, Tls, certs, mqtt_config, wait_for};
@@ -250,6 +251,9 @@ async fn kind_filter_skips_unwanted_kinds_but_moves_their_cursor() {
 async fn mqtt_5_puback_not_authorized_keeps_the_events_and_retries_while_alarms_still_go() {
     let broker = FakeBroker::start(0, Act::Judge).await;
     let mut rig = Rig::open();
+    // Metrics are process-wide and the other tests here also run an uplink "county": this
+    // one's status gets a name of its own, so its rejected_total counts only its events.
+    rig.status = UplinkStatus::new("county-judged", "mqtt");
     let (cfg, filter) = mqtt_config(&toml_for(
         &broker.url(false),
         &format!("{V5}inflight = 10\n"),

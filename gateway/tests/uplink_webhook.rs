@@ -78,7 +78,7 @@ async fn webhook_retries_transient_failures_and_bisects_a_refused_batch() {
     let addr = listener.local_addr().unwrap();
     let http = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let rig = Rig::open();
+    let mut rig = Rig::open();
     let sent = rig.emit(Class::Telemetry, "sensor.reading", 20).await;
     let text = format!(
         "name = \"archive\"\nkind = \"webhook\"\nurl = \"http://{addr}/ingest\"\ntoken = \"t0ken\"\nbatch = 5\ntimeout = \"300ms\"\nclasses = [\"telemetry\", \"security\"]\n"
@@ -93,7 +93,7 @@ async fn webhook_retries_transient_failures_and_bisects_a_refused_batch() {
     c.backoff = (Duration::from_millis(50), Duration::from_millis(200));
     let status = UplinkStatus::new("archive", "webhook");
     let up = WebhookUplink::new(Arc::new(c), u.filter, rig.context(), status.clone());
-    let task = tokio::spawn(up.run());
+    rig.adopt(tokio::spawn(up.run()));
 
     let reader = rig.journal.reader().unwrap();
     let last = sent.last().unwrap().seq;
@@ -132,10 +132,9 @@ async fn webhook_retries_transient_failures_and_bisects_a_refused_batch() {
         assert!(delivered.contains(&e.id.to_string()), "{} delivered", e.id);
     }
     assert_eq!(status.snapshot().rejected, 0);
-    rig.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    http.abort();
+    // Stops the uplink and fails the test if it panicked, before the server goes away.
     rig.stop().await;
+    http.abort();
 }
 
 /// HTTPS with a client certificate required, serving axum over rustls.
@@ -217,9 +216,11 @@ async fn bearer_ingest(
 /// (status code, events in the batch) per POST.
 type PostLog = Arc<Mutex<Vec<(u16, usize)>>>;
 
-async fn https_webhook(token: &str) -> (Rig, Arc<UplinkStatus>, PostLog) {
+/// A webhook uplink `archive` over mutual TLS; `metrics_name` names its status (metrics are
+/// process-wide, so a test that checks them uses a name of its own).
+async fn https_webhook(token: &str, metrics_name: &str) -> (Rig, Arc<UplinkStatus>, PostLog) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rig = Rig::open();
+    let mut rig = Rig::open();
     let c = uplink_support::certs(rig.dir.path());
     let log = Arc::new(Mutex::new(Vec::new()));
     let app = axum::Router::new()
@@ -245,15 +246,15 @@ async fn https_webhook(token: &str) -> (Rig, Arc<UplinkStatus>, PostLog) {
     };
     let mut cfg = (*cfg).clone();
     cfg.backoff = (Duration::from_millis(50), Duration::from_millis(200));
-    let status = UplinkStatus::new("archive", "webhook");
+    let status = UplinkStatus::new(metrics_name, "webhook");
     let up = WebhookUplink::new(Arc::new(cfg), u.filter, rig.context(), status.clone());
-    tokio::spawn(up.run());
+    rig.adopt(tokio::spawn(up.run()));
     (rig, status, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_over_https_with_mutual_tls_and_the_right_token_delivers() {
-    let (rig, status, log) = https_webhook("t0ken").await;
+    let (rig, status, log) = https_webhook("t0ken", "archive").await;
     let sent = rig.emit(Class::Telemetry, "sensor.reading", 12).await;
     let reader = rig.journal.reader().unwrap();
     let last = sent.last().unwrap().seq;
@@ -264,7 +265,6 @@ async fn webhook_over_https_with_mutual_tls_and_the_right_token_delivers() {
     assert!(log.lock().unwrap().iter().all(|(code, _)| *code == 200));
     let snap = status.snapshot();
     assert_eq!((snap.confirmed, snap.rejected), (12, 0), "{snap:?}");
-    rig.shutdown.cancel();
     rig.stop().await;
 }
 
@@ -272,7 +272,7 @@ async fn webhook_over_https_with_mutual_tls_and_the_right_token_delivers() {
 /// back-off, the cursor stays, `uplink.down` (reason `auth`) is raised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_with_a_wrong_bearer_token_gets_401_and_keeps_the_events_for_a_retry() {
-    let (rig, status, log) = https_webhook("wrong").await;
+    let (rig, status, log) = https_webhook("wrong", "archive-401").await;
     rig.emit(Class::Telemetry, "sensor.reading", 10).await;
     let reader = rig.journal.reader().unwrap();
     wait_for("three refused posts", Duration::from_secs(15), || {
@@ -300,6 +300,5 @@ async fn webhook_with_a_wrong_bearer_token_gets_401_and_keeps_the_events_for_a_r
                 && l.contains("reason=\"auth\"")),
         "{text}"
     );
-    rig.shutdown.cancel();
     rig.stop().await;
 }

@@ -1,6 +1,7 @@
-//! Interop: every frame in `shared/fixtures/gb26875/frames.tsv` (a public vendor appendix,
-//! checksums verified independently) decodes to its expected fields, re-encodes byte for
-//! byte, and the frames campusgw builds (confirm, deny, requests) equal the fixtures.
+//! Interop: every frame in `tests/data/frames.tsv` (a public vendor appendix, checksums
+//! verified independently; sources in `tests/data/README.md`) decodes to its expected
+//! fields, re-encodes byte for byte, and the frames campusgw builds (confirm, deny,
+//! requests) equal the fixtures.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::PathBuf;
@@ -17,8 +18,7 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/gb26875/frames.tsv");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/frames.tsv");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let rows: Vec<Row> = text

@@ -67,7 +67,7 @@ pub enum PointRole {
         /// Class of both kinds.
         class: Class,
     },
-    /// A holding or input register value, reported as `sensor.reading`.
+    /// A holding or input register value, reported in `sensor.readings` batches.
     Register {
         /// How the words become a value.
         format: RegisterFormat,
@@ -326,7 +326,7 @@ fn register_role(
             issue(
                 key,
                 format!(
-                    "`{key}` applies to coils and discrete inputs; a {} reports sensor.reading",
+                    "`{key}` applies to coils and discrete inputs; a {} reports sensor.readings",
                     pc.table.as_str()
                 ),
             );

@@ -12,9 +12,15 @@ use common::{
     T, events_of, register_write, relay_set, spawn_driver, wait_health_after, wait_polls, within,
 };
 
+/// The request timeout of tests whose device always answers: generous, so a loaded CI
+/// machine never makes a slow answer look like a silent device.
+const ANSWERS: &str = "5s";
+/// The request timeout of tests that make the device silent or garbled on purpose: short,
+/// so the driver notices within the test's wait.
+const TIMES_OUT: &str = "500ms";
+
 const POINTS: &str = r#"
 poll_interval = "50ms"
-request_timeout = "200ms"
 [[points]]
 name = "fire_alarm_out"
 table = "discrete_input"
@@ -45,8 +51,15 @@ writable = true
 "#;
 
 fn tcp_config(sim: &Simulator) -> ModbusTcpConfig {
-    toml::from_str(&format!("address = \"{}\"\n{POINTS}", sim.local_addr()))
-        .expect("test config parses")
+    tcp_config_with(sim, ANSWERS)
+}
+
+fn tcp_config_with(sim: &Simulator, request_timeout: &str) -> ModbusTcpConfig {
+    toml::from_str(&format!(
+        "address = \"{}\"\nrequest_timeout = \"{request_timeout}\"\n{POINTS}",
+        sim.local_addr()
+    ))
+    .expect("test config parses")
 }
 
 #[tokio::test]
@@ -238,7 +251,7 @@ async fn an_exception_rejects_the_command_and_degrades_health() {
 async fn a_silent_device_times_out_goes_offline_and_recovers() {
     within(async {
         let sim = Simulator::start().await.expect("sim");
-        let (host, _driver) = spawn_driver(&tcp_config(&sim));
+        let (host, _driver) = spawn_driver(&tcp_config_with(&sim, TIMES_OUT));
         let mark = wait_health_after(&host, 0, |h| *h == DeviceHealth::Online).await;
 
         sim.set_silent(true);
@@ -265,7 +278,7 @@ async fn a_silent_device_times_out_goes_offline_and_recovers() {
 async fn garbage_and_dropped_connections_never_wedge_the_poller() {
     within(async {
         let sim = Simulator::start().await.expect("sim");
-        let (host, driver) = spawn_driver(&tcp_config(&sim));
+        let (host, driver) = spawn_driver(&tcp_config_with(&sim, TIMES_OUT));
         let mark = wait_health_after(&host, 0, |h| *h == DeviceHealth::Online).await;
 
         sim.set_garbage(true);
@@ -326,9 +339,11 @@ async fn commands_fail_while_the_device_is_unreachable_and_shutdown_is_prompt() 
         let r = host.command(relay_set("siren", true), "dev", T).await;
         assert_eq!(r.status, CommandStatus::Failed, "{}", r.detail);
         host.shutdown();
-        tokio::time::timeout(Duration::from_secs(1), driver)
+        // Prompt means "without waiting out a reconnect back-off"; the bound is generous
+        // for a loaded CI machine.
+        tokio::time::timeout(Duration::from_secs(5), driver)
             .await
-            .expect("driver stopped within a second of shutdown")
+            .expect("driver stopped within 5 s of shutdown")
             .expect("driver task")
             .expect("clean end");
     })
@@ -342,7 +357,7 @@ async fn rtu_over_tcp_kind_polls_and_writes_through_rtu_framing() {
         sim.set_discrete_input(3, true);
         sim.set_f32(RegisterTable::Input, 10, 7.5, WordOrder::Big);
         let cfg: ModbusRtuOverTcpConfig = toml::from_str(&format!(
-            "address = \"{}\"\nunit = 7\n{POINTS}",
+            "address = \"{}\"\nunit = 7\nrequest_timeout = \"{ANSWERS}\"\n{POINTS}",
             sim.local_addr()
         ))
         .expect("config");

@@ -1,20 +1,37 @@
 //! Interop: the driver against pymodbus 3.x, an independent Modbus implementation.
 //!
-//! Needs `python3` with `pymodbus` installed (`pip install pymodbus`); without them the
+//! Needs a python with the pymodbus release `scripts/test` pins: `$CAMPUSGW_PYTHON` (set by
+//! `scripts/test`), else the project's `.venv/bin/python`, else `python3`. Without it the
 //! test fails with a message saying so, it does not pass silently. The server script is
 //! `tests/pymodbus_server.py`; it binds an ephemeral port and prints it, and answers
 //! `get`/`set` lines on stdin from its own datastore so writes are checked on the far side.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use campusgw_modbus::ModbusTcpConfig;
 use campusgw_sdk::CommandStatus;
 use common::{T, events_of, register_write, relay_set, spawn_driver, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The python that has pymodbus: `$CAMPUSGW_PYTHON`, else the workspace's `.venv` (what
+/// `scripts/test` creates), else `python3` on the PATH.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAMPUSGW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.venv/bin/python"
+    ));
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
 
 /// The pymodbus server child; killed when dropped.
 struct PyServer {
@@ -26,29 +43,32 @@ struct PyServer {
 
 impl PyServer {
     async fn start() -> PyServer {
-        let probe = Command::new("python3")
+        let python = python();
+        let probe = Command::new(&python)
             .args(["-c", "import pymodbus; print(pymodbus.__version__)"])
             .output()
             .await;
         match probe {
             Ok(out) if out.status.success() => {}
             Ok(out) => panic!(
-                "pymodbus is not installed for python3 (run `pip install pymodbus`): {}",
+                "pymodbus is not installed for {} (run `scripts/test`, which installs it into .venv/): {}",
+                python.display(),
                 String::from_utf8_lossy(&out.stderr)
             ),
             Err(e) => panic!(
-                "python3 is required for the pymodbus interop test but could not be run: {e}"
+                "{} is required for the pymodbus interop test but could not be run: {e}",
+                python.display()
             ),
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pymodbus_server.py");
-        let mut child = Command::new("python3")
+        let mut child = Command::new(&python)
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn python3 pymodbus_server.py");
+            .expect("spawn pymodbus_server.py");
         let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let first = tokio::time::timeout(T, stdout.next_line())
@@ -94,7 +114,7 @@ async fn the_driver_interoperates_with_a_pymodbus_server() {
 address = "127.0.0.1:{}"
 unit = 1
 poll_interval = "100ms"
-request_timeout = "1s"
+request_timeout = "5s"
 [[points]]
 name = "fire_alarm_out"
 table = "discrete_input"
@@ -156,7 +176,7 @@ writable = true
 
         assert_eq!(events_of(&host, "fire.alarm").len(), 1);
         host.shutdown();
-        tokio::time::timeout(Duration::from_secs(2), driver)
+        tokio::time::timeout(T, driver)
             .await
             .expect("driver stops promptly")
             .expect("driver task")

@@ -13,13 +13,14 @@
 //!   priority, so no invalid event can be represented;
 //! - driver configuration is validated purely ([`DriverConfig::validate`]) before any I/O.
 //!
-//! The [`testkit`] module gives drivers an in-memory context so their unit tests need no
-//! gateway.
+//! The `testkit` module (cargo feature `testkit`, enabled from dev-dependencies only) gives
+//! drivers an in-memory context so their tests need no gateway.
 
 pub mod command;
 pub mod config;
 pub mod driver;
 pub mod event;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use command::{Command, CommandKind, CommandRequest, CommandResult, CommandStatus, Target};

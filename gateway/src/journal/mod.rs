@@ -41,6 +41,37 @@
 //! between commit and acknowledgement produces one event, and a key that repeats later (a
 //! content key after the window, a colliding key of another kind) is a new event.
 //!
+//! # Start-up (DESIGN §4 "Start-up")
+//! Beside `journal.db` live `journal.id` (JSON: a random `journal_id` and `created_at`,
+//! written when a journal is created, or on first open of a journal that predates it) and
+//! `journal.lock` (held by the writer thread for its lifetime; a second gateway or a
+//! salvage on the same journal is refused with [`JournalError::InUse`]).
+//! [`Journal::open`] checks the file at a cost that does not grow with the backlog
+//! (`check.rs`: header, page count against the file length, schema version, `meta`,
+//! `cursors`, the rightmost path of `events` and its indexes, `max(seq) < next_seq`). A
+//! file that fails (garbage, truncated, or empty/missing while `journal.id` exists) is
+//! moved aside as `journal.db.damaged-<UTC time>` with its `-wal`/`-shm`, a fresh journal
+//! (new `journal.id`, seqs from 1) is created and its first event is `storage.damaged`
+//! (class `security`, payload `file`, `error`, `cause`), so the gateway serves and the
+//! county is told. What is not damage is refused, never moved: a newer schema
+//! ([`JournalError::TooNew`]), permission or I/O errors, a held lock. A full
+//! `PRAGMA quick_check` then runs in a background thread; its outcome is logged and in
+//! `journal_quick_check_ok`; a failure raises `storage.damaged` (`cause` `quick_check`) and
+//! leaves the live file in place. [`salvage`] copies the readable events of a moved file
+//! back (gateway stopped).
+//!
+//! # Corrupt rows
+//! A row whose body does not decode never stops a reader: it is skipped, and readers from
+//! [`Journal::reader`] ask the writer to move it to `quarantine` (the writer re-checks it),
+//! which journals one `journal.corrupt` event in the same transaction (`quarantine.rs`).
+//! A quarantined row leaves `meta.data_bytes` and every backlog.
+//!
+//! # Writer failure
+//! The writer thread runs under `catch_unwind`. If it panics or returns without
+//! [`Journal::close`], [`JournalStatus::writer_failure`] says why, appends fail with
+//! `EmitError::Closed` (nothing is acknowledged that is not durable), and
+//! [`Journal::writer_stopped`] resolves so the gateway can fail loudly (`app.rs`).
+//!
 //! # Write failures
 //! A failed commit (disk full, read-only, I/O error) is rolled back and retried with
 //! back-off; the batch stays in memory and no emitter is acknowledged. While storage is
@@ -54,20 +85,24 @@
 //! # Retention and quota (DESIGN §4)
 //! See [`retention`].
 
+mod check;
 mod checkpoint;
+mod quarantine;
 mod reader;
 pub mod rejected;
 pub mod retention;
+pub mod salvage;
 mod schema;
+mod supervision;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use campusgw_sdk::driver::{BoxFuture, EmitError, EventSink, Receipt};
-use campusgw_sdk::{Class, Event};
+use campusgw_sdk::{Class, DeviceId, Event, Location, NewEvent};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use reader::JournalReader;
@@ -110,6 +145,26 @@ pub enum JournalError {
     /// The writer thread is gone.
     #[error("journal writer has stopped")]
     Closed,
+    /// Another process (a running gateway, a salvage) holds the journal's lock.
+    #[error(
+        "journal {path} is in use by another campusgw process (a running gateway?); stop it first"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// Kinds the journal raises itself (docs/event-schema.md).
+pub mod kinds {
+    use campusgw_sdk::Kind;
+    /// A stored row could not be decoded and was moved to quarantine (class `security`;
+    /// payload `seq`, `error`).
+    pub const JOURNAL_CORRUPT: Kind = Kind::from_static("journal.corrupt");
+    /// The journal file was found damaged (class `security`; payload `file`, `error`,
+    /// `cause`: `start_check` when it was moved aside at start, `quick_check` when the
+    /// background check failed on the live file).
+    pub const STORAGE_DAMAGED: Kind = Kind::from_static("storage.damaged");
 }
 
 /// How the journal is opened.
@@ -136,6 +191,8 @@ pub struct JournalOptions {
     /// crash test can show that its fsync check catches a writer that skips the fsync.
     #[doc(hidden)]
     pub unsafe_sync_off_for_test: bool,
+    /// Run `PRAGMA quick_check` in the background after open.
+    pub quick_check: bool,
 }
 
 /// The default de-duplication window: longer than any device's retransmission schedule
@@ -155,6 +212,7 @@ impl JournalOptions {
             uplinks: Vec::new(),
             dedup_window: DEFAULT_DEDUP_WINDOW,
             unsafe_sync_off_for_test: false,
+            quick_check: true,
         }
     }
 }
@@ -179,6 +237,39 @@ pub struct JournalStatus {
     pub committed: AtomicU64,
     /// Transactions committed since start.
     pub batches: AtomicU64,
+    /// The writer thread is running.
+    pub writer_alive: AtomicBool,
+    /// [`Journal::close`] was called: the writer's exit is expected.
+    pub closing: AtomicBool,
+    /// Why the writer thread stopped when nobody asked it to (a panic, an early return).
+    pub writer_failure: Mutex<Option<String>>,
+    /// Damage found at start (file moved aside) or by the background quick_check.
+    pub damaged: Mutex<Option<String>>,
+}
+
+impl JournalStatus {
+    /// Why the writer died, if it did: the gateway cannot journal anything any more.
+    pub fn writer_failure(&self) -> Option<String> {
+        self.writer_failure
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The damage reported at start or by the background check, if any.
+    pub fn damaged(&self) -> Option<String> {
+        self.damaged
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set(slot: &Mutex<Option<String>>, v: String) {
+        match slot.lock() {
+            Ok(mut g) => *g = Some(v),
+            Err(p) => *p.into_inner() = Some(v),
+        }
+    }
 }
 
 /// Handle to the journal: cheap to clone, used by drivers (as an [`EventSink`]), uplinks
@@ -190,55 +281,93 @@ pub struct Journal {
     status: Arc<JournalStatus>,
     committed_seq: watch::Receiver<u64>,
     feed: broadcast::Sender<Arc<Event>>,
+    /// Turns true once the writer thread has stopped and its status is final.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Journal {
-    /// Opens (creating or migrating) the journal and starts its writer thread.
+    /// Opens (creating or migrating) the journal and starts its writer thread. A damaged
+    /// file is moved aside and replaced by a fresh journal that starts with a
+    /// `storage.damaged` event (see the module doc, "Start-up").
     ///
     /// # Errors
-    /// [`JournalError`] when the database cannot be opened or migrated.
+    /// [`JournalError`] when the journal is refused (newer schema, in use, unreadable for
+    /// reasons other than damage) or cannot be created.
     pub fn open(opts: JournalOptions) -> Result<(Journal, WriterHandle), JournalError> {
-        let conn = schema::open_rw(&opts.path, opts.unsafe_sync_off_for_test)?;
+        let files = check::Files::of(&opts.path);
+        let lock = check::lock(&files)?;
+        let opened = check::open_checked(&files, opts.unsafe_sync_off_for_test)?;
+        let last = opened.last_seq;
         let status = Arc::new(JournalStatus::default());
-        let last = schema::last_seq(&conn, &opts.path)?;
         status.last_seq.store(last, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(16_384);
         let (seq_tx, seq_rx) = watch::channel(last);
         let (feed, _) = broadcast::channel(4096);
         let w = writer::Writer::new(
-            conn,
+            opened.conn,
             opts.clone(),
             status.clone(),
             seq_tx,
             feed.clone(),
             last,
         )?;
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || w.run(rx))
-            .map_err(|e| JournalError::Sqlite {
-                path: opts.path.clone(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(&opts.path).map_err(|e| JournalError::Sqlite {
-                path: opts.path.clone(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+        status.writer_alive.store(true, Ordering::SeqCst);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let thread = supervision::spawn_writer(w, rx, lock, status.clone(), stopped_tx)
+            .map_err(|e| check::io_err(&opts.path, e))?;
+        let checkpointer = checkpoint::Checkpointer::start(&opts.path)
+            .map_err(|e| check::io_err(&opts.path, e))?;
         let journal = Journal {
             tx,
-            path: opts.path,
+            path: opts.path.clone(),
             status,
             committed_seq: seq_rx,
             feed,
+            stopped,
         };
+        if let Some(d) = opened.damaged {
+            let file = d.file.as_ref().map(|f| f.display().to_string());
+            journal.raise_damaged(file, &d.error, "start_check");
+        }
+        let quick_check = opts.quick_check.then(|| {
+            let j = journal.clone();
+            let file = opts.path.display().to_string();
+            check::spawn_quick_check(&opts.path, move |problem| {
+                j.raise_damaged(Some(file), &problem, "quick_check");
+            })
+        });
         Ok((
             journal,
             WriterHandle {
                 thread: Some(thread),
                 checkpointer: Some(checkpointer),
+                quick_check,
             },
         ))
+    }
+
+    /// Journals `storage.damaged` and marks the status; never waits (called from `open` and
+    /// from the quick_check thread).
+    fn raise_damaged(&self, file: Option<String>, error: &str, cause: &str) {
+        let text = match &file {
+            Some(f) => format!("{cause}: {f}: {error}"),
+            None => format!("{cause}: {error}"),
+        };
+        JournalStatus::set(&self.status.damaged, text);
+        let payload = serde_json::json!({ "file": file, "error": error, "cause": cause });
+        let event =
+            internal_event(NewEvent::new(kinds::STORAGE_DAMAGED, Class::Security).payload(payload));
+        let (reply, _) = oneshot::channel();
+        let msg = writer::Msg::Append {
+            bodies: vec![writer::body_of(&event)],
+            events: vec![event],
+            reply,
+        };
+        // The queue is fresh at open; from the quick_check thread a full queue means the
+        // writer is busy, and the error is already logged and in the status.
+        if self.tx.try_send(msg).is_err() {
+            tracing::error!(error, "storage.damaged could not be queued for the journal");
+        }
     }
 
     /// Appends stamped events in one transaction; resolves once durable.
@@ -316,17 +445,32 @@ impl Journal {
         let _ = self.tx.send(writer::Msg::LimitPages { pages }).await;
     }
 
+    /// Fault injection for tests: the writer thread panics, as a bug in it would.
+    #[doc(hidden)]
+    pub async fn kill_writer_for_test(&self) {
+        let _ = self.tx.send(writer::Msg::Panic).await;
+    }
+
     /// Asks the writer to finish what is queued and stop; see [`WriterHandle::join`].
     pub async fn close(&self) {
+        self.status.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.send(writer::Msg::Shutdown).await;
     }
 
-    /// A new read connection.
+    /// Resolves when the writer thread has stopped, whether closed or dead; see
+    /// [`JournalStatus::writer_failure`] for which.
+    pub async fn writer_stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        // An error means the thread is gone without a word, which is stopped too.
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// A new read connection; corrupt rows it meets are quarantined by the writer.
     ///
     /// # Errors
     /// [`JournalError`] if the database cannot be opened.
     pub fn reader(&self) -> Result<JournalReader, JournalError> {
-        JournalReader::open(&self.path)
+        Ok(JournalReader::open(&self.path)?.with_writer(self.tx.downgrade()))
     }
 
     /// The last committed seq, updated after every commit.
@@ -372,16 +516,26 @@ impl EventSink for Journal {
     }
 }
 
+/// An event raised by the journal itself, from device `gateway`.
+fn internal_event(e: NewEvent) -> Event {
+    let source = DeviceId::new("gateway").expect("static id is valid");
+    Event::stamp(e, &source, "journal", &Location::default())
+}
+
 /// Owns the writer thread; join it at shutdown after [`Journal::close`].
 pub struct WriterHandle {
     thread: Option<std::thread::JoinHandle<()>>,
     checkpointer: Option<checkpoint::Checkpointer>,
+    quick_check: Option<check::QuickCheck>,
 }
 
 impl WriterHandle {
     /// Waits for the writer to commit what was queued and exit (it checkpoints and
-    /// truncates the WAL on the way out).
+    /// truncates the WAL on the way out); interrupts a background quick_check.
     pub fn join(mut self) {
+        if let Some(q) = self.quick_check.take() {
+            q.stop();
+        }
         if let Some(c) = self.checkpointer.take() {
             c.stop();
         }

@@ -1,16 +1,29 @@
 //! Read connections: events by seq range and by class, cursors, backlog.
+//!
+//! A row whose body does not decode into an [`Event`] never stops a reader: [`JournalReader::after`]
+//! skips it (and fills its page from the rows after it), logs it, counts it, and, for a
+//! reader handed out by [`super::Journal::reader`], asks the writer to quarantine it (see
+//! [`super::quarantine`]). Readers opened on a bare file (`campusgw journal export`) skip
+//! and count only.
 
+use std::cell::Cell;
 use std::path::Path;
 
 use campusgw_sdk::{Class, Event};
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::mpsc;
 
+use super::writer::Msg;
 use super::{JournalError, schema};
 
 /// A read-only connection to the journal (WAL lets it read while the writer writes).
 pub struct JournalReader {
     conn: Connection,
     path: std::path::PathBuf,
+    /// The writer, to quarantine corrupt rows; weak so a reader never keeps it running.
+    writer: Option<mpsc::WeakSender<Msg>>,
+    corrupt_seen: Cell<u64>,
 }
 
 impl JournalReader {
@@ -22,23 +35,77 @@ impl JournalReader {
         Ok(JournalReader {
             conn: schema::open_ro(path)?,
             path: path.to_owned(),
+            writer: None,
+            corrupt_seen: Cell::new(0),
         })
+    }
+
+    /// This reader reports corrupt rows to the writer for quarantine.
+    pub(super) fn with_writer(mut self, writer: mpsc::WeakSender<Msg>) -> JournalReader {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Rows this reader skipped because their body did not decode.
+    pub fn corrupt_seen(&self) -> u64 {
+        self.corrupt_seen.get()
+    }
+
+    fn report_corrupt(&self, e: &JournalError) {
+        let JournalError::Corrupt { seq, reason } = e else {
+            return;
+        };
+        self.corrupt_seen.set(self.corrupt_seen.get() + 1);
+        metrics::counter!("journal_corrupt_rows_skipped_total").increment(1);
+        tracing::warn!(journal = %self.path.display(), seq, error = %reason, "journal row cannot be decoded; skipped (quarantined when the gateway reads it)");
+        if let Some(tx) = self.writer.as_ref().and_then(mpsc::WeakSender::upgrade) {
+            // Not awaited: readers are synchronous. A full queue only delays the move
+            // until the row is read again.
+            let _ = tx.try_send(Msg::Quarantine {
+                seq: *seq,
+                error: reason.clone(),
+            });
+        }
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
         schema::err(&self.path)
     }
 
-    /// Up to `limit` events with seq > `after`, in seq order, optionally of one class.
+    /// Up to `limit` events with seq > `after`, in seq order, optionally of one class. Rows
+    /// that do not decode are skipped and reported (module doc); fewer than `limit` events
+    /// means there are no more.
     ///
     /// # Errors
-    /// SQLite errors or a corrupt row.
+    /// SQLite errors.
     pub fn after(
         &self,
         after: u64,
         class: Option<Class>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
+        let mut out = Vec::new();
+        let mut from = after;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let (rows, last) = self.page(from, class, want, &mut out)?;
+            if rows < want {
+                break;
+            }
+            from = last;
+        }
+        Ok(out)
+    }
+
+    /// Reads up to `limit` rows after `after` into `out` (decodable ones); returns the rows
+    /// read and the last seq read.
+    fn page(
+        &self,
+        after: u64,
+        class: Option<Class>,
+        limit: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(usize, u64), JournalError> {
         let (sql, class) = match class {
             Some(c) => (
                 "SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
@@ -50,25 +117,30 @@ impl JournalReader {
             ),
         };
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![after as i64, limit as i64, class], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
+        let mut rows = stmt
+            .query(params![after as i64, limit as i64, class])
             .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, body) = row.map_err(self.err())?;
-            out.push(decode(seq as u64, &body)?);
+        let (mut n, mut last) = (0, after);
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let seq = r.get::<_, i64>(0).map_err(self.err())? as u64;
+            let body = r.get_ref(1).map_err(self.err())?;
+            n += 1;
+            last = seq;
+            match decode_ref(seq, body) {
+                Ok(e) => out.push(e),
+                Err(e) => self.report_corrupt(&e),
+            }
         }
-        Ok(out)
+        Ok((n, last))
     }
 
     /// The event at `seq`, if still retained.
     ///
     /// # Errors
-    /// SQLite errors or a corrupt row.
+    /// SQLite errors or a corrupt row ([`JournalError::Corrupt`], also reported as in
+    /// [`JournalReader::after`]).
     pub fn get(&self, seq: u64) -> Result<Option<Event>, JournalError> {
-        let body: Option<String> = self
+        let body: Option<Value> = self
             .conn
             .query_row(
                 "SELECT body FROM events WHERE seq = ?1",
@@ -77,7 +149,11 @@ impl JournalReader {
             )
             .optional()
             .map_err(self.err())?;
-        body.map(|b| decode(seq, &b)).transpose()
+        let decoded = body.map(|b| decode_value(seq, &b)).transpose();
+        if let Err(e) = &decoded {
+            self.report_corrupt(e);
+        }
+        decoded
     }
 
     /// The first retained seq received at or after `t` (gateway clock), by binary search
@@ -196,11 +272,26 @@ pub(super) fn first_seq_since(
     Ok(at_or_after(lo)?.map(|(seq, _)| seq))
 }
 
-fn decode(seq: u64, body: &str) -> Result<Event, JournalError> {
-    let mut e: Event = serde_json::from_str(body).map_err(|e| JournalError::Corrupt {
+/// Decodes a stored body (TEXT, or BLOB after a raw edit) into the event at `seq`.
+pub(super) fn decode_ref(seq: u64, body: ValueRef<'_>) -> Result<Event, JournalError> {
+    let bytes = match body {
+        ValueRef::Text(b) | ValueRef::Blob(b) => b,
+        other => {
+            return Err(JournalError::Corrupt {
+                seq,
+                reason: format!("body is {:?}, not JSON text", other.data_type()),
+            });
+        }
+    };
+    let mut e: Event = serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt {
         seq,
         reason: e.to_string(),
     })?;
     e.seq = seq;
     Ok(e)
+}
+
+/// [`decode_ref`] for an owned value.
+pub(super) fn decode_value(seq: u64, body: &Value) -> Result<Event, JournalError> {
+    decode_ref(seq, ValueRef::from(body))
 }

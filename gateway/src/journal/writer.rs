@@ -41,6 +41,13 @@ pub(super) enum Msg {
         pages: u32,
     },
     Shutdown,
+    /// A reader met a row whose body does not decode: quarantine it (see `quarantine.rs`).
+    Quarantine {
+        seq: u64,
+        error: String,
+    },
+    /// Fault injection for tests: the writer thread panics.
+    Panic,
 }
 
 struct PendingAppend {
@@ -233,6 +240,8 @@ impl Writer {
             Msg::Shutdown => {
                 closing.get_or_insert_with(Instant::now);
             }
+            Msg::Quarantine { seq, error } => self.quarantine(seq, &error),
+            Msg::Panic => panic!("journal writer killed by fault injection"),
         }
     }
 
@@ -541,4 +550,56 @@ fn observe_key_collision(e: &Event, key: &str, stored_kind: &str) {
         stored_kind,
         "same origin_ref, different kind: kept as a new event (driver key does not cover the content)"
     );
+}
+
+impl Writer {
+    /// Moves an undecodable row to `quarantine` and journals one `journal.corrupt` event,
+    /// in one transaction of its own (pending appends get their seqs after it).
+    fn quarantine(&mut self, seq: u64, error: &str) {
+        let payload = serde_json::json!({ "seq": seq, "error": error });
+        let mut event = self.internal(
+            NewEvent::new(super::kinds::JOURNAL_CORRUPT, Class::Security).payload(payload),
+        );
+        let body = body_of(&event);
+        let at = self.next_seq;
+        let window = self.opts.dedup_window;
+        let moved = (|| -> rusqlite::Result<bool> {
+            let tx = self.conn.transaction()?;
+            if !super::quarantine::move_row(&tx, seq, error)? {
+                return Ok(false);
+            }
+            let added = {
+                let mut ins = Inserter::new(&tx, window)?;
+                ins.insert(&mut event, &body, at)?;
+                ins.bytes_added
+            };
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
+                [at as i64 + 1],
+            )?;
+            retention::add_data_bytes(&tx, added)?;
+            tx.commit()?;
+            Ok(true)
+        })();
+        match moved {
+            Ok(true) => {
+                tracing::error!(
+                    seq,
+                    error,
+                    event_seq = at,
+                    "journal.corrupt: undecodable row moved to quarantine"
+                );
+                metrics::counter!("journal_quarantined_total").increment(1);
+                self.next_seq = at + 1;
+                self.status.last_seq.store(at, Ordering::SeqCst);
+                self.status.committed.fetch_add(1, Ordering::Relaxed);
+                self.seq_tx.send_replace(at);
+                let _ = self.feed.send(Arc::new(event));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "cannot quarantine a corrupt row now; retried when it is read again")
+            }
+        }
+    }
 }

@@ -17,9 +17,38 @@ use campusgw_sdk::{Class, DeviceId, Event, FieldPath, Kind, Location, NewEvent};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
+/// A port that was free a moment ago: bound on 127.0.0.1:0, read, released. Whoever binds
+/// it next may lose a race with another process, so callers retry with a fresh port when
+/// their peer cannot bind it (see [`Broker::start_with_acl`]).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// The mosquitto executable: the first on the PATH, else Debian's /usr/sbin/mosquitto
+/// (/usr/sbin is not on every user's PATH).
+pub fn mosquitto() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("mosquitto"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/mosquitto"))
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as rendered, e.g.
+/// `campusgw_uplink_rejected_total{uplink="county"}`) in this process's `/metrics` text.
+pub fn metric(series: &str) -> Option<f64> {
+    campusgw::api::metrics_handle()
+        .render()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
 }
 
 /// Waits for `cond` with a deadline.
@@ -124,8 +153,24 @@ impl Broker {
     }
 
     /// With an ACL for anonymous clients (mosquitto `acl_file` lines such as
-    /// `topic read campusgw/#`).
+    /// `topic read campusgw/#`). Ports are picked free; when mosquitto cannot bind them
+    /// (another process took one meanwhile) it starts again on fresh ones.
     pub async fn start_with_acl(tls: Tls<'_>, acl: Option<&str>) -> Broker {
+        for _ in 0..5 {
+            let mut b = Broker::configure(&tls, acl);
+            if b.launch().await {
+                return b;
+            }
+            eprintln!("mosquitto could not bind its ports; retrying on fresh ones");
+        }
+        panic!(
+            "mosquitto ({}) did not start in 5 attempts",
+            mosquitto().display()
+        );
+    }
+
+    /// Writes a config on fresh ports; nothing is started yet.
+    fn configure(tls: &Tls<'_>, acl: Option<&str>) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let plain = free_port();
         let mut conf = format!(
@@ -160,30 +205,59 @@ impl Broker {
         };
         let path = dir.path().join("mosquitto.conf");
         std::fs::write(&path, conf).unwrap();
-        let mut b = Broker {
+        Broker {
             child: None,
             conf: path,
             plain,
             tls: tls_port,
             _dir: dir,
-        };
-        b.restart().await;
-        b
+        }
     }
 
-    /// Starts (again) with the same config and ports.
+    /// Starts (again) with the same config and ports. The ports were this broker's a
+    /// moment ago; should another process have taken one since, mosquitto is retried until
+    /// the deadline.
     pub async fn restart(&mut self) {
-        let child = Command::new("/usr/sbin/mosquitto")
+        let end = Instant::now() + Duration::from_secs(20);
+        while !self.launch().await {
+            assert!(
+                Instant::now() < end,
+                "mosquitto could not bind its ports again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Spawns mosquitto and waits until every listener accepts connections; false if it
+    /// exited first (it exits when a listener cannot bind).
+    async fn launch(&mut self) -> bool {
+        let exe = mosquitto();
+        let child = Command::new(&exe)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto is installed at /usr/sbin/mosquitto");
-        self.child = Some(child);
-        let port = self.plain;
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run mosquitto ({}): {e}; `scripts/test` installs it",
+                    exe.display()
+                )
+            });
+        let child = self.child.insert(child);
+        let ports: Vec<u16> = std::iter::once(self.plain).chain(self.tls).collect();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            let up = ports
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if up {
+                return true;
+            }
             assert!(Instant::now() < end, "mosquitto did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -363,7 +437,14 @@ impl Rig {
 
     pub fn start(&mut self, cfg: MqttConfig, filter: campusgw::uplink::Filter, cx: UplinkContext) {
         let up = MqttUplink::new(Arc::new(cfg), filter, cx, self.status.clone());
-        self.task = Some(tokio::spawn(up.run()));
+        self.adopt(tokio::spawn(up.run()));
+    }
+
+    /// Makes `task` (an uplink's run loop) this rig's: [`Rig::stop`] waits for it and fails
+    /// the test if it panicked.
+    pub fn adopt(&mut self, task: tokio::task::JoinHandle<()>) {
+        assert!(self.task.is_none(), "one uplink task per rig");
+        self.task = Some(task);
     }
 
     pub async fn emit(&self, class: Class, kind: &'static str, n: usize) -> Vec<Event> {
@@ -389,14 +470,24 @@ impl Rig {
             .collect()
     }
 
+    /// Shuts the uplink down and closes the journal. A panicked uplink or writer, or an
+    /// uplink that ignores shutdown, fails the test here.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            let ended = tokio::time::timeout(Duration::from_secs(20), t).await;
+            match ended.expect("the uplink stopped within 20 s of shutdown") {
+                Ok(()) => {}
+                // Re-raise the uplink's own panic so its message is the test's failure.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("the uplink task did not finish: {e}"),
+            }
         }
         self.journal.close().await;
         if let Some(w) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+            tokio::task::spawn_blocking(move || w.join())
+                .await
+                .expect("the journal writer did not panic");
         }
     }
 }
