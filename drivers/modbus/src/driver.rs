@@ -19,7 +19,7 @@
 //! - the poller never overlaps itself (one cycle at a time, missed ticks delayed); a cycle
 //!   that ends later than one interval after it was due is an overrun: counted
 //!   (`modbus_poll_overruns_total{device}`), logged at a limited rate, and the device is
-//!   `Degraded` until a cycle keeps the rate again;
+//!   `Degraded` until ten cycles in a row keep the rate again;
 //! - the last state survives reconnects within one run, so a change during an outage is
 //!   reported once the device is back (including a reset) and an unchanged state is not
 //!   reported again. At start the state is unknown: a bit found on emits its `on_kind`

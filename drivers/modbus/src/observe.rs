@@ -25,12 +25,18 @@ use crate::error::ModbusError;
 /// At most one warning per device and error class per window.
 pub const LOG_WINDOW: Duration = Duration::from_secs(30);
 
+/// On-time cycles needed after an overrun before the device is `Online` again: a device at
+/// the edge of its rate would otherwise flip between `Degraded` and `Online` every cycle.
+pub const ON_TIME_TO_RECOVER: u32 = 10;
+
 /// Logs, metrics and health for one device.
 pub(crate) struct Observer {
     device: DeviceId,
     endpoint: String,
     warned: HashMap<&'static str, (Instant, u64)>,
     health: Option<DeviceHealth>,
+    /// Since the last overrun: `Some(on-time cycles)`; `None` when none is pending.
+    overrun: Option<(u32, String)>,
 }
 
 impl Observer {
@@ -40,6 +46,7 @@ impl Observer {
             endpoint,
             warned: HashMap::new(),
             health: None,
+            overrun: None,
         }
     }
 
@@ -117,9 +124,15 @@ impl Observer {
                 tracing::warn!(device = %self.device, suppressed, "{why}");
             }
         }
-        let health = match (exceptions.first(), slow) {
+        self.overrun = match (slow, self.overrun.take()) {
+            (Some(why), _) => Some((0, why)),
+            (None, Some((n, _))) if n + 1 >= ON_TIME_TO_RECOVER => None,
+            (None, Some((n, why))) => Some((n + 1, why)),
+            (None, None) => None,
+        };
+        let health = match (exceptions.first(), &self.overrun) {
             (Some(e), _) => DeviceHealth::Degraded(e.to_string()),
-            (None, Some(why)) => DeviceHealth::Degraded(why),
+            (None, Some((_, why))) => DeviceHealth::Degraded(why.clone()),
             (None, None) => DeviceHealth::Online,
         };
         self.set_health(cx, health);

@@ -27,6 +27,11 @@ use crate::journal::{Journal, JournalError, JournalReader};
 /// Events read from the journal per lane refill.
 pub const PAGE: usize = 512;
 
+/// Events read per refill of the telemetry lane: since event schema 2 a telemetry event is
+/// a batch of a device's readings (1,000 points is ~12 KB of JSON, ~90 KB parsed), so a
+/// full page would hold ~45 MB while a backlog drains; 64 batches keep it near 6 MB.
+pub const TELEMETRY_PAGE: usize = 64;
+
 /// An event handed to a transport; confirm it with [`Feed::confirm`].
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -189,8 +194,13 @@ impl Feed {
         if lane.scanned_to >= committed {
             return Ok(false);
         }
-        let page = self.reader.after(lane.read_to, Some(lane.class), PAGE)?;
-        if page.len() < PAGE {
+        let size = if lane.class == Class::Telemetry {
+            TELEMETRY_PAGE
+        } else {
+            PAGE
+        };
+        let page = self.reader.after(lane.read_to, Some(lane.class), size)?;
+        if page.len() < size {
             // Everything committed up to `committed` (observed before the read) is in hand.
             lane.scanned_to = committed;
         }
