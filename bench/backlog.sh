@@ -29,7 +29,7 @@ API=$(free_port) DEAD=$(free_port) BROKER=$(free_port)
   done
   printf '[[uplink]]\nname = "county"\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:%s"\ntopic_prefix = "campusgw"\n' "$BROKER"
 } >"$DIR/backlog.toml"
-"$BIN" check-config --config "$DIR/backlog.toml" >/dev/null
+"$BIN" check-config "$DIR/backlog.toml" >/dev/null
 
 # 3. Start to ready, RSS.
 for r in $(seq 1 "$RUNS"); do
