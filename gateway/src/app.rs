@@ -120,6 +120,8 @@ impl Gateway {
     /// Journal or listener errors.
     pub async fn start(config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         let started = Instant::now();
+        // Before anything opens descriptors: the caps below are fitted to this limit.
+        let fd_limit = crate::fds::raise_nofile();
         // Install the metrics recorder before anything records: counts made before it
         // exists are lost.
         api::metrics_handle();
@@ -172,7 +174,24 @@ impl Gateway {
             gateway_id: config.gateway.id.clone(),
             uplinks: uplinks.board.clone(),
         };
-        let (http_addr, http) = api::serve(config.console.listen, state, shutdown.clone()).await?;
+        let c = &config.console;
+        let devices: Vec<(String, usize)> = config
+            .devices
+            .iter()
+            .filter(|d| d.inbound_connections > 0)
+            .map(|d| (d.id.to_string(), d.inbound_connections))
+            .collect();
+        let tls = match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert), Some(key)) => Some(api::load_tls(cert, key)?),
+            _ => None,
+        };
+        let serve_opts = api::ServeOptions {
+            max_connections: crate::fds::fit_console_cap(fd_limit, c.max_connections, &devices),
+            header_timeout: c.header_timeout.0,
+            idle_timeout: c.idle_timeout.0,
+            tls,
+        };
+        let (http_addr, http) = api::serve(c.listen, state, serve_opts, shutdown.clone()).await?;
         background.push(http);
         let (fail_tx, failure) = watch::channel(None);
         let linger = opts.fault.failure_linger.unwrap_or(opts.failure_linger);

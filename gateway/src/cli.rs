@@ -55,6 +55,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: UplinkCmd,
     },
+    /// County operator tools: a signing key, and signed commands ready to publish.
+    County {
+        /// What to do.
+        #[command(subcommand)]
+        command: CountyCmd,
+    },
     /// Decode a captured frame and print it as JSON (a field tool for integrators).
     Decode {
         /// The protocol.
@@ -152,6 +158,46 @@ pub enum DecodeCmd {
     Gb26875 {
         /// The frame bytes in hex, e.g. "40 40 01 00 ...".
         hex: Vec<String>,
+    },
+}
+
+/// `campusgw county ...` (docs/uplinks.md, "County commands").
+#[derive(Debug, Subcommand)]
+pub enum CountyCmd {
+    /// Create a signing key: writes the private key to a new file (mode 0600) and prints
+    /// the base64 public key for a gateway's `[uplink.commands] public_keys`.
+    Keygen {
+        /// The private key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a signed command for one gateway, ready to publish (QoS 1) on
+    /// `{prefix}/{gateway}/commands/{id}` (the topic is printed on stderr).
+    Sign {
+        /// The private key file from `campusgw county keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The gateway id the command is for.
+        #[arg(long)]
+        gateway: String,
+        /// `status`, `resync` or a device command kind (`relay.set`, ...).
+        #[arg(long)]
+        kind: String,
+        /// The device id or scope (`building:A`, `all`) of a device command.
+        #[arg(long)]
+        target: Option<String>,
+        /// Arguments as a JSON object, e.g. '{"on": true}' or '{"from_seq": 1}'.
+        #[arg(long)]
+        args: Option<String>,
+        /// The command id (default: a fresh `c-<uuid>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// The nonce (default: a fresh random UUID; never reuse one).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// The topic prefix, for the topic printed on stderr.
+        #[arg(long, default_value = "campusgw")]
+        prefix: String,
     },
 }
 
@@ -282,6 +328,31 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     all,
                 },
         } => uplink_retry_rejected(&data_dir, &uplink, seqs, all),
+        Cmd::County {
+            command: CountyCmd::Keygen { out },
+        } => county_keygen(&out),
+        Cmd::County {
+            command:
+                CountyCmd::Sign {
+                    key,
+                    gateway,
+                    kind,
+                    target,
+                    args,
+                    id,
+                    nonce,
+                    prefix,
+                },
+        } => county_sign(CountySign {
+            key,
+            gateway,
+            kind,
+            target,
+            args,
+            id,
+            nonce,
+            prefix,
+        }),
         Cmd::Decode {
             protocol: DecodeCmd::Gb26875 { hex },
         } => match campusgw_gb26875::decode_hex_to_json(&hex.join(" ")) {
@@ -351,6 +422,65 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
     }
+}
+
+fn county_keygen(out: &std::path::Path) -> anyhow::Result<i32> {
+    use crate::uplink::county_commands as cc;
+    let key = cc::generate_key()?;
+    cc::write_key_file(out, &key)?;
+    println!("{}", cc::public_key_b64(&key));
+    eprintln!(
+        "private key written to {} (mode 0600); put the line above in the gateway's [uplink.commands] public_keys",
+        out.display()
+    );
+    Ok(0)
+}
+
+struct CountySign {
+    key: PathBuf,
+    gateway: String,
+    kind: String,
+    target: Option<String>,
+    args: Option<String>,
+    id: Option<String>,
+    nonce: Option<String>,
+    prefix: String,
+}
+
+fn county_sign(a: CountySign) -> anyhow::Result<i32> {
+    use crate::uplink::county_commands as cc;
+    let key = cc::read_key_file(&a.key)?;
+    let args: serde_json::Value = match &a.args {
+        Some(t) => {
+            serde_json::from_str(t).map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))?
+        }
+        None => serde_json::json!({}),
+    };
+    if !args.is_object() {
+        anyhow::bail!("--args must be a JSON object");
+    }
+    let id =
+        a.id.unwrap_or_else(|| format!("c-{}", uuid::Uuid::new_v4().simple()));
+    let nonce = a.nonce.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut body = serde_json::json!({
+        "gateway": a.gateway,
+        "id": id,
+        "kind": a.kind,
+        "issued_at": chrono::Utc::now(),
+        "nonce": nonce,
+        "args": args,
+    });
+    if let Some(t) = a.target {
+        body["target"] = serde_json::Value::String(t);
+    }
+    let msg = cc::sign(&body, &key);
+    std::io::stdout().write_all(&msg)?;
+    println!();
+    eprintln!(
+        "publish (QoS 1) on: {}/{}/commands/{id}",
+        a.prefix, a.gateway
+    );
+    Ok(0)
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<i32> {

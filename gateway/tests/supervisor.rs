@@ -87,6 +87,7 @@ fn device_with_sub(
             sub: sub.map(str::to_owned),
             starts: starts.clone(),
         }),
+        inbound_connections: 0,
     }
 }
 

@@ -440,7 +440,7 @@ async fn an_unreadable_token_file_posts_nothing_and_the_uplink_recovers_once_the
     // The file exists when the config is checked, then becomes unreadable: a directory in
     // its place cannot be read, even by root.
     let token = site.dir.path().join("archive.token");
-    std::fs::write(&token, "old\n").unwrap();
+    uplink_support::write_secret(&token, "old\n");
     let (c, filter) = webhook_config(&url, &format!("token_file = \"{}\"\n", token.display()));
     std::fs::remove_file(&token).unwrap();
     std::fs::create_dir(&token).unwrap();
@@ -473,7 +473,7 @@ async fn an_unreadable_token_file_posts_nothing_and_the_uplink_recovers_once_the
         "nothing is posted without the token"
     );
     std::fs::remove_dir(&token).unwrap();
-    std::fs::write(&token, "s3cret\n").unwrap();
+    uplink_support::write_secret(&token, "s3cret\n");
     let id = fire.id.to_string();
     wait_for("the alarm delivered with the token", LIMIT, || {
         dest.saw(&id, 200)
@@ -691,7 +691,7 @@ async fn healthz_shows_an_uplink_stopped_by_its_missing_token_file() {
     let (dest, url) = destination().await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("archive.token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    uplink_support::write_secret(&token, "s3cret\n");
     let text = format!(
         "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n\n[[uplink]]\nname = \"archive\"\nkind = \"webhook\"\nurl = \"{url}\"\ntoken_file = \"{}\"\n",
         dir.path().display(),
@@ -769,7 +769,7 @@ async fn a_missing_mqtt_password_file_connects_nowhere_until_it_is_back() {
     let broker = FakeBroker::start(0, Act::Judge).await;
     let mut rig = Rig::open();
     let pass = rig.dir.path().join("county.pass");
-    std::fs::write(&pass, "pw\n").unwrap();
+    uplink_support::write_secret(&pass, "pw\n");
     let (cfg, filter) = mqtt_config(&format!(
         "{}username = \"school-042\"\npassword_file = \"{}\"\n",
         mqtt_toml(&broker.url(false)),
@@ -789,7 +789,7 @@ async fn a_missing_mqtt_password_file_connects_nowhere_until_it_is_back() {
         0,
         "no connection without the password"
     );
-    std::fs::write(&pass, "pw\n").unwrap();
+    uplink_support::write_secret(&pass, "pw\n");
     wait_for("the alarm acknowledged", LIMIT, || {
         judged(&broker, &fire.id.to_string(), 0) >= 1
     })

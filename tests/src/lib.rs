@@ -13,6 +13,8 @@
 //! `CAMPUSGW_BIN` overrides the lookup (an installed or release binary); then nothing is
 //! built.
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -11,12 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use campusgw::journal::JournalReader;
 use campusgw_e2e::campusgw_bin;
+use campusgw_e2e::gateway::{
+    GatewayProcess, Ports, WAIT, journal, kill_later, kill_loop_params, of_kind, wait_journal,
+};
 use campusgw_gb26875::codec::{
     Adu, CommandByte, ComponentAddress, ComponentStatus, Description, Frame, SystemRef, TimeLabel,
 };
@@ -24,8 +26,6 @@ use campusgw_gb26875::sim::{Delivery, Misbehaviour, SimConfig, UitdSim};
 use campusgw_sdk::{Class, Event};
 use tokio::time::Instant;
 
-/// Deadline of every wait.
-const WAIT: Duration = Duration::from_secs(20);
 /// The centre's address in the config.
 const CENTRE: u64 = 88_888;
 /// The configured UITD whose detector 10-2 has a location.
@@ -37,112 +37,17 @@ fn smoke() -> ComponentAddress {
     ComponentAddress::from_parts(10, 2)
 }
 
-/// The two ports a gateway listens on.
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    fire: u16,
-    console: u16,
+/// The gateway of these tests: one gb26875 listener with `listener_keys` added, and the two
+/// configured UITDs.
+async fn start_gateway(dir: &Path, listener_keys: &str) -> GatewayProcess {
+    let keys = listener_keys.to_owned();
+    let config = move |ports: &Ports, data: &Path| config_text(ports, data, &keys);
+    GatewayProcess::start(dir, "fire_listener", Box::new(config)).await
 }
 
-impl Ports {
-    fn pick() -> Ports {
-        Ports {
-            fire: free_port(),
-            console: free_port(),
-        }
-    }
-}
-
-/// Binds 127.0.0.1:0, reads the port and releases it (the gateway binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `campusgw run` child process, killed (SIGKILL, which also ends a stopped process)
-/// when dropped.
-struct Gateway {
-    child: Option<Child>,
-    dir: PathBuf,
-    ports: Ports,
-    listener_keys: String,
-    starts: u32,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Gateway {
-    /// Starts a gateway on fresh ports, with `listener_keys` added to the gb26875 device;
-    /// picks new ports when it cannot bind the ones it was given.
-    async fn start(dir: &Path, listener_keys: &str) -> Gateway {
-        let mut gw = Gateway {
-            child: None,
-            dir: dir.to_owned(),
-            ports: Ports::pick(),
-            listener_keys: listener_keys.to_owned(),
-            starts: 0,
-        };
-        for _ in 0..5 {
-            gw.spawn();
-            match gw.wait_ready().await {
-                Ok(()) => return gw,
-                Err(why) => {
-                    eprintln!("gateway did not come up ({why}); retrying on other ports");
-                    gw.kill();
-                    gw.ports = Ports::pick();
-                }
-            }
-        }
-        panic!("the gateway never came up; last log:\n{}", gw.log());
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn fire_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports.fire))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("gateway running").id()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join(format!("campusgw-{}.log", self.starts))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// Writes the config and spawns `campusgw run` (stderr to a log file per start).
-    fn spawn(&mut self) {
-        let config = self.dir.join("gateway.toml");
-        std::fs::write(&config, self.config_text()).unwrap();
-        self.starts += 1;
-        let log = std::fs::File::create(self.log_path()).unwrap();
-        let child = Command::new(campusgw_bin())
-            .env("CAMPUSGW_LOG", "info")
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn config_text(&self) -> String {
-        format!(
-            r#"[gateway]
+fn config_text(ports: &Ports, data: &Path, keys: &str) -> String {
+    format!(
+        r#"[gateway]
 id = "school-e2e"
 name = "E2E school"
 data_dir = "{data}"
@@ -180,108 +85,11 @@ address = {UITD_QUIET}
 device = "uitd_quiet"
 location = "main/B"
 "#,
-            data = self.data_dir().display(),
-            console = self.ports.console,
-            fire = self.ports.fire,
-            keys = self.listener_keys,
-        )
-    }
-
-    /// Waits until `/healthz` reports the fire listener online (it reports it only once
-    /// bound). Errs if the process exits (the console port was taken) or the listener
-    /// reports it cannot listen.
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let url = format!("http://127.0.0.1:{}/healthz", self.ports.console);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let log = self.log();
-                assert!(!log.contains("problem"), "config rejected:\n{log}");
-                return Err(format!("exited with {status}"));
-            }
-            if let Some(body) = healthz(&url).await {
-                let listener = &body["devices"]["fire_listener"];
-                if listener["state"] == "online" {
-                    return Ok(());
-                }
-                let reason = listener["reason"].as_str().unwrap_or_default();
-                if reason.contains("cannot listen") {
-                    return Err(reason.to_owned());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err("not ready before the deadline".to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no libc call).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// SIGKILL and reap, if running.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills the gateway (SIGKILL) and starts it again on the same data_dir and ports.
-    async fn crash_and_restart(&mut self) {
-        self.kill();
-        self.spawn();
-        // The ports were just ours; the listener retries its bind until it is free again.
-        if let Err(why) = self.wait_ready().await {
-            panic!("restart failed: {why}; log:\n{}", self.log());
-        }
-    }
-}
-
-async fn healthz(url: &str) -> Option<serde_json::Value> {
-    // reqwest is built without a default TLS provider in this workspace; pick ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let resp = reqwest::get(url).await.ok()?;
-    resp.json().await.ok()
-}
-
-/// Every event in the journal at `data_dir`, in seq order.
-fn journal(data_dir: &Path) -> Vec<Event> {
-    let reader = JournalReader::open(&data_dir.join("journal.db")).unwrap();
-    let mut all = Vec::new();
-    loop {
-        let page = reader
-            .after(all.last().map_or(0, |e: &Event| e.seq), None, 1000)
-            .unwrap();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
-fn of_kind<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
-    events.iter().filter(|e| e.kind.as_str() == kind).collect()
-}
-
-/// Polls the journal until `find` returns something, or panics at the deadline.
-async fn wait_journal<T>(data_dir: &Path, what: &str, find: impl Fn(&[Event]) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(found) = find(&journal(data_dir)) {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        data = data.display(),
+        console = ports.console,
+        fire = ports.device,
+        keys = keys,
+    )
 }
 
 /// A UITD simulator connected to `addr`, retrying while the listener comes up.
@@ -352,8 +160,8 @@ fn answers(sim: &UitdSim, serial: u16, command: CommandByte) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_alarm_is_journaled_before_its_confirm_with_the_component_location() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "").await;
-    let sim = connect(gw.fire_addr(), UITD_A, WAIT, 0).await;
+    let gw = start_gateway(dir.path(), "").await;
+    let sim = connect(gw.device_addr(), UITD_A, WAIT, 0).await;
 
     let delivery = bounded(sim.fire_alarm(smoke(), "三楼东 烟感")).await;
     assert_eq!(delivery, Delivery::Confirmed { attempts: 1 });
@@ -400,10 +208,10 @@ async fn a_fire_alarm_is_journaled_before_its_confirm_with_the_component_locatio
 async fn an_alarm_sent_to_a_gateway_that_dies_before_confirming_is_retransmitted_and_journaled_once()
  {
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = Gateway::start(dir.path(), "").await;
+    let mut gw = start_gateway(dir.path(), "").await;
     // An impatient UITD (1 s, one retry) so the frozen phase below ends quickly; where the
     // gateway runs, its uploads are retransmitted until confirmed.
-    let mut sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(1), 1).await;
+    let mut sim = connect(gw.device_addr(), UITD_A, Duration::from_secs(1), 1).await;
     let heartbeat = sim.frame(None);
     assert!(
         upload_until_confirmed(&sim, &heartbeat)
@@ -425,7 +233,7 @@ async fn an_alarm_sent_to_a_gateway_that_dies_before_confirming_is_retransmitted
         sim.wait_closed(WAIT).await,
         "the dead gateway's socket is closed"
     );
-    reconnect(&mut sim, gw.fire_addr()).await;
+    reconnect(&mut sim, gw.device_addr()).await;
     let delivery = upload_until_confirmed(&sim, &alarm).await;
     assert!(delivery.is_confirmed(), "{delivery:?}");
     let events = journal(&gw.data_dir());
@@ -437,7 +245,7 @@ async fn an_alarm_sent_to_a_gateway_that_dies_before_confirming_is_retransmitted
     // The confirmed frame again (same serial, same content) after another crash: the
     // UITD gets its confirm, the journal's de-duplication keeps one event.
     gw.crash_and_restart().await;
-    reconnect(&mut sim, gw.fire_addr()).await;
+    reconnect(&mut sim, gw.device_addr()).await;
     let delivery = upload_until_confirmed(&sim, &alarm).await;
     assert!(delivery.is_confirmed(), "{delivery:?}");
     let events = journal(&gw.data_dir());
@@ -449,8 +257,8 @@ async fn an_alarm_sent_to_a_gateway_that_dies_before_confirming_is_retransmitted
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_uitd_is_refused_and_its_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "").await;
-    let sim = connect(gw.fire_addr(), 777, Duration::from_secs(2), 0).await;
+    let gw = start_gateway(dir.path(), "").await;
+    let sim = connect(gw.device_addr(), 777, Duration::from_secs(2), 0).await;
 
     let delivery = bounded(sim.fire_alarm(smoke(), "")).await;
     assert!(!delivery.is_confirmed(), "{delivery:?}");
@@ -469,8 +277,8 @@ async fn an_unknown_uitd_is_refused_and_its_connection_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_checksum_frame_is_denied_and_the_connection_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "").await;
-    let sim = connect(gw.fire_addr(), UITD_A, WAIT, 0).await;
+    let gw = start_gateway(dir.path(), "").await;
+    let sim = connect(gw.device_addr(), UITD_A, WAIT, 0).await;
     assert!(bounded(sim.heartbeat()).await.is_confirmed());
 
     sim.set_misbehaviour(Misbehaviour {
@@ -501,8 +309,8 @@ async fn a_bad_checksum_frame_is_denied_and_the_connection_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_uitd_is_journaled_offline_after_its_heartbeat_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), r#"heartbeat_timeout = "1s""#).await;
-    let sim = connect(gw.fire_addr(), UITD_QUIET, WAIT, 0).await;
+    let gw = start_gateway(dir.path(), r#"heartbeat_timeout = "1s""#).await;
+    let sim = connect(gw.device_addr(), UITD_QUIET, WAIT, 0).await;
     assert!(bounded(sim.heartbeat()).await.is_confirmed());
 
     let quiet = |e: &&Event| e.source.device.as_str() == "uitd_quiet";
@@ -572,16 +380,6 @@ fn numbered_alarm(sim: &UitdSim, n: u32, zero_clock: bool) -> LoopAlarm {
     }
 }
 
-/// Sends `kill -KILL pid` after `delay`, from a task of its own.
-fn kill_later(pid: u32, delay: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    })
-}
-
 /// Uploads `alarm` once (no retries: the loop itself retransmits) and records a confirm.
 async fn send_once(sim: &UitdSim, alarm: &mut LoopAlarm, frame: &Frame) -> Delivery {
     let d = bounded(sim.upload_frame(frame)).await;
@@ -601,19 +399,11 @@ async fn send_once(sim: &UitdSim, alarm: &mut LoopAlarm, frame: &Frame) -> Deliv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_confirmed_alarm_survives_sigkill_loops_with_a_uitd_that_restarts_its_serials() {
     use rand::{Rng, SeedableRng};
-    let seed: u64 = std::env::var("CAMPUSGW_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: u32 = std::env::var("CAMPUSGW_KILL_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("kill loop: CAMPUSGW_KILL_SEED={seed} CAMPUSGW_KILL_ROUNDS={rounds}");
+    let (seed, rounds) = kill_loop_params("kill loop", 20);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = Gateway::start(dir.path(), "").await;
-    let mut sim = connect(gw.fire_addr(), UITD_A, Duration::from_secs(5), 0).await;
+    let mut gw = start_gateway(dir.path(), "").await;
+    let mut sim = connect(gw.device_addr(), UITD_A, Duration::from_secs(5), 0).await;
     sim.set_misbehaviour(Misbehaviour {
         restart_serial_on_reconnect: true,
         ..Misbehaviour::default()
@@ -654,7 +444,7 @@ async fn every_confirmed_alarm_survives_sigkill_loops_with_a_uitd_that_restarts_
             sim.wait_closed(WAIT).await,
             "the killed gateway's socket closes"
         );
-        reconnect(&mut sim, gw.fire_addr()).await;
+        reconnect(&mut sim, gw.device_addr()).await;
     }
     let unconfirmed: Vec<&str> = alarms
         .iter()

@@ -7,9 +7,14 @@
 //! heartbeat_timeout = "90s"
 //! response_timeout = "10s"        # centre-initiated commands, per attempt (<= 10 s)
 //! retries = 3
+//! max_connections = 512           # connections at once; more are accepted and closed
+//! identify_timeout = "10s"        # a peer must send a valid frame within this
+//! write_timeout = "10s"           # a peer that does not read for this long is closed
+//! max_denies_per_second = 5       # per connection; further denies are dropped and counted
 //! [[uitd]]
 //! address = 889
 //! device = "uitd_bldg_a"
+//! peers = ["10.1.2.0/24", "10.1.2.7"]   # optional: only from these networks/hosts
 //! location = { building = "A" }
 //! [[uitd.components]]
 //! address = "10-2"                # zone-point (low 16 bits - high 16 bits) or the raw integer
@@ -50,9 +55,40 @@ pub struct Gb26875Config {
     /// Retransmissions of a centre-initiated command after the first attempt.
     #[serde(default = "default_retries")]
     pub retries: u8,
+    /// Connections served at once; one more is accepted and closed at once (counted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends no valid frame within this is closed.
+    #[serde(default = "default_identify_timeout")]
+    pub identify_timeout: ConfigDuration,
+    /// A write not done within this closes the connection (a peer that never reads).
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: ConfigDuration,
+    /// Denies sent per connection per second at most; the rest are dropped and counted.
+    #[serde(default = "default_max_denies_per_second")]
+    pub max_denies_per_second: u32,
     /// The UITDs this listener accepts.
     #[serde(default)]
     pub uitd: Vec<UitdEntry>,
+}
+
+/// Default of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_identify_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+fn default_write_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+fn default_max_denies_per_second() -> u32 {
+    5
 }
 
 /// Policy for UITDs not listed in `[[uitd]]`.
@@ -80,6 +116,17 @@ pub struct UitdEntry {
     /// Component address → location.
     #[serde(default)]
     pub components: Vec<ComponentEntry>,
+    /// If set, frames from this address are only accepted from these networks or hosts
+    /// (`"10.1.2.0/24"`, `"10.1.2.7"`); from anywhere else the connection is refused.
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+}
+
+/// Parses one `peers` entry: a CIDR or a single address.
+pub(crate) fn parse_peer(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// One `[[uitd.components]]` entry.
@@ -148,6 +195,20 @@ impl Gb26875Config {
                 format!("address {} is the centre_address", u.address),
             ));
         }
+        for (j, p) in u.peers.iter().flatten().enumerate() {
+            if parse_peer(p).is_none() {
+                issues.push(ConfigIssue::new(
+                    at.key("peers").index(j),
+                    format!("{p:?} is neither an address nor a network like \"10.1.2.0/24\""),
+                ));
+            }
+        }
+        if u.peers.as_ref().is_some_and(Vec::is_empty) {
+            issues.push(ConfigIssue::new(
+                at.key("peers"),
+                "an empty list would refuse this uitd everywhere; remove the key to allow any peer",
+            ));
+        }
         let mut seen = HashSet::new();
         for (j, c) in u.components.iter().enumerate() {
             let path = at.key("components").index(j).key("address");
@@ -166,6 +227,17 @@ impl Gb26875Config {
                 Some(_) => {}
             }
         }
+    }
+
+    /// The `peers` allow list of each configured UITD that has one, by address.
+    pub(crate) fn peer_lists(&self) -> Vec<(Address, Vec<ipnet::IpNet>)> {
+        self.uitd
+            .iter()
+            .filter_map(|u| {
+                let nets = u.peers.as_ref()?.iter().filter_map(|p| parse_peer(p));
+                Some((Address::new(u.address)?, nets.collect()))
+            })
+            .collect()
     }
 
     /// The mapping profile of each configured UITD, by address.
@@ -230,6 +302,26 @@ impl DriverConfig for Gb26875Config {
             issues.push(ConfigIssue::new(
                 at.key("response_timeout"),
                 format!("{rt:?} is outside 1ms-10s (GB/T 26875.3 allows at most 10 s)"),
+            ));
+        }
+        if self.max_connections == 0 {
+            issues.push(ConfigIssue::new(
+                at.key("max_connections"),
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("identify_timeout", self.identify_timeout.0),
+            ("write_timeout", self.write_timeout.0),
+        ] {
+            if d.is_zero() {
+                issues.push(ConfigIssue::new(at.key(key), "must be more than 0s"));
+            }
+        }
+        if self.max_denies_per_second == 0 {
+            issues.push(ConfigIssue::new(
+                at.key("max_denies_per_second"),
+                "must be at least 1 (a bad frame is answered with a deny so the uitd retransmits)",
             ));
         }
         if self.retries > 10 {

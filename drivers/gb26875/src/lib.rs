@@ -22,6 +22,9 @@ mod inspect;
 pub mod mapping;
 pub mod sim;
 
-pub use config::{ComponentEntry, ConfigDuration, Gb26875Config, UitdEntry, UnknownUitdPolicy};
+pub use config::{
+    ComponentEntry, ConfigDuration, DEFAULT_MAX_CONNECTIONS, Gb26875Config, UitdEntry,
+    UnknownUitdPolicy,
+};
 pub use driver::Gb26875Driver;
 pub use inspect::{InspectError, decode_hex_to_json, frame_to_json, parse_hex};

@@ -26,7 +26,12 @@
 //! address = "192.0.2.10:502"
 //!
 //! [console]
-//! listen = "0.0.0.0:8443"
+//! listen = "0.0.0.0:8443"       # not loopback: needs the TLS files below
+//! tls_cert_file = "/etc/campusgw/console.crt"   # PEM chain, leaf first
+//! tls_key_file = "/etc/campusgw/console.key"    # PEM private key
+//! max_connections = 256         # more are accepted and closed at once
+//! header_timeout = "10s"        # request headers must arrive within this
+//! idle_timeout = "30s"          # a connection without traffic is closed
 //! ```
 //!
 //! Validation is gathered: every problem is reported at once with its field path and the
@@ -45,6 +50,7 @@ use campusgw_sdk::config::suggest;
 use campusgw_sdk::{ConfigIssue, FieldPath};
 use serde::de::DeserializeOwned;
 
+pub use model::DEFAULT_CONSOLE_MAX_CONNECTIONS;
 pub use model::{
     BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
     JournalSection, UplinkConfig,
@@ -154,6 +160,9 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
     }
     let gateway: Option<GatewaySection> = section(&mut root, "gateway", true, issues);
     let console: Option<ConsoleSection> = section(&mut root, "console", true, issues);
+    if let Some(c) = &console {
+        c.check(issues);
+    }
     let campuses: Vec<CampusDef> = section(&mut root, "campus", false, issues).unwrap_or_default();
     model::check_tree(&campuses, issues);
     let devices = devices(root.remove("device"), &campuses, issues);
@@ -213,7 +222,16 @@ pub(crate) fn typed_value<T: DeserializeOwned>(
         Ok(t) => Some(t),
         Err(e) => {
             let path = at.join_dotted(&e.path().to_string());
-            issues.push(ConfigIssue::new(path, serde_message(e.inner())));
+            let mut message = serde_message(e.inner());
+            // serde echoes the offending value (`invalid type: integer `123456789``): never
+            // for a password, token or key, of which a mistyped one is still mostly right.
+            let secret = e.path().iter().any(|seg| {
+                matches!(seg, serde_path_to_error::Segment::Map { key } if crate::secrets::is_secret_key(key))
+            });
+            if secret {
+                message = crate::secrets::scrub_values(&message);
+            }
+            issues.push(ConfigIssue::new(path, message));
             None
         }
     }

@@ -96,8 +96,88 @@ impl JournalSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSection {
-    /// Address of the HTTP API and console.
+    /// Address of the HTTP API and console. Plain HTTP only on a loopback address; any
+    /// other needs `tls_cert_file` and `tls_key_file`.
     pub listen: SocketAddr,
+    /// Connections served at once; one more is accepted and closed at once (counted).
+    #[serde(default = "default_console_max_connections")]
+    pub max_connections: usize,
+    /// A request whose headers have not arrived within this is closed (slowloris).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// A connection with no traffic for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// PEM certificate chain (leaf first) for HTTPS.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// Default of `[console] max_connections`.
+pub const DEFAULT_CONSOLE_MAX_CONNECTIONS: usize = 256;
+
+fn default_console_max_connections() -> usize {
+    DEFAULT_CONSOLE_MAX_CONNECTIONS
+}
+
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl ConsoleSection {
+    /// Problems of this section (paths under `console`).
+    pub(super) fn check(&self, issues: &mut Vec<ConfigIssue>) {
+        let at = FieldPath::root().key("console");
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            (Some(_), None) => {
+                issues.push(ConfigIssue::new(
+                    at.key("tls_cert_file"),
+                    "tls_cert_file needs tls_key_file (the PEM private key) too",
+                ));
+                true
+            }
+            (None, Some(_)) => {
+                issues.push(ConfigIssue::new(
+                    at.key("tls_key_file"),
+                    "tls_key_file needs tls_cert_file (the PEM certificate chain) too",
+                ));
+                true
+            }
+        };
+        if !tls && !self.listen.ip().is_loopback() {
+            issues.push(ConfigIssue::new(
+                at.key("listen"),
+                format!(
+                    "{} is not a loopback address and the console has no TLS: anyone on the LAN could read and change it; set tls_cert_file and tls_key_file, or listen on 127.0.0.1:{}",
+                    self.listen,
+                    self.listen.port()
+                ),
+            ));
+        }
+        if self.max_connections == 0 {
+            issues.push(ConfigIssue::new(
+                at.key("max_connections"),
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("header_timeout", self.header_timeout.0),
+            ("idle_timeout", self.idle_timeout.0),
+        ] {
+            if d.is_zero() {
+                issues.push(ConfigIssue::new(at.key(key), "must be more than 0s"));
+            }
+        }
+    }
 }
 
 /// `[[campus]]`.
@@ -155,6 +235,9 @@ pub struct DeviceConfig {
     pub offline_after: Option<Duration>,
     /// The validated driver config, ready to build.
     pub factory: Arc<dyn DriverFactory>,
+    /// Connections its listener may hold at once (0: it has no listener); part of the
+    /// descriptor budget (`crate::fds`).
+    pub inbound_connections: usize,
 }
 
 /// An `[[uplink]]` entry, validated by `crate::uplink::config`.
@@ -199,6 +282,15 @@ pub(super) fn device(
         Some(p) => resolve_location(p, campuses, &at.key("location"), issues)?,
         None => Location::default(),
     };
+    // The driver validates `max_connections`; here it only sizes the descriptor budget.
+    let inbound_connections = match common.driver.as_str() {
+        "gb26875" => t
+            .get("max_connections")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(campusgw_gb26875::DEFAULT_MAX_CONNECTIONS),
+        _ => 0,
+    };
     let factory = registry::parse_driver(&common.driver, toml::Value::Table(t), at, issues)?;
     Some(DeviceConfig {
         id: common.id,
@@ -206,6 +298,7 @@ pub(super) fn device(
         location,
         offline_after: common.offline_after.map(|d| d.0),
         factory,
+        inbound_connections,
     })
 }
 

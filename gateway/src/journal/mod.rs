@@ -87,6 +87,7 @@
 
 mod check;
 mod checkpoint;
+pub mod nonces;
 mod quarantine;
 mod reader;
 pub mod rejected;

@@ -287,26 +287,13 @@ impl Copier {
         {
             // The writer's insert (writer::Inserter) minus de-duplication by origin key.
             let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
+                .prepare_cached(writer::INSERT_EVENT)
                 .map_err(schema::err(&self.path))?;
             let mut bytes = 0i64;
             for e in &self.pending {
                 let body = writer::body_of(e);
-                stmt.execute(params![
-                    next as i64,
-                    e.id.as_bytes(),
-                    e.class.rank(),
-                    e.kind.as_str(),
-                    e.source.device.as_str(),
-                    e.origin_ref,
-                    e.received_at.timestamp_micros(),
-                    body
-                ])
-                .map_err(schema::err(&self.path))?;
-                bytes += retention::ROW_OVERHEAD + body.len() as i64;
+                bytes += writer::insert_row(&mut stmt, e, &body, next)
+                    .map_err(schema::err(&self.path))?;
                 next += 1;
             }
             tx.execute(

@@ -48,6 +48,12 @@ const MIGRATIONS: &[&str] = &[
     // 3: an operator asks for a rejected event to be sent again (`campusgw uplink
     // retry-rejected`, a second connection writing only this flag); the uplink resends it.
     "ALTER TABLE rejected ADD COLUMN retry_requested INTEGER NOT NULL DEFAULT 0;",
+    // 4: nonces of accepted county commands, kept while their command could still be
+    // valid, so a replay is refused after a restart too (see `nonces.rs`).
+    "CREATE TABLE county_nonces (
+         nonce TEXT PRIMARY KEY,
+         issued_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {

@@ -36,6 +36,14 @@ pub(super) enum Msg {
         op: super::rejected::RejectedOp,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
+    /// Remembers an accepted county command's nonce and prunes expired ones (its own small
+    /// transaction, durable before the reply; see [`super::nonces`]). Replies whether new.
+    Nonce {
+        nonce: String,
+        issued_at_us: i64,
+        expires_at_us: i64,
+        reply: oneshot::Sender<Result<bool, JournalError>>,
+    },
     /// Fault injection for tests: caps the database at a page count (SQLITE_FULL beyond).
     LimitPages {
         pages: u32,
@@ -230,6 +238,18 @@ impl Writer {
             Msg::Maintain { reply } => self.maintain.push(reply),
             Msg::Rejected { op, reply } => {
                 let r = op.apply(&self.conn).map_err(schema::err(&self.opts.path));
+                let _ = reply.send(r);
+            }
+            Msg::Nonce {
+                nonce,
+                issued_at_us,
+                expires_at_us,
+                reply,
+            } => {
+                let now = chrono::Utc::now().timestamp_micros();
+                let r =
+                    super::nonces::remember(&self.conn, &nonce, issued_at_us, expires_at_us, now)
+                        .map_err(schema::err(&self.opts.path));
                 let _ = reply.send(r);
             }
             Msg::LimitPages { pages } => {
@@ -453,6 +473,32 @@ pub(super) fn body_of(e: &Event) -> String {
     serde_json::to_string(&e).expect("events always serialize")
 }
 
+/// Inserts one event row (the writer's and salvage's one statement).
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Runs [`INSERT_EVENT`] for `e` with `body` at `seq`; returns the data bytes it adds to
+/// the quota (ADR 0002).
+pub(super) fn insert_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    e: &Event,
+    body: &str,
+    seq: u64,
+) -> rusqlite::Result<i64> {
+    stmt.execute(params![
+        seq as i64,
+        e.id.as_bytes(),
+        e.class.rank(),
+        e.kind.as_str(),
+        e.source.device.as_str(),
+        e.origin_ref,
+        e.received_at.timestamp_micros(),
+        body
+    ])?;
+    Ok(retention::ROW_OVERHEAD + body.len() as i64)
+}
+
 /// Prepared statements for inserting events with de-duplication (ADR 0003).
 struct Inserter<'t> {
     insert: rusqlite::CachedStatement<'t>,
@@ -464,10 +510,7 @@ struct Inserter<'t> {
 impl<'t> Inserter<'t> {
     fn new(tx: &'t rusqlite::Transaction<'t>, window: Duration) -> rusqlite::Result<Inserter<'t>> {
         Ok(Inserter {
-            insert: tx.prepare_cached(
-                "INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?,
+            insert: tx.prepare_cached(INSERT_EVENT)?,
             latest: tx.prepare_cached(
                 "SELECT seq, id, kind, received_at FROM events
                  WHERE device = ?1 AND origin_ref = ?2 ORDER BY seq DESC LIMIT 1",
@@ -487,17 +530,7 @@ impl<'t> Inserter<'t> {
             return Ok(r);
         }
         e.seq = seq;
-        self.insert.execute(params![
-            seq as i64,
-            e.id.as_bytes(),
-            e.class.rank(),
-            e.kind.as_str(),
-            e.source.device.as_str(),
-            e.origin_ref,
-            e.received_at.timestamp_micros(),
-            body
-        ])?;
-        self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
+        self.bytes_added += insert_row(&mut self.insert, e, body, seq)?;
         Ok(Receipt {
             id: e.id,
             seq,

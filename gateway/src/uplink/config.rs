@@ -1,5 +1,12 @@
 //! `[[uplink]]` tables: parsed once, validated with field paths (no network I/O; files named
-//! in the table are only checked for existence).
+//! in the table are only checked for existence, and secret files for their mode).
+//!
+//! Plaintext (`mqtt://`, `http://`) is accepted only to a loopback host (`127.0.0.0/8`,
+//! `::1`, `localhost`) unless the uplink sets `allow_plaintext = true`; any other host
+//! name counts as remote, since a name can resolve anywhere. TLS options (`ca_file`,
+//! `client_cert`, `client_key`) with a plaintext URL are an error rather than ignored.
+//! A plaintext uplink, loopback or not, is marked `"plaintext": true` in `/healthz` and
+//! logged as a warning at every start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +16,7 @@ use campusgw_sdk::{Class, ConfigIssue, FieldPath};
 use serde::Deserialize;
 
 use crate::config::{HumanDuration, UplinkConfig, typed_value};
+use crate::secrets::{check_private_file, redact_url};
 
 use super::county_commands::CommandPolicy;
 use super::filter::Filter;
@@ -33,6 +41,38 @@ impl UplinkSettings {
             UplinkSettings::Webhook(c) => c.backoff,
         }
     }
+
+    /// Whether events (and credentials) go unencrypted: `mqtt://` or `http://`.
+    pub fn plaintext(&self) -> bool {
+        match self {
+            UplinkSettings::Mqtt(c) => !c.broker.tls,
+            UplinkSettings::Webhook(c) => c.url.starts_with("http://"),
+        }
+    }
+
+    /// The destination as it may be shown (log, `/healthz`): secrets in the URL masked.
+    pub fn shown_url(&self) -> String {
+        match self {
+            UplinkSettings::Mqtt(c) => {
+                let scheme = if c.broker.tls { "mqtts" } else { "mqtt" };
+                if c.broker.host.contains(':') {
+                    format!("{scheme}://[{}]:{}", c.broker.host, c.broker.port)
+                } else {
+                    format!("{scheme}://{}:{}", c.broker.host, c.broker.port)
+                }
+            }
+            UplinkSettings::Webhook(c) => redact_url(&c.url),
+        }
+    }
+}
+
+/// Whether `host` (a name or an IP literal without brackets) is this machine: an IP in
+/// `127.0.0.0/8`, `::1`, or the name `localhost`. Any other name counts as remote.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Where an MQTT broker is.
@@ -54,7 +94,8 @@ impl BrokerAddr {
     pub fn parse(url: &str) -> Result<BrokerAddr, String> {
         let bad = || {
             format!(
-                "invalid broker url {url:?}: expected mqtt://host[:port] or mqtts://host[:port]"
+                "invalid broker url {:?}: expected mqtt://host[:port] or mqtts://host[:port]",
+                redact_url(url)
             )
         };
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
@@ -79,6 +120,12 @@ impl BrokerAddr {
             Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
             None => default,
         };
+        if host.contains('@') {
+            return Err(format!(
+                "broker url {:?} carries credentials: put them in username and password_file instead",
+                redact_url(url)
+            ));
+        }
         if host.is_empty() || host.contains('/') {
             return Err(bad());
         }
@@ -179,16 +226,20 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The secret's text.
+    /// The secret's text. A file is read now (it may have been fixed or rotated), and only
+    /// when others cannot read it ([`check_private_file`]).
     ///
     /// # Errors
-    /// The read error, naming the file.
+    /// The read error or the mode problem, naming the file.
     pub fn read(&self) -> Result<String, String> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
-            Secret::File(p) => std::fs::read_to_string(p)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+            Secret::File(p) => {
+                check_private_file(p)?;
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }
         }
     }
 }
@@ -224,6 +275,8 @@ struct MqttRaw {
     keep_alive: Option<HumanDuration>,
     heartbeat: Option<HumanDuration>,
     ack_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    allow_plaintext: bool,
     commands: Option<toml::Value>,
 }
 
@@ -239,6 +292,8 @@ struct WebhookRaw {
     #[serde(default = "default_batch")]
     batch: usize,
     timeout: Option<HumanDuration>,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 fn default_prefix() -> String {
@@ -327,6 +382,21 @@ fn mqtt(
     let broker = BrokerAddr::parse(&raw.url)
         .map_err(|m| issues.push(ConfigIssue::new(at.key("url"), m)))
         .ok();
+    if let Some(b) = &broker {
+        let given = tls_keys_given(&raw.ca_file, &raw.client_cert, &raw.client_key);
+        let host = if b.host.contains(':') {
+            format!("[{}]", b.host)
+        } else {
+            b.host.clone()
+        };
+        let plain = Plain {
+            scheme: "mqtt://",
+            secure: format!("mqtts://{host}:8883"),
+            host: &b.host,
+            allow: raw.allow_plaintext,
+        };
+        check_plaintext(!b.tls, &plain, &given, at, issues);
+    }
     let tls = tls_files(raw.ca_file, raw.client_cert, raw.client_key, at, issues);
     if raw.inflight == 0 {
         issues.push(ConfigIssue::new(
@@ -352,7 +422,7 @@ fn mqtt(
         (Some(u), None, None) => Some((u, Secret::Inline(String::new()))),
         (Some(u), Some(p), None) => Some((u, Secret::Inline(p))),
         (Some(u), None, Some(f)) => {
-            exists(&f, &at.key("password_file"), issues);
+            secret_file(&f, &at.key("password_file"), issues);
             Some((u, Secret::File(f)))
         }
         (None, _, _) => {
@@ -398,14 +468,30 @@ fn webhook(
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<WebhookConfig> {
     let raw: WebhookRaw = typed_value(toml::Value::Table(t), at, issues)?;
-    if !(raw.url.starts_with("https://") || raw.url.starts_with("http://")) {
-        issues.push(ConfigIssue::new(
+    let parsed = reqwest::Url::parse(&raw.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    match parsed.as_ref().and_then(|u| u.host_str().map(|h| (u, h))) {
+        None => issues.push(ConfigIssue::new(
             at.key("url"),
             format!(
                 "invalid webhook url {:?}: expected https://host[:port]/path",
-                raw.url
+                redact_url(&raw.url)
             ),
-        ));
+        )),
+        Some((u, host)) => {
+            let given = tls_keys_given(&raw.ca_file, &raw.client_cert, &raw.client_key);
+            let mut secure = u.clone();
+            // Url::set_scheme only refuses changes between special and non-special schemes.
+            let _ = secure.set_scheme("https");
+            let plain = Plain {
+                scheme: "http://",
+                secure: redact_url(secure.as_str()),
+                host,
+                allow: raw.allow_plaintext,
+            };
+            check_plaintext(u.scheme() == "http", &plain, &given, at, issues);
+        }
     }
     let tls = tls_files(raw.ca_file, raw.client_cert, raw.client_key, at, issues);
     let token = match (raw.token, raw.token_file) {
@@ -418,7 +504,7 @@ fn webhook(
         }
         (Some(t), None) => Some(Secret::Inline(t)),
         (None, Some(f)) => {
-            exists(&f, &at.key("token_file"), issues);
+            secret_file(&f, &at.key("token_file"), issues);
             Some(Secret::File(f))
         }
         (None, None) => None,
@@ -453,7 +539,7 @@ fn tls_files(
     let client = match (cert, key) {
         (Some(c), Some(k)) => {
             exists(&c, &at.key("client_cert"), issues);
-            exists(&k, &at.key("client_key"), issues);
+            secret_file(&k, &at.key("client_key"), issues);
             Some((c, k))
         }
         (None, None) => None,
@@ -475,6 +561,72 @@ fn tls_files(
     TlsFiles {
         ca_file: ca,
         client,
+    }
+}
+
+/// A plaintext URL's facts, for [`check_plaintext`].
+struct Plain<'a> {
+    /// `mqtt://` or `http://`.
+    scheme: &'static str,
+    /// The same destination over TLS, suggested in the message.
+    secure: String,
+    /// The host, without brackets.
+    host: &'a str,
+    /// `allow_plaintext = true`.
+    allow: bool,
+}
+
+fn tls_keys_given(
+    ca: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Vec<&'static str> {
+    [("ca_file", ca), ("client_cert", cert), ("client_key", key)]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// TLS options need a TLS URL (they would be ignored); plaintext needs a loopback host or
+/// `allow_plaintext = true`.
+fn check_plaintext(
+    plain: bool,
+    p: &Plain<'_>,
+    tls_given: &[&'static str],
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    if !plain {
+        return;
+    }
+    for k in tls_given {
+        issues.push(ConfigIssue::new(
+            at.key(k),
+            format!(
+                "{k} is only used over TLS but url is {}: use {} (or remove {k})",
+                p.scheme, p.secure
+            ),
+        ));
+    }
+    if !p.allow && !is_loopback_host(p.host) {
+        issues.push(ConfigIssue::new(
+            at.key("url"),
+            format!(
+                "{} sends credentials and events unencrypted to {}, which is not a loopback address: use {}, or set allow_plaintext = true on this uplink if the whole network path is trusted",
+                p.scheme, p.host, p.secure
+            ),
+        ));
+    }
+}
+
+/// A file holding a secret: it must exist and others may not read it (see
+/// [`check_private_file`]).
+fn secret_file(p: &Path, at: &FieldPath, issues: &mut Vec<ConfigIssue>) {
+    if !p.is_file() {
+        exists(p, at, issues);
+    } else if let Err(m) = check_private_file(p) {
+        issues.push(ConfigIssue::new(at.clone(), m));
     }
 }
 
@@ -514,6 +666,30 @@ mod tests {
     }
 
     #[test]
+    fn only_loopback_ips_and_localhost_count_as_loopback() {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "192.0.2.1",
+            "10.0.0.1",
+            "::2",
+            "platform.example",
+            "localhost.example",
+            "h",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
     fn unknown_kind_and_bad_fields_are_reported_with_paths() {
         let v: toml::Value = toml::from_str("kind = \"mqt\"\nname = \"c\"").expect("toml");
         let e = parse(v, &FieldPath::root().key("uplink").index(0))
@@ -537,7 +713,8 @@ mod tests {
     fn protocol_defaults_to_3_1_1_and_accepts_5() {
         let at = FieldPath::root().key("uplink").index(0);
         let cfg = |extra: &str| {
-            let text = format!("kind = \"mqtt\"\nname = \"c\"\nurl = \"mqtt://h\"\n{extra}");
+            let text =
+                format!("kind = \"mqtt\"\nname = \"c\"\nurl = \"mqtt://localhost\"\n{extra}");
             parse(toml::from_str(&text).expect("toml"), &at)
         };
         let protocol = |r: Result<UplinkConfig, Vec<ConfigIssue>>| match r.ok().map(|u| u.settings)

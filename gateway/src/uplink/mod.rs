@@ -41,7 +41,8 @@
 //! [[uplink]]
 //! name = "county"                 # cursor key; letters, digits, '_' and '-'
 //! kind = "mqtt"
-//! url = "mqtts://platform.example:8883"   # mqtt:// (1883) or mqtts:// (8883)
+//! url = "mqtts://platform.example:8883"   # mqtts:// (8883); mqtt:// (1883) only to loopback
+//! allow_plaintext = false         # default; true accepts mqtt:// to another host (warned)
 //! protocol = "3.1.1"              # default; or "5" (features used: see [`mqtt_link`])
 //! ca_file = "/etc/campusgw/county-ca.pem" # optional: default is the web PKI roots
 //! client_cert = "/etc/campusgw/client.pem" # optional, with client_key: mutual TLS
@@ -57,13 +58,13 @@
 //! kinds = ["fire.*", "door.forced"]  # optional: "kind", "family.*" or "*"
 //! [uplink.commands]               # optional: accept signed county commands
 //! public_keys = ["<base64 Ed25519 public key>"]
-//! allow = ["status", "resync", "relay.set"]
+//! allow = ["status", "resync", { kind = "relay.set", targets = ["fire_panel_a"] }]
 //! window = "5m"
 //!
 //! [[uplink]]
 //! name = "archive"
 //! kind = "webhook"
-//! url = "https://archive.example/ingest"
+//! url = "https://archive.example/ingest"  # http:// only to loopback or with allow_plaintext
 //! token_file = "/etc/campusgw/archive.token"   # bearer token (or token = "...")
 //! ca_file = "..."                 # optional; client_cert / client_key for mutual TLS
 //! batch = 100                     # events per POST (default)
@@ -157,6 +158,10 @@ pub fn start(configs: &[UplinkConfig], cx: &UplinkContext) -> Uplinks {
     let mut tasks = Vec::new();
     for u in configs {
         let status = UplinkStatus::new(&u.name, u.kind);
+        if u.settings.plaintext() {
+            status.mark_plaintext();
+            tracing::warn!(uplink = %u.name, url = %u.settings.shown_url(), "uplink sends events and credentials unencrypted (plaintext url); use mqtts:// or https:// unless the whole network path is trusted");
+        }
         statuses.push(status.clone());
         tasks.push(tokio::spawn(supervise(u.clone(), cx.clone(), status)));
     }

@@ -35,7 +35,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::config::MqttConfig;
-use super::county_commands::{CommandGate, CountyCommand};
+use super::county_commands::{
+    Accepted, CommandGate, CountyCommand, Refusal, RefusalSummary, SUMMARY_PERIOD,
+};
 use super::delivery::RetryReason;
 use super::delivery::{Delivery, puback_answer};
 use super::feed::Feed;
@@ -66,6 +68,10 @@ enum End {
     Failed(RetryReason, String),
 }
 
+/// Reply slots kept free for signed commands: refusals of unauthenticated messages are not
+/// answered once fewer are left.
+const REPLY_HEADROOM: usize = 16;
+
 /// A reply to a county command, produced off the session loop.
 struct Reply {
     id: String,
@@ -79,6 +85,8 @@ pub struct MqttUplink {
     cx: UplinkContext,
     status: Arc<UplinkStatus>,
     gate: Option<Arc<CommandGate>>,
+    /// Refused county commands, journaled at most once a minute.
+    refusals: Arc<RefusalSummary>,
     topics: Topics,
     /// A PUBACK refused an event and no event was delivered since: a successful status
     /// PUBACK then does not end the outage (or every reconnect would raise a new one).
@@ -170,7 +178,10 @@ impl MqttUplink {
         cx: UplinkContext,
         status: Arc<UplinkStatus>,
     ) -> MqttUplink {
-        let gate = cfg.commands.clone().map(|p| Arc::new(CommandGate::new(p)));
+        let gate = cfg
+            .commands
+            .clone()
+            .map(|p| Arc::new(CommandGate::new(p, cx.gateway_id.as_str())));
         let topics = Topics {
             base: format!("{}/{}", cfg.topic_prefix, cx.gateway_id),
         };
@@ -180,6 +191,7 @@ impl MqttUplink {
             cx,
             status,
             gate,
+            refusals: Arc::new(RefusalSummary::default()),
             topics,
             refusing: std::sync::atomic::AtomicBool::new(false),
         }
@@ -199,6 +211,7 @@ impl MqttUplink {
             &feed,
             self.cfg.heartbeat,
         );
+        let summariser = self.start_commands();
         let (reply_tx, mut reply_rx) = mpsc::channel(64);
         let mut attempt = 0u32;
         loop {
@@ -223,7 +236,48 @@ impl MqttUplink {
             }
         }
         bg.stop().await;
+        if let Some(t) = summariser {
+            let _ = t.await;
+        }
         self.status.stopped();
+    }
+
+    /// Loads the nonces of commands accepted by earlier runs (replays stay refused across a
+    /// restart) and starts the task journaling refusal summaries (at most one a minute; the
+    /// last one at shutdown).
+    fn start_commands(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let gate = self.gate.as_ref()?;
+        let stored = self.cx.journal.load_nonces(chrono::Utc::now());
+        if let Err(e) = &stored {
+            tracing::error!(uplink = %self.cfg.name, error = %e, "stored command nonces unreadable: every county command is refused");
+        }
+        gate.preload(stored.map_err(|e| e.to_string()));
+        let (summary, cx, name) = (
+            self.refusals.clone(),
+            self.cx.clone(),
+            self.cfg.name.clone(),
+        );
+        Some(tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(SUMMARY_PERIOD) => false,
+                    () = cx.shutdown.cancelled() => true,
+                };
+                if let Some(doc) = summary.due(std::time::Instant::now(), stop) {
+                    // Awaited (not spawned): the last summary is durable before shutdown ends.
+                    if let Err(e) = cx
+                        .journal
+                        .append(vec![refusal_event(&cx, &name, doc)])
+                        .await
+                    {
+                        tracing::warn!(uplink = %name, error = %e, "refusal summary not journaled");
+                    }
+                }
+                if stop {
+                    return;
+                }
+            }
+        }))
     }
 
     async fn open_feed(&self) -> Option<Feed> {
@@ -598,34 +652,50 @@ impl MqttUplink {
         let Some(gate) = &self.gate else { return };
         let id = topic.rsplit('/').next().unwrap_or_default().to_owned();
         if id.is_empty() || id.len() > 128 || id.contains(['+', '#']) {
-            metrics::counter!("campusgw_uplink_commands_total", "uplink" => self.cfg.name.clone(), "outcome" => "refused").increment(1);
-            tracing::warn!(uplink = %self.cfg.name, topic, "county command with an unusable id ignored");
+            let r = Refusal {
+                reason: super::county_commands::RefusalReason::BadTopic,
+                message: "unusable command id in the topic".into(),
+            };
+            self.refused(&id, &r);
             return;
         }
         let verdict = gate.verify(&id, payload, chrono::Utc::now());
-        let outcome = if verdict.is_ok() {
-            "accepted"
-        } else {
-            "refused"
-        };
-        metrics::counter!("campusgw_uplink_commands_total", "uplink" => self.cfg.name.clone(), "outcome" => outcome).increment(1);
         let reply = |body: serde_json::Value| {
             let _ = reply_tx.try_send(Reply {
                 id: id.clone(),
                 body,
             });
         };
-        match verdict {
-            Err(reason) => {
-                tracing::warn!(uplink = %self.cfg.name, command = %id, %reason, "county command refused");
-                self.journal_command(&id, "refused", &reason);
-                reply(json!({"id": id, "status": "refused", "reason": reason}));
+        let accepted = match verdict {
+            Err(r) => {
+                self.refused(&id, &r);
+                // Unauthenticated junk is answered only while the reply queue has room to
+                // spare, so a flood of it can never crowd out the reply to a real command.
+                if !r.reason.is_unauthenticated() || reply_tx.capacity() > REPLY_HEADROOM {
+                    reply(json!({"id": id, "status": "refused", "reason": r.message}));
+                }
+                return;
             }
-            Ok(CountyCommand::Status) => {
+            Ok(a) => a,
+        };
+        metrics::counter!("campusgw_uplink_commands_total", "uplink" => self.cfg.name.clone(), "outcome" => "accepted").increment(1);
+        if !matches!(accepted.command, CountyCommand::Device(_)) {
+            // Status only reads and a resync never moves a cursor back: storing the nonce
+            // need not finish first. A device command waits for it ([`Self::device_command`]).
+            let j = self.cx.journal.clone();
+            let a = accepted.clone();
+            tokio::spawn(async move {
+                if let Err(e) = j.remember_nonce(&a.nonce, a.issued_at, a.expires_at).await {
+                    tracing::error!(error = %e, "county command nonce not stored");
+                }
+            });
+        }
+        match accepted.command.clone() {
+            CountyCommand::Status => {
                 self.journal_command(&id, "ok", "status");
                 reply(json!({"id": id, "status": "ok", "result": self.status_doc(feed)}));
             }
-            Ok(CountyCommand::Resync(from)) => match feed.resync_seq(from) {
+            CountyCommand::Resync(from) => match feed.resync_seq(from) {
                 Ok(from_seq) => {
                     *resync = Some(from_seq);
                     self.journal_command(&id, "ok", &format!("resync from seq {from_seq}"));
@@ -638,14 +708,31 @@ impl MqttUplink {
                     reply(json!({"id": id, "status": "failed", "reason": e.to_string()}));
                 }
             },
-            Ok(CountyCommand::Device(cmd)) => self.device_command(id, cmd, reply_tx.clone()),
+            CountyCommand::Device(cmd) => {
+                self.device_command(id, cmd, accepted, reply_tx.clone());
+            }
         }
     }
 
+    /// A refused command: counted by reason, summarised in the journal at most once a
+    /// minute (junk on the topic costs no fsync per message), logged with the summary.
+    fn refused(&self, id: &str, r: &Refusal) {
+        metrics::counter!("campusgw_uplink_commands_total", "uplink" => self.cfg.name.clone(), "outcome" => "refused").increment(1);
+        metrics::counter!("campusgw_uplink_commands_refused_total", "uplink" => self.cfg.name.clone(), "reason" => r.reason.as_str()).increment(1);
+        tracing::debug!(uplink = %self.cfg.name, command = %id, reason = %r.message, "county command refused");
+        if let Some(doc) = self.refusals.note(id, r, std::time::Instant::now()) {
+            tracing::warn!(uplink = %self.cfg.name, summary = %doc, "county commands refused");
+            journal_refusals(&self.cx, &self.cfg.name, doc);
+        }
+    }
+
+    /// Runs a device command once its nonce is durable in the journal (so a restart
+    /// refuses its replay); a nonce another uplink stored first is a replay.
     fn device_command(
         &self,
         id: String,
         cmd: campusgw_sdk::Command,
+        accepted: Accepted,
         reply_tx: mpsc::Sender<Reply>,
     ) {
         let Some(router) = self.cx.commands.clone() else {
@@ -657,14 +744,25 @@ impl MqttUplink {
             return;
         };
         self.journal_command(&id, "ok", &format!("{} passed to devices", cmd.kind));
+        let journal = self.cx.journal.clone();
         tokio::spawn(async move {
-            let results = router.execute(cmd, Duration::from_secs(10)).await;
-            let _ = reply_tx
-                .send(Reply {
-                    body: json!({"id": id, "status": "ok", "result": results}),
-                    id,
-                })
+            let stored = journal
+                .remember_nonce(&accepted.nonce, accepted.issued_at, accepted.expires_at)
                 .await;
+            let body = match stored {
+                Ok(true) => {
+                    let results = router.execute(cmd, Duration::from_secs(10)).await;
+                    json!({"id": id, "status": "ok", "result": results})
+                }
+                Ok(false) => {
+                    json!({"id": id, "status": "refused", "reason": format!("nonce {:?} was already used (replay refused)", accepted.nonce)})
+                }
+                Err(e) => {
+                    tracing::error!(command = %id, error = %e, "county command nonce not stored; command not run");
+                    json!({"id": id, "status": "refused", "reason": format!("replay protection unavailable: {e}")})
+                }
+            };
+            let _ = reply_tx.send(Reply { body, id }).await;
         });
     }
 
@@ -724,4 +822,30 @@ impl MqttUplink {
             NewEvent::new(Kind::from_static("uplink.command"), Class::Operations).payload(payload),
         );
     }
+}
+
+/// A refusal summary as a `county.commands_refused` event.
+fn refusal_event(cx: &UplinkContext, uplink: &str, mut doc: serde_json::Value) -> Event {
+    doc["uplink"] = json!(uplink);
+    Event::stamp(
+        NewEvent::new(
+            Kind::from_static("county.commands_refused"),
+            Class::Operations,
+        )
+        .payload(doc),
+        &cx.gateway_id,
+        "uplink",
+        &campusgw_sdk::Location::default(),
+    )
+}
+
+/// Journals a refusal summary (in the background: the session loop never waits).
+fn journal_refusals(cx: &UplinkContext, uplink: &str, doc: serde_json::Value) {
+    let e = refusal_event(cx, uplink, doc);
+    let j = cx.journal.clone();
+    tokio::spawn(async move {
+        if let Err(err) = j.append(vec![e]).await {
+            tracing::warn!(error = %err, "refusal summary not journaled");
+        }
+    });
 }

@@ -21,6 +21,9 @@ pub(crate) fn report_down(
     reason: RetryReason,
     detail: &str,
 ) {
+    // The one path by which a failure reaches the log, `/healthz` and the journal: a URL
+    // in an error (a token in a webhook query) is masked here.
+    let detail = &crate::secrets::redact_urls_in(detail);
     tracing::warn!(uplink = %name, reason = reason.as_str(), error = %detail, "uplink delivery failed; keeping the events and retrying");
     if status.failed(reason, detail) {
         let payload = json!({"uplink": name, "reason": reason.as_str(), "detail": detail});

@@ -1,5 +1,6 @@
 //! Per-uplink state and counters: the one place that writes uplink metrics, read by
-//! `/healthz` and the MQTT heartbeat.
+//! `/healthz` and the MQTT heartbeat. Failure texts arrive here already redacted
+//! ([`super::outcome::report_down`] passes them through [`crate::secrets::redact_urls_in`]).
 //!
 //! Metrics (label `uplink`): `campusgw_uplink_published_total`,
 //! `campusgw_uplink_confirmed_total`, `campusgw_uplink_rejected_total`,
@@ -42,6 +43,7 @@ pub struct UplinkStatus {
     rejected: AtomicU64,
     restarts: AtomicU64,
     panic_once: AtomicBool,
+    plaintext: AtomicBool,
     inner: Mutex<Inner>,
     m_published: Counter,
     m_confirmed: Counter,
@@ -77,6 +79,9 @@ pub struct UplinkSnapshot {
     pub last_reason: Option<&'static str>,
     /// Times the supervisor restarted the uplink task (panic or unexpected return).
     pub restarts: u64,
+    /// Events and credentials go unencrypted (`mqtt://` or `http://`, loopback or
+    /// `allow_plaintext = true`).
+    pub plaintext: bool,
     /// Events published (including resends).
     pub published: u64,
     /// Events confirmed by the destination.
@@ -106,6 +111,7 @@ impl UplinkStatus {
             rejected: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             panic_once: AtomicBool::new(false),
+            plaintext: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 state: LinkState::Connecting,
                 outage: false,
@@ -204,6 +210,11 @@ impl UplinkStatus {
         }
     }
 
+    /// Marks the uplink as sending in plaintext (shown in `/healthz`).
+    pub fn mark_plaintext(&self) {
+        self.plaintext.store(true, Ordering::Relaxed);
+    }
+
     /// Stopped at shutdown.
     pub fn stopped(&self) {
         self.m_connected.set(0.0);
@@ -245,6 +256,7 @@ impl UplinkStatus {
             last_error: i.last_error,
             last_reason: i.last_reason.map(RetryReason::as_str),
             restarts: self.restarts.load(Ordering::Relaxed),
+            plaintext: self.plaintext.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),

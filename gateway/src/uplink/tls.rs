@@ -69,6 +69,12 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsSetupErro
                     path: cert.display().to_string(),
                     reason: e.to_string(),
                 })?;
+            // Refused at check-config too; checked again because the file may have changed.
+            crate::secrets::check_private_file(key).map_err(|reason| TlsSetupError::File {
+                what: "client_key",
+                path: key.display().to_string(),
+                reason,
+            })?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError::File {
                 what: "client_key",
                 path: key.display().to_string(),

@@ -320,6 +320,8 @@ impl WebhookUplink {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
+                // reqwest names the full URL (query included); show the redacted one.
+                let e = e.without_url();
                 let (reason, msg) = classify(&e).unwrap_or_else(|| {
                     if e.is_timeout() {
                         (RetryReason::Timeout, format!("timeout: {e}"))
@@ -327,6 +329,7 @@ impl WebhookUplink {
                         (RetryReason::Network, format!("network: {e}"))
                     }
                 });
+                let msg = format!("{msg} (url {})", crate::secrets::redact_url(&self.cfg.url));
                 return Posted::Failed(Failed::new(reason, msg));
             }
         };

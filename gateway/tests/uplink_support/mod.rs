@@ -89,9 +89,10 @@ pub fn certs(dir: &Path) -> Certs {
     let expired = leaf_cert("broker", true, true, &ca_cert, &ca_key);
     let (sc, sk) = leaf("broker", true);
     let (cc, ck) = leaf("school-042", false);
+    // Key files are private: the gateway refuses keys others can read.
     let w = |n: &str, s: &str| {
         let p = dir.join(n);
-        std::fs::write(&p, s).unwrap();
+        write_secret(&p, s);
         p
     };
     Certs {
@@ -490,4 +491,13 @@ impl Rig {
                 .expect("the journal writer did not panic");
         }
     }
+}
+
+/// Writes a file holding a secret with mode 0600 (the gateway refuses secret files that
+/// others can read).
+#[allow(dead_code)] // not every test binary that includes this module writes secrets
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

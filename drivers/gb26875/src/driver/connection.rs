@@ -14,9 +14,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
-use super::Shared;
 use super::commands::{Answer, Outgoing};
 use super::observe::{self, LogLimiter};
+use super::{OpenGuard, Shared};
 use crate::codec::{
     Address, Adu, CommandByte, Frame, FrameDecoder, FrameError, TimeLabel, Version,
 };
@@ -35,7 +35,10 @@ struct Pending {
 enum Close {
     Eof,
     Silent,
+    Unidentified,
     Refused,
+    PeerRefused,
+    WriteTimeout,
     Shutdown,
     Io(std::io::Error),
 }
@@ -54,10 +57,37 @@ struct Session {
     pending: HashMap<u16, Pending>,
     outbox_tx: mpsc::Sender<Outgoing>,
     limit: LogLimiter,
+    /// Reset by each valid frame of this connection's UITD only.
+    silent_at: Instant,
+    denies: DenyBudget,
+}
+
+/// At most `per_second` denies in any one-second window; the rest are dropped.
+struct DenyBudget {
+    per_second: u32,
+    window_start: Instant,
+    sent: u32,
+}
+
+impl DenyBudget {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.sent = 0;
+        }
+        if self.sent < self.per_second {
+            self.sent += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Serves one connection until EOF, silence, refusal or shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, conn: u64) {
+pub(crate) async fn serve(guard: OpenGuard, stream: TcpStream, peer: SocketAddr, conn: u64) {
+    let shared = guard.shared().clone();
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (outbox_tx, mut outbox) = mpsc::channel(16);
@@ -74,24 +104,30 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         pending: HashMap::new(),
         outbox_tx,
         limit: LogLimiter::new(Duration::from_secs(10)),
+        silent_at: Instant::now() + shared.heartbeat_timeout,
+        denies: DenyBudget {
+            per_second: shared.max_denies_per_second,
+            window_start: Instant::now(),
+            sent: 0,
+        },
     };
     let mut buf = BytesMut::with_capacity(4096);
     let mut decoder = FrameDecoder::new();
-    let mut silent_at = Instant::now() + shared.heartbeat_timeout;
+    // Until its first valid frame a connection is nobody's: it gets identify_timeout.
+    let identify_by = Instant::now() + shared.identify_timeout;
     let why = loop {
         let retry_at = s.pending.values().map(|p| p.deadline).min();
+        let identified = s.uitd.is_some();
+        let deadline = if identified { s.silent_at } else { identify_by };
         let step = tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => Err(Close::Eof),
-                Ok(_) => {
-                    silent_at = Instant::now() + shared.heartbeat_timeout;
-                    s.drain(&mut decoder, &mut buf).await
-                }
+                Ok(_) => s.drain(&mut decoder, &mut buf).await,
                 Err(e) => Err(Close::Io(e)),
             },
             Some(out) = outbox.recv() => s.send_command(out).await,
-            () = sleep_until(retry_at.unwrap_or(silent_at)), if retry_at.is_some() => s.retry_due().await,
-            () = sleep_until(silent_at) => Err(Close::Silent),
+            () = sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => s.retry_due().await,
+            () = sleep_until(deadline) => Err(if identified { Close::Silent } else { Close::Unidentified }),
             () = shared.cx.shutdown().cancelled() => Err(Close::Shutdown),
         };
         if let Err(why) = step {
@@ -102,6 +138,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         }
     };
     s.close(why);
+    drop(guard);
 }
 
 impl Session {
@@ -116,8 +153,22 @@ impl Session {
     }
 
     async fn on_rejected(&mut self, e: &FrameError) -> Result<(), Close> {
-        observe::frame_rejected(self.peer, e, &mut self.limit);
-        let Some(h) = e.header() else { return Ok(()) };
+        // A deny only for a frame that was plausibly one (start, length in bounds and end
+        // marker found): garbage bytes get none, so they cannot be amplified.
+        let plausible = matches!(
+            e,
+            FrameError::BadChecksum { .. } | FrameError::UnknownCommand { .. }
+        );
+        let Some(h) = e.header().filter(|_| plausible) else {
+            observe::frame_rejected(self.peer, e, false, &mut self.limit);
+            return Ok(());
+        };
+        if !self.denies.allow() {
+            observe::frame_rejected(self.peer, e, false, &mut self.limit);
+            observe::deny_dropped();
+            return Ok(());
+        }
+        observe::frame_rejected(self.peer, e, true, &mut self.limit);
         let mut deny = Frame::deny_for(h, now());
         deny.source = self.shared.centre;
         if let Some((addr, _)) = &self.uitd {
@@ -131,9 +182,14 @@ impl Session {
         let uitd = self.identify(&frame)?;
         if frame.source != uitd {
             observe::foreign_source(self.peer, uitd, frame.source, &mut self.limit);
+            if !self.denies.allow() {
+                observe::deny_dropped();
+                return Ok(());
+            }
             return self.write(&frame.reply(CommandByte::Deny, now())).await;
         }
         self.version = frame.version;
+        self.silent_at = Instant::now() + self.shared.heartbeat_timeout;
         self.shared.saw(uitd);
         match frame.command {
             CommandByte::SendData => self.on_upload(frame).await,
@@ -154,6 +210,10 @@ impl Session {
             return Ok(*addr);
         }
         let addr = frame.source;
+        if !self.shared.peer_allowed(addr, self.peer.ip()) {
+            observe::peer_refused(self.peer, addr);
+            return Err(Close::PeerRefused);
+        }
         let profile = match self.shared.profiles.get(&addr) {
             Some(p) => p.clone(),
             None if self.shared.unknown == UnknownUitdPolicy::Accept => {
@@ -287,14 +347,21 @@ impl Session {
     }
 
     async fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), Close> {
-        self.writer.write_all(bytes).await.map_err(Close::Io)
+        // A peer that never reads must not hold this task (and its commands) forever.
+        match tokio::time::timeout(self.shared.write_timeout, self.writer.write_all(bytes)).await {
+            Ok(r) => r.map_err(Close::Io),
+            Err(_) => Err(Close::WriteTimeout),
+        }
     }
 
     fn close(mut self, why: Close) {
         let why = match why {
             Close::Eof => "eof".to_owned(),
             Close::Silent => "silent past heartbeat_timeout".to_owned(),
+            Close::Unidentified => "no valid frame within identify_timeout".to_owned(),
             Close::Refused => "unknown uitd refused".to_owned(),
+            Close::PeerRefused => "peer not in the uitd's peers list".to_owned(),
+            Close::WriteTimeout => "peer did not read within write_timeout".to_owned(),
             Close::Shutdown => "shutdown".to_owned(),
             Close::Io(e) => format!("i/o error: {e}"),
         };

@@ -8,6 +8,16 @@
 //! UITD, and watches silence: a configured UITD not heard from for `heartbeat_timeout` is
 //! reported `Offline` (and `Online` again on its next frame).
 //!
+//! # Resource bounds (the LAN is not trusted)
+//! At most `max_connections` connections are served at once; one more is accepted and
+//! closed at once (`campusgw_listener_refused_total{listener}`), so the kernel backlog does
+//! not fill and an attacker's connections cost one descriptor each only briefly. An accept
+//! that fails for lack of descriptors (`EMFILE`/`ENFILE`) backs off instead of spinning.
+//! Each connection must send a valid frame within `identify_timeout`; only valid frames of
+//! its UITD reset the `heartbeat_timeout`; every write has `write_timeout`; denies are
+//! rate-limited per connection and answer only frames whose header and end marker were
+//! found; a UITD with a `peers` list is refused from any other address.
+//!
 //! Commands (answered through [`campusgw_sdk::CommandRequest::respond`]; the detail of a
 //! success is the UITD's answer frame as JSON, see [`crate::frame_to_json`]):
 //!
@@ -28,6 +38,7 @@ mod observe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +101,14 @@ pub(crate) struct Shared {
     heartbeat_timeout: Duration,
     response_timeout: Duration,
     retries: u8,
+    identify_timeout: Duration,
+    write_timeout: Duration,
+    max_denies_per_second: u32,
+    max_connections: usize,
+    /// Connections being served now.
+    open: AtomicUsize,
+    /// `peers` allow lists of the UITDs that have one.
+    peers: HashMap<Address, Vec<ipnet::IpNet>>,
     links: Mutex<HashMap<Address, Link>>,
     liveness: Mutex<HashMap<Address, Liveness>>,
 }
@@ -122,6 +141,12 @@ impl Shared {
             heartbeat_timeout: d.config.heartbeat_timeout.0,
             response_timeout: d.config.response_timeout.0,
             retries: d.config.retries,
+            identify_timeout: d.config.identify_timeout.0,
+            write_timeout: d.config.write_timeout.0,
+            max_denies_per_second: d.config.max_denies_per_second,
+            max_connections: d.config.max_connections,
+            open: AtomicUsize::new(0),
+            peers: d.config.peer_lists().into_iter().collect(),
             links: Mutex::new(HashMap::new()),
             liveness: Mutex::new(liveness),
         }
@@ -155,6 +180,20 @@ impl Shared {
                 self.cx.report_health(&l.device, DeviceHealth::Offline(why));
             }
         }
+    }
+
+    /// Whether `peer` may speak for `uitd` (no `peers` list: anyone may).
+    fn peer_allowed(&self, uitd: Address, peer: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.peers
+            .get(&uitd)
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&peer)))
     }
 
     fn register(&self, uitd: Address, conn: u64, outbox: mpsc::Sender<Outgoing>) {
@@ -191,12 +230,21 @@ impl Driver for Gb26875Driver {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if shared.open.load(Ordering::SeqCst) >= shared.max_connections {
+                            // Accept-then-close: the backlog drains and the fd is freed now.
+                            observe::over_cap(cx.device().as_str(), peer, shared.max_connections);
+                            drop(stream);
+                            continue;
+                        }
                         next_conn += 1;
                         observe::connected(peer);
-                        tokio::spawn(connection::serve(shared.clone(), stream, peer, next_conn));
+                        let guard = OpenGuard::new(shared.clone());
+                        tokio::spawn(connection::serve(guard, stream, peer, next_conn));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "gb26875 accept failed");
+                        // EMFILE/ENFILE (no descriptor left) and the like: back off briefly
+                        // instead of spinning on an accept that fails at once.
+                        observe::accept_failed(&e);
                         if !cx.sleep(Duration::from_millis(100)).await { break; }
                     }
                 },
@@ -209,6 +257,26 @@ impl Driver for Gb26875Driver {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts a connection as open while it lives.
+pub(crate) struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: Arc<Shared>) -> OpenGuard {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(shared)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

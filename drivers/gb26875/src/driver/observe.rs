@@ -45,6 +45,26 @@ pub(crate) fn bind_failed(addr: SocketAddr, err: &std::io::Error) {
     tracing::warn!(%addr, error = %err, "gb26875 cannot listen; retrying");
 }
 
+pub(crate) fn over_cap(listener: &str, peer: SocketAddr, cap: usize) {
+    metrics::counter!("campusgw_listener_refused_total", "listener" => listener.to_owned())
+        .increment(1);
+    tracing::warn!(%peer, listener, max_connections = cap, "gb26875 connection over max_connections; closed");
+}
+
+pub(crate) fn accept_failed(err: &std::io::Error) {
+    metrics::counter!("campusgw_gb26875_accept_failures_total").increment(1);
+    tracing::warn!(error = %err, "gb26875 accept failed; retrying in 100 ms");
+}
+
+pub(crate) fn deny_dropped() {
+    metrics::counter!("campusgw_gb26875_denies_dropped_total").increment(1);
+}
+
+pub(crate) fn peer_refused(peer: SocketAddr, uitd: Address) {
+    metrics::counter!("campusgw_gb26875_peer_refused_total").increment(1);
+    tracing::warn!(%peer, uitd = uitd.value(), "uitd address from a peer outside its `peers` list; closing connection");
+}
+
 pub(crate) fn connected(peer: SocketAddr) {
     metrics::counter!("campusgw_gb26875_connections_total").increment(1);
     tracing::info!(%peer, "uitd connected");
@@ -59,11 +79,17 @@ pub(crate) fn frame_received(command: u8) {
         .increment(1);
 }
 
-pub(crate) fn frame_rejected(peer: SocketAddr, err: &FrameError, limit: &mut LogLimiter) {
+pub(crate) fn frame_rejected(
+    peer: SocketAddr,
+    err: &FrameError,
+    denied: bool,
+    limit: &mut LogLimiter,
+) {
     metrics::counter!("campusgw_gb26875_frames_rejected_total", "reason" => err.reason())
         .increment(1);
     if let Some(suppressed) = limit.allow() {
-        tracing::warn!(%peer, error = %err, suppressed, "gb26875 frame rejected; answered deny");
+        let answer = if denied { "answered deny" } else { "no deny" };
+        tracing::warn!(%peer, error = %err, suppressed, answer, "gb26875 frame rejected");
     }
 }
 
