@@ -370,6 +370,23 @@ fn write_rules(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("demo.toml"), DEMO_RULES)
 }
 
+/// `boiler_temp = 65.2 °C, power = 12.0 kW` from a `sensor.readings` batch.
+fn readings_line(payload: &serde_json::Value) -> String {
+    let Some(points) = payload["points"].as_object() else {
+        return String::new();
+    };
+    points
+        .iter()
+        .map(|(name, v)| {
+            let unit = payload["units"][name.as_str()].as_str().unwrap_or("");
+            format!("{name} = {:.1} {unit}", v.as_f64().unwrap_or(f64::NAN))
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn print_events(
     mut feed: tokio::sync::broadcast::Receiver<Arc<Event>>,
     stop: CancellationToken,
@@ -386,6 +403,7 @@ async fn print_events(
                 ev.payload["value"].as_f64().unwrap_or(f64::NAN),
                 ev.payload["unit"].as_str().unwrap_or("")
             ),
+            "sensor.readings" => readings_line(&ev.payload),
             "command.result" => format!(
                 "{} {} {}",
                 ev.payload["command"]["kind"].as_str().unwrap_or("?"),

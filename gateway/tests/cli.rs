@@ -216,7 +216,12 @@ fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_l
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(lines.iter().all(|v| v["schema"] == 1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["schema"] == campusgw_sdk::EVENT_SCHEMA_VERSION),
+        "{lines:#?}"
+    );
     let online: Vec<_> = lines
         .iter()
         .filter(|v| v["kind"] == "device.online" && v["source"]["device"] == "fire_listener")

@@ -6,9 +6,20 @@
 //!   with [`Backoff`], reporting the device `Offline`;
 //! - an exception answer keeps the link, skips that block for this cycle and reports the
 //!   device `Degraded`;
-//! - one poll cycle's events go to the journal in one transaction, and the in-memory last
-//!   state moves only after that transaction committed: if the journal refuses, the next
-//!   poll computes the same changes again, so nothing is lost;
+//! - a poll cycle's bit edges (alarms, door states) go to the journal at once, in one
+//!   transaction, and a bit's last state moves only after it committed: if the journal
+//!   refuses, the next poll computes the same edges again, so none is lost. Edges never wait
+//!   for telemetry and are never coalesced;
+//! - register values that moved go into the device's [`Batch`] and leave as one
+//!   `sensor.readings` event per class, journaled by a task of its own while polling goes
+//!   on. At most one batch per device is in flight: values read meanwhile wait in the
+//!   batch, the newest per point winning (`modbus_readings_coalesced_total{device}`), so
+//!   a slow or refusing journal costs one value per point, not a queue of cycles. A
+//!   refused batch goes back into the batch under any newer values;
+//! - the poller never overlaps itself (one cycle at a time, missed ticks delayed); a cycle
+//!   that ends later than one interval after it was due is an overrun: counted
+//!   (`modbus_poll_overruns_total{device}`), logged at a limited rate, and the device is
+//!   `Degraded` until ten cycles in a row keep the rate again;
 //! - the last state survives reconnects within one run, so a change during an outage is
 //!   reported once the device is back (including a reset) and an unchanged state is not
 //!   reported again. At start the state is unknown: a bit found on emits its `on_kind`
@@ -21,11 +32,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusgw_sdk::{
-    Backoff, CommandRequest, DeviceId, Driver, DriverContext, DriverError, NewEvent,
+    Backoff, CommandRequest, DeviceId, Driver, DriverContext, DriverError, EmitError, NewEvent,
+    Receipt,
 };
 use serde_json::json;
-use tokio::time::MissedTickBehavior;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::batch::{Batch, Handed};
 use crate::codec::Reading;
 use crate::command;
 use crate::config::{Endpoint, PollSettings};
@@ -87,6 +101,8 @@ impl Driver for ModbusDriver {
         let mut core = Core {
             obs: Observer::new(self.device.clone(), self.endpoint.to_string()),
             last: vec![None; self.map.points.len()],
+            batch: Batch::new(self.map.points.len()),
+            inflight: None,
             driver: self,
         };
         core.run(&cx).await;
@@ -94,10 +110,19 @@ impl Driver for ModbusDriver {
     }
 }
 
+/// A batch on its way to the journal, with its values to put back if it is refused.
+struct InFlight {
+    task: JoinHandle<Result<Vec<Receipt>, EmitError>>,
+    handed: Handed,
+}
+
 struct Core {
     driver: ModbusDriver,
     obs: Observer,
+    /// Bits: the state last committed. Registers: the value last put into the batch.
     last: Vec<Option<Last>>,
+    batch: Batch,
+    inflight: Option<InFlight>,
 }
 
 impl Core {
@@ -151,10 +176,14 @@ impl Core {
                         return SessionEnd::Fault(fault);
                     }
                 }
-                _ = tick.tick() => {
+                done = settled(&mut self.inflight) => {
+                    self.settle(done);
+                    self.hand_over(cx);
+                }
+                due = tick.tick() => {
                     let cycle = tokio::select! {
                         () = cx.shutdown().cancelled() => return SessionEnd::Shutdown,
-                        r = self.poll_cycle(cx, link) => r,
+                        r = self.poll_cycle(cx, link, due) => r,
                     };
                     match cycle {
                         Ok(()) => backoff.reset(),
@@ -206,96 +235,143 @@ impl Core {
         fault
     }
 
-    /// Reads every block, emits the changes in one transaction, then moves the last state.
-    async fn poll_cycle(&mut self, cx: &DriverContext, link: &mut Link) -> Result<(), ModbusError> {
+    /// Reads every block, journals the edges, then queues the readings that moved.
+    async fn poll_cycle(
+        &mut self,
+        cx: &DriverContext,
+        link: &mut Link,
+        due: Instant,
+    ) -> Result<(), ModbusError> {
         let (observed, exceptions) = read_all(&self.driver.map, link).await?;
         for e in &exceptions {
             self.obs.exception(e);
         }
-        let (events, updates) = self.changes(&observed);
-        let pending = events.len();
-        match cx.emit_all(events).await {
-            Ok(_) => {
-                for (i, last) in updates {
-                    self.last[i] = Some(last);
+        let (edges, updates) = self.edges(&observed);
+        if !edges.is_empty() {
+            let pending = edges.len();
+            match cx.emit_all(edges).await {
+                Ok(_) => {
+                    for (i, on) in updates {
+                        self.last[i] = Some(Last::Bit(on));
+                    }
                 }
+                Err(e) => self.obs.emit_refused(&e, pending),
             }
-            Err(e) => self.obs.emit_refused(&e, pending),
         }
-        self.obs.polled(cx, &exceptions);
+        self.queue_readings(&observed);
+        if let Some(f) = &self.inflight
+            && f.task.is_finished()
+        {
+            let done = settled(&mut self.inflight).await;
+            self.settle(done);
+        }
+        self.hand_over(cx);
+        let interval = self.driver.settings.poll_interval;
+        let took = due.elapsed();
+        let overrun = (took > interval).then_some((took, interval));
+        self.obs.polled(cx, &exceptions, overrun);
         Ok(())
     }
 
-    /// The events this cycle's values call for, and the last-state updates they imply.
-    fn changes(&self, observed: &[(usize, Observed)]) -> (Vec<NewEvent>, Vec<(usize, Last)>) {
+    /// The bit edges this cycle's values call for, and the bit states they imply.
+    fn edges(&self, observed: &[(usize, Observed)]) -> (Vec<NewEvent>, Vec<(usize, bool)>) {
         let mut events = Vec::new();
         let mut updates = Vec::new();
         for &(i, obs) in observed {
             let point = &self.driver.map.points[i];
-            let payload_base = json!({"point": point.name, "table": point.table.as_str(), "address": point.address});
-            match (&point.role, obs) {
-                (
-                    PointRole::Bit {
-                        on_kind,
-                        off_kind,
-                        class,
-                    },
-                    Observed::Bit(on),
-                ) => {
-                    let prev = match self.last[i] {
-                        Some(Last::Bit(b)) => Some(b),
-                        _ => None,
-                    };
-                    if prev == Some(on) {
-                        continue;
-                    }
-                    // Unknown previous state: only an active input is news (an alarm already on).
-                    let kind = if on {
-                        on_kind
-                    } else if prev.is_some() {
-                        off_kind
-                    } else {
-                        &None
-                    };
-                    if let Some(kind) = kind {
-                        let mut payload = payload_base;
-                        payload["value"] = json!(on);
-                        events.push(NewEvent::new(kind.clone(), *class).payload(payload));
-                    }
-                    updates.push((i, Last::Bit(on)));
-                }
-                (
-                    PointRole::Register {
-                        unit,
-                        deadband,
-                        class,
-                        ..
-                    },
-                    Observed::Value(r),
-                ) => {
-                    let moved = match self.last[i] {
-                        Some(Last::Value(v)) => r.value != v && (r.value - v).abs() >= *deadband,
-                        _ => true,
-                    };
-                    if moved {
-                        let mut payload = payload_base;
-                        payload["value"] = json!(r.value);
-                        payload["unit"] = json!(unit);
-                        payload["raw"] = json!(r.raw);
-                        events.push(
-                            NewEvent::new(campusgw_sdk::event::kinds::SENSOR_READING, *class)
-                                .payload(payload),
-                        );
-                        updates.push((i, Last::Value(r.value)));
-                    }
-                }
-                _ => {}
+            let (
+                PointRole::Bit {
+                    on_kind,
+                    off_kind,
+                    class,
+                },
+                Observed::Bit(on),
+            ) = (&point.role, obs)
+            else {
+                continue;
+            };
+            let prev = match self.last[i] {
+                Some(Last::Bit(b)) => Some(b),
+                _ => None,
+            };
+            if prev == Some(on) {
+                continue;
             }
+            // Unknown previous state: only an active input is news (an alarm already on).
+            let kind = if on {
+                on_kind
+            } else if prev.is_some() {
+                off_kind
+            } else {
+                &None
+            };
+            if let Some(kind) = kind {
+                let payload = json!({"point": point.name, "table": point.table.as_str(), "address": point.address, "value": on});
+                events.push(NewEvent::new(kind.clone(), *class).payload(payload));
+            }
+            updates.push((i, on));
         }
-        // One transaction either way; alarms first so a reader of the journal sees them first.
+        // One transaction; the highest class first so a reader of the journal sees it first.
         events.sort_by_key(|e| e.class);
         (events, updates)
     }
+
+    /// Puts every register value that moved past its deadband into the batch.
+    fn queue_readings(&mut self, observed: &[(usize, Observed)]) {
+        let mut coalesced = 0;
+        for &(i, obs) in observed {
+            let point = &self.driver.map.points[i];
+            let (PointRole::Register { deadband, .. }, Observed::Value(r)) = (&point.role, obs)
+            else {
+                continue;
+            };
+            let moved = match self.last[i] {
+                Some(Last::Value(v)) => r.value != v && (r.value - v).abs() >= *deadband,
+                _ => true,
+            };
+            if moved {
+                coalesced += u64::from(self.batch.put(i, r));
+                self.last[i] = Some(Last::Value(r.value));
+            }
+        }
+        self.obs.coalesced(coalesced);
+    }
+
+    /// Starts journaling the batch unless one is still in flight (then it keeps filling).
+    fn hand_over(&mut self, cx: &DriverContext) {
+        if self.inflight.is_some() || self.batch.is_empty() {
+            return;
+        }
+        let (events, handed) = self.batch.take(&self.driver.map);
+        let cx = cx.clone();
+        let task = tokio::spawn(async move { cx.emit_all(events).await });
+        self.inflight = Some(InFlight { task, handed });
+    }
+
+    /// Accounts for a finished batch: refused values go back into the batch.
+    fn settle(&mut self, done: (Result<Vec<Receipt>, EmitError>, Handed)) {
+        let (result, handed) = done;
+        if let Err(e) = result {
+            let pending = handed.len();
+            let lost = self.batch.restore(handed);
+            self.obs.coalesced(lost);
+            self.obs.emit_refused(&e, pending);
+        }
+    }
+}
+
+/// Waits for the batch in flight (forever when there is none) and takes it out.
+async fn settled(inflight: &mut Option<InFlight>) -> (Result<Vec<Receipt>, EmitError>, Handed) {
+    let Some(f) = inflight.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = match (&mut f.task).await {
+        Ok(r) => r,
+        // The task only awaits the journal; a panic or abort there means it is gone.
+        Err(_) => Err(EmitError::Closed),
+    };
+    let handed = inflight.take().map(|f| f.handed).unwrap_or_default();
+    (result, handed)
 }
 
 /// Reads every block once. Exceptions are collected per block; a transport fault aborts.

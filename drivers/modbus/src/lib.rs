@@ -16,12 +16,13 @@
 //!   `{point, table, address, value}`. An input already on when the driver starts produces
 //!   `on_kind`; one off produces nothing. Reconnecting does not re-announce an unchanged
 //!   state;
-//! - a register point produces `sensor.reading` (class `telemetry` unless configured),
-//!   payload `{point, table, address, value, unit, raw}`, when it moved by at least its
-//!   `deadband` since the last reading emitted;
+//! - register points that moved by at least their `deadband` since last queued go out
+//!   together as one `sensor.readings` event per poll cycle and class (`telemetry` unless
+//!   configured), payload `{"points": {name: number}, "units"?, "raw"?, "coalesced"?}`
+//!   (see `batch`); while the journal is behind, the newest value per point wins;
 //! - commands `relay.set` and `register.write` (see [`command`]);
 //! - health: `Online` after a clean poll, `Degraded` when the device answered an
-//!   exception, `Offline` on a transport fault (then reconnect with back-off).
+//!   exception or cannot be polled at its rate, `Offline` on a transport fault (then reconnect with back-off).
 //!
 //! Wire format notes: addresses are zero-based PDU addresses; reads of adjacent points of
 //! one table are coalesced up to the protocol limits (2000 bits / 125 registers) but gaps
@@ -29,6 +30,7 @@
 //!
 //! [`sim`] is a misbehaving-on-demand Modbus TCP device for tests and demos.
 
+mod batch;
 pub mod codec;
 pub mod command;
 pub mod config;

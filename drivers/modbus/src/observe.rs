@@ -5,7 +5,11 @@
 //! - `modbus_polls_total{device}`: completed poll cycles;
 //! - `modbus_transport_errors_total{device,class}`: connect / timeout / io / framing faults;
 //! - `modbus_exceptions_total{device,code}`: exception answers, code as `0x02`;
-//! - `modbus_emit_refused_total{device}`: poll cycles whose events the journal refused.
+//! - `modbus_emit_refused_total{device}`: edge sets or reading batches the journal refused;
+//! - `modbus_readings_coalesced_total{device}`: register readings replaced by a newer value
+//!   of the same point before the journal took them (the journal could not keep up);
+//! - `modbus_poll_overruns_total{device}`: poll cycles that ended more than one interval
+//!   after they were due (the device cannot be polled at its configured rate).
 //!
 //! Warnings are limited to one per device per error class per [`LOG_WINDOW`]; the next
 //! one that gets through says how many were suppressed.
@@ -21,12 +25,18 @@ use crate::error::ModbusError;
 /// At most one warning per device and error class per window.
 pub const LOG_WINDOW: Duration = Duration::from_secs(30);
 
+/// On-time cycles needed after an overrun before the device is `Online` again: a device at
+/// the edge of its rate would otherwise flip between `Degraded` and `Online` every cycle.
+pub const ON_TIME_TO_RECOVER: u32 = 10;
+
 /// Logs, metrics and health for one device.
 pub(crate) struct Observer {
     device: DeviceId,
     endpoint: String,
     warned: HashMap<&'static str, (Instant, u64)>,
     health: Option<DeviceHealth>,
+    /// Since the last overrun: `Some(on-time cycles)`; `None` when none is pending.
+    overrun: Option<(u32, String)>,
 }
 
 impl Observer {
@@ -36,6 +46,7 @@ impl Observer {
             endpoint,
             warned: HashMap::new(),
             health: None,
+            overrun: None,
         }
     }
 
@@ -90,15 +101,52 @@ impl Observer {
         }
     }
 
-    /// A poll cycle completed; `exceptions` holds the blocks the device refused.
-    pub(crate) fn polled(&mut self, cx: &DriverContext, exceptions: &[ModbusError]) {
+    /// A poll cycle completed; `exceptions` holds the blocks the device refused, `overrun`
+    /// how long the cycle took against its interval when it could not keep the rate.
+    pub(crate) fn polled(
+        &mut self,
+        cx: &DriverContext,
+        exceptions: &[ModbusError],
+        overrun: Option<(Duration, Duration)>,
+    ) {
         metrics::counter!("modbus_polls_total", "device" => self.label()).increment(1);
         cx.activity(&self.device);
-        let health = match exceptions.first() {
-            None => DeviceHealth::Online,
-            Some(e) => DeviceHealth::Degraded(e.to_string()),
+        let slow = overrun.map(|(took, interval)| {
+            format!(
+                "cannot poll at the configured rate: a cycle ended {} ms after it was due, the interval is {} ms",
+                took.as_millis(),
+                interval.as_millis()
+            )
+        });
+        if let Some(why) = &slow {
+            metrics::counter!("modbus_poll_overruns_total", "device" => self.label()).increment(1);
+            if let Some(suppressed) = self.admit("overrun") {
+                tracing::warn!(device = %self.device, suppressed, "{why}");
+            }
+        }
+        self.overrun = match (slow, self.overrun.take()) {
+            (Some(why), _) => Some((0, why)),
+            (None, Some((n, _))) if n + 1 >= ON_TIME_TO_RECOVER => None,
+            (None, Some((n, why))) => Some((n + 1, why)),
+            (None, None) => None,
+        };
+        let health = match (exceptions.first(), &self.overrun) {
+            (Some(e), _) => DeviceHealth::Degraded(e.to_string()),
+            (None, Some((_, why))) => DeviceHealth::Degraded(why.clone()),
+            (None, None) => DeviceHealth::Online,
         };
         self.set_health(cx, health);
+    }
+
+    /// `n` register readings were replaced by newer ones before the journal took them.
+    pub(crate) fn coalesced(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        metrics::counter!("modbus_readings_coalesced_total", "device" => self.label()).increment(n);
+        if let Some(suppressed) = self.admit("coalesced") {
+            tracing::warn!(device = %self.device, readings = n, suppressed, "journal behind: newest reading per point kept, older ones coalesced");
+        }
     }
 
     /// The journal refused a cycle's events; they are computed again next poll.

@@ -53,6 +53,51 @@ pub struct PointConfig {
     /// Coils and holding registers: commands may write it (default false).
     #[serde(default)]
     pub writable: bool,
+    /// A run of this many points of the same settings at consecutive addresses (one value
+    /// width apart), each named by `name` with `{address}` replaced by its address, e.g.
+    /// `name = "r{address}"`, `address = 0`, `count = 1000` for `r0`..`r999` (default 1).
+    #[serde(default)]
+    pub count: Option<u16>,
+}
+
+/// The placeholder a run's `name` must hold.
+const ADDRESS_PLACEHOLDER: &str = "{address}";
+
+/// The points one entry stands for: itself, or its run expanded (empty when the run is
+/// invalid; the problem is reported).
+fn expand(pc: &PointConfig, at: &FieldPath, issues: &mut Vec<ConfigIssue>) -> Vec<PointConfig> {
+    let Some(count) = pc.count else {
+        return vec![pc.clone()];
+    };
+    let width = u32::from(pc.value_type.unwrap_or_default().width());
+    let end = u32::from(pc.address) + u32::from(count) * width;
+    let problem = if count == 0 {
+        Some("count must be at least 1".to_owned())
+    } else if count > 1 && !pc.name.contains(ADDRESS_PLACEHOLDER) {
+        Some(format!(
+            "a run of {count} points needs `{ADDRESS_PLACEHOLDER}` in its name (e.g. \"r{ADDRESS_PLACEHOLDER}\") so each point has its own"
+        ))
+    } else if end > 65536 {
+        Some(format!(
+            "a run of {count} points from address {} runs past the last address 65535",
+            pc.address
+        ))
+    } else {
+        None
+    };
+    if let Some(msg) = problem {
+        issues.push(ConfigIssue::new(at.key("count"), msg));
+        return Vec::new();
+    }
+    (0..u32::from(count))
+        .filter_map(|k| u16::try_from(u32::from(pc.address) + k * width).ok())
+        .map(|address| PointConfig {
+            name: pc.name.replace(ADDRESS_PLACEHOLDER, &address.to_string()),
+            address,
+            count: None,
+            ..pc.clone()
+        })
+        .collect()
 }
 
 /// What a checked point does.
@@ -67,7 +112,7 @@ pub enum PointRole {
         /// Class of both kinds.
         class: Class,
     },
-    /// A holding or input register value, reported as `sensor.reading`.
+    /// A holding or input register value, reported in `sensor.readings` batches.
     Register {
         /// How the words become a value.
         format: RegisterFormat,
@@ -122,7 +167,10 @@ pub struct PointMap {
     pub points: Vec<Point>,
     /// Read requests per poll; members index [`PointMap::points`].
     pub blocks: Vec<ReadBlock>,
-    by_name: HashMap<String, usize>,
+    /// Indexes of `points` sorted by name, for lookups by binary search: 4 bytes a point
+    /// where a `HashMap<String, usize>` with its own copy of every name took ~68 (massif,
+    /// 100,000 points: 6.8 MB of the gateway's 39 MB heap).
+    by_name: Vec<u32>,
 }
 
 impl PointMap {
@@ -138,11 +186,19 @@ impl PointMap {
                 "no points configured: add at least one [[points]] entry",
             ));
         }
-        let mut points = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        // (config entry, point): a run stands for many points; problems name the entry.
+        let mut expanded: Vec<(usize, PointConfig)> = Vec::new();
         for (i, pc) in configs.iter().enumerate() {
-            let here = at.index(i);
-            if let Some(&first) = by_name.get(&pc.name) {
+            let run = expand(pc, &at.index(i), &mut issues);
+            expanded.extend(run.into_iter().map(|p| (i, p)));
+        }
+        // Sized once: a Vec grown by doubling keeps up to twice the points it holds.
+        let mut points = Vec::with_capacity(expanded.len());
+        for (k, (i, pc)) in expanded.iter().enumerate() {
+            let here = at.index(*i);
+            if let Some(&first) = by_name.get(pc.name.as_str()) {
+                let first: usize = expanded.get(first).map_or(first, |(c, _)| *c);
                 issues.push(ConfigIssue::new(
                     here.key("name"),
                     format!(
@@ -151,15 +207,21 @@ impl PointMap {
                     ),
                 ));
             } else {
-                by_name.insert(pc.name.clone(), i);
+                // Indexes `points`: on success every expanded entry became a point, in order.
+                by_name.insert(pc.name.as_str(), k);
             }
             if let Some(p) = check_point(pc, &here, &mut issues) {
                 points.push(p);
             }
         }
+        drop(by_name);
         if !issues.is_empty() {
             return Err(issues);
         }
+        let mut by_name: Vec<u32> = (0..points.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        by_name.sort_unstable_by(|&a, &b| points[a as usize].name.cmp(&points[b as usize].name));
         let polled: Vec<usize> = (0..points.len())
             .filter(|&i| points[i].is_polled())
             .collect();
@@ -186,7 +248,12 @@ impl PointMap {
 
     /// The point called `name`.
     pub fn get(&self, name: &str) -> Option<&Point> {
-        self.by_name.get(name).and_then(|&i| self.points.get(i))
+        let points = &self.points;
+        let at = self
+            .by_name
+            .binary_search_by(|&i| points[i as usize].name.as_str().cmp(name))
+            .ok()?;
+        points.get(self.by_name[at] as usize)
     }
 
     /// All point names, for "did you mean" hints.
@@ -326,7 +393,7 @@ fn register_role(
             issue(
                 key,
                 format!(
-                    "`{key}` applies to coils and discrete inputs; a {} reports sensor.reading",
+                    "`{key}` applies to coils and discrete inputs; a {} reports sensor.readings",
                     pc.table.as_str()
                 ),
             );
@@ -369,4 +436,70 @@ fn register_role(
         deadband,
         class: class.unwrap_or(Class::Telemetry),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn compile(toml: &str) -> Result<PointMap, Vec<ConfigIssue>> {
+        #[derive(Deserialize)]
+        struct C {
+            points: Vec<PointConfig>,
+        }
+        let c: C = toml::from_str(toml).unwrap();
+        PointMap::compile(&c.points, &FieldPath::root().key("points"))
+    }
+
+    #[test]
+    fn a_run_of_points_expands_to_one_named_point_per_address() {
+        let map = compile(
+            "[[points]]\nname = \"r{address}\"\ntable = \"holding_register\"\naddress = 0\ncount = 1000\n\
+             [[points]]\nname = \"w{address}\"\ntable = \"input_register\"\naddress = 10\ntype = \"u32\"\ncount = 3\n\
+             [[points]]\nname = \"alarm\"\ntable = \"discrete_input\"\naddress = 0\non_kind = \"fire.alarm\"\nclass = \"life_safety\"\n",
+        )
+        .unwrap();
+        assert_eq!(map.points.len(), 1004);
+        assert_eq!(map.get("r999").unwrap().address, 999);
+        let w: Vec<u16> = ["w10", "w12", "w14"]
+            .iter()
+            .map(|n| map.get(n).unwrap().address)
+            .collect();
+        assert_eq!(w, [10, 12, 14], "32-bit values are two registers apart");
+        assert_eq!(map.get("alarm").unwrap().table, Table::DiscreteInput);
+        assert_eq!(
+            map.blocks.len(),
+            10,
+            "8 reads of 125 registers, 1 input read, 1 bit read"
+        );
+    }
+
+    #[test]
+    fn a_run_needs_the_placeholder_a_positive_count_and_room_in_the_address_space() {
+        for (body, expect) in [
+            ("name = \"r\"\naddress = 0\ncount = 2", "needs `{address}`"),
+            (
+                "name = \"r{address}\"\naddress = 0\ncount = 0",
+                "at least 1",
+            ),
+            (
+                "name = \"r{address}\"\naddress = 65000\ncount = 600",
+                "past the last address",
+            ),
+        ] {
+            let issues = compile(&format!(
+                "[[points]]\ntable = \"holding_register\"\n{body}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.to_string().contains(expect)
+                        && i.to_string().contains("points[0].count")),
+                "{body}: {issues:?}"
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! JSON form (schema version [`EVENT_SCHEMA_VERSION`], documented in `docs/event-schema.md`):
 //! ```json
-//! {"schema":1,"id":"01936d3e-...","seq":42,"occurred_at":"2026-11-26T08:00:00Z",
+//! {"schema":2,"id":"01936d3e-...","seq":42,"occurred_at":"2026-11-26T08:00:00Z",
 //!  "received_at":"2026-11-26T08:00:00.012Z","source":{"device":"fire_panel_a","driver":"modbus_tcp"},
 //!  "kind":"fire.alarm","class":"life_safety","location":{"campus":"main","building":"A"},
 //!  "payload":{},"origin_ref":"di:3:1"}
@@ -16,7 +16,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Version of the event JSON form; bumped on any incompatible change.
-pub const EVENT_SCHEMA_VERSION: u32 = 1;
+///
+/// 2: polled register readings travel as one [`kinds::SENSOR_READINGS`] batch per device
+/// and poll cycle instead of one [`kinds::SENSOR_READING`] per point. Events journaled
+/// under 1 still decode (the field shapes did not change) and keep their `"schema": 1`.
+pub const EVENT_SCHEMA_VERSION: u32 = 2;
 
 /// Unique per gateway, time-ordered (UUIDv7); the idempotency key downstream.
 pub type EventId = uuid::Uuid;
@@ -178,8 +182,12 @@ pub mod kinds {
     pub const PANIC_ALARM: Kind = Kind::from_static("panic.alarm");
     /// A door forced open.
     pub const DOOR_FORCED: Kind = Kind::from_static("door.forced");
-    /// A numeric reading.
+    /// One numeric reading (schema 1; still decoded from old journals, no longer emitted
+    /// by the Modbus driver).
     pub const SENSOR_READING: Kind = Kind::from_static("sensor.reading");
+    /// Every register point of one device that changed in one poll cycle (schema 2):
+    /// payload `{"points": {name: number}, "units"?, "raw"?, "coalesced"?}`.
+    pub const SENSOR_READINGS: Kind = Kind::from_static("sensor.readings");
     /// A device came back.
     pub const DEVICE_ONLINE: Kind = Kind::from_static("device.online");
     /// A device went silent or its link failed.
@@ -200,6 +208,7 @@ pub mod kinds {
         PANIC_ALARM,
         DOOR_FORCED,
         SENSOR_READING,
+        SENSOR_READINGS,
         DEVICE_ONLINE,
         DEVICE_OFFLINE,
         COMMAND_RESULT,

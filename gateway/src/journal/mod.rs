@@ -92,6 +92,19 @@
 //! confirmed is lost. The state is `storage.critical` in health and metrics, and a
 //! `storage.critical` / `storage.recovered` pair is journaled when writes succeed again.
 //!
+//! # Memory bound in bytes
+//! Events are counted, and their bodies are measured: since event schema 2 one telemetry
+//! event can be a batch of a thousand readings (~12 KB), so a count alone bounds nothing.
+//! - An append made only of `telemetry` events first takes its body bytes from a budget
+//!   (`telemetry_queue_bytes`) and gives them back once answered: however slow the disk,
+//!   queued telemetry never holds more than that. A driver waiting for the budget has its
+//!   batch in flight, so the Modbus driver coalesces meanwhile (newest value per point).
+//!   Other classes never wait for it, so telemetry never delays an alarm.
+//! - While storage fails, non-life-safety appends are refused beyond `memory_backlog`
+//!   events or `memory_backlog_bytes` body bytes (life-safety: the further reserve).
+//! - Once serialized, an appended event's payload is dropped (the body holds it) unless
+//!   something [`Journal::subscribe`]d, so the writer holds each event once, as JSON.
+//!
 //! # Retention and quota (DESIGN §4)
 //! See [`retention`].
 
@@ -197,6 +210,12 @@ pub struct JournalOptions {
     /// Further events held for appends that carry a life-safety event once `memory_backlog`
     /// is full; beyond both, those are refused too, so memory stays bounded in any outage.
     pub life_safety_reserve: usize,
+    /// Body bytes held in memory while storage fails, beyond which non-life-safety events
+    /// are refused (as for `memory_backlog`).
+    pub memory_backlog_bytes: usize,
+    /// Body bytes of telemetry-only appends queued for or held by the writer at any time;
+    /// a further telemetry append waits (module doc, "Memory bound in bytes").
+    pub telemetry_queue_bytes: usize,
     /// The uplinks and the classes each wants; decides what counts as delivered.
     pub uplinks: Vec<UplinkSpec>,
     /// How long after an event a repeat of its (device, origin_ref) is taken for a device
@@ -209,6 +228,14 @@ pub struct JournalOptions {
     /// Run `PRAGMA quick_check` in the background after open.
     pub quick_check: bool,
 }
+
+/// Default [`JournalOptions::memory_backlog_bytes`]: 8 MiB, ~16,000 typical alarm or
+/// business events, or ~650 telemetry batches of 1,000 readings.
+pub const DEFAULT_MEMORY_BACKLOG_BYTES: usize = 8 << 20;
+
+/// Default [`JournalOptions::telemetry_queue_bytes`]: 4 MiB, ~3 s of 100,000 readings/s
+/// (~1.2 MB/s of batch JSON), far above what a healthy disk ever has queued.
+pub const DEFAULT_TELEMETRY_QUEUE_BYTES: usize = 4 << 20;
 
 /// The default de-duplication window: longer than any device's retransmission schedule
 /// across a reconnect, short enough that a stuck or zero device clock cannot merge alarms
@@ -224,6 +251,8 @@ impl JournalOptions {
             max_batch: 8192,
             memory_backlog: 20_000,
             life_safety_reserve: 20_000,
+            memory_backlog_bytes: DEFAULT_MEMORY_BACKLOG_BYTES,
+            telemetry_queue_bytes: DEFAULT_TELEMETRY_QUEUE_BYTES,
             uplinks: Vec::new(),
             dedup_window: DEFAULT_DEDUP_WINDOW,
             unsafe_sync_off_for_test: false,
@@ -298,6 +327,10 @@ pub struct Journal {
     feed: broadcast::Sender<Arc<Event>>,
     /// Turns true once the writer thread has stopped and its status is final.
     stopped: watch::Receiver<bool>,
+    /// The telemetry byte budget, in KiB permits (module doc, "Memory bound in bytes").
+    telemetry_budget: Arc<tokio::sync::Semaphore>,
+    /// Its size in permits: a larger append takes all of them instead of waiting forever.
+    telemetry_budget_kib: u32,
 }
 
 impl Journal {
@@ -332,6 +365,8 @@ impl Journal {
             .map_err(|e| check::io_err(&opts.path, e))?;
         let checkpointer = checkpoint::Checkpointer::start(&opts.path)
             .map_err(|e| check::io_err(&opts.path, e))?;
+        let telemetry_budget_kib =
+            u32::try_from((opts.telemetry_queue_bytes / 1024).max(1)).unwrap_or(u32::MAX);
         let journal = Journal {
             tx,
             path: opts.path.clone(),
@@ -339,6 +374,8 @@ impl Journal {
             committed_seq: seq_rx,
             feed,
             stopped,
+            telemetry_budget: Arc::new(tokio::sync::Semaphore::new(telemetry_budget_kib as usize)),
+            telemetry_budget_kib,
         };
         if let Some(d) = opened.damaged {
             let file = d.file.as_ref().map(|f| f.display().to_string());
@@ -377,6 +414,7 @@ impl Journal {
             bodies: vec![writer::body_of(&event)],
             events: vec![event],
             reply,
+            budget: None,
         };
         // The queue is fresh at open; from the quick_check thread a full queue means the
         // writer is busy, and the error is already logged and in the status.
@@ -389,19 +427,46 @@ impl Journal {
     ///
     /// # Errors
     /// [`EmitError`] when the events are not durable.
-    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Receipt>, EmitError> {
+    pub async fn append(&self, mut events: Vec<Event>) -> Result<Vec<Receipt>, EmitError> {
         let (reply, rx) = oneshot::channel();
         // Serialize here, on the emitter's task, so the single writer thread only writes.
-        let bodies = events.iter().map(writer::body_of).collect();
+        let bodies: Vec<String> = events.iter().map(writer::body_of).collect();
+        if self.feed.receiver_count() == 0 {
+            // The body holds the payload now; a batch's parsed tree is ~8x its JSON.
+            for e in &mut events {
+                e.payload = serde_json::Value::Null;
+            }
+        }
+        let budget = if events.iter().all(|e| e.class == Class::Telemetry) {
+            let bytes: usize = bodies.iter().map(String::len).sum();
+            let kib = u32::try_from(bytes.div_ceil(1024))
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.telemetry_budget_kib);
+            let permit = self
+                .telemetry_budget
+                .clone()
+                .acquire_many_owned(kib)
+                .await
+                .map_err(|_| EmitError::Closed)?;
+            Some(permit)
+        } else {
+            None
+        };
         self.tx
             .send(writer::Msg::Append {
                 events,
                 bodies,
                 reply,
+                budget,
             })
             .await
             .map_err(|_| EmitError::Closed)?;
         rx.await.map_err(|_| EmitError::Closed)?
+    }
+
+    /// KiB of the telemetry byte budget free right now (test and metrics aid).
+    pub fn telemetry_budget_free_kib(&self) -> usize {
+        self.telemetry_budget.available_permits()
     }
 
     /// Stores an uplink's cursor for a class: every event of that class up to `seq` is

@@ -84,11 +84,28 @@ impl JournalReader {
         class: Option<Class>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
+        self.after_as(after, class, limit, decode_ref)
+    }
+
+    /// [`JournalReader::after`] with the caller's decoding of each stored body (TEXT or
+    /// BLOB): the uplink feed keeps the JSON as stored instead of parsing it into an
+    /// [`Event`]. A decode error must be [`JournalError::Corrupt`]; such rows are skipped and
+    /// reported as in `after`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn after_as<T>(
+        &self,
+        after: u64,
+        class: Option<Class>,
+        limit: usize,
+        decode: impl Fn(u64, ValueRef<'_>) -> Result<T, JournalError>,
+    ) -> Result<Vec<T>, JournalError> {
         let mut out = Vec::new();
         let mut from = after;
         while out.len() < limit {
             let want = limit - out.len();
-            let (rows, last) = self.page(from, class, want, &mut out)?;
+            let (rows, last) = self.page(from, class, want, &mut out, &decode)?;
             if rows < want {
                 break;
             }
@@ -99,12 +116,13 @@ impl JournalReader {
 
     /// Reads up to `limit` rows after `after` into `out` (decodable ones); returns the rows
     /// read and the last seq read.
-    fn page(
+    fn page<T>(
         &self,
         after: u64,
         class: Option<Class>,
         limit: usize,
-        out: &mut Vec<Event>,
+        out: &mut Vec<T>,
+        decode: &impl Fn(u64, ValueRef<'_>) -> Result<T, JournalError>,
     ) -> Result<(usize, u64), JournalError> {
         let (sql, class) = match class {
             Some(c) => (
@@ -126,7 +144,7 @@ impl JournalReader {
             let body = r.get_ref(1).map_err(self.err())?;
             n += 1;
             last = seq;
-            match decode_ref(seq, body) {
+            match decode(seq, body) {
                 Ok(e) => out.push(e),
                 Err(e) => self.report_corrupt(&e),
             }

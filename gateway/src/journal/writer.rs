@@ -20,6 +20,8 @@ pub(super) enum Msg {
         /// Each event's JSON with seq 0, serialized by the emitter off the writer thread.
         bodies: Vec<String>,
         reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
+        /// The telemetry byte budget this append holds, given back when it is answered.
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     SetCursor {
         uplink: String,
@@ -106,6 +108,8 @@ struct PendingAppend {
     events: Vec<Event>,
     bodies: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
+    /// Dropped with the append, after its reply: the budget comes back then.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 struct PendingCursor {
@@ -131,6 +135,8 @@ pub(super) struct Writer {
     appends: Vec<PendingAppend>,
     cursors: Vec<PendingCursor>,
     pending_events: usize,
+    /// Body bytes of the pending appends (the outage bound counts them too).
+    pending_bytes: usize,
     maintain: Vec<Option<oneshot::Sender<Result<MaintenanceReport, String>>>>,
     outage: Option<Outage>,
     quota_critical: bool,
@@ -158,6 +164,7 @@ impl Writer {
             appends: Vec::new(),
             cursors: Vec::new(),
             pending_events: 0,
+            pending_bytes: 0,
             maintain: Vec::new(),
             outage: None,
             quota_critical: false,
@@ -240,7 +247,9 @@ impl Writer {
                 events,
                 bodies,
                 reply,
+                budget,
             } => {
+                let bytes: usize = bodies.iter().map(String::len).sum();
                 if let Some(o) = &self.outage {
                     let vital = events.iter().any(|e| e.class == Class::LifeSafety);
                     let bound = if vital {
@@ -248,7 +257,11 @@ impl Writer {
                     } else {
                         self.opts.memory_backlog
                     };
-                    if self.pending_events + events.len() > bound {
+                    // Life-safety appends are bounded by count alone (they are small and
+                    // must not be refused for telemetry's bytes); the others by both.
+                    let too_big =
+                        !vital && self.pending_bytes + bytes > self.opts.memory_backlog_bytes;
+                    if self.pending_events + events.len() > bound || too_big {
                         let class = if vital { "life_safety" } else { "other" };
                         metrics::counter!("journal_refused_events_total", "class" => class)
                             .increment(events.len() as u64);
@@ -260,10 +273,12 @@ impl Writer {
                     }
                 }
                 self.pending_events += events.len();
+                self.pending_bytes += bytes;
                 self.appends.push(PendingAppend {
                     events,
                     bodies,
                     reply,
+                    _budget: budget,
                 });
             }
             Msg::SetCursor {
@@ -409,6 +424,7 @@ impl Writer {
             let _ = c.reply.send(Ok(()));
         }
         self.pending_events = 0;
+        self.pending_bytes = 0;
     }
 
     fn on_failure(&mut self, e: &rusqlite::Error) {
@@ -499,10 +515,13 @@ impl Writer {
         });
         let (reply, _) = oneshot::channel();
         let event = self.internal(NewEvent::new(kind, class).payload(payload));
+        let body = body_of(&event);
+        self.pending_bytes += body.len();
         self.appends.push(PendingAppend {
-            bodies: vec![body_of(&event)],
+            bodies: vec![body],
             events: vec![event],
             reply,
+            _budget: None,
         });
         self.pending_events += 1;
         self.status.critical.store(

@@ -6,7 +6,8 @@
 //! lane runs dry, so a pending `life_safety` event always goes before older `telemetry`
 //! (DESIGN §4 "Delivery"). A lane's cursor moves only over a confirmed prefix: an
 //! out-of-order confirmation waits until everything before it in its class is confirmed.
-//! Memory stays flat: a lane holds at most the in-flight window plus one page.
+//! Memory stays flat: a lane holds at most the in-flight window plus one page, each event
+//! as its JSON bytes ([`WireEvent`]: rows are never parsed into a `Value` tree here).
 //!
 //! Resends: events an operator asked to send again (`campusgw uplink retry-rejected`) are
 //! queued per class with [`Feed::queue_resend`] and handed out before anything else of
@@ -20,12 +21,20 @@ use std::sync::Arc;
 use campusgw_sdk::{Class, Event};
 use tokio::sync::watch;
 
+mod wire;
+pub use wire::WireEvent;
+
 use super::filter::Filter;
 use crate::journal::rejected::RejectedReader;
 use crate::journal::{Journal, JournalError, JournalReader};
 
 /// Events read from the journal per lane refill.
 pub const PAGE: usize = 512;
+
+/// Events read per refill of the telemetry lane: since event schema 2 a telemetry event is
+/// a batch of a device's readings (1,000 points is ~12 KB of JSON), so a full page would
+/// hold ~6 MB while a backlog drains; 64 batches keep it under 1 MB.
+pub const TELEMETRY_PAGE: usize = 64;
 
 /// An event handed to a transport; confirm it with [`Feed::confirm`].
 #[derive(Debug, Clone)]
@@ -34,8 +43,8 @@ pub struct Outgoing {
     pub class: Class,
     /// Its journal seq.
     pub seq: u64,
-    /// The event.
-    pub event: Arc<Event>,
+    /// The event, as sent.
+    pub event: Arc<WireEvent>,
     /// An operator-requested resend of a rejected event.
     pub resend: bool,
 }
@@ -49,7 +58,7 @@ enum SlotState {
 
 struct Slot {
     seq: u64,
-    event: Option<Arc<Event>>,
+    event: Option<Arc<WireEvent>>,
     state: SlotState,
 }
 
@@ -189,8 +198,15 @@ impl Feed {
         if lane.scanned_to >= committed {
             return Ok(false);
         }
-        let page = self.reader.after(lane.read_to, Some(lane.class), PAGE)?;
-        if page.len() < PAGE {
+        let size = if lane.class == Class::Telemetry {
+            TELEMETRY_PAGE
+        } else {
+            PAGE
+        };
+        let page =
+            self.reader
+                .after_as(lane.read_to, Some(lane.class), size, WireEvent::from_row)?;
+        if page.len() < size {
             // Everything committed up to `committed` (observed before the read) is in hand.
             lane.scanned_to = committed;
         }
@@ -296,7 +312,7 @@ impl Feed {
             Outgoing {
                 class,
                 seq,
-                event: Arc::new(event),
+                event: Arc::new(WireEvent::from_event(&event)),
                 resend: true,
             },
         );

@@ -79,7 +79,7 @@
 //! as configured. A connect (TCP, TLS, CONNACK) is bounded by 5 s; a broker withholding
 //! PUBACKs for `ack_timeout` is reported as `stalled` and reconnected. Topics:
 //! - `{prefix}/{gateway_id}/events/{class}/{kind}`: QoS 1, payload the event JSON
-//!   (`"schema": 1`, docs/event-schema.md).
+//!   (`"schema": 2`, docs/event-schema.md).
 //! - `{prefix}/{gateway_id}/status`: retained, QoS 1; `{"status":"online",...}` on connect
 //!   and every heartbeat (backlog per class, oldest unconfirmed age, in-flight count, driver
 //!   states, version); the last will and a clean shutdown set `{"status":"offline",...}`.

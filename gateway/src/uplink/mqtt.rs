@@ -40,7 +40,7 @@ use super::county_commands::{
 };
 use super::delivery::RetryReason;
 use super::delivery::{Delivery, puback_answer};
-use super::feed::Feed;
+use super::feed::{Feed, WireEvent};
 use super::filter::Filter;
 use super::mqtt_link::{self, Client, Failure, LinkEvent, LinkOptions};
 use super::status::UplinkStatus;
@@ -98,7 +98,7 @@ struct Topics {
 }
 
 impl Topics {
-    fn event(&self, e: &Event) -> String {
+    fn event(&self, e: &WireEvent) -> String {
         format!("{}/events/{}/{}", self.base, e.class.as_str(), e.kind)
     }
     fn status(&self) -> String {
@@ -438,7 +438,8 @@ impl MqttUplink {
             let Some(o) = feed.next(committed).map_err(|e| e.to_string())? else {
                 break;
             };
-            let payload = serde_json::to_vec(&*o.event).map_err(|e| e.to_string())?;
+            // The JSON as journaled (seq filled in): no parse, no second serialization.
+            let payload = o.event.json.to_vec();
             let tag = Tag::Event {
                 class: o.class,
                 seq: o.seq,

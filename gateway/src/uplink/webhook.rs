@@ -312,8 +312,10 @@ impl WebhookUplink {
         token: Option<&str>,
         batch: &[Outgoing],
     ) -> Posted {
-        let events: Vec<&campusgw_sdk::Event> = batch.iter().map(|o| &*o.event).collect();
-        let mut req = client.post(&self.cfg.url).json(&events);
+        let mut req = client
+            .post(&self.cfg.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json_array(batch));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -353,6 +355,21 @@ impl WebhookUplink {
             retry_after,
         }
     }
+}
+
+/// The batch as one JSON array of the events' JSON forms, copied as journaled.
+fn json_array(batch: &[Outgoing]) -> Vec<u8> {
+    let len = batch.iter().map(|o| o.event.json.len() + 1).sum::<usize>() + 2;
+    let mut body = Vec::with_capacity(len);
+    body.push(b'[');
+    for (i, o) in batch.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&o.event.json);
+    }
+    body.push(b']');
+    body
 }
 
 fn take_batch(feed: &mut Feed, committed: u64, max: usize) -> Result<Vec<Outgoing>, String> {

@@ -98,19 +98,37 @@ pub async fn wait_health_after(
     }
 }
 
-/// The `sensor.reading` events of one point.
+/// The readings of one point, one per `sensor.readings` batch that carries it, each as
+/// an event whose payload is `{point, value, unit, raw}` (`raw` is the value when the batch
+/// gives none: the point has no scale or offset).
 pub fn readings_of(host: &TestHost, point: &str) -> Vec<Event> {
-    events_of(host, "sensor.reading")
+    host.events()
         .into_iter()
-        .filter(|e| e.payload["point"] == point)
+        .filter_map(|e| reading_in(e, point))
         .collect()
+}
+
+fn reading_in(mut e: Event, point: &str) -> Option<Event> {
+    if e.kind.as_str() != "sensor.readings" {
+        return None;
+    }
+    let value = e.payload["points"].get(point)?.clone();
+    let unit = e.payload["units"].get(point).cloned();
+    let raw = e.payload["raw"]
+        .get(point)
+        .cloned()
+        .unwrap_or(value.clone());
+    e.payload = serde_json::json!({"point": point, "value": value, "unit": unit, "raw": raw});
+    Some(e)
 }
 
 /// Waits until point `point` has `n` readings and returns the last.
 pub async fn wait_for_point(host: &TestHost, point: &str, n: usize) -> Event {
     host.wait_until(T, |evs| {
         evs.iter()
-            .filter(|e| e.kind.as_str() == "sensor.reading" && e.payload["point"] == point)
+            .filter(|e| {
+                e.kind.as_str() == "sensor.readings" && e.payload["points"].get(point).is_some()
+            })
             .count()
             >= n
     })

@@ -367,3 +367,72 @@ fn a_page_of_filtered_kinds_does_not_let_a_lower_class_overtake_a_wanted_alarm()
         "the skipped kinds count as confirmed"
     );
 }
+
+/// The uplinks send the journal row's bytes (seq filled in) instead of parsing and
+/// re-serializing the event: the bytes must be exactly what serializing the event gives,
+/// every field set, so a county consumer cannot tell the difference.
+#[test]
+fn a_wire_event_is_byte_for_byte_the_serialized_event() {
+    use super::WireEvent;
+    let mut e = Event::stamp(
+        NewEvent::new(Kind::from_static("sensor.readings"), Class::Telemetry)
+            .payload(serde_json::json!({
+                "points": {"r0": 17263, "boiler_temp": 65.2, "b": -1.5e-7},
+                "units": {"boiler_temp": "°C"}, "raw": {"boiler_temp": 652},
+                "nested": [null, true, "x\"y\\z\u{1}"], "coalesced": 3
+            }))
+            .occurred_at(chrono::Utc::now())
+            .origin_ref("frame-17")
+            .device(DeviceId::new("sub-1").expect("valid id"))
+            .location(Location::from_path("main/A/3/east/smoke-10-2").expect("path")),
+        &DeviceId::new("dev-1").expect("valid id"),
+        "modbus_tcp",
+        &Location::default(),
+    );
+    let stored = serde_json::to_string(&e).expect("serializes"); // as journaled: seq 0
+    let w = WireEvent::from_row(42, rusqlite::types::ValueRef::Text(stored.as_bytes()))
+        .expect("decodes");
+    e.seq = 42;
+    assert_eq!(
+        String::from_utf8_lossy(&w.json),
+        serde_json::to_string(&e).expect("serializes")
+    );
+    assert_eq!((w.seq, w.id, w.class), (42, e.id, e.class));
+    assert_eq!(w.kind, e.kind);
+    assert_eq!(
+        WireEvent::from_event(&e),
+        w,
+        "a resend's wire form is the same"
+    );
+}
+
+/// A row that is not an event's JSON form is still refused (and so skipped and
+/// quarantined by the reader), though its payload is not parsed into a tree.
+#[test]
+fn a_wire_event_refuses_rows_that_are_not_events() {
+    use super::WireEvent;
+    use rusqlite::types::ValueRef;
+    let e = Event::stamp(
+        NewEvent::new(Kind::from_static("sensor.readings"), Class::Telemetry),
+        &DeviceId::new("dev-1").expect("valid id"),
+        "modbus_tcp",
+        &Location::default(),
+    );
+    let good = serde_json::to_string(&e).expect("serializes");
+    let bad_payload = good.replace(r#""payload":{}"#, r#""payload":{"a":}"#);
+    let bad_kind = good.replace("sensor.readings", "Not A Kind");
+    let extra = good.replacen('{', r#"{"surprise":1,"#, 1);
+    for (what, body) in [
+        ("truncated", &good[..good.len() / 2]),
+        ("invalid JSON in the payload", bad_payload.as_str()),
+        ("an invalid kind", bad_kind.as_str()),
+        ("an unknown field", extra.as_str()),
+    ] {
+        let r = WireEvent::from_row(7, ValueRef::Text(body.as_bytes()));
+        assert!(
+            matches!(r, Err(crate::journal::JournalError::Corrupt { seq: 7, .. })),
+            "{what}: {r:?}"
+        );
+    }
+    assert!(WireEvent::from_row(7, ValueRef::Integer(3)).is_err());
+}
