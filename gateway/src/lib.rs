@@ -16,6 +16,7 @@ pub mod fds;
 pub mod health;
 pub mod journal;
 pub mod registry;
+pub mod rules_cli;
 pub mod secrets;
 pub mod supervisor;
 pub mod uplink;

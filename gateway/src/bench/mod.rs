@@ -6,6 +6,7 @@ pub mod crash;
 pub mod gb26875;
 pub mod ingest;
 pub mod retention;
+pub mod rules;
 pub mod startup;
 
 use std::path::{Path, PathBuf};
