@@ -247,7 +247,9 @@ fn test(
     let mut events = read_events(events)?;
     if let (Some(at), Some(first)) = (at, events.first().map(|e| e.received_at)) {
         for e in &mut events {
-            e.received_at = at + (e.received_at - first);
+            e.received_at = at
+                .checked_add_signed(e.received_at - first)
+                .unwrap_or(e.received_at);
         }
     }
     let mut engine = Engine::new(set);
@@ -264,7 +266,9 @@ fn test(
         print_actions(&mut out, e.received_at, &actions)?;
         print_errors(&mut out, &mut engine)?;
     }
-    let end = last + chrono::Duration::from_std(advance).unwrap_or_default();
+    let end = last
+        .checked_add_signed(chrono::Duration::from_std(advance).unwrap_or_default())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     while let Some(d) = engine.next_deadline().filter(|d| *d <= end) {
         let actions = engine.on_time(d);
         print_actions(&mut out, d, &actions)?;

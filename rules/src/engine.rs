@@ -321,7 +321,7 @@ impl Engine {
             return;
         }
         if let Some(d) = rule.debounce {
-            let deadline = cx.t + d;
+            let deadline = later(cx.t, d);
             let rs = self.rule_state(&rule.id);
             if let Some(old) = rs.timers.remove(&group) {
                 self.cancel_timer(old);
@@ -388,7 +388,7 @@ impl Engine {
                         group: group.to_owned(),
                         cause: Box::new(cx.ev.clone()),
                     };
-                    let id = self.add_timer(t + *within, what);
+                    let id = self.add_timer(later(t, *within), what);
                     self.rule_state(&rule.id)
                         .timers
                         .insert(group.to_owned(), id);
@@ -431,7 +431,7 @@ impl Engine {
             group: group.clone(),
             cause: Box::new(cx.ev.clone()),
         };
-        let id = self.add_timer(cx.t + *within, what);
+        let id = self.add_timer(later(cx.t, *within), what);
         self.rule_state(&rule.id).timers.insert(group, id);
     }
 
@@ -739,7 +739,7 @@ impl Engine {
         };
         let timer = first_step.map(|d| {
             self.add_timer(
-                t + d,
+                later(t, d),
                 TimerKind::Escalate {
                     alarm: alarm.id.clone(),
                     step: 1,
@@ -825,4 +825,10 @@ fn mode_prefix(mode: Mode) -> &'static str {
         Mode::Maintenance => "[maintenance] ",
         Mode::Drill => "[drill] ",
     }
+}
+
+/// `t + d`, saturating at the end of representable time: a device clock or a test file far
+/// in the future must not make deadline arithmetic panic.
+pub(crate) fn later(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
