@@ -73,6 +73,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AdminCmd,
     },
+    /// Rule tools: check a rules directory, dry-run events through it.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::rules_cli::RulesCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -294,6 +300,16 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Events/s through the rules engine on one thread: generated rules, the demo's kind mix.
+    Rules {
+        /// Generated rules (70 % kind + location, 20 % with a CEL condition, 10 % windows,
+        /// confirmation or absence).
+        #[arg(long, default_value_t = 1_000)]
+        rules: usize,
+        /// Events evaluated.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
     /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
     Forward {
         /// Total events.
@@ -322,6 +338,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Run { config } => run(config).await,
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
+        Cmd::Rules { command } => crate::rules_cli::run(command),
         Cmd::Demo {
             data_dir,
             listen,
@@ -452,6 +469,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => crate::bench::linkage::run(samples, load_rate, data_dir).await,
+        Cmd::Bench {
+            command: BenchCmd::Rules { rules, events },
+        } => crate::bench::rules::run(rules, events),
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
         } => crate::bench::retention::run(events, data_dir).await,

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod notify;
 pub mod registry;
 pub mod rules;
+pub mod rules_cli;
 pub mod secrets;
 pub mod supervisor;
 pub mod uplink;

@@ -589,6 +589,18 @@ impl RuleCx<'_, '_> {
                         ),
                     );
                 }
+                // The runner journals alarm changes as `alarm.*` events, which come back
+                // through the tail: a rule raising alarms on them would feed itself.
+                if let (ActionSpec::Raise { .. }, Some(t)) = (&spec, &trigger)
+                    && let Some(k) = ALARM_KINDS
+                        .iter()
+                        .find(|a| t.kinds.iter().any(|k| k.matches(a)))
+                {
+                    self.issue(
+                        line,
+                        format!("the rule raises alarms and its trigger matches {k}, which every alarm change is journaled as: it would loop"),
+                    );
+                }
                 actions.push(spec);
             }
         }
@@ -935,6 +947,15 @@ impl RuleCx<'_, '_> {
         self.check(line, JsonTemplate::parse(&json))
     }
 }
+
+/// The kinds the runner journals alarm changes as.
+const ALARM_KINDS: [&str; 5] = [
+    "alarm.raised",
+    "alarm.updated",
+    "alarm.escalated",
+    "alarm.acknowledged",
+    "alarm.resolved",
+];
 
 /// Compiles a CEL condition; it may use only the variable `event`.
 fn compile_condition(src: &str) -> Result<Condition, String> {

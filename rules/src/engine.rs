@@ -42,7 +42,7 @@ pub struct Engine {
     /// Whether each rule (by index) is enabled: file setting, then operator override.
     enabled: Vec<bool>,
     /// Open alarm id by (rule, group): at most one each; rebuilt on restore.
-    by_group: HashMap<(String, String), String>,
+    by_group: HashMap<String, HashMap<String, String>>,
     cel: cel_interpreter::Context<'static>,
     errors: Vec<EvalError>,
     dropped_errors: u64,
@@ -82,11 +82,12 @@ impl Engine {
                 .iter()
                 .map(|(id, t)| (t.deadline, *id))
                 .collect();
-        e.by_group =
-            e.st.alarms
-                .iter()
-                .map(|(id, o)| ((o.alarm.rule.clone(), o.group.clone()), id.clone()))
-                .collect();
+        for (id, o) in &e.st.alarms {
+            e.by_group
+                .entry(o.alarm.rule.clone())
+                .or_default()
+                .insert(o.group.clone(), id.clone());
+        }
         e.reload(rules);
         e
     }
@@ -320,7 +321,7 @@ impl Engine {
             return;
         }
         if let Some(d) = rule.debounce {
-            let deadline = cx.t + d;
+            let deadline = later(cx.t, d);
             let rs = self.rule_state(&rule.id);
             if let Some(old) = rs.timers.remove(&group) {
                 self.cancel_timer(old);
@@ -387,7 +388,7 @@ impl Engine {
                         group: group.to_owned(),
                         cause: Box::new(cx.ev.clone()),
                     };
-                    let id = self.add_timer(t + *within, what);
+                    let id = self.add_timer(later(t, *within), what);
                     self.rule_state(&rule.id)
                         .timers
                         .insert(group.to_owned(), id);
@@ -430,7 +431,7 @@ impl Engine {
             group: group.clone(),
             cause: Box::new(cx.ev.clone()),
         };
-        let id = self.add_timer(cx.t + *within, what);
+        let id = self.add_timer(later(cx.t, *within), what);
         self.rule_state(&rule.id).timers.insert(group, id);
     }
 
@@ -455,7 +456,7 @@ impl Engine {
             return;
         }
         let group = rule.group_by.key(cx.ev);
-        if let Some(id) = self.by_group.get(&(rule.id.clone(), group)).cloned() {
+        if let Some(id) = self.open_in_group(&rule.id, &group) {
             self.close_alarm(&id, cx.seq, cx.out);
         }
     }
@@ -616,7 +617,7 @@ impl Engine {
                 );
             }
             ActionSpec::Resolve { rule: of } => {
-                if let Some(a) = self.by_group.get(&(of.clone(), group.to_owned())).cloned() {
+                if let Some(a) = self.open_in_group(of, group) {
                     self.close_alarm(&a, seq, cx.out);
                 }
             }
@@ -703,7 +704,8 @@ impl Engine {
         let device = ev.source.device.as_str().to_owned();
         let open = self
             .by_group
-            .get(&(rule.id.clone(), group.to_owned()))
+            .get(&rule.id)
+            .and_then(|m| m.get(group))
             .and_then(|id| self.st.alarms.get_mut(id));
         if let Some(o) = open {
             // Bounded: the first events and the latest, so a chattering device cannot grow
@@ -737,7 +739,7 @@ impl Engine {
         };
         let timer = first_step.map(|d| {
             self.add_timer(
-                t + d,
+                later(t, d),
                 TimerKind::Escalate {
                     alarm: alarm.id.clone(),
                     step: 1,
@@ -746,7 +748,9 @@ impl Engine {
         });
         out.push(Action::Alarm(AlarmChange::Raised(alarm.clone())));
         self.by_group
-            .insert((rule.id.clone(), group.to_owned()), alarm.id.clone());
+            .entry(rule.id.clone())
+            .or_default()
+            .insert(group.to_owned(), alarm.id.clone());
         self.st.alarms.insert(
             alarm.id.clone(),
             OpenAlarm {
@@ -756,6 +760,11 @@ impl Engine {
                 timer,
             },
         );
+    }
+
+    /// The open alarm of `rule` in `group`, if any.
+    fn open_in_group(&self, rule: &str, group: &str) -> Option<String> {
+        self.by_group.get(rule)?.get(group).cloned()
     }
 
     /// A timer's rule acts, caused by the event the timer holds.
@@ -798,8 +807,9 @@ impl Engine {
     /// Resolves an open alarm (rule action, device reset or operator).
     fn close_alarm(&mut self, id: &str, _seq: u64, out: &mut Vec<Action>) {
         if let Some(mut o) = self.st.alarms.remove(id) {
-            self.by_group
-                .remove(&(o.alarm.rule.clone(), o.group.clone()));
+            if let Some(m) = self.by_group.get_mut(&o.alarm.rule) {
+                m.remove(&o.group);
+            }
             if let Some(t) = o.timer.take() {
                 self.cancel_timer(t);
             }
@@ -815,4 +825,10 @@ fn mode_prefix(mode: Mode) -> &'static str {
         Mode::Maintenance => "[maintenance] ",
         Mode::Drill => "[drill] ",
     }
+}
+
+/// `t + d`, saturating at the end of representable time: a device clock or a test file far
+/// in the future must not make deadline arithmetic panic.
+pub(crate) fn later(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -123,7 +123,9 @@ impl Engine {
         }
         let rule_id = open.alarm.rule.clone();
         let steps = self.escalation_steps(&rule_id);
-        let next = steps.get(step as usize).map(|d| open.alarm.raised_at + *d);
+        let next = steps
+            .get(step as usize)
+            .map(|d| crate::engine::later(open.alarm.raised_at, *d));
         let notifier = self.escalation_notifier(&rule_id);
         let timer = next.map(|deadline| {
             self.add_timer(

@@ -238,3 +238,15 @@ fn the_pack_raises_intrusion_only_outside_school_hours_and_device_offline_after_
         assert_eq!(brief(&e.on_event(4, &x, x.received_at)).len(), 1, "{kind}");
     }
 }
+
+#[test]
+fn a_rule_raising_alarms_on_alarm_events_is_refused() {
+    let found = issues(
+        &[(
+            "loop.toml",
+            "[[rule]]\nid = \"l\"\ntrigger = { kinds = [\"*\"] }\n[[rule.actions]]\ntype = \"alarm\"\nseverity = \"info\"\n",
+        )],
+        &env(),
+    );
+    assert!(found[0].message.contains("alarm.raised"), "{found:#?}");
+}

@@ -764,3 +764,22 @@ severity = "minor"
         ]
     );
 }
+
+#[test]
+fn events_stamped_at_the_ends_of_time_do_not_panic_the_timers() {
+    let rules = set(&format!("{OFFLINE}\n{LIFECYCLE}"));
+    for t in [
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        chrono::DateTime::<chrono::Utc>::MIN_UTC,
+    ] {
+        let mut e = Engine::new(rules.clone());
+        for (seq, kind) in [(1, "device.offline"), (2, "panic.alarm")] {
+            let mut x = ev(seq, kind, "d", "main/A/1", 0, json!({}));
+            x.received_at = t;
+            e.on_event(seq, &x, t);
+        }
+        assert!(e.next_deadline().is_some());
+        e.on_time(t);
+        assert!(e.alarms().any(|a| a.rule == "panic"));
+    }
+}

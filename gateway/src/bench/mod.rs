@@ -7,6 +7,7 @@ pub mod gb26875;
 pub mod ingest;
 pub mod linkage;
 pub mod retention;
+pub mod rules;
 pub mod startup;
 
 use std::path::{Path, PathBuf};
