@@ -5,17 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-fn campusgw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_campusgw"));
-    c.env("CAMPUSGW_LOG", "warn");
-    c
-}
-
-fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+mod cli_support;
+use cli_support::{campusgw, write};
 
 fn config(data_dir: &std::path::Path) -> String {
     format!(

@@ -3,17 +3,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::process::Command;
 use std::time::Duration;
 
 use campusgw::uplink::county_commands::{CommandGate, CommandPolicy, RefusalReason};
 use campusgw_sdk::FieldPath;
 
-fn campusgw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_campusgw"));
-    c.env("CAMPUSGW_LOG", "warn");
-    c
-}
+mod cli_support;
+use cli_support::campusgw;
 
 fn check_config(commands: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -13,13 +13,10 @@ use std::time::Duration;
 use campusgw::journal::{Journal, JournalError, JournalOptions};
 use campusgw_sdk::{Class, DeviceId, Event, Kind, Location, NewEvent};
 
-const T: Duration = Duration::from_secs(30);
+mod cli_support;
+use cli_support::{campusgw, export_text};
 
-fn campusgw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_campusgw"));
-    c.env("CAMPUSGW_LOG", "warn");
-    c
-}
+const T: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -98,17 +95,7 @@ impl Gw {
 }
 
 fn export(data: &Path) -> Vec<serde_json::Value> {
-    let out = campusgw()
-        .args(["journal", "export", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    export_text(data)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

@@ -4,22 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn campusgw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_campusgw"));
-    c.env("CAMPUSGW_LOG", "warn");
-    c
-}
+mod cli_support;
+use cli_support::{campusgw, write};
 
 fn pack() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 fn text(out: &Output) -> (String, String) {

@@ -9,17 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn campusgw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_campusgw"));
-    c.env("CAMPUSGW_LOG", "warn");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+mod cli_support;
+use cli_support::{campusgw, export_text, write};
 
 fn write_mode(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     let p = write(dir, name, text);
@@ -256,20 +247,6 @@ async fn wait_down(gw: &mut Running) -> Option<serde_json::Value> {
     }
 }
 
-fn export(data: &Path) -> String {
-    let out = campusgw()
-        .args(["journal", "export", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn a_token_in_a_webhook_url_never_shows_in_healthz_the_log_or_the_journal() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,7 +269,7 @@ fn a_token_in_a_webhook_url_never_shows_in_healthz_the_log_or_the_journal() {
     );
     assert_eq!(body["uplinks"][0]["plaintext"], false, "{text}");
     gw.stop();
-    let journal = export(&dir.path().join("data"));
+    let journal = export_text(&dir.path().join("data"));
     assert!(journal.contains("uplink.down"), "{journal}");
     assert!(!journal.contains("SECRET-7f3a"), "journal leaks: {journal}");
     let log = gw.log();
