@@ -623,7 +623,16 @@ impl<'t> Inserter<'t> {
     /// [`Dedup::Lifetime`]). A key that is not a repeat retires the live row and takes its
     /// place, so the live row is always the key's newest.
     fn insert(&mut self, e: &mut Event, body: &str, seq: u64) -> rusqlite::Result<Receipt> {
-        let Some(key) = e.origin_ref.clone() else {
+        let r = self.place(e, body, seq)?;
+        if !r.duplicate {
+            e.seq = seq;
+        }
+        Ok(r)
+    }
+
+    /// [`Inserter::insert`] without stamping the seq, so the key stays borrowed from `e`.
+    fn place(&mut self, e: &Event, body: &str, seq: u64) -> rusqlite::Result<Receipt> {
+        let Some(key) = e.origin_ref.as_deref() else {
             return self.insert_with(false, e, body, seq)?.ok_or(NOT_INSERTED);
         };
         // The common case, a new message: one statement, one descent of the live index.
@@ -643,7 +652,7 @@ impl<'t> Inserter<'t> {
         if kind != e.kind.as_str() {
             // A driver's key that does not cover the content: never take a different
             // message for a repeat.
-            observe_key_collision(e, &key, &kind);
+            observe_key_collision(e, key, &kind);
         } else if match e.dedup {
             Dedup::Lifetime => true,
             Dedup::Window => e.received_at.timestamp_micros().saturating_sub(at) <= self.window_us,
@@ -660,11 +669,11 @@ impl<'t> Inserter<'t> {
     }
 
     /// Inserts `e` at `seq` (as its key's live row if `live`); `None` if the key already
-    /// has a live row, and then `e` is untouched.
+    /// has a live row.
     fn insert_with(
         &mut self,
         live: bool,
-        e: &mut Event,
+        e: &Event,
         body: &str,
         seq: u64,
     ) -> rusqlite::Result<Option<Receipt>> {
@@ -677,7 +686,6 @@ impl<'t> Inserter<'t> {
         if added == 0 {
             return Ok(None);
         }
-        e.seq = seq;
         self.bytes_added += added;
         Ok(Some(Receipt {
             id: e.id,
