@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod event;
+mod json;
 
 pub use command::{Command, CommandKind, CommandResult, CommandStatus, Target};
 pub use event::{

@@ -545,12 +545,7 @@ impl Writer {
 /// The stored JSON body of an event: its JSON form with `seq` 0 (the `seq` column is
 /// authoritative, so bodies can be serialized by emitters before a seq exists).
 pub(super) fn body_of(e: &Event) -> String {
-    if e.seq == 0 {
-        return serde_json::to_string(e).expect("events always serialize");
-    }
-    let mut e = e.clone();
-    e.seq = 0;
-    serde_json::to_string(&e).expect("events always serialize")
+    e.to_json_with_seq(0)
 }
 
 /// Inserts one event row (the writer's and salvage's one statement).
