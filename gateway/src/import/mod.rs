@@ -108,6 +108,48 @@ pub struct Preview {
     pub merged: String,
 }
 
+impl Preview {
+    /// The preview as text for a terminal: counts, then every problem, then the changes
+    /// (at most 20 of each kind listed).
+    pub fn report(&self, file: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{file}: {} table, {} rows, {} problems; {} added, {} changed, {} removed\n",
+            match self.table {
+                TableKind::Detectors => "detector",
+                TableKind::Locations => "location",
+            },
+            self.rows,
+            self.errors.len(),
+            self.diff.added.len(),
+            self.diff.changed.len(),
+            self.diff.removed.len()
+        );
+        for e in &self.errors {
+            let place = match (e.row, e.column, &e.header) {
+                (0, _, _) => "config".to_owned(),
+                (r, Some(c), Some(h)) => format!("row {r}, column {c} ({h})"),
+                (r, Some(c), None) => format!("row {r}, column {c}"),
+                (r, None, _) => format!("row {r}"),
+            };
+            let _ = writeln!(out, "  error: {place}: {}", e.message);
+        }
+        for (what, list) in [
+            ("+", &self.diff.added),
+            ("~", &self.diff.changed),
+            ("-", &self.diff.removed),
+        ] {
+            for item in list.iter().take(20) {
+                let _ = writeln!(out, "  {what} {item}");
+            }
+            if list.len() > 20 {
+                let _ = writeln!(out, "  {what} ... and {} more", list.len() - 20);
+            }
+        }
+        out
+    }
+}
+
 /// Why a preview could not be made at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
