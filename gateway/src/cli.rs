@@ -31,6 +31,20 @@ pub enum Cmd {
         /// The TOML config.
         file: PathBuf,
     },
+    /// Preview a bulk import (CSV or XLSX detector or location table) against a config:
+    /// rows read, every problem with its row and column, and what would change. Writes
+    /// nothing; exit 0 when the import is clean, 1 otherwise (docs/console.md).
+    Import {
+        /// The CSV or XLSX file.
+        #[arg(long)]
+        preview: PathBuf,
+        /// The gateway's TOML config.
+        #[arg(long, default_value = "/etc/campusgw/gateway.toml")]
+        config: PathBuf,
+        /// Print the preview as JSON (as `POST /api/v1/import/preview` answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a simulated school: the gateway plus device simulators, with scripted activity.
     Demo {
         /// Where the demo journal goes (default: a fresh temporary directory).
@@ -338,6 +352,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Run { config } => run(config).await,
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
+        Cmd::Import {
+            preview,
+            config,
+            json,
+        } => import_preview(&preview, &config, json),
         Cmd::Rules { command } => crate::rules_cli::run(command),
         Cmd::Demo {
             data_dir,
@@ -614,6 +633,28 @@ fn check_config(path: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+fn import_preview(
+    file: &std::path::Path,
+    config: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let name = file.to_string_lossy();
+    let format = crate::import::Format::guess(&name)
+        .with_context(|| format!("{name}: expected a .csv or .xlsx file"))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+    let base =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let sheet = crate::import::Sheet::read(&bytes, format).with_context(|| name.to_string())?;
+    let p = crate::import::preview(&base, config, &sheet)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        print!("{}", p.report(&name));
+    }
+    Ok(i32::from(!p.errors.is_empty()))
 }
 
 fn export(data_dir: &std::path::Path, since: u64, class: Option<Class>) -> anyhow::Result<i32> {

@@ -16,6 +16,7 @@ pub mod console;
 pub mod demo;
 pub mod fds;
 pub mod health;
+pub mod import;
 pub mod journal;
 pub mod notify;
 pub mod registry;

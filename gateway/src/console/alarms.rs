@@ -158,6 +158,32 @@ fn check_note(n: &NoteRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What an operator does to an alarm.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Acknowledge,
+    Resolve,
+}
+
+/// The one body of both handlers: the note is checked, then the step is journaled.
+async fn operator_step(
+    s: &ConsoleState,
+    p: &Principal,
+    id: &str,
+    n: &NoteRequest,
+    step: Step,
+) -> Result<StatusCode, ApiError> {
+    check_note(n)?;
+    let alarms = store(s)?;
+    let by = p.actor();
+    let done = match step {
+        Step::Acknowledge => alarms.acknowledge(id, &by, &n.note).await,
+        Step::Resolve => alarms.resolve(id, &by, &n.note).await,
+    };
+    done.map_err(alarm_error)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// Acknowledges an alarm (operator): journals `alarm.acknowledge {alarm_id, by, note}`.
 #[utoipa::path(post, path = "/api/v1/alarms/{id}/acknowledge", tag = "alarms", request_body = NoteRequest,
     params(("id" = String, Path, description = "alarm id")),
@@ -170,12 +196,7 @@ pub async fn acknowledge(
     ApiPath(id): ApiPath<String>,
     ApiJson(n): ApiJson<NoteRequest>,
 ) -> Result<StatusCode, ApiError> {
-    check_note(&n)?;
-    store(&s)?
-        .acknowledge(&id, &p.actor(), &n.note)
-        .await
-        .map_err(alarm_error)?;
-    Ok(StatusCode::ACCEPTED)
+    operator_step(&s, &p, &id, &n, Step::Acknowledge).await
 }
 
 /// Resolves an alarm (operator): journals `alarm.resolve {alarm_id, by, note}`.
@@ -190,10 +211,5 @@ pub async fn resolve(
     ApiPath(id): ApiPath<String>,
     ApiJson(n): ApiJson<NoteRequest>,
 ) -> Result<StatusCode, ApiError> {
-    check_note(&n)?;
-    store(&s)?
-        .resolve(&id, &p.actor(), &n.note)
-        .await
-        .map_err(alarm_error)?;
-    Ok(StatusCode::ACCEPTED)
+    operator_step(&s, &p, &id, &n, Step::Resolve).await
 }

@@ -3,10 +3,11 @@
 //! `id` is the event's seq, so a reconnecting browser resumes with `Last-Event-ID` and
 //! misses nothing still in the journal.
 //!
-//! The stream never skips (DESIGN §4 "Consumers never skip"): it subscribes to the commit
-//! stream first, then reads the journal from the resume point until caught up, and takes
-//! the commit stream after that; a gap there (the receiver lagged) sends it back to the
-//! journal.
+//! The stream never skips (DESIGN §4 "Consumers never skip"): each client reads through
+//! its own [`journal::Tail`](crate::journal::Tail), which takes the in-memory commit
+//! broadcast while it keeps up and reads the journal when the client lagged (a slow
+//! browser on a busy gateway), so a lagging client gets every event late rather than
+//! losing some.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,16 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use campusgw_sdk::{Class, Event};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::broadcast;
 
 use super::ConsoleState;
 use super::error::{ApiError, ApiQuery, ErrorBody};
-use crate::journal::Journal;
+use crate::journal::Tail;
+
+/// Events read from the tail at once (one journal page when catching up).
+const BATCH: usize = 256;
 
 /// Query of the stream.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -36,57 +39,37 @@ pub struct StreamQuery {
     pub classes: Option<String>,
 }
 
-struct Tail {
-    journal: Journal,
-    rx: broadcast::Receiver<Arc<Event>>,
-    after: u64,
+/// One client's position in the journal and what it wants.
+struct ClientFeed {
+    tail: Tail,
     classes: Option<Vec<Class>>,
-    catching_up: bool,
     buffer: VecDeque<Arc<Event>>,
 }
 
-impl Tail {
+impl ClientFeed {
     fn wanted(&self, e: &Event) -> bool {
         self.classes.as_ref().is_none_or(|c| c.contains(&e.class))
     }
 
+    /// The next wanted event; `None` once the journal closed (the stream ends).
     async fn next(&mut self) -> Option<Arc<Event>> {
         loop {
             if let Some(e) = self.buffer.pop_front() {
                 return Some(e);
             }
-            if self.catching_up {
-                let j = self.journal.clone();
-                let after = self.after;
-                let page = tokio::task::spawn_blocking(move || {
-                    j.reader().and_then(|r| r.after(after, None, 256))
-                })
-                .await
-                .ok()?
-                .ok()?;
-                if page.is_empty() {
-                    self.catching_up = false;
-                    continue;
+            match self.tail.next_batch(BATCH).await {
+                Ok(batch) => {
+                    let wanted: Vec<_> = batch
+                        .into_iter()
+                        .map(|(_, e)| e)
+                        .filter(|e| self.wanted(e))
+                        .collect();
+                    self.buffer.extend(wanted);
                 }
-                for e in page {
-                    self.after = e.seq;
-                    if self.wanted(&e) {
-                        self.buffer.push_back(Arc::new(e));
-                    }
+                Err(e) => {
+                    tracing::debug!(error = %e, at = self.tail.position(), "live stream ends");
+                    return None;
                 }
-                continue;
-            }
-            match self.rx.recv().await {
-                Ok(e) if e.seq <= self.after => {}
-                Ok(e) if e.seq == self.after + 1 => {
-                    self.after = e.seq;
-                    if self.wanted(&e) {
-                        return Some(e);
-                    }
-                }
-                // A gap or a lag: the journal has what the commit stream lost.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
@@ -119,7 +102,8 @@ fn parse_classes(s: &str) -> Result<Vec<Class>, ApiError> {
 /// Live events and alarm changes (SSE; resume with `Last-Event-ID`).
 #[utoipa::path(get, path = "/api/v1/stream", tag = "events", params(StreamQuery),
     responses((status = 200, description = "text/event-stream of events", content_type = "text/event-stream"),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn sse(
     State(s): State<ConsoleState>,
     headers: HeaderMap,
@@ -135,20 +119,22 @@ pub async fn sse(
         None => q.after,
     };
     let classes = q.classes.as_deref().map(parse_classes).transpose()?;
-    // Subscribe before reading the journal, so nothing committed in between is missed.
-    let rx = s.journal.subscribe();
-    let now = *s.journal.committed_seq().borrow();
-    let tail = Tail {
-        journal: s.journal.clone(),
-        rx,
-        after: resume.unwrap_or(now),
+    let after = resume.unwrap_or_else(|| *s.journal.committed_seq().borrow());
+    let tail = Tail::new(&s.journal, after).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            format!("cannot read the journal: {e}"),
+        )
+    })?;
+    let feed = ClientFeed {
+        tail,
         classes,
-        catching_up: true,
         buffer: VecDeque::new(),
     };
-    let stream = futures_util::stream::unfold(tail, |mut t| async move {
-        let e = t.next().await?;
-        Some((Ok(to_sse(&e)), t))
+    let stream = futures_util::stream::unfold(feed, |mut f| async move {
+        let e = f.next().await?;
+        Some((Ok(to_sse(&e)), f))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
