@@ -128,9 +128,9 @@ where
 
 /// Where the pad characters of an encrypted message come from.
 ///
-/// Bytes that are not allowed in a pad (outside printable ASCII, or `|`, `[`, `]`) are
-/// mapped onto letters and digits, so any byte source works; a source that yields allowed
-/// characters (such as [`FixedPad`] with a decoded pad) is reproduced exactly.
+/// Bytes that are not allowed in a pad (outside printable ASCII, or `|`, `[`, `]`), and
+/// `#`, are mapped onto letters and digits, so any byte source works; a source that yields
+/// other characters (such as [`FixedPad`] with a decoded pad) is reproduced exactly.
 pub trait PadSource {
     /// Fills `buf` with pad bytes.
     fn fill(&mut self, buf: &mut [u8]);
@@ -162,7 +162,7 @@ impl PadSource for FixedPad {
 const PAD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 fn pad_char(b: u8) -> u8 {
-    if is_pad_char(b) {
+    if is_written_pad_char(b) {
         b
     } else {
         PAD_ALPHABET[usize::from(b) % PAD_ALPHABET.len()]
@@ -172,6 +172,12 @@ fn pad_char(b: u8) -> u8 {
 /// Whether `b` may appear in a pad: printable ASCII except `|`, `[` and `]`.
 pub fn is_pad_char(b: u8) -> bool {
     (0x20..=0x7e).contains(&b) && !matches!(b, b'|' | b'[' | b']')
+}
+
+/// Whether our encoder writes `b` in a pad: a pad character other than `#`, so that a pad
+/// can never look like the `#acct|` that starts the data (see [`open`]).
+fn is_written_pad_char(b: u8) -> bool {
+    is_pad_char(b) && b != b'#'
 }
 
 /// The pad length for a `rest` of `rest_len` bytes: 1-16, so that `pad + "|" + rest` fills
@@ -196,11 +202,16 @@ pub fn seal(key: &Key, rest: &[u8], pad: &mut dyn PadSource) -> Result<String, D
     Ok(hex_encode(&buf))
 }
 
-/// Decrypts hex ciphertext; returns `(pad, rest)` split at the first `|`.
+/// Decrypts hex ciphertext; returns `(pad, rest)`.
+///
+/// The pad normally ends at the first `|`. pysiaalarm 3.2.2 writes its encrypted replies
+/// without the `|`, padding with `0`s (`zfill`) straight up to the data, so when the
+/// part before the first `|` holds `#` and an account, or there is no `|` at all, the pad
+/// ends where the data begins (`#acct` or the `]` of an empty data block).
 ///
 /// # Errors
 /// [`Dc09Error::Decrypt`] if the hex is not whole blocks, or the plaintext is not
-/// printable ASCII with a `|` after a valid pad (the usual sign of a wrong key).
+/// printable ASCII with a valid pad (the usual sign of a wrong key).
 pub fn open(key: &Key, hex: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Dc09Error> {
     if hex.is_empty() || !hex.len().is_multiple_of(2 * BLOCK) {
         return Err(Dc09Error::Decrypt(
@@ -209,21 +220,39 @@ pub fn open(key: &Key, hex: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Dc09Error> {
     }
     let mut buf = hex_decode(hex).ok_or(Dc09Error::Decrypt("ciphertext is not hex"))?;
     key.decrypt(&mut buf)?;
-    let bar = buf
-        .iter()
-        .position(|b| *b == b'|')
-        .ok_or(Dc09Error::Decrypt("no '|' after the pad (wrong key?)"))?;
-    let (pad, rest) = buf.split_at(bar);
-    if !pad.iter().all(|b| is_pad_char(*b)) {
-        return Err(Dc09Error::Decrypt("pad holds forbidden bytes (wrong key?)"));
-    }
-    let rest = rest.get(1..).unwrap_or_default();
-    if !rest.iter().all(|b| (0x20..=0x7e).contains(b)) {
+    if !buf.iter().all(|b| (0x20..=0x7e).contains(b)) {
         return Err(Dc09Error::Decrypt(
             "plaintext is not printable ASCII (wrong key?)",
         ));
     }
+    let (pad_end, rest_start) =
+        split_pad(&buf).ok_or(Dc09Error::Decrypt("no '|' after the pad (wrong key?)"))?;
+    let (pad, rest) = (
+        buf.get(..pad_end).unwrap_or_default(),
+        buf.get(rest_start..).unwrap_or_default(),
+    );
+    if !pad.iter().all(|b| is_pad_char(*b)) {
+        return Err(Dc09Error::Decrypt("pad holds forbidden bytes (wrong key?)"));
+    }
     Ok((pad.to_vec(), rest.to_vec()))
+}
+
+/// Where the pad ends and the rest starts: `(end of pad, start of rest)`.
+fn split_pad(plain: &[u8]) -> Option<(usize, usize)> {
+    let data_start = |upto: usize| {
+        let head = plain.get(..upto)?;
+        let hash = head.iter().position(|b| *b == b'#')?;
+        let acct = plain.get(hash + 1..)?;
+        let n = acct.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        ((3..=16).contains(&n) && acct.get(n) == Some(&b'|')).then_some(hash)
+    };
+    match plain.iter().position(|b| *b == b'|') {
+        Some(bar) => match data_start(bar) {
+            Some(hash) => Some((hash, hash)),
+            None => Some((bar, bar + 1)),
+        },
+        None => plain.iter().position(|b| *b == b']').map(|end| (end, end)),
+    }
 }
 
 /// Uppercase hex of `bytes`.
