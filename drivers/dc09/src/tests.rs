@@ -54,6 +54,25 @@ fn aes_192_text_keys_and_aes_256_hex_keys_decrypt_openssl_frames_and_reencode_th
     }
 }
 
+// pysiaalarm 3.2.2's encrypted ACK shape: `zfill` zeros up to the data, no `|`
+// (plaintext "00000000000]_10:15:31,09-01-2025"), made with `openssl enc -aes-128-cbc`.
+const ZFILL_ACK: &str = "\n6D9D0054\"*ACK\"0002R0L0#1234[A4FA9120BD2ED9578AF333CC09CDBB3DDD192ED43A28421FC548679AB78289CF\r";
+
+#[test]
+fn an_encrypted_reply_zero_filled_without_a_bar_as_pysiaalarm_writes_it_decodes() {
+    let opened = decode(ZFILL_ACK.as_bytes(), Some(&text_key())).expect("decodes");
+    assert_eq!(opened.pad.as_deref(), Some(&b"00000000000"[..]));
+    let m = opened.message;
+    assert_eq!(
+        (m.id, m.sequence.value(), m.data),
+        (MessageId::Ack, 2, Data::Empty)
+    );
+    assert_eq!(
+        m.timestamp.map(|t| t.to_string()).as_deref(),
+        Some("10:15:31,09-01-2025")
+    );
+}
+
 #[test]
 fn keys_are_16_24_or_32_characters_of_text_or_twice_as_many_hex_digits() {
     for ok in [
