@@ -104,6 +104,9 @@ impl Sequence {
     /// The highest sequence number.
     pub const MAX: u16 = 9999;
 
+    /// 0000: the NAK's number, and where a transmitter starts ([`Sequence::next`] is 0001).
+    pub const ZERO: Sequence = Sequence(0);
+
     /// `None` above 9999.
     pub fn new(n: u16) -> Option<Sequence> {
         (n <= Self::MAX).then_some(Sequence(n))

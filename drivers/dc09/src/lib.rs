@@ -15,18 +15,30 @@
 //! - Timestamp and the receiver's time window — [`time`].
 //! - Contact ID / SIA codes → event kinds and classes — [`mapping`].
 //!
+//! Besides the pure codec, the crate holds the `driver = "dc09"` receiver ([`Dc09Config`],
+//! [`Dc09Driver`]: TCP and UDP, ACK only after the journal commit) and [`sim`], a panel
+//! and an alarm receiving centre for tests and `campusgw demo`. Only those use tokio.
+//!
 //! Decoding is in two steps so a receiver can choose the key by the account sent in clear:
 //! [`Frame::decode`] checks the envelope and reads the header, [`Frame::open`] decrypts and
 //! reads the body. Every decoded message encodes back to the same bytes
 //! ([`Message::encode_with`], with [`FixedPad`] holding the decoded pad).
 
+mod config;
 pub mod crypto;
 pub mod data;
+mod driver;
 mod error;
 pub mod frame;
 pub mod inspect;
 pub mod mapping;
+pub mod sim;
 pub mod time;
+
+pub use config::{
+    AccountEntry, Dc09Config, UnknownAccountPolicy, UnknownCodePolicy, UserEntry, ZoneEntry,
+};
+pub use driver::{AccountProfile, Bound, Dc09Driver};
 
 pub use crypto::{FixedPad, Key, KeyEncoding, PadSource};
 pub use data::{CidData, CidEvent, Data, ExtData, Qualifier, SiaData, SiaElement};
