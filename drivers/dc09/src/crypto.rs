@@ -134,6 +134,12 @@ where
 pub trait PadSource {
     /// Fills `buf` with pad bytes.
     fn fill(&mut self, buf: &mut [u8]);
+
+    /// Whether the bytes are to be written as they are wherever a receiver accepts them
+    /// (a decoded pad being re-encoded) rather than mapped onto printable characters.
+    fn verbatim(&self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(&mut [u8])> PadSource for F {
@@ -148,6 +154,10 @@ impl<F: FnMut(&mut [u8])> PadSource for F {
 pub struct FixedPad(pub Vec<u8>);
 
 impl PadSource for FixedPad {
+    fn verbatim(&self) -> bool {
+        true
+    }
+
     fn fill(&mut self, buf: &mut [u8]) {
         if self.0.is_empty() {
             buf.fill(b'0');
@@ -174,6 +184,13 @@ pub fn is_pad_char(b: u8) -> bool {
     (0x20..=0x7e).contains(&b) && !matches!(b, b'|' | b'[' | b']')
 }
 
+/// Whether a received pad may hold `b`: any ASCII byte except `|`, `[` and `]`. dc09_spt
+/// 0.0.4 draws its pad from `chr(20..=125)`, control characters included; the pad carries
+/// no meaning, so a receiver has no reason to refuse them.
+pub fn is_received_pad_char(b: u8) -> bool {
+    b < 0x7f && !matches!(b, b'|' | b'[' | b']')
+}
+
 /// Whether our encoder writes `b` in a pad: a pad character other than `#`, so that a pad
 /// can never look like the `#acct|` that starts the data (see [`open`]).
 fn is_written_pad_char(b: u8) -> bool {
@@ -195,7 +212,14 @@ pub fn seal(key: &Key, rest: &[u8], pad: &mut dyn PadSource) -> Result<String, D
     let n = pad_len(rest.len());
     let mut buf = vec![0u8; n];
     pad.fill(&mut buf);
-    buf.iter_mut().for_each(|b| *b = pad_char(*b));
+    if pad.verbatim() {
+        // A decoded pad is written back as received (`#` is still mapped, see above).
+        buf.iter_mut()
+            .filter(|b| !is_received_pad_char(**b) || **b == b'#')
+            .for_each(|b| *b = pad_char(*b));
+    } else {
+        buf.iter_mut().for_each(|b| *b = pad_char(*b));
+    }
     buf.push(b'|');
     buf.extend_from_slice(rest);
     key.encrypt(&mut buf)?;
@@ -210,8 +234,9 @@ pub fn seal(key: &Key, rest: &[u8], pad: &mut dyn PadSource) -> Result<String, D
 /// ends where the data begins (`#acct` or the `]` of an empty data block).
 ///
 /// # Errors
-/// [`Dc09Error::Decrypt`] if the hex is not whole blocks, or the plaintext is not
-/// printable ASCII with a valid pad (the usual sign of a wrong key).
+/// [`Dc09Error::Decrypt`] if the hex is not whole blocks, the text after the pad is not
+/// printable ASCII, or the pad holds `|`, `[`, `]` or non-ASCII (the usual signs of a wrong
+/// key; control characters in the pad are accepted, see [`is_received_pad_char`]).
 pub fn open(key: &Key, hex: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Dc09Error> {
     if hex.is_empty() || !hex.len().is_multiple_of(2 * BLOCK) {
         return Err(Dc09Error::Decrypt(
@@ -220,18 +245,18 @@ pub fn open(key: &Key, hex: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Dc09Error> {
     }
     let mut buf = hex_decode(hex).ok_or(Dc09Error::Decrypt("ciphertext is not hex"))?;
     key.decrypt(&mut buf)?;
-    if !buf.iter().all(|b| (0x20..=0x7e).contains(b)) {
-        return Err(Dc09Error::Decrypt(
-            "plaintext is not printable ASCII (wrong key?)",
-        ));
-    }
     let (pad_end, rest_start) =
         split_pad(&buf).ok_or(Dc09Error::Decrypt("no '|' after the pad (wrong key?)"))?;
     let (pad, rest) = (
         buf.get(..pad_end).unwrap_or_default(),
         buf.get(rest_start..).unwrap_or_default(),
     );
-    if !pad.iter().all(|b| is_pad_char(*b)) {
+    if !rest.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Err(Dc09Error::Decrypt(
+            "plaintext is not printable ASCII (wrong key?)",
+        ));
+    }
+    if !pad.iter().all(|b| is_received_pad_char(*b)) {
         return Err(Dc09Error::Decrypt("pad holds forbidden bytes (wrong key?)"));
     }
     Ok((pad.to_vec(), rest.to_vec()))

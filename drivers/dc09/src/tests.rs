@@ -641,3 +641,18 @@ proptest! {
         let _ = decode(&body[..cut.index(body.len())], Some(&k));
     }
 }
+
+#[test]
+fn a_pad_with_control_characters_as_dc09_spt_writes_it_is_read_and_written_back_identically() {
+    use crate::crypto::{open, seal};
+    let key = text_key();
+    let rest = b"#1234|1120 01 005]";
+    // dc09_spt 0.0.4 draws pad characters from chr(20..=125).
+    let pad: Vec<u8> = (0..crate::crypto::pad_len(rest.len()))
+        .map(|i| 0x14 + u8::try_from(i).unwrap() % 12)
+        .collect();
+    let hex = seal(&key, rest, &mut FixedPad(pad.clone())).unwrap();
+    let (read_pad, read_rest) = open(&key, hex.as_bytes()).unwrap();
+    assert_eq!((read_pad.clone(), read_rest.as_slice()), (pad, &rest[..]));
+    assert_eq!(seal(&key, rest, &mut FixedPad(read_pad)).unwrap(), hex);
+}

@@ -414,9 +414,19 @@ fn describe(msg: &Message) -> Vec<Item> {
             }]
         }
         Data::Sia(s) => {
-            let partition = s.modifier("ri").map(str::to_owned);
+            let mut partition = s.modifier("ri").map(str::to_owned);
             let user = s.modifier("id").and_then(|u| u.parse().ok());
-            s.events()
+            let mut events: Vec<(&str, &str)> = s.events().collect();
+            // dc09_spt writes `Nri1PA2` (no `/` between the area and the event); read the
+            // event out of the area's value when the data has no event of its own.
+            if events.is_empty()
+                && let Some((area, code, address)) = s.modifier("ri").and_then(split_area_event)
+            {
+                partition = Some(area.to_owned());
+                events.push((code, address));
+            }
+            events
+                .into_iter()
                 .map(|(code, address)| Item {
                     mapped: mapping::sia(code),
                     code: code.to_owned(),
@@ -429,6 +439,16 @@ fn describe(msg: &Message) -> Vec<Item> {
         }
         Data::Empty | Data::Text { .. } => Vec::new(),
     }
+}
+
+/// `1PA2` → (`1`, `PA`, `2`): digits, two uppercase letters, the rest.
+fn split_area_event(v: &str) -> Option<(&str, &str, &str)> {
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let (area, rest) = v.split_at_checked(digits)?;
+    let code = rest
+        .get(..2)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_uppercase()))?;
+    Some((area, code, rest.get(2..).unwrap_or_default()))
 }
 
 impl Item {
