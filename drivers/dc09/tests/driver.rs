@@ -500,3 +500,62 @@ async fn a_journal_that_cannot_write_gets_no_ack() {
     ));
     assert_eq!(kinds(&host), vec!["panic.alarm"]);
 }
+
+#[tokio::test]
+async fn the_arc_simulator_acks_naks_or_stays_silent_and_records_what_it_got() {
+    use campusgw_dc09::sim::{ArcMode, ArcSim};
+    let key = Key::parse(KEY, KeyEncoding::Text).unwrap();
+    let keys = [("AB12".to_owned(), key.clone())].into_iter().collect();
+    let arc = ArcSim::bind("127.0.0.1:0".parse().unwrap(), keys, ArcMode::Ack)
+        .await
+        .unwrap();
+    let mut c = PanelConfig::new(Transport::Tcp, arc.local_addr(), "AB12");
+    c.key = Some(key);
+    c.ack_timeout = Duration::from_millis(500);
+    c.retries = 1;
+    let mut p = PanelSim::connect(c).await.unwrap();
+    assert_eq!(
+        p.send(&SimEvent::cid(120, 1, 1)).await.unwrap(),
+        Outcome::Acked { attempts: 1 }
+    );
+    arc.set_mode(ArcMode::Nak);
+    assert_eq!(
+        p.send(&SimEvent::cid(120, 1, 2)).await.unwrap(),
+        Outcome::NoAck {
+            attempts: 2,
+            naks: 2
+        }
+    );
+    arc.set_mode(ArcMode::Silent);
+    assert_eq!(
+        p.send(&SimEvent::cid(120, 1, 3)).await.unwrap(),
+        Outcome::NoAck {
+            attempts: 2,
+            naks: 0
+        }
+    );
+    let got = arc.received();
+    assert_eq!(got.len(), 5, "1 + 2 NAKed + 2 unanswered");
+    assert!(got.iter().all(|m| m.encrypted && m.id == MessageId::AdmCid));
+}
+
+#[tokio::test]
+async fn connections_over_the_per_source_limit_are_closed() {
+    let (host, bound) = start("max_connections_per_source = 1").await;
+    let mut first = panel(bound, Transport::Tcp, "1234").await;
+    assert_eq!(first.null().await.unwrap(), Outcome::Acked { attempts: 1 });
+    let mut second = panel(bound, Transport::Tcp, "1234").await;
+    let _ = second.send_raw(b"\n").await;
+    let closed = second.read_reply(WAIT).await;
+    assert!(
+        matches!(&closed, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof
+            || e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{closed:?}"
+    );
+    // The first connection is unaffected.
+    assert!(matches!(
+        first.send(&SimEvent::cid(120, 1, 1)).await.unwrap(),
+        Outcome::Acked { .. }
+    ));
+    assert_eq!(kinds(&host), vec!["panic.alarm"]);
+}
