@@ -1,0 +1,152 @@
+//! Interop with dc09_spt 0.0.4 (PyPI), an independent DC-09 transmitter: it sends ADM-CID,
+//! SIA-DCS and NULL messages, plain, AES-128 and AES-256, over TCP and UDP, to our receiver
+//! driver; each must be ACKed by our receiver and accepted by dc09_spt's own answer check,
+//! and journaled. The peer script is `tests/dc09_spt_peer.py` (it states its one shim).
+//!
+//! Needs the python `scripts/test` sets up (`$CAMPUSGW_PYTHON`, else the project's
+//! `.venv/bin/python`, else `python3`) with the dc09_spt release it pins. Without it the test
+//! fails saying so; it does not pass silently.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use campusgw_dc09::Dc09Config;
+use campusgw_sdk::testkit::TestHost;
+use campusgw_sdk::{BuildContext, DeviceId, Driver, DriverConfig, FieldPath, Location};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAMPUSGW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.venv/bin/python"
+    ));
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_journaled() {
+    let cfg: Dc09Config = toml::from_str(
+        r#"
+        listen_tcp = "127.0.0.1:0"
+        listen_udp = "127.0.0.1:0"
+        [[account]]
+        account = "1234"
+        device = "plain_panel"
+        [[account]]
+        account = "AB12"
+        device = "aes128_panel"
+        key = "0123456789abcdef"
+        [[account]]
+        account = "CD34"
+        device = "aes256_panel"
+        key = "0123456789abcdef0123456789abcdef"
+        "#,
+    )
+    .unwrap();
+    assert!(cfg.validate(&FieldPath::root()).is_empty());
+    let host = TestHost::new("dc09_rx", "dc09");
+    let bcx = BuildContext {
+        device: DeviceId::new("dc09_rx").unwrap(),
+        location: Location::default(),
+        data_dir: std::env::temp_dir(),
+    };
+    let driver = cfg.build(&bcx).unwrap();
+    let mut bound = driver.local_addr();
+    tokio::spawn(driver.run(host.context()));
+    let b = tokio::time::timeout(WAIT, bound.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (tcp, udp) = (b.tcp.unwrap(), b.udp.unwrap());
+
+    let python = python();
+    let probe = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('dc09_spt'))",
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is required for the dc09_spt test: {e}",
+                python.display()
+            )
+        });
+    assert!(
+        probe.status.success(),
+        "dc09_spt is not installed for {} (run `scripts/test`, which installs it into .venv/): {}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/dc09_spt_peer.py"
+            ))
+            .args([
+                "127.0.0.1",
+                &tcp.port().to_string(),
+                &udp.port().to_string(),
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "peer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 6, "{stdout}");
+    for r in &results {
+        assert_eq!(
+            r["acked"],
+            true,
+            "dc09_spt saw no ACK: {r}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    host.wait_until(WAIT, |evs| evs.len() == 5).await;
+    let got: Vec<(String, String)> = host
+        .events()
+        .iter()
+        .map(|e| {
+            (
+                e.source.device.as_str().to_owned(),
+                e.kind.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("plain_panel", "panic.alarm"),
+        ("plain_panel", "intrusion.alarm"),
+        ("aes128_panel", "intrusion.alarm"),
+        ("aes128_panel", "fire.alarm"),
+        ("aes256_panel", "panic.alarm"),
+    ];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(d, k)| ((*d).to_owned(), (*k).to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
