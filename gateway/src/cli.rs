@@ -204,6 +204,18 @@ pub enum DecodeCmd {
         /// The frame bytes in hex, e.g. "40 40 01 00 ...".
         hex: Vec<String>,
     },
+    /// A SIA DC-09 frame as text, with or without its LF / CRC / LEN / CR envelope
+    /// (`\n` and `\r` may be written as such): the message, its data and the kinds it maps to.
+    Dc09 {
+        /// The frame, e.g. "5BA40024\"ADM-CID\"0001L0#1234[#1234|1130 01 015]".
+        frame: String,
+        /// The account's AES key for an encrypted (`*`) frame: 16, 24 or 32 characters.
+        #[arg(long, conflicts_with = "key_hex")]
+        key: Option<String>,
+        /// The key in hex instead: 32, 48 or 64 digits.
+        #[arg(long)]
+        key_hex: Option<String>,
+    },
 }
 
 /// `campusgw county ...` (docs/uplinks.md, "County commands").
@@ -454,6 +466,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
+        Cmd::Decode {
+            protocol:
+                DecodeCmd::Dc09 {
+                    frame,
+                    key,
+                    key_hex,
+                },
+        } => {
+            use campusgw_dc09::{Key, KeyEncoding};
+            let key = match (key, key_hex) {
+                (Some(k), _) => Some(Key::parse(&k, KeyEncoding::Text)),
+                (None, Some(k)) => Some(Key::parse(&k, KeyEncoding::Hex)),
+                (None, None) => None,
+            }
+            .transpose();
+            match key.and_then(|k| campusgw_dc09::inspect::decode_to_json(&frame, k.as_ref())) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string(&v)?);
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+            }
+        }
         Cmd::Bench {
             command:
                 BenchCmd::Ingest {

@@ -67,6 +67,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_gb26875::Gb26875Config::KIND,
         parse_typed::<campusgw_gb26875::Gb26875Config>,
     ),
+    (
+        campusgw_dc09::Dc09Config::KIND,
+        parse_typed::<campusgw_dc09::Dc09Config>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(

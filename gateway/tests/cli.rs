@@ -225,3 +225,58 @@ fn run_serves_healthz_and_metrics_then_stops_on_sigterm_and_export_prints_json_l
     assert_eq!(online[0]["seq"], 1, "{lines:#?}");
     assert_eq!(online[0]["class"], "operations", "{lines:#?}");
 }
+
+/// The reference frames of drivers/dc09/fixtures (source named in its README), by name.
+fn dc09_fixture(name: &str) -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../drivers/dc09/fixtures/frames.tsv"),
+    )
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some(name)).then(|| f.next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+#[test]
+fn decode_dc09_prints_one_json_object_for_plain_and_encrypted_frames_and_refuses_a_wrong_key() {
+    let out = campusgw()
+        .args(["decode", "dc09", &dc09_fixture("adm_cid_fire")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"][0]["kind"], "fire.alarm", "{v}");
+    assert_eq!(v["events"][0]["class"], "life_safety", "{v}");
+
+    let frame = dc09_fixture("encrypted_sia_dcs_aes128");
+    let out = campusgw()
+        .args(["decode", "dc09", &frame, "--key", "0123456789ABCDEF"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pad"], "ABCDEFGHIJ", "{v}");
+    assert_eq!(v["events"][0]["kind"], "fire.alarm", "{v}");
+
+    let out = campusgw()
+        .args(["decode", "dc09", &frame, "--key", "FEDCBA9876543210"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}
