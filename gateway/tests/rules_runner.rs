@@ -94,6 +94,11 @@ writable = true
 
 impl Rig {
     async fn start(rules: &str) -> Rig {
+        Rig::start_with(rules, "").await
+    }
+
+    /// With `extra` appended to the config (e.g. an `[[uplink]]`).
+    async fn start_with(rules: &str, extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir_all(&rules_dir).unwrap();
@@ -136,7 +141,7 @@ name = "main_entrance"
 table = "coil"
 address = 0
 writable = true
-{b1}{b2}"#,
+{b1}{b2}{extra}"#,
             data = dir.path().join("data").display(),
             rules = rules_dir.display(),
             d1 = detector("det_1", "east", &det1),
@@ -398,6 +403,71 @@ async fn a_scope_command_retries_only_the_device_that_failed_and_logs_each_devic
     assert!(
         by_device.contains(&("door_b2".into(), "succeeded".into())),
         "{by_device:?}"
+    );
+    rig.gw.stop().await;
+}
+
+const FORWARD_RULES: &str = r#"
+[[rule]]
+id = "fire_to_police"
+description = "Every fire alarm of det_1 goes to the police uplink too"
+trigger = { kinds = ["fire.alarm"], devices = ["det_1"] }
+[[rule.actions]]
+type = "forward"
+uplink = "police"
+
+[[rule]]
+id = "reset_to_police"
+description = "The reset as well, which the police uplink's own filter already carries"
+trigger = { kinds = ["fire.reset"], devices = ["det_1"] }
+[[rule.actions]]
+type = "forward"
+uplink = "police"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_reaches_the_named_uplink_once_and_what_its_filter_carries_is_not_sent_twice() {
+    let (url, seen) = receiver(serde_json::json!({})).await;
+    // The uplink's own filter carries fire.reset but not fire.alarm.
+    let uplink = format!(
+        "\n[[uplink]]\nname = \"police\"\nkind = \"webhook\"\nurl = \"{url}/ingest\"\nclasses = [\"life_safety\"]\nkinds = [\"fire.reset\"]\n"
+    );
+    let rig = Rig::start_with(FORWARD_RULES, &uplink).await;
+    rig.det1.set_discrete_input(0, true);
+    wait_for("the fire alarm", || !rig.events("fire.alarm").is_empty()).await;
+    rig.det1.set_discrete_input(0, false);
+    wait_for("the reset", || !rig.events("fire.reset").is_empty()).await;
+    let actions = rig.gw.journal.rules_reader().unwrap();
+    wait_for("both forward rows settled", || {
+        let rows = actions.all_actions().unwrap();
+        rows.len() == 2 && rows.iter().all(|a| a.status != "queued")
+    })
+    .await;
+    let alarm = rig.events("fire.alarm")[0].id.to_string();
+    let reset = rig.events("fire.reset")[0].id.to_string();
+    let sent = |id: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| body.as_array().cloned().unwrap_or_default())
+            .filter(|e| e["id"] == id)
+            .count()
+    };
+    wait_for("the reset through the filter", || sent(&reset) > 0).await;
+    let rows = actions.all_actions().unwrap();
+    let status = |rule: &str| {
+        rows.iter()
+            .find(|a| a.rule == rule)
+            .map(|a| a.status.clone())
+            .unwrap()
+    };
+    assert_eq!(status("fire_to_police"), "delivered", "{rows:?}");
+    assert_eq!(status("reset_to_police"), "carried", "{rows:?}");
+    assert_eq!(sent(&alarm), 1, "the forwarded alarm arrives once");
+    assert_eq!(
+        sent(&reset),
+        1,
+        "what the filter carries is not forwarded again"
     );
     rig.gw.stop().await;
 }

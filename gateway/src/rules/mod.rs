@@ -30,8 +30,9 @@
 //!   A command's first attempt starts as soon as the engine decided it, while the step
 //!   with its row commits (see "Latency").
 //! - `Notify`: through the named notifier ([`crate::notify`]), retried like commands.
-//! - `Forward`: logged as a `forward` row with status `queued` (see the report in the
-//!   commit: the uplink feed does not read it yet).
+//! - `Forward`: logged as a `forward` row with status `queued`; the named uplink's feed
+//!   reads it, sends the event unless its own filter carries it anyway (`carried`), and
+//!   marks it `delivered` (or `rejected`) on the destination's answer (`uplink/feed.rs`).
 //! - `Emit`: journaled, source = the gateway, driver `rules`.
 //!
 //! # Latency
