@@ -58,6 +58,8 @@ pub struct ApiState {
     pub uplinks: crate::uplink::UplinkBoard,
     /// The operator console and `/api/v1` (absent: health and metrics only).
     pub console: Option<crate::console::ConsoleState>,
+    /// Set when the rules runner was given up on (absent: no `[rules]`).
+    pub rules_failure: Option<crate::rules::RunnerFailure>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every gateway in the
@@ -375,6 +377,19 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
         });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
     }
+    let rules_failure = s.rules_failure.as_ref().and_then(|r| r.borrow().clone());
+    if let Some(reason) = rules_failure {
+        // Linkage is down for good: failing, and the process is exiting (app.rs).
+        let body = serde_json::json!({
+            "status": "failing",
+            "reason": reason,
+            "gateway": s.gateway_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "journal": { "last_seq": st.last_seq.load(Ordering::SeqCst), "writer_alive": true },
+            "rules": { "running": false },
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
     let damaged = st.damaged();
     let critical = st.critical.load(Ordering::SeqCst);
     let drivers = s.drivers.lock().map(|m| m.clone()).unwrap_or_default();
@@ -406,7 +421,7 @@ async fn healthz(State(s): State<ApiState>) -> impl IntoResponse {
         "uplinks": s.uplinks.snapshot(),
     });
     // 200 even when degraded: the process is alive and serving; the body says what is wrong.
-    // Only a dead journal writer (above) makes it 503.
+    // Only a dead journal writer or a given-up rules runner (above) makes it 503.
     (StatusCode::OK, axum::Json(body))
 }
 

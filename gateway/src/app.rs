@@ -136,6 +136,7 @@ impl Gateway {
         jopts.retention = config.gateway.journal.policy();
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
+        jopts.rules_consumer = config.rules.is_some();
         let (journal, writer) = Journal::open(jopts)?;
         // Before any driver runs: rules start after what was already committed.
         let start_after = *journal.committed_seq().borrow();
@@ -163,8 +164,8 @@ impl Gateway {
             },
         );
         let alarms = crate::alarms::AlarmStore::new(journal.clone(), gateway_id.clone())?;
-        let rules_task = match &config.rules {
-            Some(section) => Some(crate::rules::spawn(
+        let (rules_task, rules_failure) = match &config.rules {
+            Some(section) => crate::rules::spawn(
                 section,
                 &config.uplinks,
                 crate::rules::SpawnContext {
@@ -175,8 +176,9 @@ impl Gateway {
                     start_after,
                     shutdown: shutdown.clone(),
                 },
-            )?),
-            None => None,
+            )
+            .map(|(task, failure)| (Some(task), Some(failure)))?,
+            None => (None, None),
         };
         let mut background = vec![
             tokio::spawn(health::run(
@@ -222,6 +224,7 @@ impl Gateway {
             gateway_id: config.gateway.id.clone(),
             uplinks: uplinks.board.clone(),
             console: Some(console.clone()),
+            rules_failure: rules_failure.clone(),
         };
         let c = &config.console;
         let devices: Vec<(String, usize)> = config
@@ -250,7 +253,15 @@ impl Gateway {
         background.push(http);
         let (fail_tx, failure) = watch::channel(None);
         let linger = opts.fault.failure_linger.unwrap_or(opts.failure_linger);
-        background.push(tokio::spawn(watch_writer(journal.clone(), fail_tx, linger)));
+        let fail_tx = Arc::new(fail_tx);
+        background.push(tokio::spawn(watch_writer(
+            journal.clone(),
+            fail_tx.clone(),
+            linger,
+        )));
+        if let Some(rx) = rules_failure {
+            background.push(tokio::spawn(watch_rules(rx, fail_tx, linger)));
+        }
         if let Some(after) = opts.fault.writer_panic_after {
             let j = journal.clone();
             background.push(tokio::spawn(async move {
@@ -317,12 +328,32 @@ impl Gateway {
 
 /// Waits for the journal writer to stop; if nobody asked it to, reports the failure after
 /// `linger` (during which `/healthz` already answers 503).
-async fn watch_writer(journal: Journal, failure: watch::Sender<Option<String>>, linger: Duration) {
+async fn watch_writer(
+    journal: Journal,
+    failure: Arc<watch::Sender<Option<String>>>,
+    linger: Duration,
+) {
     journal.writer_stopped().await;
     let Some(reason) = journal.status().writer_failure() else {
         return;
     };
     tracing::error!(reason = %reason, linger_ms = linger.as_millis() as u64, "gateway failing: the journal writer died; exiting so the service manager restarts campusgw");
+    tokio::time::sleep(linger).await;
+    failure.send_replace(Some(reason));
+}
+
+/// Waits for the rules runner's supervisor to give up; then, like a dead writer, reports
+/// the failure after `linger` (during which `/healthz` already answers 503).
+async fn watch_rules(
+    mut rx: crate::rules::RunnerFailure,
+    failure: Arc<watch::Sender<Option<String>>>,
+    linger: Duration,
+) {
+    let Ok(reason) = rx.wait_for(Option::is_some).await.map(|r| r.clone()) else {
+        return;
+    };
+    let reason = reason.unwrap_or_default();
+    tracing::error!(reason = %reason, linger_ms = linger.as_millis() as u64, "gateway failing: the rules runner keeps failing; exiting so the service manager restarts campusgw");
     tokio::time::sleep(linger).await;
     failure.send_replace(Some(reason));
 }

@@ -46,6 +46,9 @@ struct Rig {
     det1: Simulator,
     det2: Simulator,
     door: Simulator,
+    /// Two door releases in building B (scope commands).
+    door_b1: Simulator,
+    door_b2: Simulator,
     gw: Gateway,
 }
 
@@ -70,8 +73,32 @@ class = "life_safety"
     )
 }
 
+fn door_device(id: &str, sim: &Simulator) -> String {
+    format!(
+        r#"
+[[device]]
+id = "{id}"
+driver = "modbus_tcp"
+location = "main/B"
+address = "{addr}"
+poll_interval = "1s"
+[[device.points]]
+name = "main_entrance"
+table = "coil"
+address = 0
+writable = true
+"#,
+        addr = sim.local_addr()
+    )
+}
+
 impl Rig {
     async fn start(rules: &str) -> Rig {
+        Rig::start_with(rules, "").await
+    }
+
+    /// With `extra` appended to the config (e.g. an `[[uplink]]`).
+    async fn start_with(rules: &str, extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir_all(&rules_dir).unwrap();
@@ -79,6 +106,8 @@ impl Rig {
         let det1 = Simulator::start().await.unwrap();
         let det2 = Simulator::start().await.unwrap();
         let door = Simulator::start().await.unwrap();
+        let door_b1 = Simulator::start().await.unwrap();
+        let door_b2 = Simulator::start().await.unwrap();
         let text = format!(
             r#"
 [gateway]
@@ -92,6 +121,8 @@ id = "A"
 [[campus.building.floor]]
 id = "1"
 zones = ["east", "west"]
+[[campus.building]]
+id = "B"
 [console]
 listen = "127.0.0.1:0"
 [rules]
@@ -110,12 +141,14 @@ name = "main_entrance"
 table = "coil"
 address = 0
 writable = true
-"#,
+{b1}{b2}{extra}"#,
             data = dir.path().join("data").display(),
             rules = rules_dir.display(),
             d1 = detector("det_1", "east", &det1),
             d2 = detector("det_2", "west", &det2),
             door = door.local_addr(),
+            b1 = door_device("door_b1", &door_b1),
+            b2 = door_device("door_b2", &door_b2),
         );
         let config = campusgw::config::parse(&text, Path::new("<test>")).unwrap();
         let gw = Gateway::start(config, RunOptions::default()).await.unwrap();
@@ -125,6 +158,8 @@ writable = true
             det1,
             det2,
             door,
+            door_b1,
+            door_b2,
             gw,
         }
     }
@@ -287,6 +322,207 @@ async fn invalid_rule_set_is_refused_at_reload_and_the_old_set_keeps_linking() {
     rig.gw.stop().await;
 }
 
+/// Every `command.result` journaled for `device`, oldest first.
+fn results_of(rig: &Rig, device: &str) -> Vec<campusgw_sdk::Event> {
+    rig.events("command.result")
+        .into_iter()
+        .filter(|e| e.payload["result"]["device"] == device)
+        .collect()
+}
+
+const SCOPE_RULE: &str = r#"
+[[rule]]
+id = "release_building_b"
+description = "A fire alarm of det_1 releases every door of building B"
+trigger = { kinds = ["fire.alarm"], devices = ["det_1"] }
+retry = { attempts = 8, backoff = "200ms" }
+[[rule.actions]]
+type = "command"
+command = "relay.set"
+target = "building:B"
+args = { point = "main_entrance", on = true }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_command_retries_only_the_device_that_failed_and_logs_each_devices_outcome() {
+    let rig = Rig::start(SCOPE_RULE).await;
+    // Door b2 does not answer: its first attempt fails, b1's succeeds.
+    rig.door_b2.set_silent(true);
+    rig.det1.set_discrete_input(0, true);
+    wait_for("door b1 released", || rig.door_b1.coil(0)).await;
+    wait_for("door b2's first failure", || {
+        results_of(&rig, "door_b2")
+            .iter()
+            .any(|e| e.payload["result"]["status"] == "failed")
+    })
+    .await;
+    rig.door_b2.set_silent(false);
+    wait_for("door b2 released by a retry", || rig.door_b2.coil(0)).await;
+    let actions = rig.gw.journal.rules_reader().unwrap();
+    wait_for("the row to be done", || {
+        actions
+            .all_actions()
+            .unwrap()
+            .iter()
+            .any(|a| a.status == "done")
+    })
+    .await;
+    let b1 = results_of(&rig, "door_b1");
+    assert_eq!(
+        b1.len(),
+        1,
+        "the door that opened is not sent the command again: {b1:?}"
+    );
+    let b2 = results_of(&rig, "door_b2");
+    assert!(b2.len() >= 2, "{b2:?}");
+    assert_eq!(b2.last().unwrap().payload["result"]["status"], "succeeded");
+    let rows = actions.all_actions().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0].attempts as usize,
+        b2.len(),
+        "one attempt per try of b2"
+    );
+    // The row's result holds each device's latest outcome.
+    let result = rows[0].result.clone().unwrap();
+    let by_device: Vec<(String, String)> = result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        by_device.contains(&("door_b1".into(), "succeeded".into())),
+        "{by_device:?}"
+    );
+    assert!(
+        by_device.contains(&("door_b2".into(), "succeeded".into())),
+        "{by_device:?}"
+    );
+    rig.gw.stop().await;
+}
+
+const FORWARD_RULES: &str = r#"
+[[rule]]
+id = "fire_to_police"
+description = "Every fire alarm of det_1 goes to the police uplink too"
+trigger = { kinds = ["fire.alarm"], devices = ["det_1"] }
+[[rule.actions]]
+type = "forward"
+uplink = "police"
+
+[[rule]]
+id = "reset_to_police"
+description = "The reset as well, which the police uplink's own filter already carries"
+trigger = { kinds = ["fire.reset"], devices = ["det_1"] }
+[[rule.actions]]
+type = "forward"
+uplink = "police"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_reaches_the_named_uplink_once_and_what_its_filter_carries_is_not_sent_twice() {
+    let (url, seen) = receiver(serde_json::json!({})).await;
+    // The uplink's own filter carries fire.reset but not fire.alarm.
+    let uplink = format!(
+        "\n[[uplink]]\nname = \"police\"\nkind = \"webhook\"\nurl = \"{url}/ingest\"\nclasses = [\"life_safety\"]\nkinds = [\"fire.reset\"]\n"
+    );
+    let rig = Rig::start_with(FORWARD_RULES, &uplink).await;
+    rig.det1.set_discrete_input(0, true);
+    wait_for("the fire alarm", || !rig.events("fire.alarm").is_empty()).await;
+    rig.det1.set_discrete_input(0, false);
+    wait_for("the reset", || !rig.events("fire.reset").is_empty()).await;
+    let actions = rig.gw.journal.rules_reader().unwrap();
+    wait_for("both forward rows settled", || {
+        let rows = actions.all_actions().unwrap();
+        rows.len() == 2 && rows.iter().all(|a| a.status != "queued")
+    })
+    .await;
+    let alarm = rig.events("fire.alarm")[0].id.to_string();
+    let reset = rig.events("fire.reset")[0].id.to_string();
+    let sent = |id: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| body.as_array().cloned().unwrap_or_default())
+            .filter(|e| e["id"] == id)
+            .count()
+    };
+    wait_for("the reset through the filter", || sent(&reset) > 0).await;
+    let rows = actions.all_actions().unwrap();
+    let status = |rule: &str| {
+        rows.iter()
+            .find(|a| a.rule == rule)
+            .map(|a| a.status.clone())
+            .unwrap()
+    };
+    assert_eq!(status("fire_to_police"), "delivered", "{rows:?}");
+    assert_eq!(status("reset_to_police"), "carried", "{rows:?}");
+    assert_eq!(sent(&alarm), 1, "the forwarded alarm arrives once");
+    assert_eq!(
+        sent(&reset),
+        1,
+        "what the filter carries is not forwarded again"
+    );
+    rig.gw.stop().await;
+}
+
+const NOWHERE_RULE: &str = r#"
+[[rule]]
+id = "release_building_c"
+description = "A fire alarm of det_1 releases the doors of building C, which has none"
+trigger = { kinds = ["fire.alarm"], devices = ["det_1"] }
+[[rule.actions]]
+type = "command"
+command = "door.unlock"
+target = "building:C"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_gives_up_raises_the_packs_linkage_failed_alarm_naming_command_and_target() {
+    let rig = Rig::start(NOWHERE_RULE).await;
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack/operations.toml");
+    std::fs::copy(pack, rig.rules_dir.join("operations.toml")).unwrap();
+    // Let the reload take the pack file in before the fire.
+    let reloads = || {
+        campusgw::api::metrics_handle()
+            .render()
+            .lines()
+            .any(|l| l.starts_with("campusgw_rules_reloads_total"))
+    };
+    wait_for("the pack file to be loaded", reloads).await;
+    wait_for("the runner's first cursor", || rig.cursor() > 0).await;
+    rig.det1.set_discrete_input(0, true);
+    wait_for("rule.action_failed", || {
+        !rig.events("rule.action_failed").is_empty()
+    })
+    .await;
+    wait_for("the linkage_failed alarm", || {
+        rig.events("alarm.raised")
+            .iter()
+            .any(|e| e.payload["rule"] == "linkage_failed")
+    })
+    .await;
+    let raised: Vec<_> = rig
+        .events("alarm.raised")
+        .into_iter()
+        .filter(|e| e.payload["rule"] == "linkage_failed")
+        .collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let title = raised[0].payload["title"].as_str().unwrap();
+    assert!(
+        title.contains("door.unlock to building:C") && title.contains("release_building_c"),
+        "{title}"
+    );
+    assert_eq!(raised[0].payload["severity"], "major");
+    rig.gw.stop().await;
+}
+
 /// A local receiver that records each request (path and query, JSON body) and answers
 /// with `answer`.
 async fn receiver(
@@ -402,4 +638,127 @@ async fn a_robot_answering_a_nonzero_errcode_is_a_failed_notification() {
     .await;
     let e = r.expect_err("errcode 310000 is not delivered");
     assert!(e.to_string().contains("310000"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_keeps_failing_is_given_up_healthz_turns_503_with_the_reason_and_the_gateway_fails()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("fire.toml"), FIRE_RULE).unwrap();
+    // The fault: a stored engine state the runner cannot read, so every start fails.
+    let db = data.join("journal.db");
+    let (j, w) =
+        campusgw::journal::Journal::open(campusgw::journal::JournalOptions::new(db.clone()))
+            .unwrap();
+    j.close().await;
+    tokio::task::spawn_blocking(move || w.join()).await.unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO rules_state (consumer, cursor, state, updated_at) VALUES ('rules', 0, 'not json', 0)",
+            [],
+        )
+        .unwrap();
+    let text = format!(
+        "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n[console]\nlisten = \"127.0.0.1:0\"\n[rules]\ndir = \"{}\"\n",
+        data.display(),
+        rules.display()
+    );
+    let config = campusgw::config::parse(&text, Path::new("<test>")).unwrap();
+    let opts = RunOptions {
+        failure_linger: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let gw = Gateway::start(config, opts).await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("http://{}/healthz", gw.http_addr);
+    let end = Instant::now() + LIMIT;
+    let body: serde_json::Value = loop {
+        let r = reqwest::get(&url).await.unwrap();
+        if r.status().as_u16() == 503 {
+            break r.json().await.unwrap();
+        }
+        assert!(Instant::now() < end, "healthz never turned 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["status"], "failing", "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "rules runner failed {} times",
+            campusgw::rules::RESTART_LIMIT
+        )) && reason.contains("stored engine state is unreadable"),
+        "{reason}"
+    );
+    let failed = tokio::time::timeout(LIMIT, gw.failed())
+        .await
+        .expect("the gateway reports failing, so `campusgw run` exits non-zero");
+    assert_eq!(failed, reason);
+    gw.stop().await;
+}
+
+fn old_event(kind: &str, class: campusgw_sdk::Class) -> campusgw_sdk::Event {
+    let mut e = campusgw_sdk::Event::stamp(
+        campusgw_sdk::NewEvent::new(campusgw_sdk::Kind::new(kind).unwrap(), class),
+        &campusgw_sdk::DeviceId::new("panel").unwrap(),
+        "test",
+        &campusgw_sdk::Location::default(),
+    );
+    e.received_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    e
+}
+
+#[tokio::test]
+async fn retention_keeps_alarms_the_rules_runner_has_not_consumed_even_over_quota() {
+    use campusgw::journal::{Journal, JournalOptions, RetentionPolicy, rules::RulesStep};
+    use campusgw_sdk::Class;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = JournalOptions::new(dir.path().join("j.db"));
+    // Old enough to expire, and far over quota: only the rules cursor protects anything.
+    opts.retention = RetentionPolicy {
+        max_age: Duration::from_secs(60),
+        quota_bytes: 1,
+    };
+    opts.rules_consumer = true;
+    let (j, w) = Journal::open(opts).unwrap();
+    let mut batch = Vec::new();
+    for _ in 0..30 {
+        batch.push(old_event("fire.alarm", Class::LifeSafety));
+        batch.push(old_event("door.forced", Class::Security));
+        batch.push(old_event("sensor.reading", Class::Telemetry));
+    }
+    j.append(batch).await.unwrap();
+    // The runner consumed the first 45 events (seq 1..=45).
+    j.rules_step(RulesStep {
+        consumer: "rules".into(),
+        cursor: Some(45),
+        state: Some("{}".into()),
+        ..RulesStep::default()
+    })
+    .await
+    .unwrap();
+    let report = j.maintain().await.unwrap();
+    assert!(report.over_quota, "{report:?}");
+    let left = j.reader().unwrap().after(0, None, 1000).unwrap();
+    let vital: Vec<u64> = left
+        .iter()
+        .filter(|e| e.class != Class::Telemetry)
+        .map(|e| e.seq)
+        .collect();
+    let unconsumed: Vec<u64> = (46..=90).filter(|s| s % 3 != 0).collect();
+    assert_eq!(
+        vital, unconsumed,
+        "every alarm the runner has not consumed is kept, every consumed one may go"
+    );
+    // DESIGN §4: at the quota telemetry goes first, consumed or not.
+    assert!(
+        left.iter().all(|e| e.class != Class::Telemetry),
+        "{report:?}"
+    );
+    j.close().await;
+    w.join();
 }

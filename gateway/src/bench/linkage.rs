@@ -15,7 +15,8 @@
 //! Phases: **idle** (nothing else happening) and **load** (`load_rate` telemetry events per
 //! second appended to the journal in batches every 10 ms, all of which the engine also
 //! consumes). Each sample: input on, wait for the coil, input off, wait for `fire.reset`
-//! to be consumed, coil cleared. The last stdout line is one JSON object.
+//! to be consumed, coil cleared. The last stdout line is one JSON object; stderr has the
+//! p50/p99 of each stage after each phase (`print_stages`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,11 +125,13 @@ pub async fn run(samples: usize, load_rate: u64, data_dir: Option<PathBuf>) -> a
     // Warm up: connections, caches, the first commits.
     sample(&gw, &det, &door).await.context("warm-up sample")?;
     let idle = measure(&gw, &det, &door, samples).await?;
+    print_stages("idle");
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(background(gw.journal.clone(), load_rate, stop.clone()));
     let loaded = measure(&gw, &det, &door, samples).await?;
     stop.store(true, Ordering::SeqCst);
     let (sent, secs) = load.await?;
+    print_stages("load");
     gw.stop().await;
     let result = LinkageResult {
         bench: "linkage",
@@ -244,6 +247,30 @@ async fn background(
         }
     }
     (sent, started.elapsed().as_secs_f64())
+}
+
+/// Prints (stderr) the p50 and p99 of each linkage stage the runner and the journal
+/// record, so the total above can be split: `to_engine` (received → handed to the engine:
+/// writer queue, commit with fsync, tail wake-up), `engine`, `step_commit` (the rules
+/// step's own commit, concurrent with the command), `command` (router → device → result),
+/// and `journal_commit_seconds` (every commit, the background load's included). The
+/// figures are the recorder's running summaries, so the `load` line includes `idle`.
+fn print_stages(phase: &str) {
+    let text = crate::api::metrics_handle().render();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let wanted = line.starts_with("campusgw_linkage_stage_seconds{")
+            || line.starts_with("journal_commit_seconds{");
+        if !wanted || !(line.contains("quantile=\"0.5\"") || line.contains("quantile=\"0.99\"")) {
+            continue;
+        }
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let ms = value.parse::<f64>().map_or(f64::NAN, |v| v * 1000.0);
+        out.push(format!("{name} {ms:.3} ms"));
+    }
+    eprintln!("linkage stages after {phase}:\n  {}", out.join("\n  "));
 }
 
 fn quantile(v: &[f64], q: f64) -> f64 {

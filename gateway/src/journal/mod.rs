@@ -218,6 +218,9 @@ pub struct JournalOptions {
     pub telemetry_queue_bytes: usize,
     /// The uplinks and the classes each wants; decides what counts as delivered.
     pub uplinks: Vec<UplinkSpec>,
+    /// A rules runner consumes every class (`[rules]` is configured): retention keeps what
+    /// it has not consumed yet (see `retention.rs`).
+    pub rules_consumer: bool,
     /// How long after an event a repeat of its (device, origin_ref) is taken for a device
     /// retransmission ([`campusgw_sdk::Dedup::Window`]; ADR 0003).
     pub dedup_window: Duration,
@@ -254,6 +257,7 @@ impl JournalOptions {
             memory_backlog_bytes: DEFAULT_MEMORY_BACKLOG_BYTES,
             telemetry_queue_bytes: DEFAULT_TELEMETRY_QUEUE_BYTES,
             uplinks: Vec::new(),
+            rules_consumer: false,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             unsafe_sync_off_for_test: false,
             quick_check: true,

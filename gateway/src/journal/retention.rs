@@ -1,7 +1,10 @@
 //! Retention age and the disk quota, class-aware (DESIGN §4 "Retention").
 //!
 //! An event is *delivered* when every uplink that wants its class has a cursor at or past
-//! its seq (a class no uplink wants counts as delivered). Maintenance:
+//! its seq (a class no uplink wants counts as delivered) and, where a rules runner runs
+//! (`JournalOptions::rules_consumer`), the runner's cursor (`rules_state`) is past it too:
+//! the runner wants every class, so a fire alarm is never deleted before the rules saw it.
+//! Until the runner stored its first cursor nothing counts as consumed by it. Maintenance:
 //! 1. deletes delivered events older than the retention age;
 //! 2. while the database is over its quota, evicts oldest-first by tier:
 //!    1. `telemetry` (delivered or not),
@@ -221,10 +224,20 @@ fn delete_returning(
     Ok((n, bytes))
 }
 
-/// The delivered watermark per class rank: `min(cursor)` over uplinks wanting the class;
-/// `i64::MAX` where none does.
+/// The delivered watermark per class rank: `min(cursor)` over uplinks wanting the class
+/// and the rules runner (every class, when it runs); `i64::MAX` where none does.
 fn watermarks(conn: &Connection, opts: &JournalOptions) -> rusqlite::Result<[i64; 5]> {
     let mut marks = [i64::MAX; 5];
+    if opts.rules_consumer {
+        let rules: i64 = conn
+            .query_row(
+                "SELECT cursor FROM rules_state WHERE consumer = ?1",
+                ["rules"], // `rules::CONSUMER`; the journal sits below the runner
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        marks = [rules; 5];
+    }
     let mut stmt =
         conn.prepare_cached("SELECT seq FROM cursors WHERE uplink = ?1 AND class = ?2")?;
     for u in &opts.uplinks {

@@ -423,6 +423,18 @@ impl RulesReader {
         self.actions_where("alarm = ?1 ORDER BY id", params![alarm])
     }
 
+    /// Forward rows for `uplink` not yet settled (`queued`), oldest first: what the
+    /// uplink's feed still has to send (`uplink/feed.rs`, "Forwards").
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn queued_forwards(&self, uplink: &str) -> Result<Vec<StoredAction>, JournalError> {
+        self.actions_where(
+            "kind = 'forward' AND status = 'queued' AND json_extract(action, '$.uplink') = ?1 ORDER BY id",
+            params![uplink],
+        )
+    }
+
     /// Every action, oldest first (tests, `campusgw rules actions`).
     ///
     /// # Errors

@@ -1,5 +1,10 @@
 //! Carrying out logged actions (commands, notifications) with the rule's retry policy, and
 //! writing each outcome back to `rule_actions`.
+//!
+//! A command to a scope (`building:A`) reaches several devices; a retry goes only to the
+//! devices whose last result was `failed` (a door that already opened is not sent the
+//! command again, a device that refused it is not asked again). The row's `result` holds
+//! the latest [`CommandResult`] of every device, so a restart resumes with the same devices.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use campusgw_sdk::{
     Class, Command, CommandKind, DeviceId, Event, Kind, Location, NewEvent, Target,
 };
 use serde::Deserialize;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{CONSUMER, CommandRouter, Journal};
@@ -52,12 +58,20 @@ pub(super) struct Job {
     pub action: serde_json::Value,
     pub policy: RetryPolicy,
     pub attempts: u32,
+    /// The latest result of each device of a command so far (empty before the first attempt).
+    pub outcomes: Vec<CommandResult>,
 }
 
 impl Job {
     /// A job for a stored row, if it is one the executor carries out.
     pub fn from_stored(a: &StoredAction, policy: RetryPolicy) -> Option<Job> {
         let work = Work::deserialize(&a.action).ok()?;
+        // A command's stored result is the per-device list; anything else starts afresh.
+        let outcomes = a
+            .result
+            .as_ref()
+            .and_then(|r| Vec::<CommandResult>::deserialize(r).ok())
+            .unwrap_or_default();
         Some(Job {
             id: a.id,
             rule: a.rule.clone(),
@@ -66,6 +80,7 @@ impl Job {
             action: a.action.clone(),
             policy,
             attempts: a.attempts,
+            outcomes,
         })
     }
 }
@@ -91,13 +106,40 @@ enum Outcome {
 impl Executor {
     pub fn spawn(self: &Arc<Self>, job: Job) {
         let me = self.clone();
-        tokio::spawn(async move { me.run(job).await });
+        tokio::spawn(async move { me.run(job, None).await });
     }
 
-    async fn run(&self, mut job: Job) {
-        loop {
+    /// Starts a command's first attempt now, while its row is still being committed
+    /// (module doc of [`super`], "Latency"); its outcome is recorded once `row` gives the
+    /// row's id. If the commit fails, `row` is dropped: nothing is recorded, and the
+    /// runner, restarted from its cursor, decides (and sends) the command again.
+    pub fn spawn_early(self: &Arc<Self>, mut job: Job, row: oneshot::Receiver<i64>) {
+        let me = self.clone();
+        tokio::spawn(async move {
             job.attempts += 1;
-            let outcome = self.attempt(&job).await;
+            let started = std::time::Instant::now();
+            let first = me.attempt(&mut job).await;
+            metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "command")
+                .record(started.elapsed().as_secs_f64());
+            let Ok(id) = row.await else {
+                tracing::warn!(rule = %job.rule, "rule step not committed; its command is decided again after the restart");
+                return;
+            };
+            job.id = id;
+            me.run(job, Some(first)).await;
+        });
+    }
+
+    /// Attempts until done or given up; `first` is the outcome of an attempt already made.
+    async fn run(&self, mut job: Job, mut first: Option<Outcome>) {
+        loop {
+            let outcome = match first.take() {
+                Some(o) => o,
+                None => {
+                    job.attempts += 1;
+                    self.attempt(&mut job).await
+                }
+            };
             let last = job.attempts >= job.policy.attempts.max(1);
             let (status, result, give_up) = match outcome {
                 Outcome::Done(r) => ("done", r, false),
@@ -125,17 +167,33 @@ impl Executor {
         }
     }
 
-    async fn attempt(&self, job: &Job) -> Outcome {
+    async fn attempt(&self, job: &mut Job) -> Outcome {
         match &job.work {
             Work::Command { kind, target, args } => {
-                let c = Command::new(
-                    kind.clone(),
-                    target.clone(),
-                    args.clone(),
-                    &format!("rule:{}", job.rule),
-                );
-                let results = self.router.execute(c, self.timeout).await;
-                command_outcome(&results)
+                let by = format!("rule:{}", job.rule);
+                let retry: Vec<DeviceId> = job
+                    .outcomes
+                    .iter()
+                    .filter(|r| r.status == CommandStatus::Failed)
+                    .map(|r| r.device.clone())
+                    .collect();
+                let results = if job.outcomes.is_empty() || retry.is_empty() {
+                    let c = Command::new(kind.clone(), target.clone(), args.clone(), &by);
+                    self.router.execute(c, self.timeout).await
+                } else {
+                    // Only the devices that failed last time, each addressed directly.
+                    let sends = retry.into_iter().map(|d| {
+                        let c = Command::new(kind.clone(), Target::Device(d), args.clone(), &by);
+                        self.router.execute(c, self.timeout)
+                    });
+                    futures_util::future::join_all(sends)
+                        .await
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                };
+                merge_outcomes(&mut job.outcomes, results);
+                command_outcome(&job.outcomes)
             }
             Work::Notify {
                 notifier,
@@ -178,6 +236,7 @@ impl Executor {
             let payload = serde_json::json!({
                 "rule": job.rule, "action_id": job.id, "cause_seq": job.cause_seq,
                 "action": job.action, "attempts": job.attempts, "result": result,
+                "what": job.work.describe(),
             });
             events.push(Event::stamp(
                 NewEvent::new(Kind::from_static(RULE_ACTION_FAILED), Class::Security)
@@ -204,6 +263,37 @@ impl Executor {
                 tracing::warn!(error = %e, action = job.id, "rule action outcome not recorded");
                 false
             }
+        }
+    }
+}
+
+impl Work {
+    /// Whether this is a device command (sent as soon as decided, see [`Executor::spawn_early`]).
+    pub fn is_command(&self) -> bool {
+        matches!(self, Work::Command { .. })
+    }
+
+    /// What the action does, for people: `door.unlock to building:A`, `notify duty`.
+    fn describe(&self) -> String {
+        match self {
+            Work::Command { kind, target, .. } => {
+                let to = match target {
+                    Target::Device(d) => format!("device:{d}"),
+                    Target::Scope(s) => s.clone(),
+                };
+                format!("{kind} to {to}")
+            }
+            Work::Notify { notifier, .. } => format!("notify {notifier}"),
+        }
+    }
+}
+
+/// Replaces each device's result with its newer one; devices not retried keep theirs.
+fn merge_outcomes(outcomes: &mut Vec<CommandResult>, newer: Vec<CommandResult>) {
+    for r in newer {
+        match outcomes.iter_mut().find(|o| o.device == r.device) {
+            Some(o) => *o = r,
+            None => outcomes.push(r),
         }
     }
 }

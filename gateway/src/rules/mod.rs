@@ -27,10 +27,32 @@
 //!   `security`, payload: rule, action, attempts, results) for an alarm rule to raise.
 //! - `Alarm`: journaled as `alarm.raised|updated|escalated|acknowledged|resolved` and
 //!   projected into `alarms`; [`AlarmStore::subscribe`] announces it.
+//!   A command's first attempt starts as soon as the engine decided it, while the step
+//!   with its row commits (see "Latency").
 //! - `Notify`: through the named notifier ([`crate::notify`]), retried like commands.
-//! - `Forward`: logged as a `forward` row with status `queued` (see the report in the
-//!   commit: the uplink feed does not read it yet).
+//! - `Forward`: logged as a `forward` row with status `queued`; the named uplink's feed
+//!   reads it, sends the event unless its own filter carries it anyway (`carried`), and
+//!   marks it `delivered` (or `rejected`) on the destination's answer (`uplink/feed.rs`).
 //! - `Emit`: journaled, source = the gateway, driver `rules`.
+//!
+//! # Latency
+//! A command follows the commit of the event that caused it (the tail hands over only
+//! committed events), but not the commit of its own row: waiting for that second fsync
+//! doubled the fire-alarm → door time. If the gateway dies after the command went out and
+//! before the step committed, the event was not consumed, so after the restart the engine
+//! decides it again and the command is sent a second time (one row, as for a command in
+//! flight at a crash; door, relay and broadcast commands are idempotent at the device).
+//! Notifications, which reach people, still wait for their row. Stage timings:
+//! `campusgw_linkage_stage_seconds{stage="to_engine"|"engine"|"step_commit"|"command"}`.
+//!
+//! # Supervision
+//! A runner that stops with an error or panics is started again after a back-off (200 ms
+//! doubling to 10 s); it resumes from its stored cursor. A runner that keeps failing
+//! ([`RESTART_LIMIT`] failures within [`RESTART_WINDOW`], e.g. a stored state it cannot
+//! read) is not restarted again: the supervisor reports the reason on the
+//! [`RunnerFailure`] it returned, `/healthz` answers 503 with it and the gateway exits
+//! non-zero, so the service manager restarts the whole process and someone is told.
+//! Linkage that silently never runs is the failure this prevents.
 //!
 //! # Reload
 //! The rules directory is checked every `reload_poll` (file names, sizes, mtimes) and on
@@ -57,9 +79,18 @@ use crate::journal::{Journal, Tail};
 /// The consumer name of the rules runner in `rules_state`.
 pub const CONSUMER: &str = "rules";
 
+/// Failures of the runner within [`RESTART_WINDOW`] after which it is not restarted.
+pub const RESTART_LIMIT: usize = 5;
+/// The window [`RESTART_LIMIT`] counts failures in.
+pub const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Set (once) to why the runner was given up on; `None` while it runs.
+pub type RunnerFailure = tokio::sync::watch::Receiver<Option<String>>;
+
 /// Builds the runner from the config's `[rules]` section and spawns it supervised: if it
 /// fails or panics it is started again after a back-off (it resumes from its stored
-/// cursor), until `shutdown`.
+/// cursor), until `shutdown` or until it failed [`RESTART_LIMIT`] times within
+/// [`RESTART_WINDOW`] (then the returned [`RunnerFailure`] says why).
 ///
 /// # Errors
 /// A notifier that cannot be built (its HTTP client).
@@ -67,7 +98,7 @@ pub fn spawn(
     section: &config::RulesSection,
     uplinks: &[crate::config::UplinkConfig],
     cx: SpawnContext,
-) -> Result<tokio::task::JoinHandle<()>, crate::notify::NotifyError> {
+) -> Result<(tokio::task::JoinHandle<()>, RunnerFailure), crate::notify::NotifyError> {
     let mut notifiers = std::collections::BTreeMap::new();
     for n in &section.notifiers {
         let timeout = std::time::Duration::from_secs(10);
@@ -90,7 +121,11 @@ pub fn spawn(
         start_after: cx.start_after,
         shutdown: cx.shutdown.clone(),
     });
-    Ok(tokio::spawn(supervise(runner, cx.shutdown)))
+    let (fail_tx, failure) = tokio::sync::watch::channel(None);
+    Ok((
+        tokio::spawn(supervise(runner, cx.shutdown, fail_tx)),
+        failure,
+    ))
 }
 
 /// The environment rules are checked in (also used by the console to list them).
@@ -125,11 +160,13 @@ pub struct SpawnContext {
 async fn supervise(
     runner: std::sync::Arc<RulesRunner>,
     shutdown: tokio_util::sync::CancellationToken,
+    failure: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let mut backoff = campusgw_sdk::driver::Backoff::new(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(10),
     );
+    let mut recent = std::collections::VecDeque::new();
     loop {
         let r = runner.clone();
         let outcome = tokio::spawn(async move { r.run().await }).await;
@@ -141,6 +178,25 @@ async fn supervise(
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("panicked: {e}"),
         };
+        let now = std::time::Instant::now();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= RESTART_LIMIT {
+            let why = format!(
+                "rules runner failed {} times within {}s, last: {reason}",
+                recent.len(),
+                RESTART_WINDOW.as_secs()
+            );
+            metrics::counter!("campusgw_rules_runner_given_up_total").increment(1);
+            tracing::error!(reason = %why, "rules runner keeps failing; not restarting it: linkage is down, the gateway reports failing and exits");
+            failure.send_replace(Some(why));
+            return;
+        }
         metrics::counter!("campusgw_rules_runner_restarts_total").increment(1);
         tracing::error!(reason = %reason, "rules runner stopped; restarting it (it resumes from its cursor)");
         tokio::select! {

@@ -182,7 +182,17 @@ impl RulesRunner {
     ) -> Result<(), RunnerError> {
         let mut step = Step::default();
         for (seq, ev) in batch {
-            let actions = lp.engine.on_event(seq, &ev, Utc::now());
+            let handed = Utc::now();
+            let started = Instant::now();
+            let actions = lp.engine.on_event(seq, &ev, handed);
+            if actions.iter().any(|a| matches!(a, Action::Command { .. })) {
+                // Stage timings of linkage (`campusgw bench linkage` prints them).
+                let waited = (handed - ev.received_at).to_std().unwrap_or_default();
+                metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "to_engine")
+                    .record(waited.as_secs_f64());
+                metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "engine")
+                    .record(started.elapsed().as_secs_f64());
+            }
             self.add_actions(lp, &mut step, &format!("{seq}"), actions);
         }
         self.count_eval_errors(lp);
@@ -284,31 +294,55 @@ impl RulesRunner {
     }
 
     /// Commits the step with the cursor and state, then announces alarms and starts jobs.
+    /// Device commands start at once, while the step commits (module doc, "Latency").
     async fn persist(&self, lp: &mut Loop, mut step: Step) -> Result<(), RunnerError> {
         step.rows.consumer = CONSUMER.into();
         step.rows.cursor = Some(lp.tail.position());
         let state = serde_json::to_string(&lp.engine.state()).map_err(RunnerError::State)?;
         step.rows.state = Some(state);
-        let actions = step.rows.actions.clone();
-        let receipt = self.journal.rules_step(step.rows).await?;
-        lp.dirty = false;
-        lp.persisted = Instant::now();
-        for id in &step.alarms {
-            self.store.announce(id);
-        }
+        let mut later = Vec::new();
+        let mut early = Vec::new();
         for (i, work, action) in step.jobs {
-            let (Some(id), Some(row)) = (receipt.action_ids.get(i), actions.get(i)) else {
+            let Some(row) = step.rows.actions.get(i) else {
                 continue;
             };
-            lp.exec.spawn(Job {
-                id: *id,
+            let job = Job {
+                id: 0,
                 rule: row.rule.clone(),
                 cause_seq: row.cause_seq,
                 work,
                 action,
                 policy: lp.engine.retry_policy(&row.rule),
                 attempts: 0,
-            });
+                outcomes: Vec::new(),
+            };
+            if job.work.is_command() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                lp.exec.spawn_early(job, rx);
+                early.push((i, tx));
+            } else {
+                later.push((i, job));
+            }
+        }
+        let started = Instant::now();
+        let receipt = self.journal.rules_step(step.rows).await?;
+        metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "step_commit")
+            .record(started.elapsed().as_secs_f64());
+        lp.dirty = false;
+        lp.persisted = Instant::now();
+        for id in &step.alarms {
+            self.store.announce(id);
+        }
+        for (i, tx) in early {
+            if let Some(id) = receipt.action_ids.get(i) {
+                let _ = tx.send(*id);
+            }
+        }
+        for (i, mut job) in later {
+            if let Some(id) = receipt.action_ids.get(i) {
+                job.id = *id;
+                lp.exec.spawn(job);
+            }
         }
         Ok(())
     }

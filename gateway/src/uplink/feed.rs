@@ -14,8 +14,17 @@
 //! their class. Their seqs are behind the cursor, so confirming one never moves a cursor;
 //! [`Feed::take_resent`] hands the delivered ones back so the uplink can clear them from
 //! the rejected list.
+//!
+//! Forwards: a rule's `forward` action is a `rule_actions` row (`queued`) naming this
+//! uplink. [`Feed::poll_resends`] also reads those rows: an event the uplink's own filter
+//! carries anyway is not sent again (the row becomes `carried`); any other is queued like a
+//! resend (first in its class, even a class the filter does not want). When the destination
+//! confirms it the row becomes `delivered`, when it rejects it `rejected`
+//! ([`Feed::take_forward_outcomes`], written back by the uplink). The rows are durable, so
+//! a forward survives a restart; a crash between delivery and the row's update sends it once
+//! more, with the same event id (at-least-once, as every delivery).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use campusgw_sdk::{Class, Event};
@@ -124,6 +133,12 @@ pub struct Feed {
     resends_out: Vec<Outgoing>,
     /// Resends delivered, not yet handed back by [`Feed::take_resent`].
     resent: Vec<u64>,
+    /// Forward rows queued or in flight, by the seq of their event.
+    forwards: BTreeMap<u64, Vec<i64>>,
+    /// Forward rows settled (row id, new status), not yet taken.
+    forward_outcomes: Vec<(i64, &'static str)>,
+    /// The rules' action log (absent when it cannot be opened: no forwards then).
+    rules: Option<crate::journal::rules::RulesReader>,
 }
 
 impl Feed {
@@ -158,6 +173,9 @@ impl Feed {
             resending: BTreeSet::new(),
             resends_out: Vec::new(),
             resent: Vec::new(),
+            forwards: BTreeMap::new(),
+            forward_outcomes: Vec::new(),
+            rules: journal.rules_reader().ok(),
         })
     }
 
@@ -235,6 +253,7 @@ impl Feed {
             self.resending.remove(&seq);
             self.inflight -= 1;
             self.resent.push(seq);
+            self.settle_forwards(seq, "delivered");
             return false;
         }
         let lane = &mut self.lanes[usize::from(class.rank())];
@@ -329,6 +348,7 @@ impl Feed {
     pub fn reject(&mut self, class: Class, seq: u64) -> bool {
         if self.resends_out.iter().any(|o| o.seq == seq) {
             self.settle_resend(seq);
+            self.settle_forwards(seq, "rejected");
             return false;
         }
         self.confirm(class, seq)
@@ -346,18 +366,66 @@ impl Feed {
         self.resending.remove(&seq);
     }
 
+    fn settle_forwards(&mut self, seq: u64, status: &'static str) {
+        for id in self.forwards.remove(&seq).unwrap_or_default() {
+            self.forward_outcomes.push((id, status));
+        }
+    }
+
+    /// Forward rows settled since the last call: (row id, `delivered` | `rejected` |
+    /// `carried` | `missing`), for the uplink to write back.
+    pub fn take_forward_outcomes(&mut self) -> Vec<(i64, &'static str)> {
+        std::mem::take(&mut self.forward_outcomes)
+    }
+
+    /// Queues the forwards rules asked of this uplink and not yet queued; returns how many.
+    fn poll_forwards(&mut self) -> Result<usize, JournalError> {
+        let Some(rules) = &self.rules else {
+            return Ok(0);
+        };
+        let rows = rules.queued_forwards(&self.name)?;
+        let mut n = 0;
+        for row in rows {
+            let seq = row.cause_seq;
+            let known = self
+                .forwards
+                .get(&seq)
+                .is_some_and(|ids| ids.contains(&row.id));
+            let settled = self.forward_outcomes.iter().any(|(id, _)| *id == row.id);
+            if known || settled {
+                continue;
+            }
+            let Some(e) = self.reader.get(seq)? else {
+                tracing::warn!(uplink = %self.name, seq, "forwarded event is no longer in the journal");
+                self.forward_outcomes.push((row.id, "missing"));
+                continue;
+            };
+            if self.filter.wants_class(e.class) && self.filter.wants_kind(&e.kind) {
+                // The uplink's own filter carries it: never twice.
+                self.forward_outcomes.push((row.id, "carried"));
+                continue;
+            }
+            tracing::info!(uplink = %self.name, seq, id = %e.id, rule = %row.rule, "forwarding an event on a rule's request");
+            self.forwards.entry(seq).or_default().push(row.id);
+            self.queue_resend(e);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Resends delivered since the last call.
     pub fn take_resent(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.resent)
     }
 
     /// Queues the rejected events an operator asked to resend (`campusgw uplink
-    /// retry-rejected`) and not yet queued; returns how many were queued.
+    /// retry-rejected`) and the forwards rules asked for (module doc), not yet queued;
+    /// returns how many were queued.
     ///
     /// # Errors
     /// Journal read errors.
     pub fn poll_resends(&mut self) -> Result<usize, JournalError> {
-        let mut n = 0;
+        let mut n = self.poll_forwards()?;
         for seq in self.list.requested(&self.name)? {
             if self.is_resending(seq) {
                 continue;

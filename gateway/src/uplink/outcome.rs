@@ -109,6 +109,7 @@ pub(crate) async fn settle_rejected(
 /// Removes resent-and-delivered events from the rejected list (a failure only means they
 /// are sent once more later).
 pub(crate) async fn clear_resent(cx: &UplinkContext, name: &str, feed: &mut feed::Feed) {
+    settle_forwards(cx, name, feed).await;
     let done = feed.take_resent();
     if done.is_empty() {
         return;
@@ -116,6 +117,32 @@ pub(crate) async fn clear_resent(cx: &UplinkContext, name: &str, feed: &mut feed
     tracing::info!(uplink = %name, seqs = ?done, "rejected events delivered on resend");
     if let Err(e) = cx.journal.clear_rejected(name, done).await {
         tracing::warn!(uplink = %name, error = %e, "delivered resends not cleared from the rejected list");
+    }
+}
+
+/// Writes settled forwards back to their `rule_actions` rows (feed module doc,
+/// "Forwards"); a failure leaves them `queued`, so they are sent once more later.
+async fn settle_forwards(cx: &UplinkContext, name: &str, feed: &mut feed::Feed) {
+    let settled = feed.take_forward_outcomes();
+    if settled.is_empty() {
+        return;
+    }
+    let updates = settled
+        .into_iter()
+        .map(|(id, status)| crate::journal::rules::ActionUpdate {
+            id,
+            status: status.into(),
+            attempts: 1,
+            result: Some(json!({ "uplink": name }).to_string()),
+        })
+        .collect();
+    let step = crate::journal::rules::RulesStep {
+        consumer: "rules".into(),
+        updates,
+        ..Default::default()
+    };
+    if let Err(e) = cx.journal.rules_step(step).await {
+        tracing::warn!(uplink = %name, error = %e, "forward outcomes not recorded; they are sent again");
     }
 }
 
