@@ -16,7 +16,6 @@ use campusgw_sdk::{
     Class, Command, CommandKind, DeviceId, Event, Kind, Location, NewEvent, Target,
 };
 use serde::Deserialize;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{CONSUMER, CommandRouter, Journal};
@@ -106,40 +105,19 @@ enum Outcome {
 impl Executor {
     pub fn spawn(self: &Arc<Self>, job: Job) {
         let me = self.clone();
-        tokio::spawn(async move { me.run(job, None).await });
+        tokio::spawn(async move { me.run(job).await });
     }
 
-    /// Starts a command's first attempt now, while its row is still being committed
-    /// (module doc of [`super`], "Latency"); its outcome is recorded once `row` gives the
-    /// row's id. If the commit fails, `row` is dropped: nothing is recorded, and the
-    /// runner, restarted from its cursor, decides (and sends) the command again.
-    pub fn spawn_early(self: &Arc<Self>, mut job: Job, row: oneshot::Receiver<i64>) {
-        let me = self.clone();
-        tokio::spawn(async move {
+    /// Attempts until done or given up.
+    async fn run(&self, mut job: Job) {
+        loop {
             job.attempts += 1;
             let started = std::time::Instant::now();
-            let first = me.attempt(&mut job).await;
-            metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "command")
-                .record(started.elapsed().as_secs_f64());
-            let Ok(id) = row.await else {
-                tracing::warn!(rule = %job.rule, "rule step not committed; its command is decided again after the restart");
-                return;
-            };
-            job.id = id;
-            me.run(job, Some(first)).await;
-        });
-    }
-
-    /// Attempts until done or given up; `first` is the outcome of an attempt already made.
-    async fn run(&self, mut job: Job, mut first: Option<Outcome>) {
-        loop {
-            let outcome = match first.take() {
-                Some(o) => o,
-                None => {
-                    job.attempts += 1;
-                    self.attempt(&mut job).await
-                }
-            };
+            let outcome = self.attempt(&mut job).await;
+            if job.attempts == 1 && job.work.is_command() {
+                metrics::histogram!("campusgw_linkage_stage_seconds", "stage" => "command")
+                    .record(started.elapsed().as_secs_f64());
+            }
             let last = job.attempts >= job.policy.attempts.max(1);
             let (status, result, give_up) = match outcome {
                 Outcome::Done(r) => ("done", r, false),
@@ -268,7 +246,7 @@ impl Executor {
 }
 
 impl Work {
-    /// Whether this is a device command (sent as soon as decided, see [`Executor::spawn_early`]).
+    /// Whether this is a device command (its first attempt is the linkage stage `command`).
     pub fn is_command(&self) -> bool {
         matches!(self, Work::Command { .. })
     }

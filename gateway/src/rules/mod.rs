@@ -27,8 +27,6 @@
 //!   `security`, payload: rule, action, attempts, results) for an alarm rule to raise.
 //! - `Alarm`: journaled as `alarm.raised|updated|escalated|acknowledged|resolved` and
 //!   projected into `alarms`; [`AlarmStore::subscribe`] announces it.
-//!   A command's first attempt starts as soon as the engine decided it, while the step
-//!   with its row commits (see "Latency").
 //! - `Notify`: through the named notifier ([`crate::notify`]), retried like commands.
 //! - `Forward`: logged as a `forward` row with status `queued`; the named uplink's feed
 //!   reads it, sends the event unless its own filter carries it anyway (`carried`), and
@@ -37,12 +35,12 @@
 //!
 //! # Latency
 //! A command follows the commit of the event that caused it (the tail hands over only
-//! committed events), but not the commit of its own row: waiting for that second fsync
-//! doubled the fire-alarm → door time. If the gateway dies after the command went out and
-//! before the step committed, the event was not consumed, so after the restart the engine
-//! decides it again and the command is sent a second time (one row, as for a command in
-//! flight at a crash; door, relay and broadcast commands are idempotent at the device).
-//! Notifications, which reach people, still wait for their row. Stage timings:
+//! committed events) and the commit of the step that decided it (its row, the cursor and
+//! the engine state): so after a crash the event is either consumed with its command
+//! already recorded, or not consumed and nothing was sent (invariant 10, "rules act once
+//! per event"). Sending before the step's own fsync would save one commit but could send a
+//! command twice after a crash, so it is not done; the step commit is made fast instead
+//! (the writer's group commit). Stage timings:
 //! `campusgw_linkage_stage_seconds{stage="to_engine"|"engine"|"step_commit"|"command"}`.
 //!
 //! # Supervision

@@ -293,36 +293,31 @@ impl RulesRunner {
         });
     }
 
-    /// Commits the step with the cursor and state, then announces alarms and starts jobs.
-    /// Device commands start at once, while the step commits (module doc, "Latency").
+    /// Commits the step with the cursor and state, then announces alarms and starts jobs:
+    /// nothing runs before the step that decided it is durable (module doc, "Latency").
     async fn persist(&self, lp: &mut Loop, mut step: Step) -> Result<(), RunnerError> {
         step.rows.consumer = CONSUMER.into();
         step.rows.cursor = Some(lp.tail.position());
         let state = serde_json::to_string(&lp.engine.state()).map_err(RunnerError::State)?;
         step.rows.state = Some(state);
         let mut later = Vec::new();
-        let mut early = Vec::new();
         for (i, work, action) in step.jobs {
             let Some(row) = step.rows.actions.get(i) else {
                 continue;
             };
-            let job = Job {
-                id: 0,
-                rule: row.rule.clone(),
-                cause_seq: row.cause_seq,
-                work,
-                action,
-                policy: lp.engine.retry_policy(&row.rule),
-                attempts: 0,
-                outcomes: Vec::new(),
-            };
-            if job.work.is_command() {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                lp.exec.spawn_early(job, rx);
-                early.push((i, tx));
-            } else {
-                later.push((i, job));
-            }
+            later.push((
+                i,
+                Job {
+                    id: 0,
+                    rule: row.rule.clone(),
+                    cause_seq: row.cause_seq,
+                    work,
+                    action,
+                    policy: lp.engine.retry_policy(&row.rule),
+                    attempts: 0,
+                    outcomes: Vec::new(),
+                },
+            ));
         }
         let started = Instant::now();
         let receipt = self.journal.rules_step(step.rows).await?;
@@ -332,11 +327,6 @@ impl RulesRunner {
         lp.persisted = Instant::now();
         for id in &step.alarms {
             self.store.announce(id);
-        }
-        for (i, tx) in early {
-            if let Some(id) = receipt.action_ids.get(i) {
-                let _ = tx.send(*id);
-            }
         }
         for (i, mut job) in later {
             if let Some(id) = receipt.action_ids.get(i) {
