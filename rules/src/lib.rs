@@ -27,6 +27,7 @@
 
 mod action;
 mod alarm;
+pub mod bench;
 mod calendar;
 mod compile;
 mod engine;
