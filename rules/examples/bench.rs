@@ -13,7 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--rules" => rules = value.parse()?,
             "--events" => events = value.parse()?,
             "--pack" => pack = value.parse()?,
-            other => return Err(format!("unknown flag {other} (--rules N --events N --pack campus|dense)").into()),
+            other => {
+                return Err(format!(
+                    "unknown flag {other} (--rules N --events N --pack campus|dense)"
+                )
+                .into());
+            }
         }
     }
     println!("{}", run(pack, rules, events)?);

@@ -150,12 +150,7 @@ pub fn rule_set(pack: Pack, n: usize) -> Result<RuleSet, BenchError> {
         text: rules_toml(pack, n),
     };
     RuleSet::parse(&[source], &RuleEnv::default()).map_err(|issues| {
-        BenchError::Rules(
-            issues
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        )
+        BenchError::Rules(issues.first().map(ToString::to_string).unwrap_or_default())
     })
 }
 
@@ -327,7 +322,7 @@ fn campus_rule(i: usize) -> String {
                 r,
                 "trigger = {{ kinds = [\"{kind}\"], scopes = [\"{scope}\"] }}"
             );
-            if j % 4 == 0 {
+            if j.is_multiple_of(4) {
                 r.push_str("schedule = { except = [\"school_hours\"] }\n");
             }
         }

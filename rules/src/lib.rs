@@ -31,6 +31,7 @@ pub mod bench;
 mod calendar;
 mod compile;
 mod engine;
+mod fastcel;
 mod lang;
 mod ops;
 mod rule;
