@@ -113,6 +113,36 @@ impl Fast {
     }
 }
 
+/// Whether the fast path, where it answers for condition `src` on `ev`, gives what the
+/// interpreter gives (true when it does not answer or `src` does not parse). For the
+/// `rules_parse` fuzz target; not part of the engine's interface.
+#[doc(hidden)]
+pub fn fast_agrees_with_interpreter(src: &str, ev: &Event) -> bool {
+    let parsed = std::panic::catch_unwind(|| {
+        (
+            cel_interpreter::Program::compile(src),
+            cel_parser::Parser::default().parse(src),
+        )
+    });
+    let Ok((Ok(program), Ok(ast))) = parsed else {
+        return true;
+    };
+    let Some(fast) = Fast::compile(&ast).and_then(|f| f.eval(ev)) else {
+        return true;
+    };
+    let Ok(view) = crate::engine::cel_view(ev) else {
+        return false;
+    };
+    let root = cel_interpreter::Context::default();
+    let mut ctx = root.new_inner_scope();
+    ctx.add_variable_from_value("event", view);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx))) {
+        Ok(Ok(slow)) => format!("{fast:?}") == format!("{slow:?}"),
+        // The fast path answered where the interpreter fails or panics.
+        Ok(Err(_)) | Err(_) => false,
+    }
+}
+
 /// The fields after `event` of an `event.a.b` expression.
 fn path(e: &IdedExpr) -> Option<Vec<String>> {
     match &e.expr {
