@@ -474,11 +474,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
         } => crate::bench::linkage::run(samples, load_rate, data_dir).await,
         Cmd::Bench {
-            command: BenchCmd::Rules {
-                rules,
-                events,
-                pack,
-            },
+            command:
+                BenchCmd::Rules {
+                    rules,
+                    events,
+                    pack,
+                },
         } => crate::bench::rules::run(rules, events, pack),
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
