@@ -335,6 +335,10 @@ pub enum BenchCmd {
         /// Events evaluated.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Generated pack: `campus` (realistic, many buildings) or `dense` (the first
+        /// generator, most rules of a kind act on most of its events).
+        #[arg(long, default_value = "campus")]
+        pack: campusgw_rules::bench::Pack,
     },
     /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
     Forward {
@@ -527,8 +531,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
         } => crate::bench::linkage::run(samples, load_rate, data_dir).await,
         Cmd::Bench {
-            command: BenchCmd::Rules { rules, events },
-        } => crate::bench::rules::run(rules, events),
+            command:
+                BenchCmd::Rules {
+                    rules,
+                    events,
+                    pack,
+                },
+        } => crate::bench::rules::run(rules, events, pack),
         Cmd::Bench {
             command: BenchCmd::Retention { events, data_dir },
         } => crate::bench::retention::run(events, data_dir).await,

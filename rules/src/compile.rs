@@ -977,8 +977,16 @@ fn compile_condition(src: &str) -> Result<Condition, String> {
             ));
         }
     }
+    // The same text parsed again for its AST (the program keeps its own private); a parser
+    // panic here only means no fast path.
+    let fast = std::panic::catch_unwind(|| cel_parser::Parser::default().parse(src))
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|ast| crate::fastcel::Fast::compile(&ast))
+        .map(Arc::new);
     Ok(Condition {
         program: Arc::new(program),
+        fast,
         source: src.to_owned(),
     })
 }

@@ -47,6 +47,8 @@ pub struct Engine {
     errors: Vec<EvalError>,
     dropped_errors: u64,
     scratch: Vec<(usize, Role)>,
+    /// The zone offset (seconds east of UTC) of the last UTC second a schedule was read at.
+    offset: std::cell::Cell<(i64, i32)>,
 }
 
 /// How a hold changes what a rule does.
@@ -76,6 +78,7 @@ impl Engine {
             errors: Vec::new(),
             dropped_errors: 0,
             scratch: Vec::new(),
+            offset: std::cell::Cell::new((i64::MIN, 0)),
         };
         e.queue =
             e.st.timers
@@ -114,6 +117,8 @@ impl Engine {
             self.cancel_timer(id);
         }
         self.rules = rules;
+        // The new set may read schedules in another zone.
+        self.offset.set((i64::MIN, 0));
         self.refresh_enabled();
     }
 
@@ -463,10 +468,32 @@ impl Engine {
 
     fn scheduled(&self, schedule: Option<&Schedule>, t: DateTime<Utc>) -> bool {
         let Some(s) = schedule else { return true };
-        let local = t.with_timezone(&self.rules.inner.timezone).naive_local();
+        let local = self.local(t);
         let cals = &self.rules.inner.calendars;
         (s.during.is_empty() || s.during.iter().any(|c| cals.contains(c, local)))
             && !s.except.iter().any(|c| cals.contains(c, local))
+    }
+
+    /// `t` on the wall clock of the rule set's zone. The zone's offset is looked up once per
+    /// UTC second (zone transitions fall on whole seconds), not once per scheduled rule.
+    fn local(&self, t: DateTime<Utc>) -> chrono::NaiveDateTime {
+        use chrono::{Offset, TimeZone};
+        let secs = t.timestamp();
+        let (at, cached) = self.offset.get();
+        let offset = if at == secs {
+            cached
+        } else {
+            let o = self
+                .rules
+                .inner
+                .timezone
+                .offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc();
+            self.offset.set((secs, o));
+            o
+        };
+        t.naive_utc() + chrono::Duration::seconds(i64::from(offset))
     }
 
     fn eval(
@@ -475,6 +502,12 @@ impl Engine {
         ev: &Event,
         cel_event: &mut Option<cel_interpreter::Value>,
     ) -> Result<bool, String> {
+        if let Some(v) = cond.fast.as_ref().and_then(|f| f.eval(ev)) {
+            return match v {
+                cel_interpreter::Value::Bool(b) => Ok(b),
+                other => Err(format!("condition gave {other:?}, not a bool")),
+            };
+        }
         if cel_event.is_none() {
             *cel_event = Some(cel_view(ev)?);
         }
@@ -510,7 +543,7 @@ fn witness(ev: &Event) -> String {
 
 /// The event as CEL sees it: `event.kind`, `event.class`, `event.seq`, `event.device`,
 /// `event.driver`, `event.location.building`, `event.payload.…`.
-fn cel_view(ev: &Event) -> Result<cel_interpreter::Value, String> {
+pub(crate) fn cel_view(ev: &Event) -> Result<cel_interpreter::Value, String> {
     use cel_interpreter::Value;
     let text = |s: &str| Value::String(std::sync::Arc::new(s.to_owned()));
     let mut location: HashMap<String, Value> = HashMap::new();
@@ -584,7 +617,7 @@ impl Engine {
                 let target = match target.strip_prefix("device:") {
                     Some(d) => Target::Device(DeviceId::new(d)?),
                     None => {
-                        Scope::parse(&target)?;
+                        Scope::check(&target)?;
                         Target::Scope(target)
                     }
                 };
@@ -602,7 +635,17 @@ impl Engine {
                 escalate,
                 ..
             } => {
-                let title = title.render(id, ev)?;
+                // An update keeps the alarm's first title: render it only for a new alarm,
+                // or when rendering may fail (then the failure is reported, as always).
+                let open = self
+                    .by_group
+                    .get(&rule.id)
+                    .is_some_and(|m| m.contains_key(group));
+                let title = if open && title.infallible() {
+                    String::new()
+                } else {
+                    title.render(id, ev)?
+                };
                 self.raise(
                     rule,
                     group,

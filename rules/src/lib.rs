@@ -11,6 +11,9 @@
 //!   reported with file and line, and a set with problems is refused whole.
 //! - Conditions are CEL (cel-spec) through `cel-interpreter`: a specified, side-effect free,
 //!   non-Turing-complete expression language, so a rule cannot loop or do I/O.
+//!   Conditions in its common subset (event fields, literals, `has()`, comparisons, `&&`,
+//!   `||`, `!`) are evaluated on the event in place, with the interpreter's own semantics and
+//!   the interpreter as fallback for everything else (`fastcel`).
 //! - Rules are indexed by event kind (exact, `family.*` prefix, `*`): an event costs only the
 //!   rules that can match it.
 //! - Everything the engine remembers is in [`EngineState`] (serde), and every timestamp in it
@@ -27,9 +30,11 @@
 
 mod action;
 mod alarm;
+pub mod bench;
 mod calendar;
 mod compile;
 mod engine;
+mod fastcel;
 mod lang;
 mod ops;
 mod rule;
@@ -41,6 +46,8 @@ pub use calendar::{Calendar, Calendars};
 pub use campusgw_model::{Command, Event};
 pub use compile::{RuleEnv, RuleIssue, RuleSet, RuleSource};
 pub use engine::Engine;
+#[doc(hidden)]
+pub use fastcel::fast_agrees_with_interpreter;
 pub use rule::RuleInfo;
 pub use state::{EngineState, Hold};
 

@@ -120,6 +120,35 @@ impl Scope {
         Ok(Scope::Levels { first, parts })
     }
 
+    /// Whether `s` parses, without building the scope (the engine checks every rendered
+    /// command target this way).
+    pub fn check(s: &str) -> Result<(), String> {
+        if s == "all" {
+            return Ok(());
+        }
+        let bad = || {
+            format!(
+                "bad scope {s:?} (write all, campus:C, building:B, floor:B/F, zone:B/F/Z or device:ID)"
+            )
+        };
+        let (level, value) = s.split_once(':').ok_or_else(bad)?;
+        let n = match level {
+            "device" => return if value.is_empty() { Err(bad()) } else { Ok(()) },
+            "campus" | "building" => 1,
+            "floor" => 2,
+            "zone" => 3,
+            _ => return Err(bad()),
+        };
+        let mut parts = 0;
+        for p in value.split('/') {
+            if p.is_empty() {
+                return Err(bad());
+            }
+            parts += 1;
+        }
+        if parts == n { Ok(()) } else { Err(bad()) }
+    }
+
     pub fn covers(&self, device: &str, loc: &Location) -> bool {
         match self {
             Scope::All => true,
@@ -179,6 +208,8 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 #[derive(Clone)]
 pub(crate) struct Condition {
     pub program: Arc<cel_interpreter::Program>,
+    /// The same condition in the fast subset, when it fits (`fastcel`).
+    pub fast: Option<Arc<crate::fastcel::Fast>>,
     pub source: String,
 }
 
@@ -360,6 +391,17 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Whether rendering can never fail (no location level or payload field, which an event
+    /// may lack).
+    pub fn infallible(&self) -> bool {
+        self.parts.iter().all(|p| {
+            !matches!(
+                p,
+                Part::Field(Field::Level(..)) | Part::Field(Field::Payload(_))
+            )
+        })
+    }
+
     /// Fills the fields in from `ev`.
     ///
     /// # Errors
@@ -504,4 +546,47 @@ pub struct RuleInfo {
     /// Optional forwards and notifications left out because their uplink or notifier is not
     /// configured (`"forward:police"`).
     pub skipped: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checking_a_scope_agrees_with_parsing_it() {
+        for s in [
+            "all",
+            "campus:main",
+            "building:A",
+            "floor:A/3",
+            "zone:A/3/east",
+            "device:d1",
+            "device:",
+            "zone:A/3",
+            "zone:A//e",
+            "floor:A/3/x",
+            "building:",
+            "room:A",
+            "A",
+            "building:A/1",
+            "campus:",
+            "zone:A/3/east/x",
+            ":",
+            "all:x",
+        ] {
+            assert_eq!(Scope::check(s).is_ok(), Scope::parse(s).is_ok(), "{s}");
+            if let Err(m) = Scope::check(s) {
+                assert_eq!(Err(m), Scope::parse(s).map(|_| ()), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_templates_without_level_or_payload_fields_are_infallible() {
+        let t = |s: &str| Template::parse(s).unwrap();
+        assert!(t("{rule.id} at {event.location}").infallible());
+        assert!(t("{event.kind} {event.seq} {event.device}").infallible());
+        assert!(!t("zone {event.location.zone}").infallible());
+        assert!(!t("{event.payload.v}").infallible());
+    }
 }
