@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use campusgw_sdk::driver::{
     Backoff, BuildContext, ContextParts, DeviceHealth, DriverContext, HealthSink,
 };
-use campusgw_sdk::{CommandRequest, DeviceId};
+use campusgw_sdk::{CommandInbox, DeviceId};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -91,14 +90,15 @@ impl Supervisor {
         let states: DriverStates = Arc::default();
         let mut tasks = Vec::new();
         for d in devices {
-            let (tx, rx) = mpsc::channel(64);
-            router.register(&d.id, &d.location, tx.clone());
+            // The channel itself is made when the first command arrives (CommandInbox).
+            let inbox = Arc::new(CommandInbox::new());
+            router.register(&d.id, &d.location, inbox.clone());
             shared
                 .health
                 .register(d.id.clone(), d.driver, d.location.clone(), d.offline_after);
             for (sub, loc) in d.factory.sub_devices() {
                 let loc = loc.unwrap_or_else(|| d.location.clone());
-                router.register(&sub, &loc, tx.clone());
+                router.register(&sub, &loc, inbox.clone());
                 shared.health.register(sub, d.driver, loc, d.offline_after);
             }
             states.lock().expect("fresh lock").insert(
@@ -110,11 +110,10 @@ impl Supervisor {
                     last_error: None,
                 },
             );
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
             tasks.push(tokio::spawn(supervise(
                 d.clone(),
                 shared.clone(),
-                rx,
+                inbox,
                 states.clone(),
             )));
         }
@@ -142,12 +141,7 @@ fn set_state(states: &DriverStates, id: &DeviceId, f: impl FnOnce(&mut DriverSta
     }
 }
 
-async fn supervise(
-    d: DeviceConfig,
-    sh: Shared,
-    commands: Arc<tokio::sync::Mutex<mpsc::Receiver<CommandRequest>>>,
-    states: DriverStates,
-) {
+async fn supervise(d: DeviceConfig, sh: Shared, commands: Arc<CommandInbox>, states: DriverStates) {
     let mut backoff = Backoff::new(sh.restart.base, sh.restart.max);
     let bcx = BuildContext {
         device: d.id.clone(),
