@@ -143,6 +143,7 @@ fn set_state(states: &DriverStates, id: &DeviceId, f: impl FnOnce(&mut DriverSta
 
 async fn supervise(d: DeviceConfig, sh: Shared, commands: Arc<CommandInbox>, states: DriverStates) {
     let mut backoff = Backoff::new(sh.restart.base, sh.restart.max);
+    let mut restarted = false;
     let bcx = BuildContext {
         device: d.id.clone(),
         location: d.location.clone(),
@@ -162,7 +163,13 @@ async fn supervise(d: DeviceConfig, sh: Shared, commands: Arc<CommandInbox>, sta
         let outcome = match d.factory.start(&bcx, cx) {
             Ok(fut) => {
                 set_state(&states, &d.id, |s| s.state = "running");
-                tracing::info!(device = %d.id, driver = d.driver, "driver started");
+                // The first start of every device is summed up in the "ready" line (2,000
+                // devices would log 2,000 lines while the gateway starts); restarts are news.
+                if restarted {
+                    tracing::info!(device = %d.id, driver = d.driver, "driver restarted");
+                } else {
+                    tracing::debug!(device = %d.id, driver = d.driver, "driver started");
+                }
                 match tokio::spawn(fut).await {
                     Ok(Ok(())) if sh.shutdown.is_cancelled() => break,
                     Ok(Ok(())) => "driver returned before shutdown".to_owned(),
@@ -182,6 +189,7 @@ async fn supervise(d: DeviceConfig, sh: Shared, commands: Arc<CommandInbox>, sta
             backoff.reset();
         }
         let delay = backoff.next_delay();
+        restarted = true;
         tracing::error!(device = %d.id, driver = d.driver, error = %outcome, retry_in = ?delay, "driver stopped; restarting");
         metrics::counter!("driver_restarts_total", "device" => d.id.to_string(), "driver" => d.driver).increment(1);
         set_state(&states, &d.id, |s| {
