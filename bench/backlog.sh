@@ -43,10 +43,11 @@ for r in $(seq 1 "$RUNS"); do
   t1=$(date +%s%N)
   sleep "$SETTLE"
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  anon=$(awk '/RssAnon/ {print $2}' /proc/$pid/status)
   hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill -TERM $pid; wait $pid || true
-  printf '{"bench":"backlog","devices":%s,"events":%s,"run":%s,"start_to_ready_ms":%s,"rss_mib_after_%ss":%s,"rss_mib_peak":%s,"load":"%s"}\n' \
+  printf '{"bench":"backlog","devices":%s,"events":%s,"run":%s,"start_to_ready_ms":%s,"rss_mib_after_%ss":%s,"anon_mib":%s,"rss_mib_peak":%s,"load":"%s"}\n' \
     "$DEVICES" "$EVENTS" "$r" "$(( (t1 - t0) / 1000000 ))" "$SETTLE" \
-    "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" "$(awk -v k="$hwm" 'BEGIN {printf "%.1f", k/1024}')" \
+    "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" "$(awk -v k="$anon" 'BEGIN {printf "%.1f", k/1024}')" "$(awk -v k="$hwm" 'BEGIN {printf "%.1f", k/1024}')" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
 done

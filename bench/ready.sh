@@ -18,8 +18,9 @@ t1=$(date +%s%N)
 cpu_ms=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' /proc/$pid/stat)
 sleep "$SETTLE"
 rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+anon=$(awk '/RssAnon/ {print $2}' /proc/$pid/status)
 kill -TERM $pid; wait $pid || true
-printf '{"bench":"ready","start_to_ready_ms":%s,"cpu_ms_at_ready":%s,"rss_mib_after_%ss":%s,"load":"%s"}\n' \
-  "$(( (t1 - t0) / 1000000 ))" "$cpu_ms" "$SETTLE" "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" \
+printf '{"bench":"ready","start_to_ready_ms":%s,"cpu_ms_at_ready":%s,"rss_mib_after_%ss":%s,"anon_mib":%s,"load":"%s"}\n' \
+  "$(( (t1 - t0) / 1000000 ))" "$cpu_ms" "$SETTLE" "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" "$(awk -v k="$anon" 'BEGIN {printf "%.1f", k/1024}')" \
   "$(cut -d' ' -f1-3 /proc/loadavg)"
 rm -f "$LOG"

@@ -4,18 +4,20 @@
 //! Scope syntax: `all`, `campus:main`, `building:A`, `floor:A/2`, `zone:A/2/east`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use campusgw_sdk::command::{CommandResult, CommandStatus};
 use campusgw_sdk::event::kinds;
-use campusgw_sdk::{Class, Command, CommandRequest, DeviceId, Event, Location, NewEvent, Target};
-use tokio::sync::mpsc;
+use campusgw_sdk::{
+    Class, Command, CommandInbox, CommandRequest, DeviceId, Event, Location, NewEvent, Target,
+};
 
 use crate::journal::Journal;
 
 struct Route {
     location: Location,
-    tx: mpsc::Sender<CommandRequest>,
+    inbox: Arc<CommandInbox>,
 }
 
 /// Device id → the command channel of the driver instance serving it.
@@ -35,18 +37,13 @@ impl CommandRouter {
         }
     }
 
-    /// Adds a device served by the driver behind `tx`.
-    pub fn register(
-        &mut self,
-        device: &DeviceId,
-        location: &Location,
-        tx: mpsc::Sender<CommandRequest>,
-    ) {
+    /// Adds a device served by the driver behind `inbox`.
+    pub fn register(&mut self, device: &DeviceId, location: &Location, inbox: Arc<CommandInbox>) {
         self.routes.insert(
             device.clone(),
             Route {
                 location: location.clone(),
-                tx,
+                inbox,
             },
         );
     }
@@ -88,7 +85,7 @@ impl CommandRouter {
         for d in devices {
             let (req, rx) = CommandRequest::new(command.clone(), d.clone());
             let sent = match self.routes.get(&d) {
-                Some(r) => r.tx.send(req).await.is_ok(),
+                Some(r) => r.inbox.send(req).await.is_ok(),
                 None => false,
             };
             waits.push((d, sent, rx));

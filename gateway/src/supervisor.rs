@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use campusgw_sdk::driver::{
     Backoff, BuildContext, ContextParts, DeviceHealth, DriverContext, HealthSink,
 };
-use campusgw_sdk::{CommandRequest, DeviceId};
+use campusgw_sdk::{CommandInbox, DeviceId};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -91,14 +90,15 @@ impl Supervisor {
         let states: DriverStates = Arc::default();
         let mut tasks = Vec::new();
         for d in devices {
-            let (tx, rx) = mpsc::channel(64);
-            router.register(&d.id, &d.location, tx.clone());
+            // The channel itself is made when the first command arrives (CommandInbox).
+            let inbox = Arc::new(CommandInbox::new());
+            router.register(&d.id, &d.location, inbox.clone());
             shared
                 .health
                 .register(d.id.clone(), d.driver, d.location.clone(), d.offline_after);
             for (sub, loc) in d.factory.sub_devices() {
                 let loc = loc.unwrap_or_else(|| d.location.clone());
-                router.register(&sub, &loc, tx.clone());
+                router.register(&sub, &loc, inbox.clone());
                 shared.health.register(sub, d.driver, loc, d.offline_after);
             }
             states.lock().expect("fresh lock").insert(
@@ -110,11 +110,10 @@ impl Supervisor {
                     last_error: None,
                 },
             );
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
             tasks.push(tokio::spawn(supervise(
                 d.clone(),
                 shared.clone(),
-                rx,
+                inbox,
                 states.clone(),
             )));
         }
@@ -142,13 +141,9 @@ fn set_state(states: &DriverStates, id: &DeviceId, f: impl FnOnce(&mut DriverSta
     }
 }
 
-async fn supervise(
-    d: DeviceConfig,
-    sh: Shared,
-    commands: Arc<tokio::sync::Mutex<mpsc::Receiver<CommandRequest>>>,
-    states: DriverStates,
-) {
+async fn supervise(d: DeviceConfig, sh: Shared, commands: Arc<CommandInbox>, states: DriverStates) {
     let mut backoff = Backoff::new(sh.restart.base, sh.restart.max);
+    let mut restarted = false;
     let bcx = BuildContext {
         device: d.id.clone(),
         location: d.location.clone(),
@@ -168,7 +163,13 @@ async fn supervise(
         let outcome = match d.factory.start(&bcx, cx) {
             Ok(fut) => {
                 set_state(&states, &d.id, |s| s.state = "running");
-                tracing::info!(device = %d.id, driver = d.driver, "driver started");
+                // The first start of every device is summed up in the "ready" line (2,000
+                // devices would log 2,000 lines while the gateway starts); restarts are news.
+                if restarted {
+                    tracing::info!(device = %d.id, driver = d.driver, "driver restarted");
+                } else {
+                    tracing::debug!(device = %d.id, driver = d.driver, "driver started");
+                }
                 match tokio::spawn(fut).await {
                     Ok(Ok(())) if sh.shutdown.is_cancelled() => break,
                     Ok(Ok(())) => "driver returned before shutdown".to_owned(),
@@ -188,6 +189,7 @@ async fn supervise(
             backoff.reset();
         }
         let delay = backoff.next_delay();
+        restarted = true;
         tracing::error!(device = %d.id, driver = d.driver, error = %outcome, retry_in = ?delay, "driver stopped; restarting");
         metrics::counter!("driver_restarts_total", "device" => d.id.to_string(), "driver" => d.driver).increment(1);
         set_state(&states, &d.id, |s| {

@@ -15,7 +15,10 @@ use campusgw::supervisor::{RestartPolicy, Shared, Supervisor};
 use campusgw_sdk::driver::{
     BuildContext, BuildError, Driver, DriverConfig, DriverContext, DriverError,
 };
-use campusgw_sdk::{Class, ConfigIssue, DeviceId, FieldPath, Kind, Location, NewEvent};
+use campusgw_sdk::{
+    Class, Command, CommandKind, CommandStatus, ConfigIssue, DeviceId, FieldPath, Kind, Location,
+    NewEvent, Target,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, serde::Deserialize)]
@@ -57,6 +60,14 @@ impl Driver for TestDriver {
                 panic!("simulated driver bug");
             }
             "fail" => Err(DriverError::Fatal("device refused the session".into())),
+            // Waits for commands from the start, before any command channel exists.
+            "echo" => {
+                while let Some(req) = cx.next_command().await {
+                    let detail = format!("done by {}", req.device);
+                    req.respond(CommandStatus::Succeeded, detail);
+                }
+                Ok(())
+            }
             _ => loop {
                 cx.emit(tick.clone()).await?;
                 if !cx.sleep(Duration::from_millis(10)).await {
@@ -225,4 +236,55 @@ fn steady_ticks(j: &Journal) -> usize {
         .iter()
         .filter(|e| e.source.device.as_str() == "steady")
         .count()
+}
+
+#[tokio::test]
+async fn a_command_reaches_a_driver_that_was_waiting_before_any_command_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) = Journal::open(JournalOptions::new(dir.path().join("j.db"))).unwrap();
+    let (board, _rx) = HealthBoard::new();
+    let shutdown = CancellationToken::new();
+    let shared = Shared {
+        journal: journal.clone(),
+        health: board,
+        data_dir: dir.path().to_owned(),
+        shutdown: shutdown.clone(),
+        restart: RestartPolicy::default(),
+    };
+    let starts = Arc::default();
+    let devices = vec![
+        device_with_sub("panel", "echo", &starts, Some("panel_sub")),
+        device("idle", "echo", &starts),
+    ];
+    let mut router = CommandRouter::new(journal.clone(), DeviceId::new("gw").unwrap());
+    let sup = Supervisor::start(&devices, &shared, &mut router);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while starts.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both drivers started");
+
+    for target in ["panel", "panel_sub"] {
+        let cmd = Command::new(
+            CommandKind::new("door.unlock").unwrap(),
+            Target::Device(DeviceId::new(target).unwrap()),
+            serde_json::Value::Null,
+            "test",
+        );
+        let results = router.execute(cmd, Duration::from_secs(20)).await;
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results[0].status, CommandStatus::Succeeded, "{results:?}");
+        assert_eq!(results[0].detail, format!("done by {target}"));
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), sup.join(Duration::from_secs(5)))
+        .await
+        .expect("drivers stop at shutdown");
+    journal.close().await;
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
 }

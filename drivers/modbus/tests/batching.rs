@@ -33,8 +33,6 @@ struct GatedJournal {
     edges_delay: Arc<Mutex<Option<Duration>>>,
     refuse: Arc<Mutex<bool>>,
     health: Arc<Mutex<Vec<DeviceHealth>>>,
-    /// Kept open: a closed command channel means shutdown to the driver.
-    commands: Arc<Mutex<Vec<tokio::sync::mpsc::Sender<campusgw_sdk::CommandRequest>>>>,
 }
 
 impl GatedJournal {
@@ -46,7 +44,6 @@ impl GatedJournal {
             edges_delay: Arc::default(),
             refuse: Arc::default(),
             health: Arc::default(),
-            commands: Arc::default(),
         }
     }
 
@@ -74,15 +71,13 @@ impl GatedJournal {
     }
 
     fn context(&self, shutdown: &CancellationToken) -> DriverContext {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        self.commands.lock().unwrap().push(tx);
         DriverContext::new(ContextParts {
             device: DeviceId::new("dev").unwrap(),
             driver: "modbus_tcp",
             location: Location::default(),
             sink: Arc::new(self.clone()),
             health: Arc::new(self.clone()),
-            commands: Arc::new(tokio::sync::Mutex::new(rx)),
+            commands: Arc::new(campusgw_sdk::CommandInbox::new()),
             shutdown: shutdown.clone(),
         })
     }

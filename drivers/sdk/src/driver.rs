@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex, mpsc};
+
 use tokio_util::sync::CancellationToken;
 
-use crate::command::CommandRequest;
+use crate::command::{CommandInbox, CommandRequest};
 use crate::config::{ConfigIssue, FieldPath};
 use crate::event::{DeviceId, Event, EventId, Location, NewEvent};
 
@@ -154,7 +154,7 @@ pub struct DriverContext {
     location: Location,
     sink: Arc<dyn EventSink>,
     health: Arc<dyn HealthSink>,
-    commands: Arc<Mutex<mpsc::Receiver<CommandRequest>>>,
+    commands: Arc<CommandInbox>,
     shutdown: CancellationToken,
 }
 
@@ -171,7 +171,7 @@ pub struct ContextParts {
     /// Health reports.
     pub health: Arc<dyn HealthSink>,
     /// Commands for this instance's devices; shared across restarts.
-    pub commands: Arc<Mutex<mpsc::Receiver<CommandRequest>>>,
+    pub commands: Arc<CommandInbox>,
     /// Fires at shutdown.
     pub shutdown: CancellationToken,
 }
@@ -240,9 +240,8 @@ impl DriverContext {
 
     /// The next command for one of this instance's devices; `None` at shutdown.
     pub async fn next_command(&self) -> Option<CommandRequest> {
-        let mut rx = self.commands.lock().await;
         tokio::select! {
-            c = rx.recv() => c,
+            c = self.commands.recv() => c,
             () = self.shutdown.cancelled() => None,
         }
     }

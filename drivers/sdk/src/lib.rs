@@ -23,7 +23,9 @@ pub mod event;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use command::{Command, CommandKind, CommandRequest, CommandResult, CommandStatus, Target};
+pub use command::{
+    Command, CommandInbox, CommandKind, CommandRequest, CommandResult, CommandStatus, Target,
+};
 pub use config::{ConfigIssue, FieldPath, HumanDuration};
 pub use driver::{
     Backoff, BoxFuture, BuildContext, BuildError, ContextParts, DeviceHealth, Driver, DriverConfig,

@@ -13,10 +13,10 @@
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{Command, CommandRequest, CommandResult};
+use crate::command::{Command, CommandInbox, CommandRequest, CommandResult};
 use crate::driver::{
     BoxFuture, ContextParts, DeviceHealth, DriverContext, EmitError, EventSink, HealthSink, Receipt,
 };
@@ -37,8 +37,7 @@ pub struct TestHost {
     device: DeviceId,
     driver: &'static str,
     shared: Arc<Shared>,
-    commands_tx: mpsc::Sender<CommandRequest>,
-    commands_rx: Arc<Mutex<mpsc::Receiver<CommandRequest>>>,
+    commands: Arc<CommandInbox>,
     shutdown: CancellationToken,
 }
 
@@ -104,13 +103,11 @@ impl TestHost {
     /// # Panics
     /// If `device` is not a valid device id.
     pub fn new(device: &str, driver: &'static str) -> TestHost {
-        let (tx, rx) = mpsc::channel(64);
         TestHost {
             device: DeviceId::new(device).expect("valid test device id"),
             driver,
             shared: Arc::default(),
-            commands_tx: tx,
-            commands_rx: Arc::new(Mutex::new(rx)),
+            commands: Arc::new(CommandInbox::new()),
             shutdown: CancellationToken::new(),
         }
     }
@@ -123,7 +120,7 @@ impl TestHost {
             location: Location::default(),
             sink: Arc::new(MemSink(self.shared.clone())),
             health: Arc::new(MemHealth(self.shared.clone())),
-            commands: self.commands_rx.clone(),
+            commands: self.commands.clone(),
             shutdown: self.shutdown.clone(),
         })
     }
@@ -160,10 +157,10 @@ impl TestHost {
     ) -> CommandResult {
         let (req, rx): (CommandRequest, oneshot::Receiver<CommandResult>) =
             CommandRequest::new(command, DeviceId::new(device).expect("valid device id"));
-        self.commands_tx
+        self.commands
             .send(req)
             .await
-            .expect("driver command channel open");
+            .expect("driver command inbox open");
         tokio::time::timeout(timeout, rx)
             .await
             .expect("driver answered the command in time")

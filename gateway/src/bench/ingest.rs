@@ -18,14 +18,13 @@ use crate::journal::{Journal, JournalOptions};
 /// A driver context over `journal` for in-process producers (bench, crash test, demo).
 pub fn local_context(journal: &Journal, device: &str) -> DriverContext {
     let (board, _rx) = HealthBoard::new();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
     DriverContext::new(ContextParts {
         device: DeviceId::new(device).expect("valid bench device id"),
         driver: "bench",
         location: Location::default(),
         sink: Arc::new(journal.clone()),
         health: board,
-        commands: Arc::new(tokio::sync::Mutex::new(rx)),
+        commands: Arc::new(campusgw_sdk::CommandInbox::new()),
         shutdown: CancellationToken::new(),
     })
 }

@@ -40,6 +40,7 @@
 
 mod locate;
 mod model;
+mod split;
 mod units;
 
 use std::collections::HashSet;
@@ -127,6 +128,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .map(|i| (locate::line_of(text, &i.path), i))
             .collect(),
     };
+    // Fast path: one device table at a time (see `split`); anything it cannot vouch for,
+    // including any TOML error, is parsed whole so the messages stay those of the document.
+    if let Some(pieces) = split::split(text)
+        && let Ok(root) = toml::from_str::<toml::Table>(&pieces.rest)
+        && !root.contains_key("device")
+    {
+        let mut issues = Vec::new();
+        let devices = Devices::Pieces(text, &pieces.devices);
+        if let Ok(cfg) = build(root, devices, &mut issues) {
+            return match cfg {
+                Some(c) if issues.is_empty() => Ok(c),
+                _ => Err(located(issues)),
+            };
+        }
+    }
     let root: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => {
@@ -144,14 +160,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     };
     let mut issues = Vec::new();
-    let cfg = build(root, &mut issues);
-    match cfg {
-        Some(c) if issues.is_empty() => Ok(c),
+    let mut root = root;
+    let devices = Devices::Value(root.remove("device"));
+    match build(root, devices, &mut issues) {
+        Ok(Some(c)) if issues.is_empty() => Ok(c),
         _ => Err(located(issues)),
     }
 }
 
-fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
+/// Where the `[[device]]` tables come from.
+enum Devices<'a> {
+    /// The whole document's `device` value.
+    Value(Option<toml::Value>),
+    /// Each device's own piece of the document (`split`), parsed one at a time.
+    Pieces(&'a str, &'a [std::ops::Range<usize>]),
+}
+
+/// A device piece that does not parse on its own: parse the document whole instead.
+struct WholeDocument;
+
+fn build(
+    mut root: toml::Table,
+    device_tables: Devices<'_>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Result<Option<Config>, WholeDocument> {
     let top = FieldPath::root();
     for key in root.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
@@ -165,7 +197,7 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
     }
     let campuses: Vec<CampusDef> = section(&mut root, "campus", false, issues).unwrap_or_default();
     model::check_tree(&campuses, issues);
-    let devices = devices(root.remove("device"), &campuses, issues);
+    let devices = devices(device_tables, &campuses, issues)?;
     let uplinks = uplinks(root.remove("uplink"), issues);
     let rules: Option<crate::rules::config::RulesSection> =
         section(&mut root, "rules", false, issues);
@@ -186,14 +218,17 @@ fn build(mut root: toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<Config>
             ));
         }
     }
-    Some(Config {
-        gateway: gateway?,
-        console: console?,
+    let (Some(gateway), Some(console)) = (gateway, console) else {
+        return Ok(None);
+    };
+    Ok(Some(Config {
+        gateway,
+        console,
         campuses,
         devices,
         uplinks,
         rules,
-    })
+    }))
 }
 
 /// Bounds of `[gateway.journal] dedup_window` (ADR 0003).
@@ -263,44 +298,67 @@ fn unknown_key(at: &FieldPath, key: &str, known: &[&str]) -> ConfigIssue {
 }
 
 fn devices(
-    v: Option<toml::Value>,
+    tables: Devices<'_>,
     campuses: &[CampusDef],
     issues: &mut Vec<ConfigIssue>,
-) -> Vec<DeviceConfig> {
-    let Some(v) = v else { return Vec::new() };
+) -> Result<Vec<DeviceConfig>, WholeDocument> {
     let at = FieldPath::root().key("device");
-    let toml::Value::Array(items) = v else {
-        issues.push(ConfigIssue::new(at, "expected [[device]] tables"));
-        return Vec::new();
-    };
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let at = at.index(i);
-        let toml::Value::Table(t) = item else {
-            issues.push(ConfigIssue::new(at, "expected a table"));
-            continue;
-        };
-        if let Some(d) = model::device(t, &at, campuses, issues) {
-            for id in std::iter::once(d.id.clone())
-                .chain(d.factory.sub_devices().into_iter().map(|(id, _)| id))
-            {
-                if !seen.insert(id.clone()) {
-                    issues.push(ConfigIssue::new(
-                        at.key("id"),
-                        format!("device id \"{id}\" is used twice; device ids must be unique"),
-                    ));
-                }
+    match tables {
+        Devices::Value(None) => {}
+        Devices::Value(Some(toml::Value::Array(items))) => {
+            for (i, item) in items.into_iter().enumerate() {
+                device(item, &at.index(i), campuses, &mut seen, &mut out, issues);
             }
-            for (id, loc) in d.factory.sub_devices() {
-                if let Some(loc) = loc {
-                    model::check_location(&loc, campuses, &at, &format!("device \"{id}\""), issues);
-                }
+        }
+        Devices::Value(Some(_)) => issues.push(ConfigIssue::new(at, "expected [[device]] tables")),
+        Devices::Pieces(text, pieces) => {
+            for (i, piece) in pieces.iter().enumerate() {
+                // Parsed and dropped one by one: the peak is one device's tree.
+                let mut t: toml::Table =
+                    toml::from_str(&text[piece.clone()]).map_err(|_| WholeDocument)?;
+                let item = match t.remove("device") {
+                    Some(toml::Value::Array(mut a)) if a.len() == 1 && t.is_empty() => a.remove(0),
+                    _ => return Err(WholeDocument),
+                };
+                device(item, &at.index(i), campuses, &mut seen, &mut out, issues);
             }
-            out.push(d);
         }
     }
-    out
+    Ok(out)
+}
+
+fn device(
+    item: toml::Value,
+    at: &FieldPath,
+    campuses: &[CampusDef],
+    seen: &mut HashSet<campusgw_sdk::DeviceId>,
+    out: &mut Vec<DeviceConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let toml::Value::Table(t) = item else {
+        issues.push(ConfigIssue::new(at.clone(), "expected a table"));
+        return;
+    };
+    if let Some(d) = model::device(t, at, campuses, issues) {
+        for id in std::iter::once(d.id.clone())
+            .chain(d.factory.sub_devices().into_iter().map(|(id, _)| id))
+        {
+            if !seen.insert(id.clone()) {
+                issues.push(ConfigIssue::new(
+                    at.key("id"),
+                    format!("device id \"{id}\" is used twice; device ids must be unique"),
+                ));
+            }
+        }
+        for (id, loc) in d.factory.sub_devices() {
+            if let Some(loc) = loc {
+                model::check_location(&loc, campuses, at, &format!("device \"{id}\""), issues);
+            }
+        }
+        out.push(d);
+    }
 }
 
 fn uplinks(v: Option<toml::Value>, issues: &mut Vec<ConfigIssue>) -> Vec<UplinkConfig> {
