@@ -20,6 +20,7 @@ pub mod command;
 pub mod config;
 pub mod driver;
 pub mod event;
+pub mod log;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

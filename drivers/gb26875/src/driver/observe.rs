@@ -3,38 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::codec::{Address, FrameError};
 
-/// At most one warning per window per connection; the rest are counted and summarised.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    window: Duration,
-    next: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    pub(crate) fn new(window: Duration) -> LogLimiter {
-        LogLimiter {
-            window,
-            next: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be written now.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.next.is_some_and(|n| now < n) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = Some(now + self.window);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
+pub(crate) use campusgw_sdk::log::LogLimiter;
 
 pub(crate) fn listening(addr: SocketAddr) {
     tracing::info!(%addr, "gb26875 listening");
