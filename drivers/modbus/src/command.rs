@@ -5,8 +5,8 @@
 //!   register point, inverting its scale/offset and honouring type and word order (0x06 for
 //!   one register, 0x10 for two, so a 32-bit value changes at once).
 //!
-//! Outcomes: `Succeeded` once the device echoed the write; `Rejected` for an unknown
-//! device, command, point or bad arguments, a point that is not writable, or a Modbus
+//! Outcomes: `Succeeded` once the device echoed the write; `Unsupported` for any other
+//! command kind; `Rejected` for an unknown device, point or bad arguments, a point that is not writable, or a Modbus
 //! exception; `Failed` when the link is down or the exchange failed (may be retried).
 
 use campusgw_sdk::config::suggest;
@@ -47,6 +47,16 @@ pub(crate) async fn execute(
     req: &CommandRequest,
     link: Option<&mut Link>,
 ) -> Outcome {
+    let kind = &req.command.kind;
+    if *kind != CommandKind::RELAY_SET && *kind != CommandKind::REGISTER_WRITE {
+        return Outcome {
+            status: CommandStatus::Unsupported,
+            detail: format!(
+                "unsupported command {kind}: modbus drivers take relay.set and register.write"
+            ),
+            error: None,
+        };
+    }
     let (write, what) = match plan(map, device, req) {
         Ok(w) => w,
         Err(why) => return Outcome::rejected(why),

@@ -105,6 +105,9 @@ pub enum CommandStatus {
     Failed,
     /// The device or driver refused it (unknown point, bad arguments, device said no).
     Rejected,
+    /// The device takes no commands of this kind at all (a smoke detector asked to unlock):
+    /// not a failure of a command sent to a scope, which reaches every device there.
+    Unsupported,
 }
 
 /// The result of one command on one device.

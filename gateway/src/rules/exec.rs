@@ -276,13 +276,55 @@ fn merge_outcomes(outcomes: &mut Vec<CommandResult>, newer: Vec<CommandResult>) 
     }
 }
 
+/// The verdict over every device's latest result. Devices that take no commands of this
+/// kind (`Unsupported`: the detectors of a building that was told to unlock its doors) do
+/// not count, unless no device could take it at all.
 fn command_outcome(results: &[CommandResult]) -> Outcome {
     let json = serde_json::to_value(results).unwrap_or_default();
-    if results.is_empty() || results.iter().all(|r| r.status == CommandStatus::Succeeded) {
+    let able: Vec<&CommandResult> = results
+        .iter()
+        .filter(|r| r.status != CommandStatus::Unsupported)
+        .collect();
+    if able.is_empty() && !results.is_empty() {
+        return Outcome::Refused(json);
+    }
+    if able.iter().all(|r| r.status == CommandStatus::Succeeded) {
         return Outcome::Done(json);
     }
-    if results.iter().any(|r| r.status == CommandStatus::Failed) {
+    if able.iter().any(|r| r.status == CommandStatus::Failed) {
         return Outcome::Failed(json);
     }
     Outcome::Refused(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(device: &str, status: CommandStatus) -> CommandResult {
+        CommandResult {
+            command_id: uuid::Uuid::nil(),
+            device: DeviceId::new(device).expect("valid id"),
+            status,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn devices_that_take_no_such_command_do_not_fail_a_scope_command_unless_none_can() {
+        use CommandStatus::{Failed, Rejected, Succeeded, Unsupported};
+        let verdict = |rs: &[(&str, CommandStatus)]| {
+            let rs: Vec<_> = rs.iter().map(|(d, s)| result(d, *s)).collect();
+            match command_outcome(&rs) {
+                Outcome::Done(_) => "done",
+                Outcome::Failed(_) => "failed",
+                Outcome::Refused(_) => "refused",
+            }
+        };
+        assert_eq!(verdict(&[("door-1", Succeeded), ("smoke-1", Unsupported)]), "done");
+        assert_eq!(verdict(&[("door-1", Failed), ("smoke-1", Unsupported)]), "failed");
+        assert_eq!(verdict(&[("door-1", Rejected), ("smoke-1", Unsupported)]), "refused");
+        assert_eq!(verdict(&[("smoke-1", Unsupported), ("smoke-2", Unsupported)]), "refused");
+        assert_eq!(verdict(&[("door-1", Succeeded), ("door-2", Rejected)]), "refused");
+    }
 }

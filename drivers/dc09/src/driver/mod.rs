@@ -547,7 +547,7 @@ impl Driver for Dc09Driver {
                 _ = watchdog.tick() => shared.check_silence(),
                 // No commands are defined for DC-09 panels; answer any so none waits.
                 cmd = cx.next_command() => match cmd {
-                    Some(req) => req.respond(campusgw_sdk::CommandStatus::Rejected, "dc09 panels take no commands"),
+                    Some(req) => req.respond(campusgw_sdk::CommandStatus::Unsupported, "dc09 panels take no commands"),
                     None => break,
                 },
                 () = cx.shutdown().cancelled() => break,

@@ -27,6 +27,15 @@ pub(crate) enum Answer {
 }
 
 /// Turns a command into the frame command byte and ADU to send.
+/// The command kinds a UITD takes; any other is `Unsupported`.
+const SUPPORTED: [&str; 5] = [
+    "fire.sync_clock",
+    "fire.duty_check",
+    "fire.read_uitd_status",
+    "fire.read_system_status",
+    "fire.read_component_status",
+];
+
 fn plan(kind: &str, args: &Value) -> Result<(CommandByte, Adu), String> {
     Ok(match kind {
         "fire.sync_clock" => (
@@ -100,7 +109,14 @@ pub(crate) async fn execute(shared: Arc<Shared>, req: CommandRequest) {
 }
 
 async fn run(shared: &Shared, req: &CommandRequest) -> (CommandStatus, String) {
-    let (command, adu) = match plan(req.command.kind.as_str(), &req.command.args) {
+    let kind = req.command.kind.as_str();
+    if !SUPPORTED.contains(&kind) {
+        return (
+            CommandStatus::Unsupported,
+            format!("unsupported command {kind:?}: gb26875 supports {}", SUPPORTED.join(", ")),
+        );
+    }
+    let (command, adu) = match plan(kind, &req.command.args) {
         Ok(p) => p,
         Err(e) => return (CommandStatus::Rejected, e),
     };
