@@ -321,10 +321,25 @@ mod tests {
                 Outcome::Refused(_) => "refused",
             }
         };
-        assert_eq!(verdict(&[("door-1", Succeeded), ("smoke-1", Unsupported)]), "done");
-        assert_eq!(verdict(&[("door-1", Failed), ("smoke-1", Unsupported)]), "failed");
-        assert_eq!(verdict(&[("door-1", Rejected), ("smoke-1", Unsupported)]), "refused");
-        assert_eq!(verdict(&[("smoke-1", Unsupported), ("smoke-2", Unsupported)]), "refused");
-        assert_eq!(verdict(&[("door-1", Succeeded), ("door-2", Rejected)]), "refused");
+        assert_eq!(
+            verdict(&[("door-1", Succeeded), ("smoke-1", Unsupported)]),
+            "done"
+        );
+        assert_eq!(
+            verdict(&[("door-1", Failed), ("smoke-1", Unsupported)]),
+            "failed"
+        );
+        assert_eq!(
+            verdict(&[("door-1", Rejected), ("smoke-1", Unsupported)]),
+            "refused"
+        );
+        assert_eq!(
+            verdict(&[("smoke-1", Unsupported), ("smoke-2", Unsupported)]),
+            "refused"
+        );
+        assert_eq!(
+            verdict(&[("door-1", Succeeded), ("door-2", Rejected)]),
+            "refused"
+        );
     }
 }

@@ -113,7 +113,10 @@ async fn run(shared: &Shared, req: &CommandRequest) -> (CommandStatus, String) {
     if !SUPPORTED.contains(&kind) {
         return (
             CommandStatus::Unsupported,
-            format!("unsupported command {kind:?}: gb26875 supports {}", SUPPORTED.join(", ")),
+            format!(
+                "unsupported command {kind:?}: gb26875 supports {}",
+                SUPPORTED.join(", ")
+            ),
         );
     }
     let (command, adu) = match plan(kind, &req.command.args) {
