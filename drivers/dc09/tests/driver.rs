@@ -13,7 +13,7 @@ use campusgw_sdk::{
     BoxFuture, BuildContext, ContextParts, DeviceHealth, DeviceId, Driver, DriverConfig,
     DriverContext, EmitError, Event, EventSink, FieldPath, HealthSink, Location, Receipt,
 };
-use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -155,14 +155,13 @@ async fn an_event_is_acked_only_after_the_journal_committed_it() {
         started_changed: Notify::new(),
         events: Mutex::new(Vec::new()),
     });
-    let (_tx, rx) = mpsc::channel(1);
     let cx = DriverContext::new(ContextParts {
         device: DeviceId::new("dc09_rx").unwrap(),
         driver: "dc09",
         location: Location::default(),
         sink: Arc::new(Holding(sink.clone())),
         health: Arc::new(NoHealth),
-        commands: Arc::new(AsyncMutex::new(rx)),
+        commands: Arc::new(campusgw_sdk::CommandInbox::new()),
         shutdown: CancellationToken::new(),
     });
     let bound = run(&config(""), cx).await;
