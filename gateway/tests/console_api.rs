@@ -807,3 +807,69 @@ async fn rules_are_listed_from_the_rules_directory_and_switched_by_journaled_eve
     assert_eq!(r.status(), 404);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_and_drills_are_set_listed_and_cleared_by_journaled_events_naming_who() {
+    let rig = Rig::start_with_rules(console_support::FIRE_RULE).await;
+    let op = rig.token("guard", Role::Operator).await;
+    let viewer = rig.token("head", Role::Viewer).await;
+    let post = |path: &'static str, token: String, body: Value| {
+        let req = rig.http.post(rig.url(path)).bearer_auth(token).json(&body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let until = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let body = json!({"scope": "building:A", "until": until, "reason": "detector swap"});
+    assert_eq!(
+        post("/api/v1/maintenance", viewer.clone(), body.clone()).await,
+        403
+    );
+    assert_eq!(post("/api/v1/maintenance", op.clone(), body).await, 202);
+    let drill = json!({"building": "B", "until": until});
+    assert_eq!(post("/api/v1/drill", op.clone(), drill).await, 202);
+
+    let (status, modes) = get_json(&rig, &viewer, "/api/v1/modes").await;
+    assert_eq!(status, 200);
+    assert_eq!(modes["maintenance"][0]["scope"], "building:A", "{modes}");
+    assert_eq!(modes["maintenance"][0]["by"], "token:guard", "{modes}");
+    assert_eq!(
+        modes["maintenance"][0]["reason"], "detector swap",
+        "{modes}"
+    );
+    assert_eq!(modes["drills"][0]["building"], "B", "{modes}");
+    let set = rig.journaled("maintenance.set");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].payload["by"].as_str(), Some("token:guard"));
+    assert_eq!(set[0].class, Class::Operations);
+
+    // Refused: a scope the engine would not read, a past or over-long hold, no reason.
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let long = (chrono::Utc::now() + chrono::Duration::days(8)).to_rfc3339();
+    for bad in [
+        json!({"scope": "hall A", "until": until, "reason": "x"}),
+        json!({"scope": "building:A", "until": past, "reason": "x"}),
+        json!({"scope": "building:A", "until": long, "reason": "x"}),
+        json!({"scope": "building:A", "until": until, "reason": " "}),
+    ] {
+        assert_eq!(
+            post("/api/v1/maintenance", op.clone(), bad.clone()).await,
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(rig.journaled("maintenance.set").len(), 1);
+
+    let clear = json!({"scope": "building:A"});
+    assert_eq!(
+        post("/api/v1/maintenance/clear", op.clone(), clear).await,
+        202
+    );
+    assert_eq!(
+        post("/api/v1/drill/clear", op.clone(), json!({"building": "B"})).await,
+        202
+    );
+    let (_, modes) = get_json(&rig, &viewer, "/api/v1/modes").await;
+    assert_eq!(modes, json!({"maintenance": [], "drills": []}));
+    let cleared = rig.journaled("maintenance.clear");
+    assert_eq!(cleared[0].payload["by"].as_str(), Some("token:guard"));
+    rig.stop().await;
+}

@@ -49,6 +49,15 @@ pub use engine::Engine;
 #[doc(hidden)]
 pub use fastcel::fast_agrees_with_interpreter;
 pub use rule::RuleInfo;
+
+/// Checks a location scope as rules and `maintenance.set` take it (`all`, `campus:C`,
+/// `building:B`, `floor:B/F`, `zone:B/F/Z`, `device:ID`); the error says what to write.
+///
+/// # Errors
+/// A scope that does not parse.
+pub fn check_scope(s: &str) -> Result<(), String> {
+    rule::Scope::check(s)
+}
 pub use state::{EngineState, Hold};
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod i18n;
+pub mod modes;
 pub mod openapi;
 pub mod pages;
 pub mod rules;
@@ -257,6 +258,25 @@ pub static ROUTES: &[RouteSpec] = &[
         Api,
         || post(rules::disable),
     ),
+    route(Method::GET, "/api/v1/modes", VIEWER, Api, || {
+        get(modes::list)
+    }),
+    route(Method::POST, "/api/v1/maintenance", OPERATOR, Api, || {
+        post(modes::set_maintenance)
+    }),
+    route(
+        Method::POST,
+        "/api/v1/maintenance/clear",
+        OPERATOR,
+        Api,
+        || post(modes::clear_maintenance),
+    ),
+    route(Method::POST, "/api/v1/drill", OPERATOR, Api, || {
+        post(modes::set_drill)
+    }),
+    route(Method::POST, "/api/v1/drill/clear", OPERATOR, Api, || {
+        post(modes::clear_drill)
+    }),
     route(Method::GET, "/api/v1/alarms", VIEWER, Api, || {
         get(alarms::list)
     }),

@@ -15,6 +15,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::events::list, super::events::one, super::stream::sse,
         super::devices::list, super::uplinks::list,
         super::rules::list, super::rules::enable, super::rules::disable,
+        super::modes::list, super::modes::set_maintenance, super::modes::clear_maintenance,
+        super::modes::set_drill, super::modes::clear_drill,
         super::alarms::list, super::alarms::one, super::alarms::acknowledge, super::alarms::resolve,
         super::commands::send,
     ),

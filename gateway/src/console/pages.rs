@@ -251,12 +251,14 @@ pub async fn board(
         .and_then(Result::ok)
         .map(|p| p.events)
         .unwrap_or_default();
+    // Shown, not hidden, when the journal cannot be read: an empty list would say "none".
+    let modes = super::modes::current(&s).await.ok();
     page(
         &s,
         &headers,
         &p,
         "board.html",
-        context! { recent => recent },
+        context! { recent => recent, modes => modes },
     )
 }
 
