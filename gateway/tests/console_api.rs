@@ -844,17 +844,26 @@ async fn maintenance_and_drills_are_set_listed_and_cleared_by_journaled_events_n
     // Refused: a scope the engine would not read, a past or over-long hold, no reason.
     let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
     let long = (chrono::Utc::now() + chrono::Duration::days(8)).to_rfc3339();
-    for bad in [
-        json!({"scope": "hall A", "until": until, "reason": "x"}),
-        json!({"scope": "building:A", "until": past, "reason": "x"}),
-        json!({"scope": "building:A", "until": long, "reason": "x"}),
-        json!({"scope": "building:A", "until": until, "reason": " "}),
-    ] {
-        assert_eq!(
-            post("/api/v1/maintenance", op.clone(), bad.clone()).await,
+    for (bad, status) in [
+        (
+            json!({"scope": "hall A", "until": until, "reason": "x"}),
             400,
-            "{bad}"
-        );
+        ),
+        (
+            json!({"scope": "building:A", "until": until, "reason": " "}),
+            400,
+        ),
+        (
+            json!({"scope": "building:A", "until": past, "reason": "x"}),
+            409,
+        ),
+        (
+            json!({"scope": "building:A", "until": long, "reason": "x"}),
+            409,
+        ),
+    ] {
+        let got = post("/api/v1/maintenance", op.clone(), bad.clone()).await;
+        assert_eq!(got, status, "{bad}");
     }
     assert_eq!(rig.journaled("maintenance.set").len(), 1);
 

@@ -67,11 +67,21 @@ pub struct Modes {
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
     /// The scope, as in rules: `building:A`, `floor:A/3`, `zone:A/3/east`, `device:ID`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^(all|campus:[^/\u0000-\u001f\u007f-\u009f]+|building:[^/\u0000-\u001f\u007f-\u009f]+|floor:[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+|zone:[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+|device:[^\u0000-\u001f\u007f-\u009f]+)$"
+    )]
     pub scope: String,
-    /// When it ends (RFC 3339; in the future, at most 7 days ahead).
+    /// When it ends (RFC 3339; in the future, at most 7 days ahead, else 409).
     #[schema(value_type = String, format = DateTime)]
     pub until: DateTime<Utc>,
-    /// Why (shown on the console and in the journal; 1-500 characters).
+    /// Why (shown on the console and in the journal; 1-500 characters, not only spaces).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub reason: String,
 }
 
@@ -79,7 +89,12 @@ pub struct MaintenanceRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeRequest {
-    /// The scope to take out of maintenance.
+    /// The scope to take out of maintenance (as in [`MaintenanceRequest::scope`]).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^(all|campus:[^/\u0000-\u001f\u007f-\u009f]+|building:[^/\u0000-\u001f\u007f-\u009f]+|floor:[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+|zone:[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+/[^/\u0000-\u001f\u007f-\u009f]+|device:[^\u0000-\u001f\u007f-\u009f]+)$"
+    )]
     pub scope: String,
 }
 
@@ -88,8 +103,13 @@ pub struct ScopeRequest {
 #[serde(deny_unknown_fields)]
 pub struct DrillRequest {
     /// The building id.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub building: String,
-    /// When it ends (RFC 3339; in the future, at most 7 days ahead).
+    /// When it ends (RFC 3339; in the future, at most 7 days ahead, else 409).
     #[schema(value_type = String, format = DateTime)]
     pub until: DateTime<Utc>,
 }
@@ -99,6 +119,11 @@ pub struct DrillRequest {
 #[serde(deny_unknown_fields)]
 pub struct BuildingRequest {
     /// The building whose drill ends.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub building: String,
 }
 
@@ -191,13 +216,16 @@ pub async fn current(s: &ConsoleState) -> Result<Modes, ApiError> {
         .map_err(ApiError::internal)?
 }
 
+/// A well-formed `until` that the clock rules out is a conflict with the present (409),
+/// not a malformed request.
 fn check_until(until: DateTime<Utc>) -> Result<(), ApiError> {
     let now = Utc::now();
+    let out = |m: &str| ApiError::new(StatusCode::CONFLICT, "until_out_of_range", m);
     if until <= now {
-        return Err(ApiError::bad_request("until must be in the future"));
+        return Err(out("until must be in the future"));
     }
     if until > now + LONGEST {
-        return Err(ApiError::bad_request(
+        return Err(out(
             "until may be at most 7 days ahead; set it again when it ends",
         ));
     }
@@ -228,7 +256,8 @@ pub async fn list(State(s): State<ConsoleState>) -> Result<axum::Json<Modes>, Ap
 /// Puts a scope in maintenance (operator): journals `maintenance.set {scope, until, by, reason}`.
 #[utoipa::path(post, path = "/api/v1/maintenance", tag = "modes", request_body = MaintenanceRequest,
     responses((status = 202, description = "journaled; the engine applies it"), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "until is past or over 7 days ahead"), (status = 503, body = ErrorBody)))]
 pub async fn set_maintenance(
     State(s): State<ConsoleState>,
     Extension(p): Extension<Principal>,
@@ -262,7 +291,8 @@ pub async fn clear_maintenance(
 /// Puts a building in drill mode (operator): journals `drill.set {building, until, by}`.
 #[utoipa::path(post, path = "/api/v1/drill", tag = "modes", request_body = DrillRequest,
     responses((status = 202, description = "journaled; the engine applies it"), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "until is past or over 7 days ahead"), (status = 503, body = ErrorBody)))]
 pub async fn set_drill(
     State(s): State<ConsoleState>,
     Extension(p): Extension<Principal>,
