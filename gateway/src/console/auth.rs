@@ -2,8 +2,8 @@
 //! (Bearer), login rate limit and lockout, and the one-time setup token.
 //!
 //! - Passwords are hashed with argon2id (RustCrypto `argon2`; 7 MiB, 5 passes, OWASP's
-//!   equivalent of 19 MiB / 2 passes); at most [`HASHES_AT_ONCE`] hash runs at once so a
-//!   login flood cannot take the gateway's memory.
+//!   equivalent of 19 MiB / 2 passes), in one reused working buffer; at most
+//!   [`HASHES_AT_ONCE`] hash runs at once so a login flood cannot take the gateway's memory.
 //! - A session is a random 256-bit cookie value; the database keeps its SHA-256 only. The
 //!   cookie is `HttpOnly; Secure; SameSite=Strict`. Every state-changing request made with a
 //!   session carries the session's CSRF token in `X-CSRF-Token`.
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use rand::RngCore;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -200,24 +200,75 @@ pub fn token_hash(token: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An argon2id PHC hash of `password`.
+/// The argon2 working memory, reused by every hash: one hash runs at a time (behind
+/// [`Auth`]'s semaphore; the lock serialises the CLI and tests too). A fresh 7 MiB block
+/// per hash on whichever blocking thread ran it was kept by glibc in that thread's arena
+/// (its mmap threshold rises after the first free), so each login thread could pin its own
+/// 7 MiB (bench/README.md, "Where a session's memory goes"). One buffer costs 7 MiB once.
+static BLOCKS: Mutex<Vec<argon2::Block>> = Mutex::new(Vec::new());
+
+/// Runs argon2 with `a`'s parameters into `out`, in the shared working memory (grown on
+/// first use, wiped after each hash: it holds material derived from the password).
+fn argon2_into(
+    a: &argon2::Argon2<'_>,
+    params: &argon2::Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), AuthError> {
+    let mut blocks = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    let n = params.block_count();
+    if blocks.len() < n {
+        blocks.resize(n, argon2::Block::default());
+    }
+    let r = a.hash_password_into_with_memory(password, salt, out, &mut blocks[..n]);
+    blocks[..n].fill(argon2::Block::default());
+    r.map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// An argon2id PHC hash of `password` (`$argon2id$v=19$m=7168,t=5,p=1$salt$hash`).
 ///
 /// # Errors
 /// [`AuthError::Hash`] (never expected with the default parameters).
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let bad = |e: argon2::password_hash::Error| AuthError::Hash(e.to_string());
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AuthError::Hash(e.to_string()))?;
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
+    let a = argon2();
+    let params = a.params().clone();
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&a, &params, password.as_bytes(), &salt, &mut out)?;
+    let salt = SaltString::encode_b64(&salt).map_err(bad)?;
+    let phc = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: argon2::password_hash::ParamsString::try_from(&params).map_err(bad)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&out).map_err(bad)?),
+    };
+    Ok(phc.to_string())
 }
 
+/// Whether `password` matches the PHC `hash` (any argon2 variant and parameters it names,
+/// so hashes made with older parameters still verify); compared in constant time.
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
-        .unwrap_or(false)
+    let check = || -> Option<bool> {
+        let h = PasswordHash::new(hash).ok()?;
+        let algorithm = argon2::Algorithm::try_from(h.algorithm).ok()?;
+        let version = match h.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let expected = h.hash?;
+        let mut salt = [0u8; 64];
+        let salt = h.salt?.decode_b64(&mut salt).ok()?;
+        let params = argon2::Params::try_from(&h).ok()?;
+        let a = argon2::Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        argon2_into(&a, &params, password.as_bytes(), salt, &mut out).ok()?;
+        Some(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
+    };
+    check().unwrap_or(false)
 }
 
 /// Checks a user name and a new password.
@@ -548,3 +599,43 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Arc alias used by the router state.
 pub type SharedAuth = Arc<Auth>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    #[test]
+    fn a_hash_made_in_the_shared_buffer_verifies_with_the_argon2_crate_and_only_for_its_password() {
+        let h = hash_password("correct horse battery").expect("hash");
+        assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
+        let parsed = PasswordHash::new(&h).expect("PHC");
+        assert!(
+            argon2()
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok()
+        );
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("correct horse batterx", &h));
+        assert!(!verify_password("correct horse battery", "not a hash"));
+    }
+
+    #[test]
+    fn hashes_made_with_other_parameters_by_the_argon2_crate_still_verify() {
+        // The first console version hashed with 19 MiB and 2 passes; argon2i as well.
+        for (alg, m, t) in [
+            (argon2::Algorithm::Argon2id, 19 * 1024, 2),
+            (argon2::Algorithm::Argon2i, 1024, 3),
+        ] {
+            let params = argon2::Params::new(m, t, 1, None).expect("params");
+            let a = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+            let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+            let h = a
+                .hash_password(b"an older password", &salt)
+                .expect("hash")
+                .to_string();
+            assert!(verify_password("an older password", &h), "{h}");
+            assert!(!verify_password("an older passwore", &h), "{h}");
+        }
+    }
+}
