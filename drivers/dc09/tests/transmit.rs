@@ -1,6 +1,8 @@
 //! The DC-09 transmitter (`campusgw_dc09::transmit`) against `ArcSim`: ACK, NAK with a
 //! shifted clock, DUH, failover, all silent, a receiver closing, sequence wrap, AES, UDP,
-//! garbage answers; and the config's validation.
+//! garbage answers; the config's validation; and interop: our transmitter delivers to
+//! pysiaalarm 3.2.2's `SIAClient` (`tests/pysiaalarm_listener.py`, the python
+//! `scripts/test` sets up, found by `tests/support`), plain, AES-128 and AES-256.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::HashMap;
@@ -106,9 +108,9 @@ async fn a_nak_with_a_shifted_clock_gets_one_resend_with_the_corrected_time_then
         .check_present(got[1].timestamp, arc_now)
         .expect("the resend carries the receiver's time");
     assert!(
-        (tx.clock_offset() - 3600).abs() <= 2,
+        (tx.clock_offset(0) - 3600).abs() <= 2,
         "{}",
-        tx.clock_offset()
+        tx.clock_offset(0)
     );
     // The offset sticks: the next message is ACKed at once.
     assert_eq!(send(&mut tx).await.unwrap().attempts, 1);
@@ -394,4 +396,116 @@ fn the_documented_example_config_parses_and_validates() {
     );
     assert_eq!(c.receivers.len(), 2);
     assert_eq!(c.zone.len(), 3);
+}
+
+mod support;
+
+/// A running `tests/pysiaalarm_listener.py`: pysiaalarm's `SIAClient` on a free port.
+struct Listener {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    port: u16,
+}
+
+impl Listener {
+    async fn start(transport: &str, account: &str, key: Option<&str>) -> Listener {
+        use tokio::io::AsyncBufReadExt;
+        let python = support::python_with("pysiaalarm");
+        let accounts = json!([{"account": account, "key": key}]).to_string();
+        let mut child = tokio::process::Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/pysiaalarm_listener.py"
+            ))
+            .args([transport, &accounts])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pysiaalarm_listener.py");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the listener starts")
+            .unwrap()
+            .expect("a ready line");
+        let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        let port = u16::try_from(ready["ready"].as_u64().expect("ready port")).unwrap();
+        Listener { child, lines, port }
+    }
+
+    async fn next_event(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("pysiaalarm reports the event")
+            .unwrap()
+            .expect("an event line");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_transmitter_delivers_panic_and_intrusion_alarms_to_pysiaalarm_plain_and_aes() {
+    for key in [
+        None,
+        Some("0123456789ABCDEF"),
+        Some("0123456789ABCDEF0123456789abcdef"),
+    ] {
+        let mut rx = Listener::start("tcp", "AB12", key).await;
+        let what = key.map_or("plain".to_owned(), |k| format!("AES-{}", k.len() * 8));
+        for (format, kind, code, zone) in [
+            (Format::AdmCid, "panic.alarm", "PA", 5),
+            (Format::SiaDcs, "intrusion.alarm", "BA", 12),
+        ] {
+            let mut c = TransmitConfig::new(vec![format!("127.0.0.1:{}", rx.port)], "AB12");
+            c.format = format;
+            c.key = key.map(str::to_owned);
+            c.zone = toml::from_str::<TransmitConfig>(&format!(
+                "receivers = []\naccount = \"AB12\"\n[[zone]]\nlocation = \"main/A\"\npartition = 2\nzone = {zone}"
+            ))
+            .unwrap()
+            .zone;
+            let mut tx = Transmitter::new(&c).unwrap();
+            let m = tx
+                .map()
+                .message(
+                    &Kind::new(kind).unwrap(),
+                    &json!({}),
+                    &DeviceId::new("d").unwrap(),
+                    &Location::from_path("main/A/1").unwrap(),
+                )
+                .unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(60), tx.send(&m))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{what} {kind}: pysiaalarm did not ACK: {e}"));
+            assert_eq!(r.attempts, 1, "{what} {kind}");
+            let ev = rx.next_event().await;
+            assert_eq!(ev["account"], "AB12", "{what}: {ev}");
+            assert_eq!(ev["code"], code, "{what}: {ev}");
+            assert_eq!(ev["valid_timestamp"], true, "{what}: {ev}");
+            assert_eq!(ev["encrypted"], key.is_some(), "{what}: {ev}");
+            // pysiaalarm reads ADM-CID's ZZZ as `ri` and GG as `partition`; SIA DCS's
+            // `ri` as the area and the event's address as `message`.
+            let (area, addr) = match format {
+                Format::AdmCid => (&ev["partition"], &ev["ri"]),
+                Format::SiaDcs => (&ev["ri"], &ev["message"]),
+            };
+            assert_eq!(
+                (
+                    area.as_str().and_then(|a| a.parse::<u8>().ok()),
+                    addr.as_str()
+                ),
+                (Some(2), Some(format!("{zone:03}").as_str())),
+                "{what}: {ev}"
+            );
+        }
+    }
 }

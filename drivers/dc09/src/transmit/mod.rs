@@ -25,7 +25,8 @@
 //!
 //! # Timestamps
 //! Every message carries `_HH:MM:SS,MM-DD-YYYY` (encrypted ones must): our clock at the
-//! moment of each attempt plus the offset learnt from NAKs. The brief asked for the event
+//! moment of each attempt plus the offset learnt from that receiver's NAKs (each receiver
+//! has its own: a backup's clock may disagree with the primary's). The brief asked for the event
 //! time plus the offset; that would make every event sent from a backlog (after an
 //! outage) fall outside the receiver's window (pysiaalarm: -40 s / +20 s) and be NAKed,
 //! and each NAK would teach an offset that is wrong for the next event. The DC-09
@@ -53,6 +54,7 @@
 //! the Ademco / SIA DC-05 table; SIA DCS codes from SIA DC-03 as pysiaalarm 3.2.2 lists them.
 
 mod config;
+mod error;
 mod link;
 mod message;
 
@@ -60,10 +62,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use campusgw_sdk::ConfigIssue;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
 
 pub use config::{Endpoint, Format, TransmitConfig, Transport, ZoneRule};
+pub use error::{AttemptError, Receipt, ReceiverFailure, TransmitError};
 pub use message::{CODES, CodeRow, DURESS, EventCode, MapError, MessageMap, code_for};
 
 use crate::Dc09Error;
@@ -71,124 +74,6 @@ use crate::crypto::Key;
 use crate::frame::{Account, Frame, Message, MessageId, Sequence};
 use crate::time::Timestamp;
 use link::Link;
-
-/// Proof that a receiver acknowledged a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// Which receiver: 0 the primary, 1 the first backup, ...
-    pub receiver: usize,
-    /// The receiver as configured.
-    pub endpoint: Endpoint,
-    /// The address it was reached at.
-    pub address: SocketAddr,
-    /// Our clock when the ACK arrived.
-    pub acknowledged_at: DateTime<Utc>,
-    /// The message's sequence number.
-    pub sequence: Sequence,
-    /// Frames sent for it, over all receivers (1 when the first was ACKed).
-    pub attempts: u32,
-}
-
-/// Why one attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AttemptError {
-    /// The host name did not resolve.
-    #[error("cannot resolve: {0}")]
-    Resolve(String),
-    /// The connect (with the lookup) took longer than `connect_timeout`.
-    #[error("connect timed out")]
-    ConnectTimeout,
-    /// The connect was refused or failed.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// Writing or reading failed.
-    #[error("i/o: {0}")]
-    Io(String),
-    /// The receiver closed the connection before answering.
-    #[error("the receiver closed the connection")]
-    Closed,
-    /// No answer within `ack_timeout`.
-    #[error("no answer within the ack timeout")]
-    Timeout,
-    /// The answer did not decode.
-    #[error("undecodable answer: {0}")]
-    Garbage(Dc09Error),
-    /// The receiver NAKed again after we corrected our clock.
-    #[error("the receiver answered NAK")]
-    Nak,
-}
-
-/// Why one receiver did not acknowledge a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceiverFailure {
-    /// Which receiver.
-    pub receiver: usize,
-    /// As configured.
-    pub endpoint: Endpoint,
-    /// Frames sent to it for this message.
-    pub attempts: u32,
-    /// The last attempt's failure.
-    pub reason: AttemptError,
-}
-
-/// Why a message was not delivered.
-#[derive(Debug, thiserror::Error)]
-pub enum TransmitError {
-    /// The configuration has problems (each with its path and what to change).
-    #[error("invalid dc09 transmit config: {}", join(.0))]
-    Config(Vec<ConfigIssue>),
-    /// The key file could not be read or holds no key.
-    #[error("dc09 transmit key: {0}")]
-    Key(String),
-    /// The message cannot be written (a field out of range).
-    #[error("cannot encode the message: {0}")]
-    Encode(#[from] Dc09Error),
-    /// A receiver answered DUH: its verdict on this message. Not retried.
-    #[error("receiver {receiver} ({endpoint}) refused sequence {} with DUH", .sequence.value())]
-    Refused {
-        /// Which receiver.
-        receiver: usize,
-        /// As configured.
-        endpoint: Endpoint,
-        /// The message's sequence number.
-        sequence: Sequence,
-    },
-    /// No receiver acknowledged.
-    #[error("no dc09 receiver acknowledged: {}", describe(.failures))]
-    Unreachable {
-        /// Per receiver, in the order tried.
-        failures: Vec<ReceiverFailure>,
-    },
-}
-
-impl TransmitError {
-    /// Link trouble that a later attempt may fix ([`TransmitError::Unreachable`]); DUH,
-    /// encoding and configuration errors are not.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, TransmitError::Unreachable { .. })
-    }
-}
-
-fn join(issues: &[ConfigIssue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn describe(failures: &[ReceiverFailure]) -> String {
-    failures
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} after {} attempt(s): {}",
-                f.receiver, f.endpoint, f.attempts, f.reason
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 /// What one attempt heard back.
 enum Answer {
@@ -211,7 +96,8 @@ pub struct Transmitter {
     supervision: Option<Duration>,
     map: MessageMap,
     sequence: Sequence,
-    clock_offset: i64,
+    /// Per receiver: seconds its clock is ahead of ours, learnt from its NAKs.
+    clock_offsets: Vec<i64>,
     current: usize,
     failed_over_at: Option<Instant>,
     failures: Vec<u32>,
@@ -226,7 +112,7 @@ impl std::fmt::Debug for Transmitter {
             .field("endpoints", &self.endpoints)
             .field("current", &self.current)
             .field("sequence", &self.sequence)
-            .field("clock_offset", &self.clock_offset)
+            .field("clock_offsets", &self.clock_offsets)
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +141,7 @@ impl Transmitter {
             .map_err(|e| TransmitError::Key(e.to_string()))?;
         Ok(Transmitter {
             failures: vec![0; endpoints.len()],
+            clock_offsets: vec![0; endpoints.len()],
             endpoints,
             transport: config.transport,
             key,
@@ -266,7 +153,6 @@ impl Transmitter {
             supervision: config.supervision.map(|d| d.0),
             map: MessageMap::new(config),
             sequence: Sequence::ZERO,
-            clock_offset: 0,
             current: 0,
             failed_over_at: None,
             link: None,
@@ -290,9 +176,10 @@ impl Transmitter {
         self.current
     }
 
-    /// Seconds added to our clock in timestamps, learnt from NAKs.
-    pub fn clock_offset(&self) -> i64 {
-        self.clock_offset
+    /// Seconds added to our clock in timestamps sent to `receiver`, learnt from its NAKs
+    /// (receivers may disagree with each other, so each has its own).
+    pub fn clock_offset(&self, receiver: usize) -> i64 {
+        self.clock_offsets.get(receiver).copied().unwrap_or(0)
     }
 
     /// The sequence number the last message used.
@@ -322,7 +209,7 @@ impl Transmitter {
     /// acknowledged; [`TransmitError::Encode`] when the message cannot be written.
     pub async fn send(&mut self, message: &Message) -> Result<Receipt, TransmitError> {
         // Refuse an unwritable message before it costs any receiver a failure.
-        self.frame(message, Sequence::ZERO)?;
+        self.frame(0, message, Sequence::ZERO)?;
         let sequence = self.sequence.next();
         self.sequence = sequence;
         self.sent = 0;
@@ -397,8 +284,8 @@ impl Transmitter {
                     });
                 }
                 Ok(Answer::Nak(ts)) => {
-                    if let Some(ts) = ts {
-                        self.clock_offset = ts.offset_from(Utc::now());
+                    if let (Some(ts), Some(o)) = (ts, self.clock_offsets.get_mut(receiver)) {
+                        *o = ts.offset_from(Utc::now());
                     }
                     if std::mem::take(&mut free_nak) {
                         tried -= 1;
@@ -446,9 +333,14 @@ impl Transmitter {
         true
     }
 
-    /// The frame for `message` with `sequence` and our corrected clock.
-    fn frame(&self, message: &Message, sequence: Sequence) -> Result<Vec<u8>, Dc09Error> {
-        let now = Utc::now() + chrono::Duration::seconds(self.clock_offset);
+    /// The frame for `message` with `sequence` and our clock corrected for `receiver`.
+    fn frame(
+        &self,
+        receiver: usize,
+        message: &Message,
+        sequence: Sequence,
+    ) -> Result<Vec<u8>, Dc09Error> {
+        let now = Utc::now() + chrono::Duration::seconds(self.clock_offset(receiver));
         let m = Message {
             sequence,
             timestamp: Some(Timestamp::new(now)),
@@ -464,7 +356,7 @@ impl Transmitter {
         message: &Message,
         sequence: Sequence,
     ) -> Result<Result<Answer, AttemptError>, TransmitError> {
-        let frame = self.frame(message, sequence)?;
+        let frame = self.frame(receiver, message, sequence)?;
         let (first, reused) = self.exchange(receiver, &frame, sequence).await;
         // A receiver that closed an idle connection: resend once on a fresh one, free.
         if reused && matches!(first, Err(AttemptError::Closed | AttemptError::Io(_))) {
