@@ -210,6 +210,18 @@ async fn every_receiver_silent_is_unreachable_with_a_reason_per_receiver() {
 }
 
 #[tokio::test]
+async fn a_receiver_given_by_host_name_is_resolved_when_connecting() {
+    let primary = arc(ArcMode::Ack).await;
+    let mut c = config(&[]);
+    let name = format!("localhost:{}", primary.local_addr().port());
+    c.receivers = vec![name.clone()];
+    let mut tx = Transmitter::new(&c).unwrap();
+    let r = send(&mut tx).await.unwrap();
+    assert_eq!(r.endpoint.to_string(), name);
+    assert_eq!(r.address, primary.local_addr());
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_failure_and_the_backup_takes_the_alarm() {
     // A port nothing listens on: bind, note it, close.
     let dead = std::net::TcpListener::bind(local()).unwrap();

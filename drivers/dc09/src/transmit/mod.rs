@@ -431,3 +431,89 @@ impl Transmitter {
 fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn transmitter(key: Option<&str>) -> Transmitter {
+        let mut c = TransmitConfig::new(vec!["127.0.0.1:9".into()], "5A01");
+        c.key = key.map(str::to_owned);
+        Transmitter::new(&c).unwrap()
+    }
+
+    fn ack(seq: u16, key: Option<&Key>) -> Vec<u8> {
+        let mut m = Message::new(
+            MessageId::Ack,
+            Sequence::new(seq).unwrap(),
+            Account::Number("5A01".into()),
+        );
+        m.encrypted = key.is_some();
+        m.receiver = Some("0".into());
+        m.timestamp = Some(Timestamp::new(Utc::now()));
+        m.encode_with(key, &mut crate::FixedPad(b"pad".to_vec()))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_transmitter_and_its_send_can_move_between_tasks() {
+        fn is_send<T: Send>(_: &T) {}
+        let mut tx = transmitter(None);
+        is_send(&tx);
+        let null = tx.map().null();
+        is_send(&tx.send(&null));
+    }
+
+    #[test]
+    fn answers_are_ours_only_with_our_sequence_and_account() {
+        let tx = transmitter(None);
+        let seq = Sequence::new(7).unwrap();
+        assert!(matches!(
+            tx.classify(&ack(7, None), seq),
+            Ok(Some(Answer::Ack))
+        ));
+        assert!(matches!(tx.classify(&ack(6, None), seq), Ok(None)));
+        let other = Message::new(MessageId::Ack, seq, Account::Number("5A02".into()))
+            .encode()
+            .unwrap();
+        assert!(matches!(tx.classify(&other, seq), Ok(None)));
+        let nak = Message::nak(Utc::now()).encode().unwrap();
+        assert!(matches!(
+            tx.classify(&nak, seq),
+            Ok(Some(Answer::Nak(Some(_))))
+        ));
+        assert!(matches!(
+            tx.classify(b"\nnonsense\r", seq),
+            Err(AttemptError::Garbage(_))
+        ));
+        let key = Key::parse("0123456789abcdef", crate::KeyEncoding::Text).unwrap();
+        let sealed = transmitter(Some("0123456789abcdef"));
+        assert!(matches!(
+            sealed.classify(&ack(7, Some(&key)), seq),
+            Ok(Some(Answer::Ack))
+        ));
+        assert!(matches!(
+            tx.classify(&ack(7, Some(&key)), seq),
+            Err(AttemptError::Garbage(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn no_answer_bytes_make_the_reply_reader_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let tx = transmitter(Some("0123456789abcdef"));
+            let _ = tx.classify(&bytes, Sequence::new(1).unwrap());
+        }
+
+        #[test]
+        fn damaged_acks_are_garbage_or_not_ours_never_a_panic(at in 0usize..60, byte in any::<u8>()) {
+            let tx = transmitter(None);
+            let mut frame = ack(1, None);
+            let i = at % frame.len();
+            frame[i] = byte;
+            let _ = tx.classify(&frame, Sequence::new(1).unwrap());
+        }
+    }
+}
