@@ -231,7 +231,7 @@ impl MessageMap {
         self.header(MessageId::Null)
     }
 
-    fn header(&self, id: MessageId) -> Message {
+    pub(crate) fn header(&self, id: MessageId) -> Message {
         Message {
             encrypted: self.encrypted,
             receiver: Some(self.receiver.clone()),

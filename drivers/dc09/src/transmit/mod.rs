@@ -101,7 +101,8 @@ pub struct Transmitter {
     current: usize,
     failed_over_at: Option<Instant>,
     failures: Vec<u32>,
-    link: Option<(usize, Link)>,
+    /// Per receiver: its open connection (kept across messages and failovers).
+    links: Vec<Option<Link>>,
     /// Frames sent for the message in flight.
     sent: u32,
 }
@@ -142,6 +143,9 @@ impl Transmitter {
         Ok(Transmitter {
             failures: vec![0; endpoints.len()],
             clock_offsets: vec![0; endpoints.len()],
+            links: std::iter::repeat_with(|| None)
+                .take(endpoints.len())
+                .collect(),
             endpoints,
             transport: config.transport,
             key,
@@ -155,7 +159,6 @@ impl Transmitter {
             sequence: Sequence::ZERO,
             current: 0,
             failed_over_at: None,
-            link: None,
             sent: 0,
         })
     }
@@ -202,7 +205,9 @@ impl Transmitter {
     }
 
     /// Sends `message` with the next sequence number and a fresh timestamp per attempt
-    /// (the message's own sequence and timestamp are ignored) and waits for the ACK.
+    /// and waits for the ACK. Only the message's ID, data and extended data are used: the
+    /// header (account, `R`, `L`, encryption) is the configuration's, as
+    /// [`MessageMap`] writes it.
     ///
     /// # Errors
     /// [`TransmitError::Refused`] on DUH; [`TransmitError::Unreachable`] when no receiver
@@ -220,7 +225,11 @@ impl Transmitter {
                     return Ok(Receipt {
                         receiver,
                         endpoint: self.endpoint(receiver),
-                        address: self.link.as_ref().map_or_else(unspecified, |(_, l)| l.peer),
+                        address: self
+                            .links
+                            .get(receiver)
+                            .and_then(|l| l.as_ref().map(|l| l.peer))
+                            .unwrap_or_else(unspecified),
                         acknowledged_at: Utc::now(),
                         sequence,
                         attempts: self.sent,
@@ -276,7 +285,9 @@ impl Transmitter {
                     return Ok(Ok(()));
                 }
                 Ok(Answer::Duh) => {
-                    self.failures[receiver] = 0;
+                    if let Some(n) = self.failures.get_mut(receiver) {
+                        *n = 0;
+                    }
                     return Err(TransmitError::Refused {
                         receiver,
                         endpoint: self.endpoint(receiver),
@@ -341,10 +352,14 @@ impl Transmitter {
         sequence: Sequence,
     ) -> Result<Vec<u8>, Dc09Error> {
         let now = Utc::now() + chrono::Duration::seconds(self.clock_offset(receiver));
+        // The header is ours whatever the caller put there: an ACK is matched on our
+        // account, and a configured key must never be left unused.
         let m = Message {
+            data: message.data.clone(),
+            extended: message.extended.clone(),
             sequence,
             timestamp: Some(Timestamp::new(now)),
-            ..message.clone()
+            ..self.map.header(message.id)
         };
         m.encode_with(self.key.as_ref(), &mut |buf: &mut [u8]| rand::fill(buf))
     }
@@ -374,9 +389,10 @@ impl Transmitter {
         frame: &[u8],
         sequence: Sequence,
     ) -> (Result<Answer, AttemptError>, bool) {
-        let mut link = match self.link.take() {
-            Some((i, l)) if i == receiver => l,
-            _ => match self.endpoints.get(receiver) {
+        let open = self.links.get_mut(receiver).and_then(Option::take);
+        let mut link = match open {
+            Some(l) => l,
+            None => match self.endpoints.get(receiver) {
                 None => return (Err(AttemptError::Closed), false),
                 Some(e) => match Link::open(e, self.transport, self.connect_timeout).await {
                     Ok(l) => l,
@@ -397,8 +413,8 @@ impl Transmitter {
             }
         }
         .await;
-        if answer.is_ok() {
-            self.link = Some((receiver, link));
+        if let (true, Some(slot)) = (answer.is_ok(), self.links.get_mut(receiver)) {
+            *slot = Some(link);
         }
         (answer, reused)
     }
@@ -498,6 +514,23 @@ mod tests {
             tx.classify(&ack(7, Some(&key)), seq),
             Err(AttemptError::Garbage(_))
         ));
+    }
+
+    #[test]
+    fn the_header_is_the_configurations_whatever_the_caller_wrote() {
+        let tx = transmitter(Some("0123456789abcdef"));
+        let mut m = tx.map().null();
+        m.account = Account::Number("FFFF".into());
+        m.encrypted = false;
+        m.prefix = None;
+        let frame = tx.frame(0, &m, Sequence::new(3).unwrap()).unwrap();
+        let key = Key::parse("0123456789abcdef", crate::KeyEncoding::Text).unwrap();
+        let back = crate::decode(&frame, Some(&key)).unwrap().message;
+        assert!(back.encrypted, "a configured key is always used");
+        assert_eq!(back.account, Account::Number("5A01".into()));
+        assert_eq!(back.prefix.as_deref(), Some("0"));
+        assert_eq!(back.sequence.value(), 3);
+        assert!(back.timestamp.is_some());
     }
 
     proptest! {
