@@ -245,7 +245,8 @@ async fn a_receiver_that_closes_after_reading_gets_a_reconnect_and_the_resend() 
     let got = primary.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].sequence, got[1].sequence);
-    // Closed again while idle: the next message reconnects without counting an attempt.
+    // Closed on a connection that had carried a frame (as after an idle close): resent on
+    // a fresh one at once, two frames, no failure counted.
     primary.script([ArcMode::Close]);
     assert_eq!(tx.supervise().await.unwrap().attempts, 2);
     assert_eq!(send(&mut tx).await.unwrap().attempts, 1);

@@ -23,7 +23,9 @@ pub struct Receipt {
     pub acknowledged_at: DateTime<Utc>,
     /// The message's sequence number.
     pub sequence: Sequence,
-    /// Frames sent for it, over all receivers (1 when the first was ACKed).
+    /// Frames sent for it, over all receivers: 1 when the first was ACKed; the resend
+    /// after a NAK and the resend on a fresh connection count here, though neither counts
+    /// as a failed attempt.
     pub attempts: u32,
 }
 
@@ -63,7 +65,8 @@ pub struct ReceiverFailure {
     pub receiver: usize,
     /// As configured.
     pub endpoint: Endpoint,
-    /// Frames sent to it for this message.
+    /// Attempts made at it for this message (the free resends after a first NAK or on a
+    /// fresh connection not included).
     pub attempts: u32,
     /// The last attempt's failure.
     pub reason: AttemptError,
