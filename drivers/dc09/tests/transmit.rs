@@ -2,7 +2,8 @@
 //! shifted clock, DUH, failover, all silent, a receiver closing, sequence wrap, AES, UDP,
 //! garbage answers; the config's validation; and interop: our transmitter delivers to
 //! pysiaalarm 3.2.2's `SIAClient` (`tests/pysiaalarm_listener.py`, the python
-//! `scripts/test` sets up, found by `tests/support`), plain, AES-128 and AES-256.
+//! `scripts/test` sets up, found by `tests/support`), over TCP and UDP, plain, AES-128 and
+//! AES-256.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::HashMap;
@@ -465,20 +466,34 @@ impl Drop for Listener {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_transmitter_delivers_panic_and_intrusion_alarms_to_pysiaalarm_plain_and_aes() {
-    for key in [
-        None,
-        Some("0123456789ABCDEF"),
-        Some("0123456789ABCDEF0123456789abcdef"),
+async fn our_transmitter_delivers_panic_and_intrusion_alarms_to_pysiaalarm_over_tcp_and_udp_plain_and_aes()
+ {
+    const K128: &str = "0123456789ABCDEF";
+    const K256: &str = "0123456789ABCDEF0123456789abcdef";
+    for (transport, key) in [
+        (Transport::Tcp, None),
+        (Transport::Tcp, Some(K128)),
+        (Transport::Tcp, Some(K256)),
+        (Transport::Udp, None),
+        (Transport::Udp, Some(K256)),
     ] {
-        let mut rx = Listener::start("tcp", "AB12", key).await;
-        let what = key.map_or("plain".to_owned(), |k| format!("AES-{}", k.len() * 8));
+        let proto = if transport == Transport::Udp {
+            "udp"
+        } else {
+            "tcp"
+        };
+        let mut rx = Listener::start(proto, "AB12", key).await;
+        let what = format!(
+            "{proto} {}",
+            key.map_or("plain".to_owned(), |k| format!("AES-{}", k.len() * 8))
+        );
         for (format, kind, code, zone) in [
             (Format::AdmCid, "panic.alarm", "PA", 5),
             (Format::SiaDcs, "intrusion.alarm", "BA", 12),
         ] {
             let mut c = TransmitConfig::new(vec![format!("127.0.0.1:{}", rx.port)], "AB12");
             c.format = format;
+            c.transport = transport;
             c.key = key.map(str::to_owned);
             c.zone = toml::from_str::<TransmitConfig>(&format!(
                 "receivers = []\naccount = \"AB12\"\n[[zone]]\nlocation = \"main/A\"\npartition = 2\nzone = {zone}"
