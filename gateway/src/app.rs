@@ -7,7 +7,7 @@
 //! confirms and devices retransmit. A watcher then fails the gateway: `/healthz` answers
 //! 503 with the reason at once, and after [`RunOptions::failure_linger`] (so monitoring can
 //! see why) [`Gateway::failed`] resolves and `campusgw run` stops and exits with
-//! [`EXIT_WRITER_DIED`], and the service manager (`Restart=always`) starts a fresh process.
+//! [`EXIT_GATEWAY_FAILED`], and the service manager (`Restart=always`) starts a fresh process.
 //! The writer is not restarted in-process: a panic may have left the writer's state
 //! (pending batch, seq counter, outage bookkeeping) inconsistent with the database, and
 //! a fresh process re-derives all of it from the committed file, which the crash
@@ -50,8 +50,9 @@ pub struct Gateway {
     failure: watch::Receiver<Option<String>>,
 }
 
-/// Exit code of `campusgw run` after the journal writer died (sysexits `EX_SOFTWARE`).
-pub const EXIT_WRITER_DIED: i32 = 70;
+/// Exit code of `campusgw run` when the gateway cannot go on (sysexits `EX_SOFTWARE`): the
+/// journal writer died, or a supervised task (the rules runner) crash-looped and was given up.
+pub const EXIT_GATEWAY_FAILED: i32 = 70;
 
 /// Faults a test can inject into a real `campusgw run` through `CAMPUSGW_FAULT`
 /// (comma-separated `key=duration`): `writer_panic_after=2s` panics the journal writer

@@ -657,7 +657,7 @@ async fn run(path: PathBuf) -> anyhow::Result<i32> {
         }
         reason = gw.failed() => {
             tracing::error!(reason = %reason, "stopping: the gateway cannot go on");
-            crate::app::EXIT_WRITER_DIED
+            crate::app::EXIT_GATEWAY_FAILED
         }
     };
     gw.stop().await;

@@ -119,7 +119,7 @@ fn a_killed_writer_turns_healthz_503_and_campusgw_run_exits_non_zero() {
     };
     assert_eq!(
         status.code(),
-        Some(campusgw::app::EXIT_WRITER_DIED),
+        Some(campusgw::app::EXIT_GATEWAY_FAILED),
         "{status:?}"
     );
 }
