@@ -471,6 +471,10 @@ impl<'a> Invite<'a> {
                         .await?;
                     return Err(match code {
                         401 | 407 => CallError::Auth(format!("credentials refused ({code})")),
+                        // Devices answer a wrong digest with 403 as often as with a new 401.
+                        403 if self.auth.is_some() => {
+                            CallError::Auth(format!("credentials refused ({code} {})", reason(&m)))
+                        }
                         _ => CallError::Refused(code, reason(&m)),
                     });
                 }
