@@ -36,6 +36,7 @@ pub mod priority;
 pub mod rtp;
 pub mod sim;
 pub mod sip;
+pub mod speech;
 pub mod wav;
 
 pub use config::{RetryPolicy, SipPagingConfig, SpeakerEntry, ZoneEntry};

@@ -209,4 +209,13 @@ mod tests {
         // a header extension longer than the packet
         assert!(parse(&[0x90, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 9]).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn the_parser_never_panics_and_payloads_stay_inside_the_packet(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(p) = parse(&b) {
+                proptest::prop_assert!(p.payload.len() + HEADER_LEN <= b.len());
+            }
+        }
+    }
 }

@@ -388,4 +388,25 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn the_parser_never_panics_on_arbitrary_bytes(b in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            if let Ok(m) = parse(&b) {
+                let _ = (m.cseq(), m.to_tag(), m.contact_uri());
+                let _ = sdp_answer(&m.body, &[Codec::Pcma]);
+            }
+        }
+
+        #[test]
+        fn the_parser_never_panics_on_damaged_answers(cut in 0usize..300, flip in 0usize..300, byte in proptest::num::u8::ANY) {
+            let mut b = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nTo: <sip:a@b>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 40\r\n\r\nv=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 8\r\n".to_vec();
+            let n = b.len();
+            b[flip % n] = byte;
+            b.truncate(cut.min(n));
+            if let Ok(m) = parse(&b) {
+                let _ = sdp_answer(&m.body, &[Codec::Pcma]);
+            }
+        }
+    }
 }
