@@ -37,6 +37,7 @@ pub mod rtp;
 pub mod sim;
 pub mod sip;
 pub mod speech;
+pub mod stats;
 pub mod wav;
 
 pub use config::{RetryPolicy, SipPagingConfig, SpeakerEntry, ZoneEntry};

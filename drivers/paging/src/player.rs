@@ -472,6 +472,8 @@ impl Player {
             return;
         };
         let Some(t0) = s.t0 else { return };
+        let scheduled = t0 + PACKET_INTERVAL * u32::try_from(s.sent).unwrap_or(u32::MAX);
+        crate::stats::record_tick_lateness(Instant::now().saturating_duration_since(scheduled));
         let interval = PACKET_INTERVAL.as_nanos();
         let due = u64::try_from(t0.elapsed().as_nanos() / interval).unwrap_or(u64::MAX) + 1;
         let mut missing = due.saturating_sub(s.sent);

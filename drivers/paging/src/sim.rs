@@ -68,7 +68,13 @@ pub struct RtpReport {
     pub max_drift_ms: f64,
     /// The last payloads, newest last.
     pub recent: VecDeque<Vec<u8>>,
+    /// |inter-arrival time - 20 ms| per packet of a stream, in µs (the first
+    /// [`MAX_JITTER_SAMPLES`]; for benchmarks).
+    pub jitter_us: Vec<u32>,
 }
+
+/// Jitter samples kept per report.
+pub const MAX_JITTER_SAMPLES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct StreamState {
@@ -76,6 +82,7 @@ struct StreamState {
     ts: u32,
     first_ts: u32,
     first_at: Instant,
+    last_at: Option<Instant>,
 }
 
 /// Checks packets into a report.
@@ -106,7 +113,16 @@ impl RtpCheck {
             ts: p.timestamp.wrapping_sub(160),
             first_ts: p.timestamp,
             first_at: at,
+            last_at: None,
         });
+        if let Some(last) = st.last_at
+            && r.jitter_us.len() < MAX_JITTER_SAMPLES
+        {
+            let gap = at.duration_since(last).as_micros() as i64;
+            let dev = (gap - rtp::PACKET_INTERVAL.as_micros() as i64).unsigned_abs();
+            r.jitter_us.push(u32::try_from(dev).unwrap_or(u32::MAX));
+        }
+        st.last_at = Some(at);
         if p.seq != st.seq.wrapping_add(1) {
             r.seq_gaps += 1;
         }
