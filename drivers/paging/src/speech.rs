@@ -79,21 +79,22 @@ fn speak(voice: &str, text: &str, out: &Path) -> Result<String, SpeechError> {
     Ok(what)
 }
 
+/// The shipped library: `[messages]`, `[building_clips]`, and who spoke them.
+#[derive(Debug, Clone)]
+pub struct Shipped {
+    /// The `evacuation` and `lockdown` entries.
+    pub messages: BTreeMap<String, MessageEntry>,
+    /// Building id → WAV naming it.
+    pub clips: BTreeMap<String, String>,
+    /// espeak-ng or the tone stand-ins.
+    pub voice: Voice,
+}
+
 /// The shipped messages for `buildings`, written into `dir` (which must exist).
 ///
 /// # Errors
 /// [`SpeechError`] when espeak-ng is installed but fails.
-pub fn shipped(
-    dir: &Path,
-    buildings: &[&str],
-) -> Result<
-    (
-        BTreeMap<String, MessageEntry>,
-        BTreeMap<String, String>,
-        Voice,
-    ),
-    SpeechError,
-> {
+pub fn shipped(dir: &Path, buildings: &[&str]) -> Result<Shipped, SpeechError> {
     let voice = if espeak_available() {
         Voice::Espeak
     } else {
@@ -149,5 +150,9 @@ pub fn shipped(
             },
         ),
     ]);
-    Ok((messages, clips, voice))
+    Ok(Shipped {
+        messages,
+        clips,
+        voice,
+    })
 }

@@ -21,7 +21,11 @@ use serde_json::json;
 #[test]
 fn the_shipped_messages_are_spoken_in_mandarin_and_english_and_name_the_building() {
     let dir = tempfile::tempdir().unwrap();
-    let (messages, clips, voice) = shipped(dir.path(), &["A", "B"]).unwrap();
+    let campusgw_paging::speech::Shipped {
+        messages,
+        clips,
+        voice,
+    } = shipped(dir.path(), &["A", "B"]).unwrap();
     // scripts/test installs espeak-ng; the tone stand-ins are for machines without it
     assert_eq!(
         voice,
@@ -70,7 +74,9 @@ fn the_shipped_messages_are_spoken_in_mandarin_and_english_and_name_the_building
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_evacuation_plays_to_a_speaker_in_its_building() {
     let dir = tempfile::tempdir().unwrap();
-    let (messages, clips, _) = shipped(dir.path(), &["A"]).unwrap();
+    let campusgw_paging::speech::Shipped {
+        messages, clips, ..
+    } = shipped(dir.path(), &["A"]).unwrap();
     let spk = SpeakerSim::start(Behaviour::Answer).await.unwrap();
     let mut cfg: SipPagingConfig = toml::from_str(&format!(
         "bind = \"127.0.0.1:0\"\n[[zone]]\ndevice = \"z\"\nlocation = {{ building = \"A\" }}\nspeakers = [{{ uri = \"{}\" }}]\n",
