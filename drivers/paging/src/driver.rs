@@ -17,6 +17,7 @@ use campusgw_sdk::{
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::command::{PlayArgs, StopArgs};
 use crate::config::SipPagingConfig;
@@ -52,8 +53,12 @@ impl SipPagingDriver {
 
 impl Driver for SipPagingDriver {
     async fn run(self, cx: DriverContext) -> Result<(), DriverError> {
+        // Everything spawned below ends with this run (shutdown, an error return, or the
+        // supervisor dropping it), so a restart never leaves a second set of zones behind.
+        let local = cx.shutdown().child_token();
+        let _stop_tasks = local.clone().drop_guard();
         let ep = SipEndpoint::bind(self.bind, &self.config.user).await?;
-        tokio::spawn(ep.clone().serve(cx.shutdown().clone()));
+        tokio::spawn(ep.clone().serve(local.clone()));
         let events = spawn_emitter(cx.clone());
         let mut d = Dispatcher::new(self.instance.clone(), self.library.clone());
         for z in &self.config.zone {
@@ -79,7 +84,7 @@ impl Driver for SipPagingDriver {
                 },
                 socket,
             };
-            d.spawn_zone(zone, &events, &cx);
+            d.spawn_zone(zone, &events, &local);
         }
         tracing::info!(sip = %ep.local_addr(), zones = self.config.zone.len(), "sip_paging ready");
         d.serve(&cx).await;
@@ -121,7 +126,7 @@ impl Dispatcher {
         }
     }
 
-    pub(crate) fn spawn_zone(&mut self, zone: Zone, events: &Events, cx: &DriverContext) {
+    pub(crate) fn spawn_zone(&mut self, zone: Zone, events: &Events, stop: &CancellationToken) {
         let (tx, rx) = mpsc::channel(16);
         self.zones.insert(
             zone.id.clone(),
@@ -130,7 +135,7 @@ impl Dispatcher {
                 building: zone.location.building.clone(),
             },
         );
-        tokio::spawn(run_zone(zone, rx, events.clone(), cx.shutdown().clone()));
+        tokio::spawn(run_zone(zone, rx, events.clone(), stop.clone()));
     }
 
     pub(crate) async fn serve(self, cx: &DriverContext) {

@@ -168,6 +168,9 @@ fn sender(ttl: u32, interface: Option<Ipv4Addr>) -> std::io::Result<UdpSocket> {
 
 impl Driver for RtpMulticastDriver {
     async fn run(self, cx: DriverContext) -> Result<(), DriverError> {
+        // The zones end with this run (see the sip_paging driver).
+        let local = cx.shutdown().child_token();
+        let _stop_tasks = local.clone().drop_guard();
         let events = spawn_emitter(cx.clone());
         let mut d = Dispatcher::new(self.instance.clone(), self.library.clone());
         for z in &self.config.zone {
@@ -186,7 +189,7 @@ impl Driver for RtpMulticastDriver {
                 },
                 socket,
             };
-            d.spawn_zone(zone, &events, &cx);
+            d.spawn_zone(zone, &events, &local);
         }
         d.serve(&cx).await;
         Ok(())

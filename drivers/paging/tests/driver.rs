@@ -509,3 +509,28 @@ async fn the_drivers_own_device_plays_on_listed_zones_and_leaves_scopes_to_the_z
         CommandStatus::Unsupported
     );
 }
+
+#[tokio::test]
+async fn a_driver_dropped_by_its_supervisor_hangs_up_its_calls() {
+    let sims = speakers(&[Behaviour::Answer]).await;
+    let cfg: SipPagingConfig =
+        toml::from_str(&format!("{BASE}{}", zone_toml("zone_a", &sims, ""))).unwrap();
+    let host = TestHost::new("pa", "sip_paging");
+    let bcx = BuildContext {
+        device: DeviceId::new("pa").unwrap(),
+        location: Location::default(),
+        data_dir: std::env::temp_dir(),
+    };
+    let run = tokio::spawn(cfg.build(&bcx).unwrap().run(host.context()));
+    assert_eq!(
+        play(&host, "zone_a", "evacuation").await.status,
+        CommandStatus::Succeeded
+    );
+    sims[0]
+        .wait_until(WAIT, |h| h.rtp.packets > 0)
+        .await
+        .unwrap();
+    // a restart drops the run future; its zones must not keep playing behind the new one
+    run.abort();
+    sims[0].wait_until(WAIT, |h| h.byes == 1).await.unwrap();
+}
