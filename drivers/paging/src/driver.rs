@@ -13,7 +13,7 @@ use std::sync::Arc;
 use campusgw_sdk::config::suggest;
 use campusgw_sdk::{
     CommandKind, CommandRequest, CommandStatus, DeviceId, Driver, DriverContext, DriverError,
-    NewEvent, Target,
+    Target,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::{PlayArgs, StopArgs};
 use crate::config::SipPagingConfig;
 use crate::messages::Library;
-use crate::player::{Events, Outcome, Reach, Zone, ZoneMsg, run_zone};
+use crate::player::{Events, Outcome, Reach, Report, Zone, ZoneMsg, run_zone};
 use crate::priority::Entry;
 use crate::sip::{Offer, SipEndpoint};
 
@@ -94,11 +94,16 @@ impl Driver for SipPagingDriver {
 
 /// Journals the zones' events in order; failures are logged (they are not device acks).
 pub(crate) fn spawn_emitter(cx: DriverContext) -> Events {
-    let (tx, mut rx) = mpsc::unbounded_channel::<NewEvent>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            if let Err(err) = cx.emit(e).await {
-                tracing::warn!(error = %err, "broadcast event not journaled");
+        while let Some(r) = rx.recv().await {
+            match r {
+                Report::Event(e) => {
+                    if let Err(err) = cx.emit(e).await {
+                        tracing::warn!(error = %err, "broadcast event not journaled");
+                    }
+                }
+                Report::Health(zone, h) => cx.report_health(&zone, h),
             }
         }
     });

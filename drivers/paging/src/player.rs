@@ -22,7 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusgw_sdk::{Backoff, Class, CommandStatus, DeviceId, Kind, Location, NewEvent};
+use campusgw_sdk::{
+    Backoff, Class, CommandStatus, DeviceHealth, DeviceId, Kind, Location, NewEvent,
+};
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -125,8 +127,14 @@ struct Playing {
     cycles_done: u32,
 }
 
-/// Where events go: an emitter task that journals them in order.
-pub(crate) type Events = mpsc::UnboundedSender<NewEvent>;
+/// What a zone reports: events to journal, or its health as the calls show it.
+pub(crate) enum Report {
+    Event(NewEvent),
+    Health(DeviceId, DeviceHealth),
+}
+
+/// Where reports go: an emitter task that journals events in order.
+pub(crate) type Events = mpsc::UnboundedSender<Report>;
 
 struct Player {
     zone: Zone,
@@ -140,6 +148,7 @@ struct Player {
     leg_tx: mpsc::UnboundedSender<LegMsg>,
     shutdown: CancellationToken,
     buf: Vec<u8>,
+    health: Option<DeviceHealth>,
 }
 
 /// Runs a zone until shutdown or until its command channel closes.
@@ -166,6 +175,7 @@ pub(crate) async fn run_zone(
         leg_tx,
         shutdown: shutdown.clone(),
         buf: Vec::with_capacity(256),
+        health: None,
     };
     loop {
         let tick = p.next_tick();
@@ -197,7 +207,7 @@ impl Player {
             .device(self.zone.id.clone())
             .location(self.zone.location.clone());
         // The emitter outlives the zones; a closed channel means shutdown.
-        let _ = self.events.send(e);
+        let _ = self.events.send(Report::Event(e));
     }
 
     fn about(&self, e: &Entry) -> serde_json::Value {
@@ -445,6 +455,20 @@ impl Player {
         };
         if !s.settled.iter().all(|&x| x) {
             return;
+        }
+        let (up, n) = (s.legs.len(), s.settled.len());
+        let health = match up {
+            0 => DeviceHealth::Offline(format!("none of {n} speakers reached")),
+            _ if up < n => {
+                DeviceHealth::Degraded(format!("{} of {n} speakers not reached", n - up))
+            }
+            _ => DeviceHealth::Online,
+        };
+        if self.health.as_ref() != Some(&health) {
+            self.health = Some(health.clone());
+            let _ = self
+                .events
+                .send(Report::Health(self.zone.id.clone(), health));
         }
         for w in s.waiting.drain(..) {
             let _ = w.send(summary_parts(

@@ -12,8 +12,8 @@ use campusgw_paging::rtp::Codec;
 use campusgw_paging::sim::{Behaviour, Heard, SpeakerSim, distinct_frames};
 use campusgw_sdk::testkit::TestHost;
 use campusgw_sdk::{
-    BuildContext, Class, Command, CommandKind, CommandResult, CommandStatus, DeviceId, Driver,
-    DriverConfig, FieldPath, Location, Target,
+    BuildContext, Class, Command, CommandKind, CommandResult, CommandStatus, DeviceHealth,
+    DeviceId, Driver, DriverConfig, FieldPath, Location, Target,
 };
 use serde_json::json;
 
@@ -163,6 +163,14 @@ async fn a_zone_of_fifty_speakers_plays_on_the_45_that_answer_and_reports_the_5_
         host.events()
             .iter()
             .all(|e| e.kind.as_str() != "broadcast.unreachable")
+    );
+    // the zone's health names what is broken
+    let h = host
+        .wait_for_health(WAIT, |h| matches!(h, DeviceHealth::Degraded(_)))
+        .await;
+    assert_eq!(
+        h,
+        DeviceHealth::Degraded("5 of 50 speakers not reached".into())
     );
     let r = send(&host, CommandKind::BROADCAST_STOP, "zone_a", json!({})).await;
     assert_eq!(r.status, CommandStatus::Succeeded);
