@@ -208,7 +208,13 @@ impl SipEndpoint {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     // ICMP port unreachable from a dead speaker surfaces here on Linux.
-                    Err(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => {
+                        // Anything else may repeat at once: do not spin on it.
+                        tracing::warn!(error = %e, "sip socket receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 },
                 () = shutdown.cancelled() => return,
             };
