@@ -33,7 +33,7 @@ use serde::Deserialize;
 use crate::driver::SipPagingDriver;
 use crate::messages::{self, Library, MessageEntry};
 use crate::rtp::Codec;
-use crate::sip::{Profile, Target};
+use crate::sip::{Credentials, Profile, Target};
 
 /// The sip_paging driver's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,9 +112,20 @@ pub struct SpeakerEntry {
     /// Digest user.
     #[serde(default)]
     pub user: Option<String>,
-    /// Digest password.
+    /// Digest password (not shown by `Debug`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Password>,
+}
+
+/// A password from the config; `Debug` does not show it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_bind() -> String {
@@ -147,7 +158,14 @@ impl SpeakerEntry {
             uri: self.uri.clone(),
             addr: uri_addr(&self.uri)?,
             profile: self.profile.unwrap_or(profile),
-            auth: self.user.clone().zip(self.password.clone()),
+            auth: self
+                .user
+                .clone()
+                .zip(self.password.clone())
+                .map(|(user, p)| Credentials {
+                    user,
+                    password: p.0,
+                }),
         })
     }
 }
@@ -282,6 +300,16 @@ mod tests {
         );
         assert_eq!(uri_addr("sip:spk@speaker.local"), None);
         assert_eq!(uri_addr("http://x"), None);
+    }
+
+    #[test]
+    fn debug_output_does_not_show_speaker_passwords() {
+        let s: SpeakerEntry =
+            toml::from_str("uri = \"sip:a@10.0.0.1\"\nuser = \"pa\"\npassword = \"hunter2\"")
+                .unwrap();
+        let t = s.target(Profile::Generic).unwrap();
+        assert!(!format!("{s:?} {t:?}").contains("hunter2"));
+        assert_eq!(t.auth.unwrap().password, "hunter2");
     }
 
     #[test]

@@ -40,6 +40,6 @@ pub mod speech;
 pub mod stats;
 pub mod wav;
 
-pub use config::{RetryPolicy, SipPagingConfig, SpeakerEntry, ZoneEntry};
+pub use config::{Password, RetryPolicy, SipPagingConfig, SpeakerEntry, ZoneEntry};
 pub use driver::SipPagingDriver;
 pub use multicast::{MulticastZone, RtpMulticastConfig, RtpMulticastDriver};

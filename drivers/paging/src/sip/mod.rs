@@ -99,7 +99,26 @@ pub struct Target {
     /// Its auto-answer dialect.
     pub profile: Profile,
     /// Digest credentials, if it challenges.
-    pub auth: Option<(String, String)>,
+    pub auth: Option<Credentials>,
+}
+
+/// A digest user and password; `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <redacted> }}",
+            self.user
+        )
+    }
 }
 
 /// Why a call did not come up (or ended).
@@ -496,7 +515,7 @@ impl<'a> Invite<'a> {
         } else {
             ("proxy-authenticate", "Proxy-Authorization")
         };
-        let Some((user, password)) = &self.target.auth else {
+        let Some(Credentials { user, password }) = &self.target.auth else {
             return Err(CallError::Auth(format!(
                 "challenged ({code}) but no credentials are configured"
             )));
