@@ -248,6 +248,21 @@ impl Player {
     }
 
     fn on_play(&mut self, entry: Entry, program: Program, reply: oneshot::Sender<Outcome>) {
+        // A retransmitted command (a rule's retry) joins what it already started.
+        if self
+            .queue
+            .current()
+            .is_some_and(|c| c.command == entry.command)
+        {
+            match &mut self.session {
+                Some(s) if s.settled.iter().all(|&x| x) => {
+                    let _ = reply.send(summary(s, &self.names, &entry.message));
+                }
+                Some(s) => s.waiting.push(reply),
+                None => {}
+            }
+            return;
+        }
         self.programs.insert(entry.command, program);
         let d = self.queue.play(entry.clone());
         if let Decision::Refused { playing } = d {
@@ -285,7 +300,7 @@ impl Player {
                     p["by"] = json!(start.message);
                     p["resumes"] = json!(fate == Fate::Suspended);
                     self.emit("broadcast.stopped", Class::Operations, p);
-                    if fate == Fate::Ended {
+                    if fate == Fate::Ended && old.command != start.command {
                         self.programs.remove(&old.command);
                     }
                 }

@@ -542,3 +542,32 @@ async fn a_driver_dropped_by_its_supervisor_hangs_up_its_calls() {
     run.abort();
     sims[0].wait_until(WAIT, |h| h.byes == 1).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retransmitted_play_command_joins_the_program_it_started() {
+    let sims = speakers(&[Behaviour::Answer]).await;
+    let (host, _) = start(&format!("{BASE}{}", zone_toml("zone_a", &sims, "")));
+    let c = Command::new(
+        CommandKind::BROADCAST_PLAY,
+        Target::Device(DeviceId::new("zone_a").unwrap()),
+        json!({"message": "evacuation", "repeat": true}),
+        "rule:fire_confirmed",
+    );
+    assert_eq!(
+        host.command(c.clone(), "zone_a", WAIT).await.status,
+        CommandStatus::Succeeded
+    );
+    sims[0]
+        .wait_until(WAIT, |h| h.rtp.packets >= 5)
+        .await
+        .unwrap();
+    let r = host.command(c, "zone_a", WAIT).await;
+    assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
+    let before = sims[0].heard().rtp.packets;
+    let h = sims[0]
+        .wait_until(WAIT, |h| h.rtp.packets >= before + 10)
+        .await
+        .unwrap();
+    assert_eq!(h.invites, 1);
+    assert!(clean(&h), "{:?}", h.rtp);
+}
