@@ -4,7 +4,7 @@
 //! | arg | type | default | meaning |
 //! |---|---|---|---|
 //! | `message` | string | — | a message of the library (`evacuation`, `lockdown`, `bell`, configured ones) |
-//! | `zones` | [string] | the addressed zone, or every zone if the driver's own device is addressed | zone device ids |
+//! | `zones` | list of strings | the addressed zone, or every zone if the driver's own device is addressed | zone device ids |
 //! | `repeat` | bool or integer | `false` | `true`: until stopped; `n`: n cycles; `false`: once |
 //! | `priority` | `fire` \| `lockdown` \| `manual` \| `bell` | the message's | override |
 //!
