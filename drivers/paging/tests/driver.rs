@@ -571,3 +571,36 @@ async fn a_retransmitted_play_command_joins_the_program_it_started() {
     assert_eq!(h.invites, 1);
     assert!(clean(&h), "{:?}", h.rtp);
 }
+
+#[tokio::test]
+async fn a_refusing_speaker_is_retried_per_policy_and_then_given_up() {
+    let sims = speakers(&[Behaviour::Refuse(486), Behaviour::Answer]).await;
+    let text = format!(
+        "{}{}",
+        BASE.replace("attempts = 1", "attempts = 3"),
+        zone_toml("zone_a", &sims, "")
+    );
+    let (host, _) = start(&text);
+    let r = play(&host, "zone_a", "notice").await;
+    assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
+    host.wait_until(WAIT, |evs| {
+        evs.iter()
+            .filter(|e| e.kind.as_str() == "broadcast.failed")
+            .count()
+            == 3
+    })
+    .await;
+    let tries: Vec<(u64, bool)> = host
+        .events()
+        .iter()
+        .filter(|e| e.kind.as_str() == "broadcast.failed")
+        .map(|e| {
+            (
+                e.payload["attempt"].as_u64().unwrap(),
+                e.payload["retrying"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tries, [(1, true), (2, true), (3, false)]);
+    assert_eq!(sims[0].heard().invites, 3);
+}
