@@ -203,4 +203,11 @@ async fn main() {
         "zones jitter |interval - 20ms| at receivers",
         std::mem::take(&mut jitter),
     );
+    let p = campusgw_paging::stats::tick_lateness_percentile;
+    println!(
+        "zones sender tick lateness: p50<={}ms p99<={}ms p99.9<={}ms (1 ms buckets)",
+        p(0.5).unwrap_or(0),
+        p(0.99).unwrap_or(0),
+        p(0.999).unwrap_or(0)
+    );
 }
