@@ -32,6 +32,12 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
             _ => {}
         }
     }
+    // RFC 2617 §3.2.1: values are tokens or quoted strings; one holding a quote or a
+    // backslash could not be echoed back inside our quoted answer, so it is refused.
+    let bad = |v: &str| v.contains(['"', '\\']);
+    if bad(&c.realm) || bad(&c.nonce) || c.opaque.as_deref().is_some_and(bad) {
+        return None;
+    }
     (!c.nonce.is_empty()).then_some(c)
 }
 
@@ -154,5 +160,7 @@ mod tests {
         assert!(!h.contains("qop"));
         assert!(verify(&h, &c, "u", "p", "INVITE"));
         assert!(parse_challenge("Basic realm=\"x\"").is_none());
+        // found by fuzz/sip_parse: an unquoted value with a quote in it
+        assert!(parse_challenge("Digest realm=\"r\", nonce=+n\"").is_none());
     }
 }
