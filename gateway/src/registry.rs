@@ -71,6 +71,14 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_dc09::Dc09Config::KIND,
         parse_typed::<campusgw_dc09::Dc09Config>,
     ),
+    (
+        campusgw_paging::SipPagingConfig::KIND,
+        parse_typed::<campusgw_paging::SipPagingConfig>,
+    ),
+    (
+        campusgw_paging::RtpMulticastConfig::KIND,
+        parse_typed::<campusgw_paging::RtpMulticastConfig>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(

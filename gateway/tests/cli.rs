@@ -280,3 +280,54 @@ fn decode_dc09_prints_one_json_object_for_plain_and_encrypted_frames_and_refuses
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
+
+#[test]
+fn check_config_accepts_the_paging_drivers_and_locates_their_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = r#"
+[[campus]]
+id = "main"
+name = "Main"
+[[campus.building]]
+id = "A"
+name = "A"
+[[campus.building]]
+id = "B"
+name = "B"
+
+[[device]]
+id = "pa"
+driver = "sip_paging"
+bind = "127.0.0.1:0"
+[[device.zone]]
+device = "pa_a"
+location = "main/A"
+speakers = [{ uri = "sip:spk1@127.0.0.1:5070" }]
+
+[[device]]
+id = "mc"
+driver = "rtp_multicast"
+[[device.zone]]
+device = "mc_b"
+location = "main/B"
+group = "239.10.0.2:5004"
+"#;
+    let good = write(dir.path(), "paging.toml", &(config(dir.path()) + devices));
+    let out = campusgw().arg("check-config").arg(&good).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad-paging.toml",
+        &(config(dir.path()) + &devices.replace("127.0.0.1:0", "nowhere")),
+    );
+    let out = campusgw().arg("check-config").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("device[0].bind"), "{err}");
+}

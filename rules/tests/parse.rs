@@ -150,6 +150,22 @@ fn the_pack_is_valid_without_a_police_uplink_and_lists_the_skipped_forwards() {
 }
 
 #[test]
+fn the_pack_raises_a_critical_alarm_when_an_evacuation_broadcast_reaches_no_speaker() {
+    let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
+    let mut e = Engine::new(set);
+    let unreachable = ev(
+        1,
+        "broadcast.unreachable",
+        "pa_a_1f",
+        "main/A/1",
+        0,
+        json!({"message": "evacuation", "speakers": 2}),
+    );
+    let out = e.on_event(1, &unreachable, unreachable.received_at);
+    assert_eq!(brief(&out), ["raised broadcast_unreachable:1"]);
+}
+
+#[test]
 fn the_pack_links_a_confirmed_fire_to_doors_broadcast_and_a_critical_alarm() {
     let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
     assert!(set.rules().count() >= 9);

@@ -9,7 +9,7 @@
 //! retry = { attempts = 3, backoff = "2s" }
 //! [[zone]]
 //! device = "pa_a_1f"
-//! location = { building = "A", floor = "1" }
+//! location = "main/A/1"
 //! speakers = [
 //!   { uri = "sip:spk1@10.0.3.21" },
 //!   { uri = "sip:pager@10.0.3.2:5070", profile = "polycom", user = "pa", password = "secret" },

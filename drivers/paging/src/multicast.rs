@@ -6,7 +6,7 @@
 //! interface = "10.0.3.1"         # optional: the IPv4 address of the NIC to send from
 //! [[zone]]
 //! device = "pa_b_all"
-//! location = { building = "B" }
+//! location = "main/B"
 //! group = "239.10.0.2:5004"
 //! ttl = 2                        # optional per zone
 //! [messages.evacuation]          # as for sip_paging
