@@ -2,6 +2,11 @@
 //! "Delivery"), each with its own per-class cursors in the journal.
 //!
 //! # Contract
+//! Every kind implements [`contract`]'s traits: a pure `validate` of its table
+//! ([`UplinkKindConfig`], listed in `crate::registry::UPLINKS`), an effectful `start`
+//! ([`UplinkFactory`]), and a transport that only connects, sends and reports each
+//! event's outcome. The one retry loop (`retry.rs`, the SDK's `Backoff`) applies the rules
+//! below for every kind; errors are [`UplinkError`].
 //! - Events are read from the journal past the uplink's cursor, never from memory only:
 //!   a restart or a cut of any length loses nothing ([`feed`]).
 //! - A cursor advances only when the destination confirmed (MQTT PUBACK, HTTP 2xx), and
@@ -88,6 +93,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod contract;
 pub mod county_commands;
 pub mod delivery;
 pub mod feed;
@@ -95,6 +101,7 @@ pub mod filter;
 pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;
+mod retry;
 pub mod status;
 pub mod tls;
 pub mod webhook;
@@ -106,6 +113,7 @@ use campusgw_sdk::{DeviceId, Event, Location, NewEvent};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{UplinkSettings, parse};
+pub use contract::{UplinkError, UplinkFactory, UplinkKindConfig};
 pub use delivery::{Delivery, RetryReason};
 pub use filter::Filter;
 pub(crate) use outcome::{
@@ -181,27 +189,17 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
 /// unconfirmed is sent again.
 async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
-    let (base, max) = u.settings.backoff();
+    let factory = u.settings.factory();
+    let (base, max) = factory.backoff();
     let mut backoff = campusgw_sdk::driver::Backoff::new(base, max);
     let restarts = metrics::counter!("campusgw_uplink_restarts_total", "uplink" => u.name.clone());
     loop {
         let started = tokio::time::Instant::now();
-        let run = match &u.settings {
-            UplinkSettings::Mqtt(c) => {
-                let up =
-                    mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status.clone());
-                tokio::spawn(up.run())
-            }
-            UplinkSettings::Webhook(c) => {
-                let up = webhook::WebhookUplink::new(
-                    c.clone(),
-                    u.filter.clone(),
-                    cx.clone(),
-                    status.clone(),
-                );
-                tokio::spawn(up.run())
-            }
-        };
+        let run = tokio::spawn(
+            factory
+                .clone()
+                .start(u.filter.clone(), cx.clone(), status.clone()),
+        );
         // If the supervisor itself is aborted (join timeout), the task goes with it.
         let guard = AbortOnDrop(run.abort_handle());
         let ended = run.await;
@@ -265,14 +263,6 @@ impl Uplinks {
             }
         }
     }
-}
-
-/// Exponential back-off with equal jitter: attempt 0 waits `[base/2, base]`, doubling up
-/// to `max`.
-pub(crate) fn backoff((base, max): (Duration, Duration), attempt: u32) -> Duration {
-    let full = base.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let half = full / 2;
-    half + half.mul_f64(rand::random::<f64>())
 }
 
 /// Journals a gateway event from an uplink without blocking the caller.
