@@ -39,9 +39,10 @@ use campusgw_sdk::{
 };
 use serde::Deserialize;
 
-use crate::crypto::{Key, KeyEncoding};
+use crate::crypto::KeyEncoding;
 use crate::driver::{AccountProfile, Dc09Driver};
 use crate::frame::is_hex_account;
+use crate::settings::{KeyLoadError, KeySource, parse_listen_addr};
 use crate::time::TimeWindow;
 
 /// The dc09 receiver's configuration.
@@ -197,25 +198,7 @@ impl Dc09Config {
                 ),
             ));
         }
-        match (&a.key, &a.key_file) {
-            (Some(_), Some(_)) => issues.push(ConfigIssue::new(
-                at.key("key_file"),
-                "give either key or key_file, not both",
-            )),
-            (Some(k), None) => {
-                if let Err(e) = Key::parse(k, a.key_encoding) {
-                    issues.push(ConfigIssue::new(
-                        at.key("key"),
-                        format!("{e}; set key_encoding = \"hex\" for a hex key"),
-                    ));
-                }
-            }
-            (None, Some(p)) if p.as_os_str().is_empty() => issues.push(ConfigIssue::new(
-                at.key("key_file"),
-                "is empty; give a path",
-            )),
-            _ => {}
-        }
+        issues.extend(a.key_source().issues(&at));
         if a.supervision.is_some_and(|d| d.0 < Duration::from_secs(1)) {
             issues.push(ConfigIssue::new(
                 at.key("supervision"),
@@ -254,11 +237,16 @@ impl Dc09Config {
 }
 
 fn parse_addr(s: &Option<String>) -> Result<Option<SocketAddr>, String> {
-    match s {
-        None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            format!("{s:?} is not host:port with a numeric ip, like \"0.0.0.0:9010\"")
-        }),
+    parse_listen_addr(s.as_deref())
+}
+
+impl AccountEntry {
+    fn key_source(&self) -> KeySource<'_> {
+        KeySource {
+            key: self.key.as_deref(),
+            key_file: self.key_file.as_deref(),
+            encoding: self.key_encoding,
+        }
     }
 }
 
@@ -330,21 +318,13 @@ impl DriverConfig for Dc09Config {
         let udp = parse_addr(&self.listen_udp).map_err(BuildError::Invalid)?;
         let mut profiles = Vec::new();
         for a in &self.account {
-            let text = match (&a.key, &a.key_file) {
-                (Some(k), _) => Some(k.clone()),
-                (None, Some(path)) => {
-                    let raw = std::fs::read_to_string(path).map_err(|source| BuildError::Io {
-                        what: format!("key_file {} of account {}", path.display(), a.account),
-                        source,
-                    })?;
-                    Some(raw.lines().next().unwrap_or_default().trim().to_owned())
-                }
-                (None, None) => None,
-            };
-            let key = text
-                .map(|t| Key::parse(&t, a.key_encoding))
-                .transpose()
-                .map_err(|e| BuildError::Invalid(format!("account {}: {e}", a.account)))?;
+            let key = a.key_source().load().map_err(|e| match e {
+                KeyLoadError::Io { path, source } => BuildError::Io {
+                    what: format!("key_file {} of account {}", path.display(), a.account),
+                    source,
+                },
+                KeyLoadError::Key(e) => BuildError::Invalid(format!("account {}: {e}", a.account)),
+            })?;
             profiles.push(AccountProfile::new(a, key));
         }
         let _ = cx;

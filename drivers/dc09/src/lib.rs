@@ -32,8 +32,10 @@ mod error;
 pub mod frame;
 pub mod inspect;
 pub mod mapping;
+mod settings;
 pub mod sim;
 pub mod time;
+pub mod transmit;
 
 pub use config::{
     AccountEntry, Dc09Config, UnknownAccountPolicy, UnknownCodePolicy, UserEntry, ZoneEntry,

@@ -7,19 +7,17 @@
 //! and can misbehave: restart its sequence, send a zero or wrong clock, garbage or half
 //! frames, or go silent (just do not call [`PanelSim::null`]).
 //!
-//! [`ArcSim`] is a TCP receiver that ACKs, NAKs (with its clock) or stays silent, and
-//! records every message it decoded.
+//! [`ArcSim`] (in `sim/arc.rs`) is a receiving centre over TCP or UDP that ACKs, NAKs
+//! (with its clock, or when a message falls outside its window), DUHs, stays silent,
+//! closes, or answers garbage, per message from a script, and records what it decoded.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio::net::{TcpStream, UdpSocket};
 
 use crate::crypto::Key;
 use crate::data::{CidData, CidEvent, Data, Qualifier, SiaData};
@@ -28,14 +26,11 @@ use crate::frame::{Account, Message, MessageId, Sequence};
 use crate::time::Timestamp;
 use crate::{Dc09Error, decode};
 
-/// How a simulated device reaches its receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// One TCP connection, many frames.
-    Tcp,
-    /// One datagram per frame.
-    Udp,
-}
+mod arc;
+
+/// How a simulated device reaches its receiver (the transmitter's own type).
+pub use crate::transmit::Transport;
+pub use arc::{ArcMode, ArcSim};
 
 /// The clock a simulated panel stamps its messages with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,137 +414,6 @@ impl PanelSim {
             if let Ok(o) = decode(&raw, self.config.key.as_ref()) {
                 self.replies.push(o.message.clone());
                 return Ok(Some(o.message));
-            }
-        }
-    }
-}
-
-/// How the simulated ARC answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArcMode {
-    /// ACK every message it can decode (NAK the rest).
-    Ack,
-    /// NAK every message, with its clock.
-    Nak,
-    /// Answer nothing.
-    Silent,
-}
-
-/// A simulated alarm receiving centre on TCP.
-pub struct ArcSim {
-    addr: SocketAddr,
-    mode: Arc<Mutex<ArcMode>>,
-    received: Arc<Mutex<Vec<Message>>>,
-    task: JoinHandle<()>,
-}
-
-impl ArcSim {
-    /// Listens on `addr` (`127.0.0.1:0` in tests) with a key per account.
-    ///
-    /// # Errors
-    /// [`io::Error`] when it cannot bind.
-    pub async fn bind(
-        addr: SocketAddr,
-        keys: HashMap<String, Key>,
-        mode: ArcMode,
-    ) -> io::Result<ArcSim> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let mode = Arc::new(Mutex::new(mode));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let keys = Arc::new(keys);
-        let (m, r) = (mode.clone(), received.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(arc_connection(stream, keys.clone(), m.clone(), r.clone()));
-            }
-        });
-        Ok(ArcSim {
-            addr,
-            mode,
-            received,
-            task,
-        })
-    }
-
-    /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Changes how it answers from the next message on.
-    pub fn set_mode(&self, mode: ArcMode) {
-        *self
-            .mode
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
-    }
-
-    /// Every message decoded so far (whatever the answer was).
-    pub fn received(&self) -> Vec<Message> {
-        self.received
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for ArcSim {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn arc_connection(
-    mut stream: TcpStream,
-    keys: Arc<HashMap<String, Key>>,
-    mode: Arc<Mutex<ArcMode>>,
-    received: Arc<Mutex<Vec<Message>>>,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        while let Some(frame) = next_frame(&mut buf) {
-            let now = Utc::now();
-            let opened = crate::Frame::decode(&frame).and_then(|f| {
-                let acct = f
-                    .header()
-                    .account
-                    .as_number()
-                    .unwrap_or_default()
-                    .to_owned();
-                let key = keys.get(&acct);
-                f.open(key).map(|o| (o, key.cloned()))
-            });
-            let mode = *mode
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let reply = match opened {
-                Ok((o, key)) => {
-                    received
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(o.message.clone());
-                    match mode {
-                        ArcMode::Ack => Message::ack(&o.message, now)
-                            .encode_with(key.as_ref(), &mut random_pad)
-                            .ok(),
-                        ArcMode::Nak => Message::nak(now).encode().ok(),
-                        ArcMode::Silent => None,
-                    }
-                }
-                Err(_) if mode == ArcMode::Silent => None,
-                Err(_) => Message::nak(now).encode().ok(),
-            };
-            if let Some(r) = reply
-                && stream.write_all(&r).await.is_err()
-            {
-                return;
             }
         }
     }

@@ -8,8 +8,6 @@
 //! fails saying so; it does not pass silently.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use campusgw_dc09::Dc09Config;
@@ -17,21 +15,9 @@ use campusgw_sdk::testkit::TestHost;
 use campusgw_sdk::{BuildContext, DeviceId, Driver, DriverConfig, FieldPath, Location};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CAMPUSGW_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.venv/bin/python"
-    ));
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_journaled() {
@@ -70,25 +56,7 @@ async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_jo
         .unwrap();
     let (tcp, udp) = (b.tcp.unwrap(), b.udp.unwrap());
 
-    let python = python();
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('dc09_spt'))",
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is required for the dc09_spt test: {e}",
-                python.display()
-            )
-        });
-    assert!(
-        probe.status.success(),
-        "dc09_spt is not installed for {} (run `scripts/test`, which installs it into .venv/): {}",
-        python.display(),
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let python = support::python_with("dc09_spt");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(&python)

@@ -8,7 +8,6 @@
 //! `tests/pysiaalarm_peer.py`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use campusgw_dc09::{
@@ -18,41 +17,11 @@ use campusgw_dc09::{
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CAMPUSGW_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.venv/bin/python"
-    ));
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
+mod support;
 
 /// Sends each `(frame, key)` to pysiaalarm and returns its verdicts, in order.
 fn pysiaalarm(frames: &[(Vec<u8>, Option<&str>)]) -> Vec<Value> {
-    let python = python();
-    let probe = Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('pysiaalarm'))",
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is required for the pysiaalarm interop test: {e}",
-                python.display()
-            )
-        });
-    assert!(
-        probe.status.success(),
-        "pysiaalarm is not installed for {} (run `scripts/test`, which installs it into .venv/): {}",
-        python.display(),
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let python = support::python_with("pysiaalarm");
     let mut child = Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
