@@ -128,6 +128,10 @@ pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
         crate::uplink::config::WebhookConfig::KIND,
         parse_kind::<crate::uplink::config::WebhookConfig>,
     ),
+    (
+        crate::uplink::dc09::Dc09UplinkConfig::KIND,
+        parse_kind::<crate::uplink::dc09::Dc09UplinkConfig>,
+    ),
 ];
 
 /// Parses an `[[uplink]]` table.

@@ -31,6 +31,8 @@ pub enum UplinkSettings {
     Mqtt(Arc<MqttConfig>),
     /// `kind = "webhook"`: HTTPS POST of event batches.
     Webhook(Arc<WebhookConfig>),
+    /// `kind = "dc09"`: SIA DC-09 to the police alarm receiving centres.
+    Dc09(Arc<super::dc09::Dc09UplinkConfig>),
 }
 
 impl UplinkSettings {
@@ -39,6 +41,7 @@ impl UplinkSettings {
         match self {
             UplinkSettings::Mqtt(c) => c.clone(),
             UplinkSettings::Webhook(c) => c.clone(),
+            UplinkSettings::Dc09(c) => c.clone(),
         }
     }
 
@@ -393,10 +396,7 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
         )]);
     };
     let common: Option<Common> = typed_value(toml::Value::Table(common), at, &mut issues);
-    let filter = common
-        .as_ref()
-        .and_then(|c| Filter::parse(c.classes.clone(), c.kinds.clone(), at, &mut issues));
-    let name = common.map(|c| c.name).unwrap_or_default();
+    let name = common.as_ref().map(|c| c.name.clone()).unwrap_or_default();
     if name.is_empty()
         || !name
             .chars()
@@ -408,6 +408,16 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
         ));
     }
     let settings = parse_kind(t, &name, at, &mut issues);
+    let filter = common.and_then(|c| {
+        let (classes, kinds) = match (c.classes, c.kinds, &settings) {
+            (None, None, Some(s)) => match s.factory().default_filter() {
+                Some((classes, kinds)) => (Some(classes), Some(kinds)),
+                None => (None, None),
+            },
+            (classes, kinds, _) => (classes, kinds),
+        };
+        Filter::parse(classes, kinds, at, &mut issues)
+    });
     match (filter, settings) {
         (Some(filter), Some(settings)) if issues.is_empty() => Ok(UplinkConfig {
             name,

@@ -116,6 +116,10 @@ pub trait UplinkFactory: std::fmt::Debug + Send + Sync + 'static {
     fn plaintext(&self) -> bool;
     /// The destination as it may be shown (log, `/healthz`): secrets masked.
     fn shown_url(&self) -> String;
+    /// The `classes` and `kinds` used when the table gives neither (`None`: everything).
+    fn default_filter(&self) -> Option<(Vec<Class>, Vec<String>)> {
+        None
+    }
     /// Builds a fresh uplink task: runs until `cx.shutdown` fires, resuming from the
     /// stored cursors.
     fn start(

@@ -95,6 +95,8 @@ pub mod bench;
 pub mod config;
 pub mod contract;
 pub mod county_commands;
+pub mod dc09;
+pub mod deliveries;
 pub mod delivery;
 pub mod feed;
 pub mod filter;
