@@ -5,6 +5,7 @@
 //! `uplink.up`, and a restart resumes from the cursor.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod console_support;
 mod uplink_support;
 
 use std::collections::HashMap;
@@ -287,5 +288,46 @@ async fn a_restart_resumes_from_the_cursor_and_loses_nothing() {
         before + 2,
         "nothing confirmed is resent, no fire"
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_names_the_receiver_that_acknowledged_an_event() {
+    let arc = arc(ArcMode::Ack).await;
+    let extra = format!(
+        "\n[[uplink]]\nname = \"police\"\nkind = \"dc09\"\nreceivers = [\"{}\"]\naccount = \"5A01\"\n",
+        arc.local_addr()
+    );
+    let rig = console_support::Rig::start_with(&extra).await;
+    let token = rig
+        .token("viewer", campusgw::console::auth::Role::Viewer)
+        .await;
+    let e = console_support::event("panic.alarm", Class::LifeSafety, "button_1", "A", "1");
+    let id = e.id.to_string();
+    rig.append(vec![e]).await;
+    let url = rig.url(&format!("/api/v1/uplinks/police/deliveries?event={id}"));
+    let mut body = serde_json::Value::Null;
+    for _ in 0..300 {
+        let r = rig.http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        body = r.json().await.unwrap();
+        if body.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body[0]["event_id"], id.as_str(), "{body}");
+    assert_eq!(body[0]["receiver"], 0);
+    assert_eq!(body[0]["endpoint"], arc.local_addr().to_string());
+    assert!(body[0]["acknowledged_at"].as_str().is_some());
+    let get = |path: String| rig.http.get(rig.url(&path)).bearer_auth(&token).send();
+    let r = get(format!("/api/v1/uplinks/nope/deliveries?event={id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "unknown uplink");
+    let r = get("/api/v1/uplinks/police/deliveries?event=x".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not an event id");
     rig.stop().await;
 }
