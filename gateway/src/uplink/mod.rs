@@ -1,5 +1,6 @@
-//! Uplinks: forwarding the journal to destinations outside the school (DESIGN §1, §4
-//! "Delivery"), each with its own per-class cursors in the journal.
+//! Uplinks: forwarding the journal to destinations outside the school (county platform,
+//! police alarm receiving centres; DESIGN §1, §4 "Delivery"), each with its own per-class
+//! cursors in the journal.
 //!
 //! # Contract
 //! Every kind implements [`contract`]'s traits: a pure `validate` of its table
@@ -74,7 +75,30 @@
 //! ca_file = "..."                 # optional; client_cert / client_key for mutual TLS
 //! batch = 100                     # events per POST (default)
 //! timeout = "10s"                 # default
+//!
+//! [[uplink]]
+//! name = "police"
+//! kind = "dc09"                   # SIA DC-09 to the alarm receiving centres (see [`dc09`])
+//! receivers = ["arc1.example.net:9010", "arc2.example.net:9010"]  # primary first
+//! transport = "tcp"               # default; or "udp"
+//! account = "5A01"                # hex; receiver_number / line_prefix: R and L (default "0")
+//! format = "adm-cid"              # default; or "sia-dcs"
+//! key_file = "/etc/campusgw/arc.key"  # or key = "..."; key_encoding = "text" | "hex"
+//! allow_plaintext = false         # without a key: only loopback receivers unless true
+//! ack_timeout = "10s"             # per attempt; retries = 2 per receiver
+//! failover_after = 3              # consecutive failures before starting at the next receiver
+//! supervision = "90s"             # optional NULL when idle this long
+//! # classes / kinds as above; default classes life_safety + security and kinds
+//! # panic / intrusion / tamper / forced door (+ restores); fire.* only when named
 //! ```
+//!
+//! # DC-09 (see [`dc09`])
+//! One event per message (Contact ID / SIA code from the kind, partition and zone from the
+//! device or location by `[[zone]]` rules); ACK → delivered, and which receiver
+//! acknowledged and when is recorded ([`deliveries`], journal migration 8; console
+//! `GET /api/v1/uplinks/{name}/deliveries?event=ID`) before the cursor moves; a NAK resends
+//! with the receiver's clock; DUH → rejected; no receiver answering → retry and
+//! `uplink.down`.
 //!
 //! # MQTT (see [`mqtt`])
 //! MQTT 3.1.1 (default) or MQTT 5 (`protocol = "5"`: session expiry of a day with
