@@ -359,3 +359,62 @@ fn failure(e: &TransmitError) -> UplinkError {
     };
     UplinkError::retry(reason, e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<crate::config::UplinkConfig, Vec<ConfigIssue>> {
+        let text = format!("name = \"police\"\nkind = \"dc09\"\naccount = \"5A01\"\n{extra}");
+        super::super::parse(
+            toml::from_str(&text).expect("toml"),
+            &FieldPath::root().key("uplink").index(0),
+        )
+    }
+
+    #[test]
+    fn the_default_filter_sends_panic_and_intrusion_but_not_fire_or_telemetry() {
+        let u = parse("receivers = [\"127.0.0.1:9010\"]").expect("valid");
+        for k in [
+            "panic.alarm",
+            "intrusion.alarm",
+            "door.forced",
+            "panic.alarm.restore",
+        ] {
+            assert!(u.filter.wants_kind(&Kind::new(k).expect("kind")), "{k}");
+        }
+        assert!(!u.filter.wants_kind(&Kind::new("fire.alarm").expect("kind")));
+        assert!(!u.filter.wants_class(Class::Telemetry));
+        let u = parse("receivers = [\"127.0.0.1:9010\"]\nkinds = [\"fire.*\", \"panic.alarm\"]")
+            .expect("valid");
+        assert!(u.filter.wants_kind(&Kind::new("fire.alarm").expect("kind")));
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_receiver_is_refused_unless_allowed_or_keyed() {
+        let e = parse("receivers = [\"192.0.2.1:9010\"]")
+            .err()
+            .expect("refused");
+        assert_eq!(e[0].path.to_string(), "uplink[0].key", "{e:?}");
+        assert!(e[0].message.contains("allow_plaintext"), "{e:?}");
+        assert!(parse("receivers = [\"192.0.2.1:9010\"]\nallow_plaintext = true").is_ok());
+        assert!(parse("receivers = [\"192.0.2.1:9010\"]\nkey = \"0123456789abcdef\"").is_ok());
+        assert!(parse("receivers = [\"localhost:9010\"]").is_ok());
+    }
+
+    #[test]
+    fn every_problem_of_the_table_is_reported_with_its_path() {
+        let e = parse("receivers = []\nfailover = 3")
+            .err()
+            .expect("unknown key");
+        assert!(
+            e.iter()
+                .any(|i| i.path.to_string().starts_with("uplink[0]")),
+            "{e:?}"
+        );
+        let e = parse("receivers = [\"nohost\"]")
+            .err()
+            .expect("bad receiver");
+        assert_eq!(e[0].path.to_string(), "uplink[0].receivers[0]", "{e:?}");
+    }
+}
