@@ -66,14 +66,16 @@ pub fn contact_id(event: &CidEvent) -> Option<Mapped> {
 /// SIA DCS two-letter code → kind and class. Alarm codes end in `A` (or are listed);
 /// their restores end in `R`.
 ///
-/// PA/PR panic, HA/HR hold-up, DU duress → `panic.alarm`; FA/FR fire, KA/KR heat →
+/// PA/PR panic, HA/HR hold-up (duress) → `panic.alarm`; FA/FR fire, KA/KR heat →
 /// `fire.alarm`; BA/BR burglary → `intrusion.alarm`; TA/TR tamper → `tamper.alarm`; DF
-/// door forced → `door.forced`; YT/YR battery, AT/AR AC, FT/FJ fire trouble, BT/BJ
-/// burglary trouble, YC/YK communication → `device.trouble`; OP/CL (and OA/CA, OG/CG)
+/// door forced → `door.forced`; DN door left open → `door.held_open`; YT/YR battery,
+/// AT/AR AC, FT/FJ fire trouble, BT/BJ burglary trouble, YC/YK communication, YX/YZ
+/// service required / completed → `device.trouble`; OP/CL (and OA/CA, OG/CG)
 /// → `intrusion.disarmed` / `intrusion.armed`.
 pub fn sia(code: &str) -> Option<Mapped> {
     let (kind, class, restore) = match code {
-        "PA" | "HA" | "DU" => ("panic.alarm", Class::LifeSafety, false),
+        // Not "DU": SIA DC-03 has it as Dealer ID (pysiaalarm `sia_codes.py`), no alarm.
+        "PA" | "HA" => ("panic.alarm", Class::LifeSafety, false),
         "PR" | "HR" => ("panic.alarm", Class::LifeSafety, true),
         "FA" | "KA" => ("fire.alarm", Class::LifeSafety, false),
         "FR" | "KR" => ("fire.alarm", Class::LifeSafety, true),
@@ -82,8 +84,9 @@ pub fn sia(code: &str) -> Option<Mapped> {
         "TA" => ("tamper.alarm", Class::Security, false),
         "TR" => ("tamper.alarm", Class::Security, true),
         "DF" => ("door.forced", Class::Security, false),
-        "YT" | "AT" | "FT" | "BT" | "YC" => ("device.trouble", Class::Security, false),
-        "YR" | "AR" | "FJ" | "BJ" | "YK" => ("device.trouble", Class::Security, true),
+        "DN" => ("door.held_open", Class::Security, false),
+        "YT" | "AT" | "FT" | "BT" | "YC" | "YX" => ("device.trouble", Class::Security, false),
+        "YR" | "AR" | "FJ" | "BJ" | "YK" | "YZ" => ("device.trouble", Class::Security, true),
         "OP" | "OA" | "OG" => ("intrusion.disarmed", Class::Operations, false),
         "CL" | "CA" | "CG" => ("intrusion.armed", Class::Operations, false),
         _ => return None,

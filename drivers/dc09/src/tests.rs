@@ -407,6 +407,10 @@ fn sia_codes_map_to_the_same_kinds_as_their_contact_id_twins() {
     assert_eq!(m("OP"), k("intrusion.disarmed", Operations));
     assert_eq!(m("CL"), k("intrusion.armed", Operations));
     assert_eq!(m("RP"), None);
+    assert_eq!(m("DU"), None, "DU is Dealer ID, not duress (SIA DC-03)");
+    assert_eq!(m("YX"), k("device.trouble", Security));
+    assert_eq!(m("YZ"), k("device.trouble.restore", Security));
+    assert_eq!(m("DN"), k("door.held_open", Security));
 }
 
 #[test]
