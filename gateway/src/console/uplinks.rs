@@ -38,7 +38,7 @@ impl DrainTracker {
 pub struct UplinkView {
     /// Name.
     pub name: String,
-    /// Kind (`mqtt`, `webhook`).
+    /// Kind (`mqtt`, `webhook`, `dc09`).
     pub kind: String,
     /// `connecting`, `connected`, `down`, `stopped`.
     pub state: String,

@@ -156,6 +156,7 @@ impl UplinkFactory for Dc09UplinkConfig {
         let centres = Centres {
             cfg: self,
             cx,
+            status: setup.status.clone(),
             transmitter: Arc::new(tokio::sync::Mutex::new(None)),
         };
         Box::pin(super::retry::run(centres, setup))
@@ -167,6 +168,7 @@ impl UplinkFactory for Dc09UplinkConfig {
 struct Centres {
     cfg: Arc<Dc09UplinkConfig>,
     cx: UplinkContext,
+    status: Arc<UplinkStatus>,
     transmitter: Arc<tokio::sync::Mutex<Option<Transmitter>>>,
 }
 
@@ -174,6 +176,7 @@ struct Centres {
 struct Session {
     cfg: Arc<Dc09UplinkConfig>,
     cx: UplinkContext,
+    status: Arc<UplinkStatus>,
     tx: tokio::sync::OwnedMutexGuard<Option<Transmitter>>,
     pending: Option<Outgoing>,
     next_null: Option<tokio::time::Instant>,
@@ -203,6 +206,7 @@ impl Transport for Centres {
         Ok(Session {
             cfg: self.cfg.clone(),
             cx: self.cx.clone(),
+            status: self.status.clone(),
             tx,
             pending: None,
             next_null,
@@ -224,6 +228,7 @@ impl Link for Session {
     }
 
     fn send(&mut self, mut events: Vec<Outgoing>) -> Result<(), UplinkError> {
+        self.status.published(events.len() as u64);
         self.pending = events.pop();
         Ok(())
     }
