@@ -225,3 +225,251 @@ async fn settle(
     clear_resent(&u.cx, &u.name, feed).await;
     failure.map_or(Ok(()), Err)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop against a scripted transport: what a kind says decides what the loop does
+    //! with the cursor, the outage events and the rejected list.
+
+    use std::sync::{Arc, Mutex};
+
+    use campusgw_sdk::{Class, DeviceId, Event, Kind, Location, NewEvent};
+
+    use super::*;
+    use crate::journal::{Journal, JournalOptions};
+    use crate::uplink::contract::{Answer, Sent};
+    use crate::uplink::delivery::RetryReason;
+    use crate::uplink::feed::Outgoing;
+
+    /// What the scripted destination does with each batch, in order; then it delivers.
+    #[derive(Clone, Copy)]
+    enum Act {
+        Fail,
+        RejectFirst,
+    }
+
+    #[derive(Default)]
+    struct Log {
+        connects: usize,
+        /// Seqs of every batch handed to a link.
+        batches: Vec<Vec<u64>>,
+        script: std::collections::VecDeque<Act>,
+    }
+
+    struct Scripted(Arc<Mutex<Log>>);
+
+    struct ScriptedLink {
+        log: Arc<Mutex<Log>>,
+        pending: Option<Vec<Outgoing>>,
+    }
+
+    impl Transport for Scripted {
+        type Link = ScriptedLink;
+        async fn connect(&mut self) -> Result<ScriptedLink, UplinkError> {
+            self.0.lock().expect("log").connects += 1;
+            Ok(ScriptedLink {
+                log: self.0.clone(),
+                pending: None,
+            })
+        }
+    }
+
+    impl Link for ScriptedLink {
+        fn room(&mut self, _feed: &mut Feed) -> usize {
+            if self.pending.is_some() { 0 } else { 10 }
+        }
+        fn busy(&self) -> bool {
+            self.pending.is_some()
+        }
+        fn send(&mut self, events: Vec<Outgoing>) -> Result<(), UplinkError> {
+            let seqs = events.iter().map(|o| o.seq).collect();
+            self.log.lock().expect("log").batches.push(seqs);
+            self.pending = Some(events);
+            Ok(())
+        }
+        async fn next(&mut self, _feed: &mut Feed) -> Round {
+            let Some(batch) = self.pending.take() else {
+                return std::future::pending().await;
+            };
+            let act = self.log.lock().expect("log").script.pop_front();
+            let answer = |o: &Outgoing, delivery| Answer {
+                sent: Sent::of(o),
+                delivery,
+            };
+            match act {
+                Some(Act::Fail) => {
+                    Round::failed(UplinkError::retry(RetryReason::Timeout, "scripted"))
+                }
+                Some(Act::RejectFirst) => Round {
+                    answers: batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, o)| {
+                            let d = if i == 0 {
+                                Delivery::Rejected {
+                                    reason: "scripted".into(),
+                                }
+                            } else {
+                                Delivery::Delivered
+                            };
+                            answer(o, d)
+                        })
+                        .collect(),
+                    ..Round::default()
+                },
+                None => Round {
+                    answers: batch
+                        .iter()
+                        .map(|o| answer(o, Delivery::Delivered))
+                        .collect(),
+                    ..Round::default()
+                },
+            }
+        }
+        async fn close(self) {}
+    }
+
+    async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn kinds(journal: &Journal, kind: &str) -> usize {
+        let all = journal
+            .reader()
+            .expect("reader")
+            .after(0, None, 1000)
+            .expect("read");
+        all.iter().filter(|e| e.kind.as_str() == kind).count()
+    }
+
+    struct Run {
+        log: Arc<Mutex<Log>>,
+        seqs: Vec<u64>,
+        journal: Journal,
+        writer: crate::journal::WriterHandle,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Run {
+        async fn close(self) {
+            self.journal.close().await;
+            let w = self.writer;
+            tokio::task::spawn_blocking(move || w.join())
+                .await
+                .expect("writer joins");
+        }
+    }
+
+    /// Runs the loop over three alarms with `script`; returns the log and the journal.
+    async fn run_script(script: &[Act]) -> Run {
+        let dir = tempfile::tempdir().expect("dir");
+        let (journal, writer) =
+            Journal::open(JournalOptions::new(dir.path().join("journal.db"))).expect("journal");
+        let dev = DeviceId::new("dev-1").expect("id");
+        let events: Vec<Event> = (0..3)
+            .map(|_| {
+                let n = NewEvent::new(Kind::from_static("panic.alarm"), Class::LifeSafety);
+                Event::stamp(n, &dev, "test", &Location::default())
+            })
+            .collect();
+        let seqs = journal
+            .append(events)
+            .await
+            .expect("append")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let log = Arc::new(Mutex::new(Log {
+            script: script.iter().copied().collect(),
+            ..Log::default()
+        }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cx = UplinkContext {
+            journal: journal.clone(),
+            gateway_id: DeviceId::new("gw").expect("id"),
+            commands: None,
+            drivers: None,
+            shutdown: stop.clone(),
+        };
+        let setup = Setup {
+            name: "scripted".into(),
+            // Only the alarms: the loop's own uplink.* events would be forwarded too.
+            filter: Filter::parse(
+                None,
+                Some(vec!["panic.alarm".into()]),
+                &campusgw_sdk::FieldPath::root(),
+                &mut Vec::new(),
+            )
+            .expect("filter"),
+            cx,
+            status: UplinkStatus::new("scripted", "test"),
+            backoff: (Duration::from_millis(10), Duration::from_millis(50)),
+            stats_every: Duration::from_secs(5),
+        };
+        let task = tokio::spawn(run(Scripted(log.clone()), setup));
+        let j = journal.clone();
+        wait("cursor past the three alarms", || {
+            j.reader()
+                .expect("reader")
+                .cursor("scripted", Class::LifeSafety)
+                .expect("cursor")
+                >= 3
+        })
+        .await;
+        stop.cancel();
+        task.await.expect("loop ends at shutdown");
+        Run {
+            log,
+            seqs,
+            journal,
+            writer,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_round_keeps_its_events_and_a_new_link_sends_them_again() {
+        let r = run_script(&[Act::Fail]).await;
+        {
+            let log = r.log.lock().expect("log");
+            assert_eq!(log.connects, 2, "one new link after the failure");
+            let again = vec![r.seqs.clone(), r.seqs.clone()];
+            assert_eq!(log.batches, again, "the same events again");
+        }
+        wait("outage events", || kinds(&r.journal, "uplink.up") == 1).await;
+        assert_eq!(kinds(&r.journal, "uplink.down"), 1);
+        r.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_rejected_alarm_is_listed_and_the_cursor_moves_past_it_without_a_resend() {
+        let r = run_script(&[Act::RejectFirst]).await;
+        let batches = r.log.lock().expect("log").batches.clone();
+        assert_eq!(batches, vec![r.seqs.clone()], "sent once");
+        let listed = r
+            .journal
+            .rejected_reader()
+            .expect("list")
+            .list(Some("scripted"))
+            .expect("read");
+        let listed: Vec<u64> = listed.iter().map(|l| l.seq).collect();
+        assert_eq!(listed, vec![r.seqs[0]]);
+        wait("uplink.rejected", || {
+            kinds(&r.journal, "uplink.rejected") == 1
+        })
+        .await;
+        assert_eq!(
+            kinds(&r.journal, "uplink.down"),
+            0,
+            "a verdict is no outage"
+        );
+        r.close().await;
+    }
+}
