@@ -12,6 +12,8 @@ use campusgw_sdk::driver::{
 use campusgw_sdk::{ConfigIssue, DeviceId, FieldPath, Location};
 
 use crate::config::{UplinkConfig, typed_value};
+use crate::uplink::UplinkKindConfig;
+use crate::uplink::config::{ParseKindFn as UplinkParseFn, parse_kind};
 
 /// A validated driver config, type-erased so the supervisor can build and run it.
 pub trait DriverFactory: Send + Sync + 'static {
@@ -122,8 +124,23 @@ pub(crate) fn parse_driver(
     }
 }
 
-/// Uplink kinds this build knows.
-pub const UPLINKS: &[&str] = crate::uplink::config::KINDS;
+/// Every uplink kind this build knows: `kind = "name"` → its config's pure validation
+/// ([`crate::uplink::UplinkKindConfig`]). A kind not listed is refused at start (and by
+/// `check-config`) with its file and line.
+pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
+    (
+        crate::uplink::config::MqttConfig::KIND,
+        parse_kind::<crate::uplink::config::MqttConfig>,
+    ),
+    (
+        crate::uplink::config::WebhookConfig::KIND,
+        parse_kind::<crate::uplink::config::WebhookConfig>,
+    ),
+    (
+        crate::uplink::dc09::Dc09UplinkConfig::KIND,
+        parse_kind::<crate::uplink::dc09::Dc09UplinkConfig>,
+    ),
+];
 
 /// Parses an `[[uplink]]` table.
 ///

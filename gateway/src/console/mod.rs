@@ -241,6 +241,13 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/uplinks", VIEWER, Api, || {
         get(uplinks::list)
     }),
+    route(
+        Method::GET,
+        "/api/v1/uplinks/{name}/deliveries",
+        VIEWER,
+        Api,
+        || get(uplinks::deliveries),
+    ),
     route(Method::GET, "/api/v1/rules", VIEWER, Api, || {
         get(rules::list)
     }),

@@ -1,4 +1,6 @@
-//! `GET /api/v1/uplinks`: each uplink's state, backlog per class and drain progress.
+//! `GET /api/v1/uplinks`: each uplink's state, backlog per class and drain progress;
+//! `GET /api/v1/uplinks/{name}/deliveries?event=ID`: which receiver acknowledged an event
+//! and when (uplinks that record it: `kind = "dc09"`).
 //!
 //! Drain progress is measured against the largest backlog seen since the uplink was last
 //! empty: 100 % when nothing waits, and while an outage's backlog is being sent it rises
@@ -8,10 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
-use super::error::ErrorBody;
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
 /// Largest backlog per uplink since it was last empty.
 #[derive(Default)]
@@ -36,7 +38,7 @@ impl DrainTracker {
 pub struct UplinkView {
     /// Name.
     pub name: String,
-    /// Kind (`mqtt`, `webhook`).
+    /// Kind (`mqtt`, `webhook`, `dc09`).
     pub kind: String,
     /// `connecting`, `connected`, `down`, `stopped`.
     pub state: String,
@@ -95,6 +97,79 @@ pub fn views(s: &ConsoleState) -> Vec<UplinkView> {
     responses((status = 200, body = Vec<UplinkView>), (status = 401, body = ErrorBody)))]
 pub async fn list(State(s): State<ConsoleState>) -> axum::Json<Vec<UplinkView>> {
     axum::Json(views(&s))
+}
+
+/// Which event's deliveries.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// The event id (UUID).
+    pub event: String,
+}
+
+/// One acknowledgement of an event by a receiver.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    /// The event's journal seq.
+    pub seq: u64,
+    /// The event id.
+    pub event_id: String,
+    /// Which receiver: 0 the primary, 1 the first backup, ...
+    pub receiver: u32,
+    /// The receiver as configured (`host:port`).
+    pub endpoint: String,
+    /// The address it was reached at.
+    pub address: String,
+    /// The protocol's message number (DC-09 sequence).
+    pub sequence: u32,
+    /// Frames sent for it.
+    pub attempts: u32,
+    /// When the acknowledgement arrived (RFC 3339, the gateway's clock).
+    pub acknowledged_at: String,
+}
+
+/// Which receiver acknowledged an event, and when (empty: not acknowledged, or an uplink
+/// kind that records no receiver).
+#[utoipa::path(get, path = "/api/v1/uplinks/{name}/deliveries", tag = "uplinks",
+    params(("name" = String, Path, description = "uplink name"), DeliveryQuery),
+    responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn deliveries(
+    State(s): State<ConsoleState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<axum::Json<Vec<DeliveryView>>, ApiError> {
+    if !s.uplinks.snapshot().iter().any(|u| u.name == name) {
+        return Err(ApiError::not_found(format!("no uplink named {name:?}")));
+    }
+    if uuid::Uuid::parse_str(&q.event).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "event {:?} is not an event id (a UUID)",
+            q.event
+        )));
+    }
+    let j = s.journal.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let conn = j.read_connection().map_err(ApiError::internal)?;
+        crate::uplink::deliveries::list(&conn, &name, &q.event).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|r| DeliveryView {
+                seq: r.seq,
+                event_id: r.event_id,
+                receiver: r.receiver,
+                endpoint: r.endpoint,
+                address: r.address,
+                sequence: r.sequence,
+                attempts: r.attempts,
+                acknowledged_at: r.acknowledged_at.to_rfc3339(),
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

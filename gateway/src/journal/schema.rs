@@ -112,6 +112,9 @@ const MIGRATIONS: &[&str] = &[
          SELECT max(seq) FROM events WHERE origin_ref IS NOT NULL GROUP BY device, origin_ref);
      DROP INDEX events_by_origin;
      CREATE UNIQUE INDEX events_by_live_origin ON events (device, origin_ref) WHERE live = 1;",
+    // 8: per-event delivery records of uplinks that name the receiver that acknowledged
+    // (the police uplink, `kind = "dc09"`): gateway/src/uplink/deliveries.rs.
+    crate::uplink::deliveries::MIGRATION,
 ];
 
 pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {

@@ -18,52 +18,103 @@ use serde::Deserialize;
 use crate::config::{HumanDuration, UplinkConfig, typed_value};
 use crate::secrets::{check_private_file, redact_url};
 
+use super::contract::{UplinkFactory, UplinkKindConfig};
 use super::county_commands::CommandPolicy;
 use super::filter::Filter;
 
-/// Uplink kinds this build knows.
-pub const KINDS: &[&str] = &["mqtt", "webhook"];
-
-/// The validated settings of one uplink, by kind.
+/// The validated settings of one uplink, by kind. Behaviour goes through the kind's
+/// [`UplinkFactory`] ([`UplinkSettings::factory`]); a new kind adds a variant here, its
+/// [`UplinkKindConfig`] impl and one line in `crate::registry::UPLINKS`.
 #[derive(Debug, Clone)]
 pub enum UplinkSettings {
     /// `kind = "mqtt"`: the county platform.
     Mqtt(Arc<MqttConfig>),
     /// `kind = "webhook"`: HTTPS POST of event batches.
     Webhook(Arc<WebhookConfig>),
+    /// `kind = "dc09"`: SIA DC-09 to the police alarm receiving centres.
+    Dc09(Arc<super::dc09::Dc09UplinkConfig>),
 }
 
 impl UplinkSettings {
+    /// The kind's effectful half.
+    pub fn factory(&self) -> Arc<dyn UplinkFactory> {
+        match self {
+            UplinkSettings::Mqtt(c) => c.clone(),
+            UplinkSettings::Webhook(c) => c.clone(),
+            UplinkSettings::Dc09(c) => c.clone(),
+        }
+    }
+
     /// The retry back-off bounds (also used to restart a crashed uplink task).
     pub fn backoff(&self) -> (Duration, Duration) {
-        match self {
-            UplinkSettings::Mqtt(c) => c.backoff,
-            UplinkSettings::Webhook(c) => c.backoff,
-        }
+        self.factory().backoff()
     }
 
     /// Whether events (and credentials) go unencrypted: `mqtt://` or `http://`.
     pub fn plaintext(&self) -> bool {
-        match self {
-            UplinkSettings::Mqtt(c) => !c.broker.tls,
-            UplinkSettings::Webhook(c) => c.url.starts_with("http://"),
-        }
+        self.factory().plaintext()
     }
 
     /// The destination as it may be shown (log, `/healthz`): secrets in the URL masked.
     pub fn shown_url(&self) -> String {
-        match self {
-            UplinkSettings::Mqtt(c) => {
-                let scheme = if c.broker.tls { "mqtts" } else { "mqtt" };
-                if c.broker.host.contains(':') {
-                    format!("{scheme}://[{}]:{}", c.broker.host, c.broker.port)
-                } else {
-                    format!("{scheme}://{}:{}", c.broker.host, c.broker.port)
-                }
-            }
-            UplinkSettings::Webhook(c) => redact_url(&c.url),
+        self.factory().shown_url()
+    }
+}
+
+impl UplinkKindConfig for MqttConfig {
+    const KIND: &'static str = "mqtt";
+    fn validate(
+        table: toml::Table,
+        name: &str,
+        at: &FieldPath,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<MqttConfig> {
+        mqtt(table, name, at, issues)
+    }
+    fn settings(self: Arc<Self>) -> UplinkSettings {
+        UplinkSettings::Mqtt(self)
+    }
+}
+
+impl UplinkKindConfig for WebhookConfig {
+    const KIND: &'static str = "webhook";
+    fn validate(
+        table: toml::Table,
+        name: &str,
+        at: &FieldPath,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<WebhookConfig> {
+        webhook(table, name, at, issues)
+    }
+    fn settings(self: Arc<Self>) -> UplinkSettings {
+        UplinkSettings::Webhook(self)
+    }
+}
+
+impl MqttConfig {
+    /// The broker as it may be shown.
+    pub fn shown_url(&self) -> String {
+        let scheme = if self.broker.tls { "mqtts" } else { "mqtt" };
+        if self.broker.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.broker.host, self.broker.port)
+        } else {
+            format!("{scheme}://{}:{}", self.broker.host, self.broker.port)
         }
     }
+}
+
+/// A registry entry's parser: the kind's own keys → its settings ([`parse_kind`]).
+pub type ParseKindFn =
+    fn(toml::Table, &str, &FieldPath, &mut Vec<ConfigIssue>) -> Option<UplinkSettings>;
+
+/// Validates a table as kind `C` (the registry's entry for `C::KIND`).
+pub fn parse_kind<C: UplinkKindConfig>(
+    t: toml::Table,
+    name: &str,
+    at: &FieldPath,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<UplinkSettings> {
+    C::validate(t, name, at, issues).map(|c| Arc::new(c).settings())
 }
 
 /// Whether `host` (a name or an IP literal without brackets) is this machine: an IP in
@@ -330,23 +381,22 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
         .and_then(toml::Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let Some(kind) = KINDS.iter().copied().find(|k| *k == kind) else {
-        let hint = campusgw_sdk::config::suggest(&kind, KINDS.iter().copied())
+    let kinds = crate::registry::UPLINKS;
+    let Some(&(kind, parse_kind)) = kinds.iter().find(|(k, _)| *k == kind) else {
+        let known: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+        let hint = campusgw_sdk::config::suggest(&kind, known.iter().copied())
             .map(|s| format!(" (did you mean \"{s}\"?)"))
             .unwrap_or_default();
         return Err(vec![ConfigIssue::new(
             at.key("kind"),
             format!(
                 "unknown uplink kind \"{kind}\"{hint}; this build has: {}",
-                KINDS.join(", ")
+                known.join(", ")
             ),
         )]);
     };
     let common: Option<Common> = typed_value(toml::Value::Table(common), at, &mut issues);
-    let filter = common
-        .as_ref()
-        .and_then(|c| Filter::parse(c.classes.clone(), c.kinds.clone(), at, &mut issues));
-    let name = common.map(|c| c.name).unwrap_or_default();
+    let name = common.as_ref().map(|c| c.name.clone()).unwrap_or_default();
     if name.is_empty()
         || !name
             .chars()
@@ -357,10 +407,17 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
             format!("uplink name {name:?} must be non-empty ASCII letters, digits, '_' or '-'"),
         ));
     }
-    let settings = match kind {
-        "mqtt" => mqtt(t, &name, at, &mut issues).map(|c| UplinkSettings::Mqtt(Arc::new(c))),
-        _ => webhook(t, &name, at, &mut issues).map(|c| UplinkSettings::Webhook(Arc::new(c))),
-    };
+    let settings = parse_kind(t, &name, at, &mut issues);
+    let filter = common.and_then(|c| {
+        let (classes, kinds) = match (c.classes, c.kinds, &settings) {
+            (None, None, Some(s)) => match s.factory().default_filter() {
+                Some((classes, kinds)) => (Some(classes), Some(kinds)),
+                None => (None, None),
+            },
+            (classes, kinds, _) => (classes, kinds),
+        };
+        Filter::parse(classes, kinds, at, &mut issues)
+    });
     match (filter, settings) {
         (Some(filter), Some(settings)) if issues.is_empty() => Ok(UplinkConfig {
             name,

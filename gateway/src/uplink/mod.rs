@@ -1,7 +1,13 @@
-//! Uplinks: forwarding the journal to destinations outside the school (DESIGN §1, §4
-//! "Delivery"), each with its own per-class cursors in the journal.
+//! Uplinks: forwarding the journal to destinations outside the school (county platform,
+//! police alarm receiving centres; DESIGN §1, §4 "Delivery"), each with its own per-class
+//! cursors in the journal.
 //!
 //! # Contract
+//! Every kind implements [`contract`]'s traits: a pure `validate` of its table
+//! ([`UplinkKindConfig`], listed in `crate::registry::UPLINKS`), an effectful `start`
+//! ([`UplinkFactory`]), and a transport that only connects, sends and reports each
+//! event's outcome. The one retry loop (`retry.rs`, the SDK's `Backoff`) applies the rules
+//! below for every kind; errors are [`UplinkError`].
 //! - Events are read from the journal past the uplink's cursor, never from memory only:
 //!   a restart or a cut of any length loses nothing ([`feed`]).
 //! - A cursor advances only when the destination confirmed (MQTT PUBACK, HTTP 2xx), and
@@ -69,7 +75,30 @@
 //! ca_file = "..."                 # optional; client_cert / client_key for mutual TLS
 //! batch = 100                     # events per POST (default)
 //! timeout = "10s"                 # default
+//!
+//! [[uplink]]
+//! name = "police"
+//! kind = "dc09"                   # SIA DC-09 to the alarm receiving centres (see [`dc09`])
+//! receivers = ["arc1.example.net:9010", "arc2.example.net:9010"]  # primary first
+//! transport = "tcp"               # default; or "udp"
+//! account = "5A01"                # hex; receiver_number / line_prefix: R and L (default "0")
+//! format = "adm-cid"              # default; or "sia-dcs"
+//! key_file = "/etc/campusgw/arc.key"  # or key = "..."; key_encoding = "text" | "hex"
+//! allow_plaintext = false         # without a key: only loopback receivers unless true
+//! ack_timeout = "10s"             # per attempt; retries = 2 per receiver
+//! failover_after = 3              # consecutive failures before starting at the next receiver
+//! supervision = "90s"             # optional NULL when idle this long
+//! # classes / kinds as above; default classes life_safety + security and kinds
+//! # panic / intrusion / tamper / forced door (+ restores); fire.* only when named
 //! ```
+//!
+//! # DC-09 (see [`dc09`])
+//! One event per message (Contact ID / SIA code from the kind, partition and zone from the
+//! device or location by `[[zone]]` rules); ACK → delivered, and which receiver
+//! acknowledged and when is recorded ([`deliveries`], journal migration 8; console
+//! `GET /api/v1/uplinks/{name}/deliveries?event=ID`) before the cursor moves; a NAK resends
+//! with the receiver's clock; DUH → rejected; no receiver answering → retry and
+//! `uplink.down`.
 //!
 //! # MQTT (see [`mqtt`])
 //! MQTT 3.1.1 (default) or MQTT 5 (`protocol = "5"`: session expiry of a day with
@@ -88,13 +117,17 @@
 
 pub mod bench;
 pub mod config;
+pub mod contract;
 pub mod county_commands;
+pub mod dc09;
+pub mod deliveries;
 pub mod delivery;
 pub mod feed;
 pub mod filter;
 pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;
+mod retry;
 pub mod status;
 pub mod tls;
 pub mod webhook;
@@ -106,6 +139,7 @@ use campusgw_sdk::{DeviceId, Event, Location, NewEvent};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{UplinkSettings, parse};
+pub use contract::{UplinkError, UplinkFactory, UplinkKindConfig};
 pub use delivery::{Delivery, RetryReason};
 pub use filter::Filter;
 pub(crate) use outcome::{
@@ -181,27 +215,17 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
 /// unconfirmed is sent again.
 async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
-    let (base, max) = u.settings.backoff();
+    let factory = u.settings.factory();
+    let (base, max) = factory.backoff();
     let mut backoff = campusgw_sdk::driver::Backoff::new(base, max);
     let restarts = metrics::counter!("campusgw_uplink_restarts_total", "uplink" => u.name.clone());
     loop {
         let started = tokio::time::Instant::now();
-        let run = match &u.settings {
-            UplinkSettings::Mqtt(c) => {
-                let up =
-                    mqtt::MqttUplink::new(c.clone(), u.filter.clone(), cx.clone(), status.clone());
-                tokio::spawn(up.run())
-            }
-            UplinkSettings::Webhook(c) => {
-                let up = webhook::WebhookUplink::new(
-                    c.clone(),
-                    u.filter.clone(),
-                    cx.clone(),
-                    status.clone(),
-                );
-                tokio::spawn(up.run())
-            }
-        };
+        let run = tokio::spawn(
+            factory
+                .clone()
+                .start(u.filter.clone(), cx.clone(), status.clone()),
+        );
         // If the supervisor itself is aborted (join timeout), the task goes with it.
         let guard = AbortOnDrop(run.abort_handle());
         let ended = run.await;
@@ -265,14 +289,6 @@ impl Uplinks {
             }
         }
     }
-}
-
-/// Exponential back-off with equal jitter: attempt 0 waits `[base/2, base]`, doubling up
-/// to `max`.
-pub(crate) fn backoff((base, max): (Duration, Duration), attempt: u32) -> Duration {
-    let full = base.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let half = full / 2;
-    half + half.mul_f64(rand::random::<f64>())
 }
 
 /// Journals a gateway event from an uplink without blocking the caller.

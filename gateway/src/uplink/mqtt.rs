@@ -28,24 +28,26 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use campusgw_sdk::{Class, Event, EventId, Kind, NewEvent};
+use campusgw_sdk::{Class, Event, Kind, NewEvent};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use super::UplinkContext;
 use super::config::MqttConfig;
+use super::contract::{Answer, Link, Round, Sent, Transport, UplinkError};
 use super::county_commands::{
     Accepted, CommandGate, CountyCommand, Refusal, RefusalSummary, SUMMARY_PERIOD,
 };
 use super::delivery::RetryReason;
 use super::delivery::{Delivery, puback_answer};
-use super::feed::{Feed, WireEvent};
+use super::feed::{Feed, Outgoing, WireEvent};
 use super::filter::Filter;
+use super::journal_event;
 use super::mqtt_link::{self, Client, Failure, LinkEvent, LinkOptions};
 use super::status::UplinkStatus;
 use super::tls::client_config;
-use super::{Refused, UplinkContext, backoff, journal_event, report_down, report_up};
 
 /// Events handled per wake-up of the session loop before the window is topped up again.
 const EVENT_BATCH: usize = 256;
@@ -53,19 +55,8 @@ const EVENT_BATCH: usize = 256;
 /// What a publish was, keyed by packet id until its PUBACK.
 #[derive(Debug, Clone, Copy)]
 enum Tag {
-    Event {
-        class: Class,
-        seq: u64,
-        id: EventId,
-        /// An `uplink.rejected` alarm itself (never alarmed about again).
-        alarm: bool,
-    },
+    Event(Sent),
     Control,
-}
-
-enum End {
-    Shutdown,
-    Failed(RetryReason, String),
 }
 
 /// Reply slots kept free for signed commands: refusals of unauthenticated messages are not
@@ -113,7 +104,7 @@ impl Topics {
 }
 
 /// One connection's state.
-struct Link {
+struct LinkState {
     client: Client,
     sent: VecDeque<Tag>,
     pkids: HashMap<u16, Tag>,
@@ -121,26 +112,17 @@ struct Link {
     resync: Option<u64>,
     /// When the broker last made progress while publishes were outstanding.
     waiting_since: Option<tokio::time::Instant>,
-    /// Events the broker judged malformed (PUBACK 0x99), not yet settled.
-    rejected: Vec<Refused>,
-    /// A PUBACK refused an event for link, auth or configuration reasons: end the session.
-    retry: Option<(RetryReason, String)>,
-    /// The broker acknowledged something on this connection: the link is proven.
-    proven: bool,
 }
 
-impl Link {
-    fn new(client: Client) -> Link {
-        Link {
+impl LinkState {
+    fn new(client: Client) -> LinkState {
+        LinkState {
             client,
             sent: VecDeque::new(),
             pkids: HashMap::new(),
             connected: false,
             resync: None,
             waiting_since: None,
-            rejected: Vec::new(),
-            retry: None,
-            proven: false,
         }
     }
 
@@ -167,6 +149,125 @@ impl Link {
 
     fn outstanding(&self) -> usize {
         self.sent.len() + self.pkids.len()
+    }
+}
+
+/// The MQTT [`Transport`]: a fresh rumqttc client per session.
+struct Broker {
+    up: Arc<MqttUplink>,
+    reply_tx: mpsc::Sender<Reply>,
+    /// Replies outlive a session (a device command may answer after a reconnect); the
+    /// session that is open holds the receiver.
+    replies: Arc<tokio::sync::Mutex<mpsc::Receiver<Reply>>>,
+}
+
+/// One MQTT session: its client, its event loop's events, its timers.
+struct Session {
+    up: Arc<MqttUplink>,
+    link: LinkState,
+    events: mpsc::Receiver<Result<LinkEvent, Failure>>,
+    /// Aborts the event loop task when the session ends (also on unwinding).
+    _pump: super::AbortOnDrop,
+    reply_tx: mpsc::Sender<Reply>,
+    replies: tokio::sync::OwnedMutexGuard<mpsc::Receiver<Reply>>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl Transport for Broker {
+    type Link = Session;
+
+    async fn connect(&mut self) -> Result<Session, UplinkError> {
+        let opts = self
+            .up
+            .options()
+            .map_err(|m| UplinkError::retry(RetryReason::Config, m))?;
+        let replies = self.replies.clone().try_lock_owned().map_err(|_| {
+            UplinkError::retry(RetryReason::Crashed, "reply queue held by a stale session")
+        })?;
+        let (client, events, pump) = mqtt_link::start(opts);
+        let mut heartbeat = tokio::time::interval(self.up.cfg.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Session {
+            up: self.up.clone(),
+            link: LinkState::new(client),
+            events,
+            _pump: super::AbortOnDrop(pump.abort_handle()),
+            reply_tx: self.reply_tx.clone(),
+            replies,
+            heartbeat,
+        })
+    }
+}
+
+impl Link for Session {
+    fn room(&mut self, feed: &mut Feed) -> usize {
+        if !self.link.connected {
+            return 0;
+        }
+        if let Some(from) = self.link.resync.filter(|_| feed.inflight() == 0) {
+            feed.resync(from);
+            self.link.resync = None;
+        }
+        if self.link.resync.is_some() {
+            return 0;
+        }
+        usize::from(self.up.cfg.inflight).saturating_sub(feed.inflight())
+    }
+
+    fn ready(&self) -> bool {
+        self.link.connected
+    }
+
+    fn send(&mut self, events: Vec<Outgoing>) -> Result<(), UplinkError> {
+        let n = events.len() as u64;
+        for o in events {
+            // The JSON as journaled (seq filled in): no parse, no second serialization.
+            let payload = o.event.json.to_vec();
+            let topic = self.up.topics.event(&o.event);
+            self.link
+                .publish(topic, false, payload, Tag::Event(Sent::of(&o)))
+                .map_err(|m| UplinkError::retry(RetryReason::Config, m))?;
+        }
+        self.up.status.published(n);
+        Ok(())
+    }
+
+    async fn next(&mut self, feed: &mut Feed) -> Round {
+        self.link.watch_acks();
+        let stall = self.link.waiting_since.map(|t| t + self.up.cfg.ack_timeout);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let connected = self.link.connected;
+        tokio::select! {
+            ev = self.events.recv() => {
+                let up = self.up.clone();
+                up.on_events(ev, self, feed)
+            }
+            _ = self.heartbeat.tick(), if connected => {
+                let doc = self.up.status_doc(feed).to_string().into_bytes();
+                match self.link.publish(self.up.topics.status(), true, doc, Tag::Control) {
+                    Ok(()) => Round::default(),
+                    Err(m) => Round::failed(UplinkError::retry(RetryReason::Network, m)),
+                }
+            }
+            Some(r) = self.replies.recv(), if connected => {
+                let body = r.body.to_string().into_bytes();
+                match self.link.publish(self.up.topics.reply(&r.id), false, body, Tag::Control) {
+                    Ok(()) => Round::default(),
+                    Err(m) => Round::failed(UplinkError::retry(RetryReason::Network, m)),
+                }
+            }
+            () = tokio::time::sleep_until(stall.unwrap_or(far)), if stall.is_some() => {
+                Round::failed(UplinkError::retry(RetryReason::Stalled, format!(
+                    "broker sent no PUBACK for {:?} with {} publishes outstanding; reconnecting",
+                    self.up.cfg.ack_timeout, self.link.outstanding()
+                )))
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        let up = self.up.clone();
+        up.goodbye(&mut self.link, &mut self.events).await;
     }
 }
 
@@ -197,49 +298,29 @@ impl MqttUplink {
         }
     }
 
-    /// Runs until the context's shutdown fires; reconnects with back-off and jitter.
+    /// Runs until the context's shutdown fires; reconnects with back-off and jitter
+    /// (`uplink/retry.rs`).
     pub async fn run(self) {
-        let Some(mut feed) = self.open_feed().await else {
-            self.status.stopped();
-            return;
+        let up = Arc::new(self);
+        let summariser = up.start_commands();
+        let (reply_tx, reply_rx) = mpsc::channel(64);
+        let setup = super::retry::Setup {
+            name: up.cfg.name.clone(),
+            filter: up.filter.clone(),
+            cx: up.cx.clone(),
+            status: up.status.clone(),
+            backoff: up.cfg.backoff,
+            stats_every: up.cfg.heartbeat,
         };
-        let bg = super::Background::start(
-            &self.cx,
-            &self.cfg.name,
-            &self.filter,
-            self.status.clone(),
-            &feed,
-            self.cfg.heartbeat,
-        );
-        let summariser = self.start_commands();
-        let (reply_tx, mut reply_rx) = mpsc::channel(64);
-        let mut attempt = 0u32;
-        loop {
-            let started = Instant::now();
-            let end = self
-                .session(&mut feed, &bg.cursors, &reply_tx, &mut reply_rx)
-                .await;
-            feed.release_all();
-            let (reason, message) = match end {
-                End::Shutdown => break,
-                End::Failed(r, m) => (r, m),
-            };
-            report_down(&self.cx, &self.cfg.name, &self.status, reason, &message);
-            if started.elapsed() > Duration::from_secs(30) {
-                attempt = 0;
-            }
-            let delay = backoff(self.cfg.backoff, attempt);
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.cx.shutdown.cancelled() => break,
-            }
-        }
-        bg.stop().await;
+        let broker = Broker {
+            up,
+            reply_tx,
+            replies: Arc::new(tokio::sync::Mutex::new(reply_rx)),
+        };
+        super::retry::run(broker, setup).await;
         if let Some(t) = summariser {
             let _ = t.await;
         }
-        self.status.stopped();
     }
 
     /// Loads the nonces of commands accepted by earlier runs (replays stay refused across a
@@ -280,30 +361,6 @@ impl MqttUplink {
         }))
     }
 
-    async fn open_feed(&self) -> Option<Feed> {
-        let mut attempt = 0;
-        loop {
-            match Feed::open(&self.cfg.name, &self.cx.journal, self.filter.clone()) {
-                Ok(f) => return Some(f),
-                Err(e) => {
-                    report_down(
-                        &self.cx,
-                        &self.cfg.name,
-                        &self.status,
-                        RetryReason::Journal,
-                        &e.to_string(),
-                    );
-                    let delay = backoff(self.cfg.backoff, attempt);
-                    attempt += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.cx.shutdown.cancelled() => return None,
-                    }
-                }
-            }
-        }
-    }
-
     fn options(&self) -> Result<LinkOptions, String> {
         let b = &self.cfg.broker;
         let credentials = match &self.cfg.credentials {
@@ -329,215 +386,60 @@ impl MqttUplink {
         })
     }
 
-    async fn session(
-        &self,
-        feed: &mut Feed,
-        cursors: &watch::Sender<[u64; 5]>,
-        reply_tx: &mpsc::Sender<Reply>,
-        replies: &mut mpsc::Receiver<Reply>,
-    ) -> End {
-        let opts = match self.options() {
-            Ok(o) => o,
-            Err(m) => return End::Failed(RetryReason::Config, m),
-        };
-        let (client, mut events, pump) = mqtt_link::start(opts);
-        // Also on unwinding: a panicking session must not leave its connection running.
-        let _pump = super::AbortOnDrop(pump.abort_handle());
-        let mut link = Link::new(client);
-        let end = self
-            .session_loop(feed, cursors, reply_tx, replies, &mut link, &mut events)
-            .await;
-        if matches!(end, End::Shutdown) {
-            self.goodbye(&mut link, &mut events).await;
-        }
-        end
-    }
-
-    async fn session_loop(
-        &self,
-        feed: &mut Feed,
-        cursors: &watch::Sender<[u64; 5]>,
-        reply_tx: &mpsc::Sender<Reply>,
-        replies: &mut mpsc::Receiver<Reply>,
-        link: &mut Link,
-        events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
-    ) -> End {
-        let window = usize::from(self.cfg.inflight);
-        let mut committed = self.cx.journal.committed_seq();
-        let mut journal_open = true;
-        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut resends = tokio::time::interval(super::RESEND_POLL);
-        resends.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            self.status.injected_fault();
-            if link.connected {
-                if let Some(from) = link.resync.filter(|_| feed.inflight() == 0) {
-                    feed.resync(from);
-                    link.resync = None;
-                }
-                if link.resync.is_none()
-                    && let Err(e) = self.fill(feed, link, *committed.borrow_and_update(), window)
-                {
-                    return End::Failed(RetryReason::Config, e);
-                }
-            }
-            link.watch_acks();
-            let stall = link.waiting_since.map(|t| t + self.cfg.ack_timeout);
-            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
-            tokio::select! {
-                () = self.cx.shutdown.cancelled() => return End::Shutdown,
-                ev = events.recv() => {
-                    if let Err(end) = self.on_events(ev, events, feed, cursors, link, reply_tx) {
-                        return end;
-                    }
-                    if let Err(end) = self.settle(feed, cursors, link).await {
-                        return end;
-                    }
-                }
-                _ = resends.tick(), if link.connected => {
-                    if let Err(e) = feed.poll_resends() {
-                        tracing::warn!(uplink = %self.cfg.name, error = %e, "cannot read resend requests");
-                    }
-                }
-                r = committed.changed(), if link.connected && journal_open && feed.inflight() < window => {
-                    journal_open = r.is_ok();
-                }
-                _ = heartbeat.tick(), if link.connected => {
-                    let doc = self.status_doc(feed).to_string().into_bytes();
-                    if let Err(m) = link.publish(self.topics.status(), true, doc, Tag::Control) {
-                        return End::Failed(RetryReason::Network, m);
-                    }
-                }
-                Some(r) = replies.recv(), if link.connected => {
-                    let body = r.body.to_string().into_bytes();
-                    if let Err(m) = link.publish(self.topics.reply(&r.id), false, body, Tag::Control) {
-                        return End::Failed(RetryReason::Network, m);
-                    }
-                }
-                () = tokio::time::sleep_until(stall.unwrap_or(far)), if stall.is_some() => {
-                    return End::Failed(RetryReason::Stalled, format!(
-                        "broker sent no PUBACK for {:?} with {} publishes outstanding; reconnecting",
-                        self.cfg.ack_timeout, link.outstanding()
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Tops the window up from the feed.
-    fn fill(
-        &self,
-        feed: &mut Feed,
-        link: &mut Link,
-        committed: u64,
-        window: usize,
-    ) -> Result<(), String> {
-        let mut n = 0;
-        while feed.inflight() < window {
-            let Some(o) = feed.next(committed).map_err(|e| e.to_string())? else {
-                break;
-            };
-            // The JSON as journaled (seq filled in): no parse, no second serialization.
-            let payload = o.event.json.to_vec();
-            let tag = Tag::Event {
-                class: o.class,
-                seq: o.seq,
-                id: o.event.id,
-                alarm: o.event.kind.as_str() == "uplink.rejected",
-            };
-            link.publish(self.topics.event(&o.event), false, payload, tag)?;
-            n += 1;
-        }
-        if n > 0 {
-            self.status.published(n);
-        }
-        Ok(())
-    }
-
     /// Handles `first` and whatever else is ready (up to [`EVENT_BATCH`]); stops early at a
-    /// PUBACK that asks for a retry ([`Link::retry`]).
+    /// PUBACK that asks for a retry (the round's failure).
     fn on_events(
         &self,
         first: Option<Result<LinkEvent, Failure>>,
-        events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
+        s: &mut Session,
         feed: &mut Feed,
-        cursors: &watch::Sender<[u64; 5]>,
-        link: &mut Link,
-        reply_tx: &mpsc::Sender<Reply>,
-    ) -> Result<(), End> {
+    ) -> Round {
+        let mut round = Round::default();
         let mut next = first;
-        let mut moved = false;
         for _ in 0..EVENT_BATCH {
             let ev = match next {
                 Some(Ok(ev)) => ev,
                 Some(Err((reason, m))) => {
                     let b = &self.cfg.broker;
-                    let m = if link.connected {
+                    let m = if s.link.connected {
                         format!("connection to {}:{} lost: {m}", b.host, b.port)
                     } else {
                         format!("connecting to {}:{} failed: {m}", b.host, b.port)
                     };
-                    return Err(End::Failed(reason, m));
+                    round.failure = Some(UplinkError::retry(reason, m));
+                    return round;
                 }
                 None => {
-                    return Err(End::Failed(
+                    round.failure = Some(UplinkError::retry(
                         RetryReason::Network,
-                        "event loop stopped".into(),
+                        "event loop stopped",
                     ));
+                    return round;
                 }
             };
-            moved |= self.on_event(ev, feed, link, reply_tx)?;
-            if link.retry.is_some() {
+            if let Err(e) = self.on_event(ev, feed, s, &mut round) {
+                round.failure = Some(e);
+                return round;
+            }
+            if round.failure.is_some() {
                 break;
             }
-            match events.try_recv() {
+            match s.events.try_recv() {
                 Ok(ev) => next = Some(ev),
                 Err(_) => break,
             }
         }
-        if moved {
-            cursors.send_replace(feed.cursors());
-        }
-        Ok(())
+        round
     }
 
-    /// After a round of link events: records the events judged malformed (durably, before
-    /// their cursor moves), clears delivered resends from the rejected list, and ends the
-    /// session when a PUBACK asked for a retry.
-    async fn settle(
-        &self,
-        feed: &mut Feed,
-        cursors: &watch::Sender<[u64; 5]>,
-        link: &mut Link,
-    ) -> Result<(), End> {
-        let refused = std::mem::take(&mut link.rejected);
-        if !refused.is_empty() {
-            match super::settle_rejected(&self.cx, &self.cfg.name, &self.status, feed, refused)
-                .await
-            {
-                Ok(true) => {
-                    cursors.send_replace(feed.cursors());
-                }
-                Ok(false) => {}
-                Err(m) => return Err(End::Failed(RetryReason::Journal, m)),
-            }
-        }
-        super::clear_resent(&self.cx, &self.cfg.name, feed).await;
-        match link.retry.take() {
-            Some((reason, m)) => Err(End::Failed(reason, m)),
-            None => Ok(()),
-        }
-    }
-
-    /// Returns whether a cursor moved.
     fn on_event(
         &self,
         ev: LinkEvent,
         feed: &mut Feed,
-        link: &mut Link,
-        reply_tx: &mpsc::Sender<Reply>,
-    ) -> Result<bool, End> {
+        s: &mut Session,
+        round: &mut Round,
+    ) -> Result<(), UplinkError> {
+        let link = &mut s.link;
         match ev {
             LinkEvent::Connected => {
                 link.connected = true;
@@ -545,14 +447,15 @@ impl MqttUplink {
                 // PUBACKs must not look healthy. The first PUBACK proves the link.
                 self.status.session_open();
                 tracing::info!(uplink = %self.cfg.name, broker = %self.cfg.broker.host, port = self.cfg.broker.port, protocol = ?self.cfg.protocol, "mqtt uplink connected");
+                let network = |m| UplinkError::retry(RetryReason::Network, m);
                 if self.gate.is_some() {
                     link.client
                         .subscribe(self.topics.commands())
-                        .map_err(|m| End::Failed(RetryReason::Network, m))?;
+                        .map_err(network)?;
                 }
                 let doc = self.status_doc(feed).to_string().into_bytes();
                 link.publish(self.topics.status(), true, doc, Tag::Control)
-                    .map_err(|m| End::Failed(RetryReason::Network, m))?;
+                    .map_err(network)?;
             }
             LinkEvent::Sent(pkid) => {
                 if let Some(tag) = link.sent.pop_front()
@@ -565,7 +468,7 @@ impl MqttUplink {
                 link.waiting_since = None;
                 let tag = link.pkids.remove(&pkid);
                 let verdict = puback_answer(code);
-                let event = matches!(tag, Some(Tag::Event { .. }));
+                let event = matches!(tag, Some(Tag::Event(_)));
                 let proof = match &verdict {
                     Delivery::Retry { .. } => false,
                     _ if event => {
@@ -575,73 +478,50 @@ impl MqttUplink {
                     }
                     _ => !self.refusing.load(std::sync::atomic::Ordering::Relaxed),
                 };
-                if !link.proven && proof {
-                    link.proven = true;
-                    report_up(&self.cx, &self.cfg.name, &self.status);
-                }
-                return Ok(self.on_ack(tag, verdict, detail, feed, link));
+                round.proven |= proof;
+                self.on_ack(tag, verdict, detail, round);
             }
             LinkEvent::Message { topic, payload } => {
-                self.on_command(&topic, &payload, feed, &mut link.resync, reply_tx);
+                self.on_command(&topic, &payload, feed, &mut link.resync, &s.reply_tx);
             }
             LinkEvent::DisconnectSent | LinkEvent::Other => {}
         }
-        Ok(false)
+        Ok(())
     }
 
-    /// A PUBACK: confirms the event, queues it for settling as rejected (0x99), or asks
-    /// for the session to end and the event to be retried. Returns whether a cursor moved.
-    fn on_ack(
-        &self,
-        tag: Option<Tag>,
-        verdict: Delivery,
-        detail: String,
-        feed: &mut Feed,
-        link: &mut Link,
-    ) -> bool {
-        let Some(tag) = tag else { return false };
+    /// A PUBACK: answers the event delivered or rejected (0x99), or ends the round with a
+    /// retry.
+    fn on_ack(&self, tag: Option<Tag>, verdict: Delivery, detail: String, round: &mut Round) {
+        let Some(tag) = tag else { return };
         match (tag, verdict) {
-            (Tag::Event { class, seq, .. }, Delivery::Delivered) => {
-                self.status.confirmed(1);
-                feed.confirm(class, seq)
-            }
-            (
-                Tag::Event {
-                    class,
-                    seq,
-                    id,
-                    alarm,
-                },
-                Delivery::Rejected { .. },
-            ) => {
-                link.rejected.push(Refused {
-                    class,
-                    seq,
-                    id,
-                    alarm,
+            (Tag::Event(sent), Delivery::Delivered) => round.answers.push(Answer {
+                sent,
+                delivery: Delivery::Delivered,
+            }),
+            (Tag::Event(sent), Delivery::Rejected { .. }) => round.answers.push(Answer {
+                sent,
+                delivery: Delivery::Rejected {
                     reason: format!("broker rejected the message: {detail}"),
-                });
-                false
-            }
-            (Tag::Event { .. }, Delivery::Retry { reason }) => {
+                },
+            }),
+            (Tag::Event(_), Delivery::Retry { reason }) => {
                 self.refusing
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                link.retry.get_or_insert((
-                    reason,
-                    format!(
-                        "broker refused a publish with {detail}; keeping the event and retrying"
-                    ),
-                ));
-                false
+                round.failure.get_or_insert_with(|| {
+                    UplinkError::retry(
+                        reason,
+                        format!(
+                            "broker refused a publish with {detail}; keeping the event and retrying"
+                        ),
+                    )
+                });
             }
-            (Tag::Control, Delivery::Delivered) => false,
+            (Tag::Control, Delivery::Delivered) => {}
             (Tag::Control, _) => {
                 tracing::warn!(uplink = %self.cfg.name, reason = %detail, "broker refused a status or reply message");
-                false
             }
         }
     }
-
     fn on_command(
         &self,
         topic: &str,
@@ -789,7 +669,7 @@ impl MqttUplink {
     /// Graceful end: a retained `offline` status (the will covers crashes), then DISCONNECT.
     async fn goodbye(
         &self,
-        link: &mut Link,
+        link: &mut LinkState,
         events: &mut mpsc::Receiver<Result<LinkEvent, Failure>>,
     ) {
         let doc = json!({"status": "offline", "gateway": self.cx.gateway_id, "reason": "shutdown"});
@@ -849,4 +729,24 @@ fn journal_refusals(cx: &UplinkContext, uplink: &str, doc: serde_json::Value) {
             tracing::warn!(error = %err, "refusal summary not journaled");
         }
     });
+}
+
+impl super::contract::UplinkFactory for MqttConfig {
+    fn backoff(&self) -> (Duration, Duration) {
+        self.backoff
+    }
+    fn plaintext(&self) -> bool {
+        !self.broker.tls
+    }
+    fn shown_url(&self) -> String {
+        MqttConfig::shown_url(self)
+    }
+    fn start(
+        self: Arc<Self>,
+        filter: Filter,
+        cx: UplinkContext,
+        status: Arc<UplinkStatus>,
+    ) -> campusgw_sdk::driver::BoxFuture<'static, ()> {
+        Box::pin(MqttUplink::new(self, filter, cx, status).run())
+    }
 }

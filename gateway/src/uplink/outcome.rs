@@ -8,6 +8,7 @@ use std::time::Duration;
 use campusgw_sdk::{Class, Kind, NewEvent};
 use serde_json::json;
 
+use super::contract::UplinkError;
 use super::delivery::{self, RetryReason};
 use super::status::UplinkStatus;
 use super::{UplinkContext, feed, journal_event};
@@ -66,15 +67,15 @@ pub(crate) struct Refused {
 /// whether a cursor moved.
 ///
 /// # Errors
-/// The journal could not record one: that event and the rest stay unsettled (in flight
-/// until the caller releases them for a resend).
+/// [`UplinkError::RecordRejected`]: the journal could not record one; that event and the
+/// rest stay unsettled (in flight until the caller releases them for a resend).
 pub(crate) async fn settle_rejected(
     cx: &UplinkContext,
     name: &str,
     status: &UplinkStatus,
     feed: &mut feed::Feed,
     refused: Vec<Refused>,
-) -> Result<bool, String> {
+) -> Result<bool, UplinkError> {
     let mut moved = false;
     let mut ids = Vec::new();
     let mut detail: Option<String> = None;
@@ -84,7 +85,7 @@ pub(crate) async fn settle_rejected(
             cx.journal
                 .record_rejected(name, r.seq, r.class, &r.reason)
                 .await
-                .map_err(|e| format!("cannot record rejected event seq {}: {e}", r.seq))?;
+                .map_err(|source| UplinkError::RecordRejected { seq: r.seq, source })?;
             tracing::error!(uplink = %name, seq = r.seq, id = %r.id, class = r.class.as_str(), reason = %r.reason, "destination rejected an event; kept and listed (campusgw uplink rejected)");
             // A destination refusing our own rejection alarms must not feed a loop of them.
             if !r.alarm {

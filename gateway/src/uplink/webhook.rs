@@ -26,15 +26,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusgw_sdk::driver::Backoff;
-
+use super::UplinkContext;
 use super::config::WebhookConfig;
-use super::delivery::{Bisect, HttpAnswer, RetryReason, Settle, http_answer};
+use super::contract::{Answer, Link, Round, Sent, Transport, UplinkError};
+use super::delivery::{Bisect, Delivery, HttpAnswer, RetryReason, Settle, http_answer};
 use super::feed::{Feed, Outgoing};
 use super::filter::Filter;
 use super::status::UplinkStatus;
 use super::tls::{classify, client_config};
-use super::{Refused, UplinkContext, report_down, report_up};
 
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -47,23 +46,6 @@ pub struct WebhookUplink {
     status: Arc<UplinkStatus>,
 }
 
-/// A failed attempt: why, the detail, and how long the destination asked us to wait.
-struct Failed {
-    reason: RetryReason,
-    detail: String,
-    after: Option<Duration>,
-}
-
-impl Failed {
-    fn new(reason: RetryReason, detail: impl Into<String>) -> Failed {
-        Failed {
-            reason,
-            detail: detail.into(),
-            after: None,
-        }
-    }
-}
-
 /// What one POST got back.
 enum Posted {
     Answer {
@@ -71,13 +53,22 @@ enum Posted {
         body: String,
         retry_after: Option<Duration>,
     },
-    Failed(Failed),
+    Failed(UplinkError),
 }
 
-/// What the uplink holds once set up.
-struct Ready {
+/// The webhook's [`Transport`]: a fresh client and token per link.
+struct Poster {
+    cfg: Arc<WebhookConfig>,
+    status: Arc<UplinkStatus>,
+}
+
+/// One HTTP client with the token read at connect, and the batch being posted.
+struct Session {
+    cfg: Arc<WebhookConfig>,
+    status: Arc<UplinkStatus>,
     client: reqwest::Client,
-    feed: Feed,
+    token: Option<String>,
+    pending: Option<Vec<Outgoing>>,
 }
 
 impl WebhookUplink {
@@ -96,165 +87,105 @@ impl WebhookUplink {
         }
     }
 
-    fn client(&self) -> Result<reqwest::Client, Failed> {
+    /// Runs until shutdown (`uplink/retry.rs`).
+    pub async fn run(self) {
+        let setup = super::retry::Setup {
+            name: self.cfg.name.clone(),
+            filter: self.filter,
+            cx: self.cx,
+            status: self.status.clone(),
+            backoff: self.cfg.backoff,
+            stats_every: Duration::from_secs(5),
+        };
+        let poster = Poster {
+            cfg: self.cfg,
+            status: self.status,
+        };
+        super::retry::run(poster, setup).await;
+    }
+}
+
+impl Poster {
+    fn client(&self) -> Result<reqwest::Client, UplinkError> {
         let tls = client_config(&self.cfg.tls)
-            .map_err(|e| Failed::new(RetryReason::Config, e.to_string()))?;
+            .map_err(|e| UplinkError::retry(RetryReason::Config, e.to_string()))?;
         reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(self.cfg.timeout)
             .build()
-            .map_err(|e| Failed::new(RetryReason::Config, format!("http client: {e}")))
-    }
-
-    fn setup(&self) -> Result<Ready, Failed> {
-        let client = self.client()?;
-        let journal =
-            |e: crate::journal::JournalError| Failed::new(RetryReason::Journal, e.to_string());
-        let feed =
-            Feed::open(&self.cfg.name, &self.cx.journal, self.filter.clone()).map_err(journal)?;
-        Ok(Ready { client, feed })
+            .map_err(|e| UplinkError::retry(RetryReason::Config, format!("http client: {e}")))
     }
 
     /// The bearer token, read now (the file may have been fixed or rotated).
-    fn token(&self) -> Result<Option<String>, Failed> {
+    fn token(&self) -> Result<Option<String>, UplinkError> {
         match &self.cfg.token {
             None => Ok(None),
             Some(t) => t.read().map(Some).map_err(|m| {
-                Failed::new(
+                UplinkError::retry(
                     RetryReason::Config,
                     format!("token_file: {m}; nothing is posted without the token"),
                 )
             }),
         }
     }
+}
 
-    /// Reports a failure and waits the back-off (or `Retry-After`); false on shutdown.
-    async fn pause(&self, f: &Failed, backoff: &mut Backoff) -> bool {
-        report_down(&self.cx, &self.cfg.name, &self.status, f.reason, &f.detail);
-        let delay = f.after.unwrap_or_else(|| backoff.next_delay());
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = self.cx.shutdown.cancelled() => false,
+impl Transport for Poster {
+    type Link = Session;
+
+    async fn connect(&mut self) -> Result<Session, UplinkError> {
+        let client = self.client()?;
+        // Read again at every retry: it may have been rotated.
+        let token = self.token()?;
+        Ok(Session {
+            cfg: self.cfg.clone(),
+            status: self.status.clone(),
+            client,
+            token,
+            pending: None,
+        })
+    }
+}
+
+impl Link for Session {
+    fn room(&mut self, _feed: &mut Feed) -> usize {
+        if self.pending.is_some() {
+            0
+        } else {
+            self.cfg.batch
         }
     }
 
-    /// Runs until shutdown.
-    pub async fn run(self) {
-        let (base, max) = self.cfg.backoff;
-        let mut backoff = Backoff::new(base, max);
-        let mut ready = loop {
-            match self.setup() {
-                Ok(r) => break r,
-                Err(f) => {
-                    if !self.pause(&f, &mut backoff).await {
-                        self.status.stopped();
-                        return;
-                    }
-                }
-            }
-        };
-        let bg = super::Background::start(
-            &self.cx,
-            &self.cfg.name,
-            &self.filter,
-            self.status.clone(),
-            &ready.feed,
-            Duration::from_secs(5),
-        );
-        self.deliver_until_shutdown(&mut ready, &bg.cursors, &mut backoff)
-            .await;
-        bg.stop().await;
-        self.status.stopped();
+    fn busy(&self) -> bool {
+        self.pending.is_some()
     }
 
-    async fn deliver_until_shutdown(
-        &self,
-        ready: &mut Ready,
-        cursors: &tokio::sync::watch::Sender<[u64; 5]>,
-        backoff: &mut Backoff,
-    ) {
-        let mut committed = self.cx.journal.committed_seq();
-        let mut token = None;
-        let mut token_read = false;
-        let mut next_poll = tokio::time::Instant::now();
-        loop {
-            self.status.injected_fault();
-            if tokio::time::Instant::now() >= next_poll {
-                next_poll = tokio::time::Instant::now() + super::RESEND_POLL;
-                if let Err(e) = ready.feed.poll_resends() {
-                    tracing::warn!(uplink = %self.cfg.name, error = %e, "cannot read resend requests");
-                }
-            }
-            if !token_read {
-                match self.token() {
-                    Ok(t) => (token, token_read) = (t, true),
-                    Err(f) => {
-                        if !self.pause(&f, backoff).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let upto = *committed.borrow_and_update();
-            let batch = match take_batch(&mut ready.feed, upto, self.cfg.batch) {
-                Ok(b) => b,
-                Err(m) => {
-                    ready.feed.release_all();
-                    if !self
-                        .pause(&Failed::new(RetryReason::Journal, m), backoff)
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    r = committed.changed() => if r.is_err() { return },
-                    () = tokio::time::sleep_until(next_poll) => {}
-                    () = self.cx.shutdown.cancelled() => return,
-                }
-                continue;
-            }
-            let done = tokio::select! {
-                r = self.deliver(&ready.client, token.as_deref(), &batch, &mut ready.feed, cursors) => r,
-                () = self.cx.shutdown.cancelled() => return,
-            };
-            super::clear_resent(&self.cx, &self.cfg.name, &mut ready.feed).await;
-            match done {
-                Ok(()) => backoff.reset(),
-                Err(f) => {
-                    ready.feed.release_all();
-                    // Read the token again before the retry: it may have been rotated.
-                    token_read = false;
-                    if !self.pause(&f, backoff).await {
-                        return;
-                    }
-                }
-            }
+    fn send(&mut self, events: Vec<Outgoing>) -> Result<(), UplinkError> {
+        self.pending = Some(events);
+        Ok(())
+    }
+
+    async fn next(&mut self, _feed: &mut Feed) -> Round {
+        match self.pending.take() {
+            Some(batch) => self.deliver(&batch).await,
+            // Nothing to post: the loop wakes on new events or resend requests.
+            None => std::future::pending().await,
         }
     }
 
-    /// Posts `batch`, bisecting it on 400/413/422, and settles what the destination
-    /// answered. Events still unsettled when it fails stay in flight; the caller releases
-    /// them for a resend.
-    async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        token: Option<&str>,
-        batch: &[Outgoing],
-        feed: &mut Feed,
-        cursors: &tokio::sync::watch::Sender<[u64; 5]>,
-    ) -> Result<(), Failed> {
+    async fn close(self) {}
+}
+
+impl Session {
+    /// Posts `batch`, bisecting it on 400/413/422, and answers per event. Events still
+    /// unanswered when it fails stay in flight; the loop releases them for a resend.
+    async fn deliver(&self, batch: &[Outgoing]) -> Round {
         let mut plan = Bisect::new(batch.len());
-        let mut refused = Vec::new();
-        let mut result = Ok(());
+        let mut round = Round::default();
         while let Some(part) = plan.next() {
             let events = &batch[part];
             self.status.published(events.len() as u64);
-            let (answer, detail, after) = match self.post(client, token, events).await {
+            let (answer, detail, after) = match self.post(events).await {
                 Posted::Answer {
                     code,
                     body,
@@ -264,30 +195,27 @@ impl WebhookUplink {
                     format!("http {code}: {body}"),
                     retry_after,
                 ),
-                Posted::Failed(f) => (HttpAnswer::Retry(f.reason), f.detail, None),
+                Posted::Failed(UplinkError::Retry { reason, detail, .. }) => {
+                    (HttpAnswer::Retry(reason), detail, None)
+                }
+                Posted::Failed(e) => (HttpAnswer::Retry(e.reason()), e.to_string(), None),
             };
             match plan.answer(answer) {
                 Settle::Delivered(r) => {
-                    report_up(&self.cx, &self.cfg.name, &self.status);
-                    self.status.confirmed(r.len() as u64);
-                    confirm_all(feed, &batch[r], cursors);
+                    round.answers.extend(batch[r].iter().map(|o| Answer {
+                        sent: Sent::of(o),
+                        delivery: Delivery::Delivered,
+                    }));
                 }
-                Settle::Rejected(i) => {
-                    report_up(&self.cx, &self.cfg.name, &self.status);
-                    let o = &batch[i];
-                    refused.push(Refused {
-                        class: o.class,
-                        seq: o.seq,
-                        id: o.event.id,
-                        alarm: o.event.kind.as_str() == "uplink.rejected",
-                        reason: detail,
-                    });
-                }
+                Settle::Rejected(i) => round.answers.push(Answer {
+                    sent: Sent::of(&batch[i]),
+                    delivery: Delivery::Rejected { reason: detail },
+                }),
                 Settle::Split => {
                     tracing::info!(uplink = %self.cfg.name, events = events.len(), %detail, "destination refused a batch; splitting it to find the event it refuses");
                 }
                 Settle::Retry(reason) => {
-                    result = Err(Failed {
+                    round.failure = Some(UplinkError::Retry {
                         reason,
                         detail,
                         after,
@@ -296,27 +224,16 @@ impl WebhookUplink {
                 }
             }
         }
-        match super::settle_rejected(&self.cx, &self.cfg.name, &self.status, feed, refused).await {
-            Ok(true) => {
-                cursors.send_replace(feed.cursors());
-            }
-            Ok(false) => {}
-            Err(m) => return Err(Failed::new(RetryReason::Journal, m)),
-        }
-        result
+        round
     }
 
-    async fn post(
-        &self,
-        client: &reqwest::Client,
-        token: Option<&str>,
-        batch: &[Outgoing],
-    ) -> Posted {
-        let mut req = client
+    async fn post(&self, batch: &[Outgoing]) -> Posted {
+        let mut req = self
+            .client
             .post(&self.cfg.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(json_array(batch));
-        if let Some(t) = token {
+        if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         let resp = match req.send().await {
@@ -332,7 +249,7 @@ impl WebhookUplink {
                     }
                 });
                 let msg = format!("{msg} (url {})", crate::secrets::redact_url(&self.cfg.url));
-                return Posted::Failed(Failed::new(reason, msg));
+                return Posted::Failed(UplinkError::retry(reason, msg));
             }
         };
         let code = resp.status().as_u16();
@@ -372,27 +289,22 @@ fn json_array(batch: &[Outgoing]) -> Vec<u8> {
     body
 }
 
-fn take_batch(feed: &mut Feed, committed: u64, max: usize) -> Result<Vec<Outgoing>, String> {
-    let mut batch = Vec::new();
-    while batch.len() < max {
-        match feed.next(committed).map_err(|e| e.to_string())? {
-            Some(o) => batch.push(o),
-            None => break,
-        }
+impl super::contract::UplinkFactory for WebhookConfig {
+    fn backoff(&self) -> (Duration, Duration) {
+        self.backoff
     }
-    Ok(batch)
-}
-
-fn confirm_all(
-    feed: &mut Feed,
-    batch: &[Outgoing],
-    cursors: &tokio::sync::watch::Sender<[u64; 5]>,
-) {
-    let mut moved = false;
-    for o in batch {
-        moved |= feed.confirm(o.class, o.seq);
+    fn plaintext(&self) -> bool {
+        self.url.starts_with("http://")
     }
-    if moved {
-        cursors.send_replace(feed.cursors());
+    fn shown_url(&self) -> String {
+        crate::secrets::redact_url(&self.url)
+    }
+    fn start(
+        self: Arc<Self>,
+        filter: Filter,
+        cx: UplinkContext,
+        status: Arc<UplinkStatus>,
+    ) -> campusgw_sdk::driver::BoxFuture<'static, ()> {
+        Box::pin(WebhookUplink::new(self, filter, cx, status).run())
     }
 }
