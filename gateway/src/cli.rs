@@ -292,6 +292,34 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// SIA DC-09 panel frame → ACK latency, and many supervised panels sustained, against an
+    /// in-process gateway (see `bench::dc09`).
+    Dc09 {
+        /// Alarm frames, one at a time, in the latency phase.
+        #[arg(long, default_value_t = 2000)]
+        frames: u64,
+        /// Their rate, frames per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Supervised panels in the second phase (0 skips it).
+        #[arg(long, default_value_t = 0)]
+        panels: u64,
+        /// Each panel's NULL supervision interval (before `--speedup`).
+        #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+        supervision: std::time::Duration,
+        /// Divides the supervision interval and timeout (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speedup: f64,
+        /// How long the supervision phase runs (default: three intervals after the speed-up).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// The chance that a panel's NULL is followed by an alarm.
+        #[arg(long, default_value_t = 0.05)]
+        alarm_ratio: f64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
     /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
     Linkage {
@@ -518,6 +546,31 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 connections,
                 frames_per_connection,
                 idle_frames,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Dc09 {
+                    frames,
+                    rate,
+                    panels,
+                    supervision,
+                    speedup,
+                    duration,
+                    alarm_ratio,
+                    data_dir,
+                },
+        } => {
+            crate::bench::dc09::run(crate::bench::dc09::BenchOptions {
+                frames,
+                rate,
+                panels,
+                supervision,
+                speedup,
+                duration,
+                alarm_ratio,
                 data_dir,
             })
             .await

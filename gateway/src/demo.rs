@@ -6,7 +6,11 @@
 //! - `door_release_a` (Modbus RTU over TCP): door-release relays for building A;
 //! - `power_meter` and `boiler_temp` (Modbus TCP): input registers;
 //! - `uitd_bldg_a` (GB/T 26875.3-2011): the building's user information transmission
-//!   device, connecting to the gateway's `fire_listener` and reporting smoke detectors.
+//!   device, connecting to the gateway's `fire_listener` and reporting smoke detectors;
+//! - `guard_room_panic` and `lab_intrusion` (SIA DC-09): the guard room's one-button alarm
+//!   (门卫室一键报警; ADM-CID, AES-128, TCP) and the lab building's intrusion panel (实验楼;
+//!   SIA DCS, UDP), talking to the gateway's `alarm_receiver`, each with NULL supervision
+//!   every 20 s (the receiver reports an account offline after 60 s of silence).
 //!
 //! The gateway runs with an embedded config pointing at them (validated like any file).
 //! The rules engine runs the default school rule pack (`rules/pack/`, written into
@@ -19,7 +23,10 @@
 //! smoke detector 10-2 in alarm (GB/T 26875), the second device of zone A/1/east, so the
 //! fire is confirmed: building A's door relays are released, the siren sounds and a
 //! critical alarm is raised; at 0:15 a detector fault; at 0:20 the panel resets and at 0:22 the UITD reports the reset; at 0:30 the meter goes silent and is reported offline,
-//! and it returns at 0:40. The cycle repeats every minute. Every committed event is
+//! and it returns at 0:40. DC-09: at 0:12 the guard presses the panic button (Contact ID
+//! 120, a critical alarm from the school pack's `panic_lockdown`) and at 0:18 it is reset
+//! (restore); at 0:35 the lab's corridor detector reports an intrusion (SIA `BA`) and at
+//! 0:45 its restore (`BR`). The cycle repeats every minute. Every committed event is
 //! printed as it is journaled.
 
 use std::net::SocketAddr;
@@ -43,6 +50,7 @@ macro_rules! say {
 
 struct Sims {
     fire_port: u16,
+    dc09_port: u16,
     panel: Simulator,
     doors: Simulator,
     meter: Simulator,
@@ -63,6 +71,7 @@ pub async fn run(
     });
     let sims = Sims {
         fire_port: crate::bench::free_port()?,
+        dc09_port: crate::bench::free_port()?,
         panel: Simulator::start().await?,
         doors: Simulator::start_rtu_over_tcp().await?,
         meter: Simulator::start().await?,
@@ -99,6 +108,13 @@ pub async fn run(
     let gw = Arc::new(gw);
     let printer = tokio::spawn(print_events(gw.journal.subscribe(), stop.clone()));
     let uitd = tokio::spawn(uitd_script(sims.fire_port, stop.clone()));
+    let dc09_addr = SocketAddr::from(([127, 0, 0, 1], sims.dc09_port));
+    let guard = tokio::spawn(dc09_panel(
+        guard_room(dc09_addr)?,
+        guard_room_at,
+        stop.clone(),
+    ));
+    let lab = tokio::spawn(dc09_panel(lab_panel(dc09_addr), lab_at, stop.clone()));
     let script = tokio::spawn(script(sims, stop.clone()));
     match duration {
         Some(d) => {
@@ -107,7 +123,7 @@ pub async fn run(
         None => wait_for_signal().await,
     }
     stop.cancel();
-    for t in [printer, script, uitd] {
+    for t in [printer, script, uitd, guard, lab] {
         let _ = t.await;
     }
     match Arc::try_unwrap(gw) {
@@ -137,6 +153,18 @@ name = "Teaching building A"
 [[campus.building.floor]]
 id = "1"
 zones = ["east", "west", "plant"]
+[[campus.building]]
+id = "gate"
+name = "Gate house (门卫室)"
+[[campus.building.floor]]
+id = "1"
+zones = ["guard_room"]
+[[campus.building]]
+id = "lab"
+name = "Laboratory building (实验楼)"
+[[campus.building.floor]]
+id = "2"
+zones = ["corridor"]
 
 [console]
 listen = "{listen}"
@@ -191,6 +219,33 @@ location = "main/A"
 [[device.uitd.components]]
 address = "10-2"
 location = "main/A/1/east/smoke-10-2"
+
+[[device]]
+id = "alarm_receiver"
+driver = "dc09"
+location = "main"
+listen_tcp = "127.0.0.1:{dc09_port}"
+listen_udp = "127.0.0.1:{dc09_port}"
+unknown_account = "refuse"
+[[device.account]]
+account = "{GUARD_ACCOUNT}"
+device = "guard_room_panic"
+location = "main/gate/1/guard_room"
+key = "{GUARD_KEY}"
+supervision = "60s"
+[[device.account.zone]]
+number = 1
+name = "门卫室一键报警"
+location = "main/gate/1/guard_room/panic-button"
+[[device.account]]
+account = "{LAB_ACCOUNT}"
+device = "lab_intrusion"
+location = "main/lab/2"
+supervision = "60s"
+[[device.account.zone]]
+number = 3
+name = "实验楼二层走廊"
+location = "main/lab/2/corridor/pir-3"
 
 [[device]]
 id = "door_release_a"
@@ -253,7 +308,90 @@ deadband = 0.5
         meter = s.meter.local_addr(),
         boiler = s.boiler.local_addr(),
         fire_port = s.fire_port,
+        dc09_port = s.dc09_port,
     )
+}
+
+/// The guard room panic button's account and AES-128 key (16 characters, the key is their
+/// bytes; a demo key, not a secret).
+const GUARD_ACCOUNT: &str = "1234";
+const GUARD_KEY: &str = "demo-guard-key-1";
+/// The lab building intrusion panel's account (plain).
+const LAB_ACCOUNT: &str = "5678";
+
+/// The guard room's one-button alarm: ADM-CID over TCP, encrypted.
+fn guard_room(addr: SocketAddr) -> anyhow::Result<campusgw_dc09::sim::PanelConfig> {
+    use campusgw_dc09::sim::{PanelConfig, Transport};
+    let mut c = PanelConfig::new(Transport::Tcp, addr, GUARD_ACCOUNT);
+    c.key = Some(campusgw_dc09::Key::parse(
+        GUARD_KEY,
+        campusgw_dc09::KeyEncoding::Text,
+    )?);
+    Ok(c)
+}
+
+/// The lab building's intrusion panel: SIA DCS over UDP, plain.
+fn lab_panel(addr: SocketAddr) -> campusgw_dc09::sim::PanelConfig {
+    campusgw_dc09::sim::PanelConfig::new(campusgw_dc09::sim::Transport::Udp, addr, LAB_ACCOUNT)
+}
+
+/// The panic button's minute: pressed at 0:12, reset at 0:18, NULL every 20 s.
+fn guard_room_at(second: u64) -> Option<campusgw_dc09::sim::SimEvent> {
+    use campusgw_dc09::sim::SimEvent;
+    match second {
+        12 => Some(SimEvent::cid(120, 1, 1)),
+        18 => Some(SimEvent::ContactId {
+            qualifier: campusgw_dc09::Qualifier::Restore,
+            code: 120,
+            partition: 1,
+            zone: 1,
+        }),
+        n if n % 20 == 0 => Some(SimEvent::Null),
+        _ => None,
+    }
+}
+
+/// The lab's minute: intrusion in zone 3 at 0:35, restore at 0:45, NULL every 20 s.
+fn lab_at(second: u64) -> Option<campusgw_dc09::sim::SimEvent> {
+    use campusgw_dc09::sim::SimEvent;
+    match second {
+        35 => Some(SimEvent::sia("1", "BA", "003")),
+        45 => Some(SimEvent::sia("1", "BR", "003")),
+        n if n % 20 == 10 => Some(SimEvent::Null),
+        _ => None,
+    }
+}
+
+/// A DC-09 panel on the demo's cycle: connects (retrying until the receiver is up), sends
+/// what `at` says for each second of the minute, reconnects after a broken link.
+async fn dc09_panel(
+    config: campusgw_dc09::sim::PanelConfig,
+    at: fn(u64) -> Option<campusgw_dc09::sim::SimEvent>,
+    stop: CancellationToken,
+) {
+    use campusgw_dc09::sim::PanelSim;
+    let mut sim: Option<PanelSim> = None;
+    let mut t = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A send waiting for its ACK must not make the script skip or bunch up seconds.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
+        if sim.is_none() {
+            sim = PanelSim::connect(config.clone()).await.ok();
+        }
+        if let (Some(p), Some(event)) = (sim.as_mut(), at(t % 60)) {
+            let sent = tokio::select! { r = p.send(&event) => r, () = stop.cancelled() => return };
+            match sent {
+                Ok(outcome) => tracing::debug!(?outcome, account = %config.account, "dc09 panel"),
+                Err(e) => {
+                    tracing::debug!(%e, account = %config.account, "dc09 panel link lost");
+                    sim = None;
+                }
+            }
+        }
+        t += 1;
+    }
 }
 
 /// The building's UITD: connects (retrying until the listener is up), heartbeats, and
@@ -370,6 +508,24 @@ fn write_rules(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("demo.toml"), DEMO_RULES)
 }
 
+/// `ADM-CID 120 zone 1 门卫室一键报警 (encrypted)` from a dc09 event (or its `reason`).
+fn dc09_line(payload: &serde_json::Value) -> String {
+    let Some(format) = payload["format"].as_str() else {
+        return payload["reason"].as_str().unwrap_or("").to_owned();
+    };
+    let mut line = format!("{format} {}", payload["code"].as_str().unwrap_or("?"));
+    if let Some(z) = payload["zone"].as_u64() {
+        line.push_str(&format!(" zone {z}"));
+    }
+    if let Some(name) = payload["zone_name"].as_str() {
+        line.push_str(&format!(" {name}"));
+    }
+    if payload["encrypted"] == true {
+        line.push_str(" (encrypted)");
+    }
+    line
+}
+
 /// `boiler_temp = 65.2 °C, power = 12.0 kW` from a `sensor.readings` batch.
 fn readings_line(payload: &serde_json::Value) -> String {
     let Some(points) = payload["points"].as_object() else {
@@ -412,6 +568,7 @@ async fn print_events(
                     .unwrap_or(""),
                 ev.payload["result"]["status"].as_str().unwrap_or("?")
             ),
+            _ if ev.source.driver.as_str() == "dc09" => dc09_line(&ev.payload),
             k if k.starts_with("alarm.") => format!(
                 "[{}] {}",
                 ev.payload["severity"].as_str().unwrap_or("?"),

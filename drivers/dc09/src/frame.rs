@@ -96,30 +96,78 @@ impl MessageId {
 }
 
 /// The sequence number, 0000-9999 (decimal; NAK uses 0000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Sequence(u16);
+///
+/// Received leniently: four uppercase hex digits (`000A`, as dc09_spt 0.0.4 writes its
+/// `{:04X}` numbers) are accepted and kept in that form, so the ACK echoes the number
+/// exactly as the panel wrote it (the panel matches its ACK by that text). The number plays
+/// no part in duplicate detection ([`Message::content_key`]), so reading `0010` as ten in
+/// either base changes nothing. We never write the hex form ourselves except to echo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sequence {
+    n: u16,
+    /// Written with hex digits A-F (a non-conforming sender); echoed the same way.
+    hex: bool,
+}
+
+impl Serialize for Sequence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.n)
+    }
+}
+
+impl std::fmt::Display for Sequence {
+    /// The four digits as on the wire.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.hex {
+            write!(f, "{:04X}", self.n)
+        } else {
+            write!(f, "{:04}", self.n)
+        }
+    }
+}
 
 impl Sequence {
     /// The highest sequence number.
     pub const MAX: u16 = 9999;
 
     /// 0000: the NAK's number, and where a transmitter starts ([`Sequence::next`] is 0001).
-    pub const ZERO: Sequence = Sequence(0);
+    pub const ZERO: Sequence = Sequence { n: 0, hex: false };
 
     /// `None` above 9999.
     pub fn new(n: u16) -> Option<Sequence> {
-        (n <= Self::MAX).then_some(Sequence(n))
+        (n <= Self::MAX).then_some(Sequence { n, hex: false })
     }
 
-    /// The number.
+    /// Reads the four characters of the header: decimal `0000`-`9999`, or (leniently)
+    /// uppercase hex with at least one of `A`-`F`; `None` for anything else.
+    pub fn parse(digits: &str) -> Option<Sequence> {
+        if digits.len() != 4 {
+            return None;
+        }
+        if digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits.parse().ok().and_then(Sequence::new);
+        }
+        let upper_hex = digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+        let n = u16::from_str_radix(digits, 16).ok().filter(|_| upper_hex)?;
+        Some(Sequence { n, hex: true })
+    }
+
+    /// The number (for a hex-written one, its hex value).
     pub fn value(self) -> u16 {
-        self.0
+        self.n
+    }
+
+    /// Whether it was written in hex (`000A`), which DC-09 does not allow but is accepted.
+    pub fn is_hex(self) -> bool {
+        self.hex
     }
 
     /// The next number a transmitter uses: 1-9999, wrapping to 1 (0 is the NAK's).
     pub fn next(self) -> Sequence {
-        Sequence(if self.0 >= Self::MAX { 1 } else { self.0 + 1 })
+        let n = if self.n >= Self::MAX { 1 } else { self.n + 1 };
+        Sequence { n, hex: false }
     }
 }
 
@@ -332,13 +380,8 @@ fn parse_body(body: &str) -> Result<Frame, Dc09Error> {
     };
     let id = MessageId::from_token(bare)
         .ok_or_else(|| Dc09Error::Id(token.chars().take(10).collect()))?;
-    let (seq, rest) = take_while(rest, 4, |b| b.is_ascii_digit());
-    let sequence = seq
-        .parse::<u16>()
-        .ok()
-        .filter(|_| seq.len() == 4)
-        .and_then(Sequence::new)
-        .ok_or_else(|| Dc09Error::Sequence(seq.to_owned()))?;
+    let (seq, rest) = take_while(rest, 4, |b| b.is_ascii_hexdigit());
+    let sequence = Sequence::parse(seq).ok_or_else(|| Dc09Error::Sequence(seq.to_owned()))?;
     let (receiver, rest) = hex_field(rest, 'R', "receiver")?;
     let (mut prefix, rest) = hex_field(rest, 'L', "prefix")?;
     let (mut account, rest) = match rest.strip_prefix('#') {
@@ -488,7 +531,7 @@ impl Message {
             timestamp: Some(Timestamp::new(now)),
             ..Message::new(
                 MessageId::Nak,
-                Sequence(0),
+                Sequence::ZERO,
                 Account::Placeholder("0".to_owned()),
             )
         }
@@ -575,7 +618,7 @@ impl Message {
         }
         s.push_str(self.id.as_str());
         s.push('"');
-        s.push_str(&format!("{:04}", self.sequence.0));
+        s.push_str(&self.sequence.to_string());
         for (letter, field, name) in [
             ('R', &self.receiver, "receiver"),
             ('L', &self.prefix, "prefix"),

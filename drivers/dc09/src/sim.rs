@@ -195,7 +195,28 @@ impl PanelSim {
     /// # Errors
     /// [`io::Error`] when the socket cannot be opened.
     pub async fn connect(config: PanelConfig) -> io::Result<PanelSim> {
-        let link = match config.transport {
+        let link = Self::open(&config).await?;
+        Ok(PanelSim {
+            config,
+            link,
+            sequence: Sequence::ZERO,
+            correction: 0,
+            replies: Vec::new(),
+        })
+    }
+
+    /// Opens a new connection (TCP) or socket (UDP) to the same receiver, keeping the
+    /// sequence number and clock, as a panel does after its receiver restarted.
+    ///
+    /// # Errors
+    /// [`io::Error`] when the socket cannot be opened; the old link is kept then.
+    pub async fn reconnect(&mut self) -> io::Result<()> {
+        self.link = Self::open(&self.config).await?;
+        Ok(())
+    }
+
+    async fn open(config: &PanelConfig) -> io::Result<Link> {
+        Ok(match config.transport {
             Transport::Tcp => {
                 let s = TcpStream::connect(config.receiver_addr).await?;
                 s.set_nodelay(true)?;
@@ -211,13 +232,6 @@ impl PanelSim {
                 s.connect(config.receiver_addr).await?;
                 Link::Udp(s)
             }
-        };
-        Ok(PanelSim {
-            config,
-            link,
-            sequence: Sequence::ZERO,
-            correction: 0,
-            replies: Vec::new(),
         })
     }
 

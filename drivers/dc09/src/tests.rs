@@ -216,6 +216,39 @@ fn replies_echo_the_request_and_nak_is_in_clear_with_our_clock() {
 }
 
 #[test]
+fn a_hex_written_sequence_as_dc09_spt_sends_it_is_accepted_and_echoed_as_written() {
+    // dc09_spt 0.0.4 writes its tenth message as `000A` ('{:04X}'); DC-09 says decimal.
+    let body = b"\"ADM-CID\"000AR0L0#1234[#1234|1120 01 005]";
+    let m = decode(body, None).expect("accepted leniently").message;
+    assert!(m.sequence.is_hex());
+    assert_eq!(m.sequence.value(), 10);
+    assert_eq!(m.sequence.to_string(), "000A");
+    let wire = m.encode().expect("re-encodes");
+    assert_eq!(
+        wire.get(9..wire.len() - 1),
+        Some(&body[..]),
+        "byte for byte"
+    );
+    let ack = Message::ack(&m, at("2025-09-01T10:15:31Z"))
+        .encode()
+        .expect("ack");
+    let ack = String::from_utf8(ack).expect("ascii");
+    assert!(ack.contains("\"ACK\"000AR0L0#1234[]"), "{ack}");
+    // A panel counting on in hex past 9999's digits still gets its own text back.
+    assert_eq!(
+        Sequence::parse("FFFF").map(|s| s.to_string()).as_deref(),
+        Some("FFFF")
+    );
+    assert_eq!(Sequence::parse("0042").map(Sequence::is_hex), Some(false));
+    // Lowercase, too short or not hex at all stays refused.
+    for bad in ["000a", "00A", "00G1", "+001"] {
+        assert_eq!(Sequence::parse(bad), None, "{bad}");
+    }
+    let next = Sequence::parse("000A").map(Sequence::next);
+    assert_eq!(next, Sequence::new(11), "we never count in hex ourselves");
+}
+
+#[test]
 fn the_encoder_writes_contact_id_and_sia_events_for_the_police_uplink() {
     let ts = Some(Timestamp::new(at("2025-09-01T10:16:00Z")));
     let event = CidEvent {

@@ -21,6 +21,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_journaled() {
+    // Includes sequence numbers 10 and 27, which dc09_spt writes in hex (`000A`, `001B`).
     let cfg: Dc09Config = toml::from_str(
         r#"
         listen_tcp = "127.0.0.1:0"
@@ -84,7 +85,7 @@ async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_jo
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(results.len(), 6, "{stdout}");
+    assert_eq!(results.len(), 8, "{stdout}");
     for r in &results {
         assert_eq!(
             r["acked"],
@@ -93,7 +94,7 @@ async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_jo
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    host.wait_until(WAIT, |evs| evs.len() == 5).await;
+    host.wait_until(WAIT, |evs| evs.len() == 7).await;
     let got: Vec<(String, String)> = host
         .events()
         .iter()
@@ -110,6 +111,9 @@ async fn dc09_spt_messages_plain_and_encrypted_over_tcp_and_udp_are_acked_and_jo
         ("aes128_panel", "intrusion.alarm"),
         ("aes128_panel", "fire.alarm"),
         ("aes256_panel", "panic.alarm"),
+        // Sent as `000A` and `001B` (hex): accepted, ACKed as written.
+        ("plain_panel", "panic.alarm"),
+        ("aes128_panel", "intrusion.alarm"),
     ];
     assert_eq!(
         got,

@@ -355,6 +355,23 @@ async fn a_bad_crc_gets_a_nak_and_the_connection_survives() {
 }
 
 #[tokio::test]
+async fn a_hex_sequence_number_is_acked_with_the_same_digits_and_journaled() {
+    let (host, bound) = start("").await;
+    let mut p = panel(bound, Transport::Tcp, "1234").await;
+    // As dc09_spt writes its tenth message: `000A` (DC-09 says decimal; we accept it).
+    let seq = campusgw_dc09::Sequence::parse("000A").unwrap();
+    let frame = p
+        .encode(&p.message(&SimEvent::cid(120, 1, 4), seq))
+        .unwrap();
+    p.send_raw(&frame).await.unwrap();
+    let ack = p.read_reply(WAIT).await.unwrap().unwrap();
+    assert_eq!(ack.id, MessageId::Ack);
+    assert_eq!(ack.sequence.to_string(), "000A", "echoed as written");
+    let e = host.wait_for_kind("panic.alarm", WAIT).await;
+    assert_eq!(e.payload["sequence"], 10);
+}
+
+#[tokio::test]
 async fn an_unknown_code_gets_duh_and_nothing_is_journaled() {
     let (host, bound) = start("").await;
     let mut p = panel(bound, Transport::Tcp, "1234").await;

@@ -357,7 +357,7 @@ heartbeat_timeout = "90s"
 
 /// Fails early (rather than with EMFILE half-way) when the soft open-files limit cannot
 /// hold both ends of every connection. Linux only; elsewhere nothing is checked.
-fn check_open_files(connections: u64) -> anyhow::Result<()> {
+pub(super) fn check_open_files(connections: u64) -> anyhow::Result<()> {
     let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
         return Ok(());
     };

@@ -3,6 +3,7 @@
 //! timed tests.
 
 pub mod crash;
+pub mod dc09;
 pub mod gb26875;
 pub mod ingest;
 pub mod linkage;
