@@ -319,6 +319,10 @@ pub enum BenchCmd {
         /// Directory for the journal (default: a temporary directory on the data disk).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Also forward panic and intrusion alarms to a simulated ARC through the police
+        /// uplink (`kind = "dc09"`) and time panel → ARC.
+        #[arg(long)]
+        arc: bool,
     },
     /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
     /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
@@ -561,6 +565,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     duration,
                     alarm_ratio,
                     data_dir,
+                    arc,
                 },
         } => {
             crate::bench::dc09::run(crate::bench::dc09::BenchOptions {
@@ -572,6 +577,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 duration,
                 alarm_ratio,
                 data_dir,
+                arc,
             })
             .await
         }

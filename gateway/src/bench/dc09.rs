@@ -24,6 +24,12 @@
 //!   upper bound; the figure before the panels started is given too), ACK p50/p99 of every
 //!   frame and of the alarms, and the `device.offline` events of panel accounts (must be 0).
 //!
+//! With `arc`, the gateway also has a police uplink (`kind = "dc09"`, the default filter:
+//! panic and intrusion, not fire) to an ARC simulator ([`campusgw_dc09::sim::ArcSim`], on
+//! the simulator runtime), and each panic or intrusion alarm of the latency phase is also
+//! timed from handing it to the panel to the ARC holding it (the ARC answers its ACK in the
+//! same step): panel → receiver → journal commit → uplink feed → DC-09 transmitter → ARC.
+//!
 //! Afterwards the journal must hold exactly one event per ACKed alarm. The last stdout line
 //! is one JSON object; the exit code is 1 if a frame went unACKed, a panel was marked
 //! offline, or the journal count is off.
@@ -33,7 +39,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use campusgw_dc09::sim::{Outcome, PanelConfig, PanelSim, SimEvent, Transport};
+use std::sync::Arc;
+
+use campusgw_dc09::sim::{ArcMode, ArcSim, Outcome, PanelConfig, PanelSim, SimEvent, Transport};
 use rand::Rng;
 
 use super::{BenchDir, free_port};
@@ -71,6 +79,8 @@ pub struct BenchOptions {
     pub alarm_ratio: f64,
     /// Directory under which the temporary journal goes (default: the system temp dir).
     pub data_dir: Option<PathBuf>,
+    /// Also forward to a simulated ARC and time panel → ARC (the police uplink).
+    pub arc: bool,
 }
 
 /// The last stdout line (fields in this order).
@@ -82,6 +92,13 @@ struct BenchResult {
     ack_p50_ms: f64,
     ack_p99_ms: f64,
     ack_max_ms: f64,
+    /// Panic and intrusion alarms timed to the ARC (0 without `--arc`).
+    arc_alarms: u64,
+    arc_p50_ms: f64,
+    arc_p99_ms: f64,
+    arc_max_ms: f64,
+    /// Of those, the ones the ARC did not receive within the ACK timeout.
+    arc_missing: u64,
     panels: u64,
     supervision_s: f64,
     speedup: f64,
@@ -106,6 +123,9 @@ struct BenchResult {
 struct Phase {
     all: Vec<Duration>,
     alarms: Vec<Duration>,
+    /// Panel → ARC, for the alarms the police uplink forwards (`--arc`).
+    to_arc: Vec<Duration>,
+    arc_missing: u64,
     unacked: u64,
     /// Alarms ACKed, so journaled.
     journaled: u64,
@@ -152,21 +172,41 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<i32> {
     let interval = opts.supervision.div_f64(opts.speedup);
     let dir = BenchDir::create(opts.data_dir.clone(), "bench-dc09")?;
     let port = free_port()?;
-    let text = config_text(dir.path(), port, opts.panels, interval * 2);
-    let config = crate::config::parse(&text, &dir.path().join("bench.toml"))
-        .map_err(|e| anyhow::anyhow!("bench config rejected: {e}"))?;
-    let gw = Gateway::start(config, RunOptions::default()).await?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let sims = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(SIM_THREAD)
         .enable_all()
         .build()
         .context("cannot build the simulator runtime")?;
+    let arc = if opts.arc {
+        let bind = sims.spawn(ArcSim::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            std::collections::HashMap::new(),
+            ArcMode::Ack,
+        ));
+        Some(Arc::new(
+            bind.await
+                .context("the ARC simulator panicked")?
+                .context("cannot bind the ARC simulator")?,
+        ))
+    } else {
+        None
+    };
+    let text = config_text(
+        dir.path(),
+        port,
+        opts.panels,
+        interval * 2,
+        arc.as_ref().map(|a| a.local_addr()),
+    );
+    let config = crate::config::parse(&text, &dir.path().join("bench.toml"))
+        .map_err(|e| anyhow::anyhow!("bench config rejected: {e}"))?;
+    let gw = Gateway::start(config, RunOptions::default()).await?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
     let (frames, rate) = (opts.frames, opts.rate.max(1));
     let mut latency = sims
-        .spawn(latency_phase(addr, frames, rate))
+        .spawn(latency_phase(addr, frames, rate, arc.clone()))
         .await
         .context("the latency panel panicked")??;
     let rss_before = rss_mb("VmRSS");
@@ -215,6 +255,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<i32> {
         ack_p50_ms: quantile_ms(&mut latency.all, 0.50),
         ack_p99_ms: quantile_ms(&mut latency.all, 0.99),
         ack_max_ms: quantile_ms(&mut latency.all, 1.0),
+        arc_alarms: latency.to_arc.len() as u64 + latency.arc_missing,
+        arc_p50_ms: quantile_ms(&mut latency.to_arc, 0.50),
+        arc_p99_ms: quantile_ms(&mut latency.to_arc, 0.99),
+        arc_max_ms: quantile_ms(&mut latency.to_arc, 1.0),
+        arc_missing: latency.arc_missing,
         panels: opts.panels,
         supervision_s: opts.supervision.as_secs_f64(),
         speedup: opts.speedup,
@@ -233,11 +278,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<i32> {
         journaled_once: alarms == expected,
     };
     println!("{}", serde_json::to_string(&result)?);
-    Ok(if all_acked && offline == 0 && alarms == expected {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if all_acked && offline == 0 && alarms == expected && latency.arc_missing == 0 {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// The i-th alarm of a panel: codes in turn, a partition and zone of its own.
@@ -253,14 +300,33 @@ fn panel(transport: Transport, addr: SocketAddr, account: &str) -> PanelConfig {
     c
 }
 
-/// One TCP panel, one alarm at a time, paced at `rate`.
-async fn latency_phase(addr: SocketAddr, frames: u64, rate: u64) -> anyhow::Result<Phase> {
+/// Whether the police uplink's default filter forwards the i-th alarm (not fire).
+fn to_police(i: u64) -> bool {
+    CODES[(i % CODES.len() as u64) as usize] != 110
+}
+
+/// One TCP panel, one alarm at a time, paced at `rate`; with an ARC, each forwarded alarm
+/// is also timed until the ARC holds it.
+async fn latency_phase(
+    addr: SocketAddr,
+    frames: u64,
+    rate: u64,
+    arc: Option<Arc<ArcSim>>,
+) -> anyhow::Result<Phase> {
     let mut sim = connect(panel(Transport::Tcp, addr, LATENCY_ACCOUNT)).await?;
+    let mut at_arc = 0;
     for i in 0..WARM_UP {
         let outcome = sim.send(&alarm(i)).await?;
         anyhow::ensure!(
             matches!(outcome, Outcome::Acked { .. }),
             "the gateway on {addr} did not ACK the warm-up alarms (another process on the port?)"
+        );
+        at_arc += usize::from(to_police(i));
+    }
+    if let Some(arc) = &arc {
+        anyhow::ensure!(
+            arc.wait_received(at_arc, ACK_TIMEOUT).await,
+            "the ARC simulator did not receive the warm-up alarms through the police uplink"
         );
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1).div_f64(rate as f64));
@@ -271,6 +337,15 @@ async fn latency_phase(addr: SocketAddr, frames: u64, rate: u64) -> anyhow::Resu
         let started = Instant::now();
         let outcome = sim.send(&alarm(i)).await?;
         phase.record(true, outcome, started.elapsed());
+        if let Some(arc) = arc.as_ref().filter(|_| to_police(i)) {
+            at_arc += 1;
+            if arc.wait_received(at_arc, ACK_TIMEOUT).await {
+                phase.to_arc.push(started.elapsed());
+            } else {
+                phase.arc_missing += 1;
+                at_arc = arc.received().len();
+            }
+        }
     }
     // The warm-up alarms are journaled too.
     phase.journaled += WARM_UP;
@@ -403,7 +478,13 @@ fn count_events(gw: &Gateway) -> anyhow::Result<(u64, u64)> {
 }
 
 /// The bench gateway: one dc09 receiver, the latency panel and `panels` supervised ones.
-fn config_text(data_dir: &Path, port: u16, panels: u64, timeout: Duration) -> String {
+fn config_text(
+    data_dir: &Path,
+    port: u16,
+    panels: u64,
+    timeout: Duration,
+    arc: Option<SocketAddr>,
+) -> String {
     let mut text = format!(
         r#"[gateway]
 id = "bench-dc09"
@@ -436,6 +517,13 @@ device = "latency_panel"
         text.push_str(&format!(
             "[[device.account]]\naccount = \"{}\"\ndevice = \"panel_{p:04}\"\nsupervision = \"{timeout}\"\n",
             panel_account(p),
+        ));
+    }
+    if let Some(arc) = arc {
+        // Plain DC-09 is accepted to a loopback receiver only (the uplink refuses it to
+        // any other host unless `allow_plaintext`).
+        text.push_str(&format!(
+            "\n[[uplink]]\nname = \"police\"\nkind = \"dc09\"\nreceivers = [\"{arc}\"]\naccount = \"5A01\"\n"
         ));
     }
     text
