@@ -9,7 +9,9 @@
 //! # Mapping (`majorEventType` / `subEventType`)
 //! Codes are Hikvision's `MAJOR_EVENT` (5) minor types as published in Hikvision's HEOP demo
 //! (`EventType.kt`, Apache-2.0, github.com/DeveloperLinus/HEOP_DEMO_V3.1.0_personSource);
-//! 5/1 (valid card) and 5/75 (face passed) agree with the ISAPI guide (PROTOCOLS §4).
+//! 5/1 (valid card) and 5/75 (face passed) agree with the ISAPI guide (PROTOCOLS §4); the
+//! major types (1 alarm, 2 exception, 3 operation, 5 event) and the tamper codes are from
+//! Hikvision's NET_DVR_ACS_ALARM_INFO macro definitions.
 //!
 //! | major/minor | kind | class |
 //! |---|---|---|
@@ -19,7 +21,7 @@
 //! | 5 / 0x1a door closed (contact) | `door.closed` | business |
 //! | 5 / 0x1b door open abnormal | `door.forced` | security |
 //! | 5 / 0x1c door open timeout | `door.held_open` | security |
-//! | 1 / 0x404, 0x405 (host / reader tamper) [unverified codes] | `device.tamper` | security |
+//! | 1 / 0x404, 0x406 (host / card-reader tamper alarm) | `device.tamper` | security |
 //! | 2 / any (exception: network, power, reader offline) | `device.fault` | operations |
 //! | `videoloss` inactive, `heartBeat` | heartbeat: online, no event | — |
 //!
@@ -267,8 +269,10 @@ const DENIED: &[u32] = &[
 const MAJOR_ALARM: u32 = 1;
 const MAJOR_EXCEPTION: u32 = 2;
 const MAJOR_EVENT: u32 = 5;
-/// Host and card-reader tamper (防拆) alarms; codes from memory of HCNetSDK, unverified.
-const TAMPER: &[u32] = &[0x404, 0x405];
+/// `MINOR_HOST_DESMANTLE_ALARM` and `MINOR_CARD_READER_DESMANTLE_ALARM` (防拆), from
+/// Hikvision's NET_DVR_ACS_ALARM_INFO macro list (open.hikvision.com); 0x405 and 0x407 are
+/// their restores.
+const TAMPER: &[u32] = &[0x404, 0x406];
 
 fn kind_of(major: u32, minor: u32) -> Option<(&'static str, Class)> {
     Some(match (major, minor) {

@@ -181,6 +181,11 @@ impl Splitter {
         let mut len = None;
         for line in text.split("\r\n").filter(|l| !l.is_empty()) {
             let Some((name, value)) = line.split_once(':') else {
+                // The header block's CRLFs are consumed: we stand at a line start, where a
+                // delimiter may begin at once. Put back the CRLF it is searched with.
+                let mut rest = BytesMut::from(&b"\r\n"[..]);
+                rest.extend_from_slice(&self.buf);
+                self.buf = rest;
                 self.state = State::Discard;
                 return Some(Some(Piece::Refused(Refusal::BadHeaders)));
             };
@@ -320,7 +325,7 @@ mod tests {
     #[test]
     fn garbage_headers_are_refused_and_garbage_without_delimiters_stays_bounded() {
         let stream = format!(
-            "--b1\r\nthis is no header\r\n\r\njunk\r\n{}--b1",
+            "--b1\r\nthis is no header\r\n\r\n{}--b1",
             part("application/json", "{}")
         );
         let mut s = Splitter::new("b1", 1000);
