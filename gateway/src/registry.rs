@@ -28,6 +28,8 @@ pub trait DriverFactory: Send + Sync + 'static {
     ) -> Result<BoxFuture<'static, Result<(), DriverError>>, BuildError>;
     /// Devices behind this instance besides its own.
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)>;
+    /// Doors on an escape route (fire egress wins over lockdown for them).
+    fn escape_routes(&self) -> Vec<DeviceId>;
 }
 
 impl<C: DriverConfig> DriverFactory for C {
@@ -44,6 +46,9 @@ impl<C: DriverConfig> DriverFactory for C {
     }
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
         DriverConfig::sub_devices(self)
+    }
+    fn escape_routes(&self) -> Vec<DeviceId> {
+        DriverConfig::escape_routes(self)
     }
 }
 
@@ -70,6 +75,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
     (
         campusgw_dc09::Dc09Config::KIND,
         parse_typed::<campusgw_dc09::Dc09Config>,
+    ),
+    (
+        campusgw_hikvision::HikvisionConfig::KIND,
+        parse_typed::<campusgw_hikvision::HikvisionConfig>,
     ),
 ];
 

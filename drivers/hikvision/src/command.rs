@@ -9,7 +9,9 @@
 //! | `door.hold_open` | `alwaysOpen` | — |
 //! | `door.release` | `resume` (back to the door's schedule) | — |
 //!
-//! A command to the controller's own device goes to door 65535 (all doors). The result is
+//! A command addressed to the controller's own device goes to door 65535 (all doors); reached
+//! through a scope, the controller answers `Unsupported` (its doors get the command one by
+//! one, each as its own device). The result is
 //! `ResponseStatus/statusCode`: 1 is `Succeeded`; any other code, an HTTP error, a timeout or
 //! a connection lost before the whole answer was read is `Failed`, never a success the
 //! controller did not confirm. Other command kinds are `Unsupported`. A pending timed
@@ -140,6 +142,14 @@ impl Doors {
 
     async fn handle(self: &Arc<Doors>, req: CommandRequest, controller: &campusgw_sdk::DeviceId) {
         let n = if &req.device == controller {
+            if matches!(req.command.target, campusgw_sdk::Target::Scope(_)) {
+                // A scope reaches each door as its own device; answering for all doors
+                // again here would double every command and bypass per-door decisions
+                // (fire egress keeps escape doors unlocked).
+                let detail = "the controller takes all-door commands only when addressed directly";
+                req.respond(CommandStatus::Unsupported, detail);
+                return;
+            }
             ALL_DOORS
         } else if let Some(d) = self.doors.iter().find(|d| d.device == req.device) {
             d.n

@@ -192,7 +192,38 @@ impl HikvisionConfig {
     }
 }
 
+/// The gateway's rule for secret files (`campusgw::secrets`), restated here because a driver
+/// crate cannot depend on the gateway: others may not read it, the group may not write it.
+#[cfg(unix)]
+fn check_private(path: &PathBuf) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| BuildError::Io {
+            what: format!("password_file {}", path.display()),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o027 == 0 {
+        return Ok(());
+    }
+    Err(BuildError::Invalid(format!(
+        "password_file {} has mode {mode:04o} (others can read it or its group can write it); \
+         run `chmod {:04o} {}`",
+        path.display(),
+        mode & 0o740,
+        path.display()
+    )))
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &PathBuf) -> Result<(), BuildError> {
+    Ok(())
+}
+
 fn read_password(path: &PathBuf) -> Result<String, BuildError> {
+    check_private(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| BuildError::Io {
         what: format!("password_file {}", path.display()),
         source,

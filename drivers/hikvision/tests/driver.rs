@@ -27,6 +27,7 @@ async fn rig(password: &str, extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, format!("{password}\n")).unwrap();
+    private(&pw);
     let text = format!(
         r#"
         host = "{}"
@@ -61,6 +62,11 @@ async fn rig(password: &str, extra: &str) -> Rig {
         host,
         _dir: dir,
     }
+}
+
+fn private(p: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 async fn connected(r: &Rig, streams: u64) {
@@ -328,4 +334,25 @@ async fn a_silent_stream_is_reconnected_after_the_heartbeat_timeout() {
     r.host
         .wait_for_health(WAIT, |h| matches!(h, DeviceHealth::Offline(_)))
         .await;
+}
+
+#[test]
+fn a_password_file_others_can_read_is_refused_at_build() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg: HikvisionConfig = toml::from_str(&format!(
+        "host = \"https://10.0.0.5\"\nuser = \"u\"\npassword_file = \"{}\"",
+        pw.display()
+    ))
+    .unwrap();
+    let bcx = BuildContext {
+        device: DeviceId::new("acs").unwrap(),
+        location: Location::default(),
+        data_dir: dir.path().to_owned(),
+    };
+    let err = cfg.build(&bcx).unwrap_err().to_string();
+    assert!(err.contains("chmod 0640"), "{err}");
 }
