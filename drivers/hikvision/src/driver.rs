@@ -175,17 +175,28 @@ impl Stream {
     }
 
     async fn session(&mut self, backoff: &mut Backoff) -> Result<End, DriverError> {
+        // Only the answer's headers are bounded by request_timeout: a client-wide timeout
+        // would cut the long-lived body too (and lose the events of every reconnect gap).
+        let open = tokio::time::timeout(
+            self.s.request_timeout,
+            self.client.send(Method::GET, ALERT_STREAM, None, None),
+        );
         let resp = tokio::select! {
-            r = self.client.send(Method::GET, ALERT_STREAM, None, Some(self.s.request_timeout)) => r,
+            r = open => r,
             () = self.cx.shutdown().cancelled() => return Ok(End::Shutdown),
         };
         let resp = match resp {
-            Ok(r) => r,
-            Err(IsapiError::Auth) => {
+            Err(_) => {
+                return Ok(End::Lost(
+                    "no alertStream answer within request_timeout".into(),
+                ));
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(IsapiError::Auth)) => {
                 self.auth_fault(true).await?;
                 return Ok(End::Auth);
             }
-            Err(e) => return Ok(End::Lost(e.to_string())),
+            Ok(Err(e)) => return Ok(End::Lost(e.to_string())),
         };
         self.auth_fault(false).await?;
         if !resp.status().is_success() {

@@ -356,3 +356,18 @@ fn a_password_file_others_can_read_is_refused_at_build() {
     let err = cfg.build(&bcx).unwrap_err().to_string();
     assert!(err.contains("chmod 0640"), "{err}");
 }
+
+#[tokio::test]
+async fn the_stream_outlives_the_request_timeout() {
+    let r = rig("sim-password", "").await; // request_timeout = "2s"
+    connected(&r, 1).await;
+    // Heartbeats for longer than request_timeout: the stream must stay the same one.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        r.sim.heartbeat();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.sim.access(5, 1, 1, "S7", "");
+    r.host.wait_for_kind("access.granted", WAIT).await;
+    assert_eq!(r.sim.streams_opened(), 1, "the stream was cut and reopened");
+}
