@@ -4,7 +4,7 @@
 //! [[device]]
 //! id = "acs_main_gate"
 //! driver = "hikvision_isapi"
-//! location = { campus = "main", building = "gate" }
+//! location = "main/gate"
 //! host = "https://10.0.3.20"          # http:// only for loopback or with allow_http = true
 //! user = "campusgw"
 //! password_file = "/etc/campusgw/secrets/acs_main_gate"   # first line is the password
