@@ -429,6 +429,20 @@ mod tests {
         assert!(matches!(parse_part(&p), Err(AlertError::ContentType(_))));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_part_body_is_parsed_or_refused_without_panicking(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let ct = if json { "application/json" } else { "application/xml" };
+            let p = Part { content_type: ct.into(), body: Bytes::from(body) };
+            if let Ok(a) = parse_part(&p) {
+                let _ = map(&a, &[]);
+            }
+        }
+    }
+
     #[test]
     fn a_reboot_restarting_the_serial_gives_a_different_origin_ref() {
         let before = parse_part(&xml(GRANT)).unwrap();

@@ -339,6 +339,43 @@ mod tests {
         assert!(s.buf.len() <= MAX_HEADERS + 1000);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_in_any_chunks_never_panic_and_memory_stays_bounded(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            cut in 1usize..64,
+        ) {
+            let mut s = Splitter::new("b1", 256);
+            for c in data.chunks(cut) {
+                for p in s.push(c) {
+                    if let Piece::Part(p) = p {
+                        proptest::prop_assert!(p.body.len() <= 256);
+                    }
+                }
+                proptest::prop_assert!(s.buf.len() <= MAX_HEADERS + 256 + 128);
+            }
+        }
+
+        #[test]
+        fn the_parts_of_a_valid_stream_survive_any_chunking(
+            bodies in proptest::collection::vec("[a-z<>/ ]{0,40}", 1..6),
+            cut in 1usize..50,
+        ) {
+            let mut stream = String::new();
+            for b in &bodies {
+                stream.push_str(&part("application/xml", b));
+            }
+            let mut s = Splitter::new("b1", 1024);
+            let mut got = Vec::new();
+            for c in stream.as_bytes().chunks(cut) {
+                got.extend(s.push(c));
+            }
+            let want: Vec<(String, String)> =
+                bodies.iter().map(|b| ("application/xml".to_owned(), b.clone())).collect();
+            proptest::prop_assert_eq!(parts(&got), want);
+        }
+    }
+
     #[test]
     fn the_boundary_comes_from_the_content_type() {
         assert_eq!(
