@@ -324,6 +324,25 @@ pub enum BenchCmd {
         #[arg(long)]
         arc: bool,
     },
+    /// Lockdown of every simulated ISAPI door, and access event in → journaled (see
+    /// `bench::access`).
+    Access {
+        /// Simulated controllers.
+        #[arg(long, default_value_t = 4)]
+        controllers: u32,
+        /// Doors per controller.
+        #[arg(long, default_value_t = 50)]
+        doors: u32,
+        /// Lockdown rounds.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Access events.
+        #[arg(long, default_value_t = 500)]
+        events: usize,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
     /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
     Linkage {
@@ -578,6 +597,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 alarm_ratio,
                 data_dir,
                 arc,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Access {
+                    controllers,
+                    doors,
+                    rounds,
+                    events,
+                    data_dir,
+                },
+        } => {
+            crate::bench::access::run(crate::bench::access::BenchOptions {
+                controllers,
+                doors,
+                rounds,
+                events,
+                data_dir,
             })
             .await
         }

@@ -2,6 +2,10 @@
 //! and journals each result as a `command.result` event.
 //!
 //! Scope syntax: `all`, `campus:main`, `building:A`, `floor:A/2`, `zone:A/2/east`.
+//!
+//! Door commands pass the cross-vendor access policy first ([`crate::access`]): while fire
+//! egress is active, a `door.lock` to an escape-route door is answered `Rejected` with the
+//! reason instead of being sent, and egress / lockdown changes are journaled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use campusgw_sdk::{
     Class, Command, CommandInbox, CommandRequest, DeviceId, Event, Location, NewEvent, Target,
 };
 
+use crate::access::{self, AccessPolicy, Change};
 use crate::journal::Journal;
 
 struct Route {
@@ -25,6 +30,7 @@ pub struct CommandRouter {
     routes: BTreeMap<DeviceId, Route>,
     journal: Journal,
     gateway: DeviceId,
+    access: AccessPolicy,
 }
 
 impl CommandRouter {
@@ -34,7 +40,18 @@ impl CommandRouter {
             routes: BTreeMap::new(),
             journal,
             gateway,
+            access: AccessPolicy::default(),
         }
+    }
+
+    /// Marks a registered door as on an escape route (see [`crate::access`]).
+    pub fn add_escape_route(&mut self, device: DeviceId) {
+        self.access.add_escape_route(device);
+    }
+
+    /// The fire egress / lockdown state, for the console.
+    pub fn access(&self) -> &AccessPolicy {
+        &self.access
     }
 
     /// Adds a device served by the driver behind `inbox`.
@@ -81,6 +98,45 @@ impl CommandRouter {
                 .await;
             return vec![r];
         }
+        let mut command = command;
+        if access::is_egress(&command) {
+            // Held open until released, not a momentary open that relocks in seconds.
+            if let serde_json::Value::Object(m) = &mut command.args {
+                m.insert("egress".into(), true.into());
+            } else {
+                command.args = serde_json::json!({ "egress": true });
+            }
+        }
+        let mut refused = Vec::new();
+        let mut send = Vec::new();
+        for d in devices.iter() {
+            match (command.kind.as_str() == access::LOCK)
+                .then(|| self.access.refusal(d))
+                .flatten()
+            {
+                Some(why) => refused.push(CommandResult {
+                    command_id: command.id,
+                    device: d.clone(),
+                    status: CommandStatus::Rejected,
+                    detail: why,
+                }),
+                None => send.push(d.clone()),
+            }
+        }
+        let changes = self.access.apply(&command, &devices);
+        self.journal_access(&changes).await;
+        let mut results = self.dispatch(&command, send, timeout).await;
+        results.extend(refused);
+        self.journal_results(&command, &results).await;
+        results
+    }
+
+    async fn dispatch(
+        &self,
+        command: &Command,
+        devices: Vec<DeviceId>,
+        timeout: Duration,
+    ) -> Vec<CommandResult> {
         let mut waits = Vec::new();
         for d in devices {
             let (req, rx) = CommandRequest::new(command.clone(), d.clone());
@@ -109,8 +165,29 @@ impl CommandRouter {
             };
             results.push(r);
         }
-        self.journal_results(&command, &results).await;
         results
+    }
+
+    async fn journal_access(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let events = changes
+            .iter()
+            .filter_map(|c| {
+                let kind = campusgw_sdk::Kind::new(c.kind).ok()?;
+                let payload = serde_json::json!({ "state": c.state, "scope": c.scope, "by": c.by });
+                Some(Event::stamp(
+                    NewEvent::new(kind, Class::Security).payload(payload),
+                    &self.gateway,
+                    "gateway",
+                    &Location::default(),
+                ))
+            })
+            .collect();
+        if let Err(e) = self.journal.append(events).await {
+            tracing::warn!(error = %e, "access state change not journaled");
+        }
     }
 
     async fn journal_results(&self, command: &Command, results: &[CommandResult]) {

@@ -5,6 +5,7 @@
 //! [`supervisor`] runs drivers and restarts them; [`config`] parses and validates the one
 //! TOML file; [`api`] serves health and metrics and mounts the [`console`]; [`cli`] is the `campusgw` command.
 
+pub mod access;
 pub mod alarms;
 pub mod api;
 pub mod app;

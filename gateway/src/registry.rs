@@ -30,6 +30,8 @@ pub trait DriverFactory: Send + Sync + 'static {
     ) -> Result<BoxFuture<'static, Result<(), DriverError>>, BuildError>;
     /// Devices behind this instance besides its own.
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)>;
+    /// Doors on an escape route (fire egress wins over lockdown for them).
+    fn escape_routes(&self) -> Vec<DeviceId>;
 }
 
 impl<C: DriverConfig> DriverFactory for C {
@@ -46,6 +48,9 @@ impl<C: DriverConfig> DriverFactory for C {
     }
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
         DriverConfig::sub_devices(self)
+    }
+    fn escape_routes(&self) -> Vec<DeviceId> {
+        DriverConfig::escape_routes(self)
     }
 }
 
@@ -80,6 +85,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
     (
         campusgw_paging::RtpMulticastConfig::KIND,
         parse_typed::<campusgw_paging::RtpMulticastConfig>,
+    ),
+    (
+        campusgw_hikvision::HikvisionConfig::KIND,
+        parse_typed::<campusgw_hikvision::HikvisionConfig>,
     ),
 ];
 

@@ -101,6 +101,15 @@ impl Supervisor {
                 router.register(&sub, &loc, inbox.clone());
                 shared.health.register(sub, d.driver, loc, d.offline_after);
             }
+            let escape = d.factory.escape_routes();
+            if !escape.is_empty() {
+                // Commanding the instance commands all its doors (ISAPI door 65535), so it
+                // is guarded like the escape doors behind it.
+                router.add_escape_route(d.id.clone());
+            }
+            for e in escape {
+                router.add_escape_route(e);
+            }
             states.lock().expect("fresh lock").insert(
                 d.id.clone(),
                 DriverStatus {

@@ -45,6 +45,13 @@ pub trait DriverConfig: DeserializeOwned + Clone + Send + Sync + 'static {
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
         Vec::new()
     }
+
+    /// Doors (this instance's device or its sub-devices) on an escape route: while fire
+    /// egress is active the gateway refuses to lock them (life safety: people must be able
+    /// to leave). Vendor-neutral, so the rule lives in the gateway's command router.
+    fn escape_routes(&self) -> Vec<DeviceId> {
+        Vec::new()
+    }
 }
 
 /// What `build` may know about its surroundings.

@@ -2,6 +2,7 @@
 //! commands that produced them are in `bench/README.md`; benchmarks are commands, never
 //! timed tests.
 
+pub mod access;
 pub mod crash;
 pub mod dc09;
 pub mod gb26875;
