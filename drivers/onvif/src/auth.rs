@@ -130,6 +130,32 @@ impl DigestChallenge {
     }
 }
 
+/// Checks an `Authorization: Digest ...` header (MD5, `qop=auth` or none) against the
+/// credentials; the server side, used by the simulator.
+pub fn verify_digest(header: &str, user: &str, password: &str, realm: &str, method: &str) -> bool {
+    let Some(rest) = header.trim().strip_prefix("Digest") else {
+        return false;
+    };
+    let p: std::collections::HashMap<String, String> = params(rest).into_iter().collect();
+    let get = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
+    if get("username") != user || get("realm") != realm {
+        return false;
+    }
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{}", get("uri")));
+    let expected = if get("qop") == "auth" {
+        md5_hex(&format!(
+            "{ha1}:{}:{}:{}:auth:{ha2}",
+            get("nonce"),
+            get("nc"),
+            get("cnonce")
+        ))
+    } else {
+        md5_hex(&format!("{ha1}:{}:{ha2}", get("nonce")))
+    };
+    get("response") == expected
+}
+
 /// Splits `k=v, k="v, w"` auth parameters.
 fn params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
