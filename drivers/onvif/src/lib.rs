@@ -14,7 +14,8 @@
 //! - [`xml`]: the bounded XML reader (no DTD, depth/size/element caps); [`soap`]: request
 //!   builders and response parsers (pure, fuzzed by `fuzz/fuzz_targets/onvif_parse.rs`);
 //!   [`auth`]: WS-UsernameToken and HTTP Digest; [`events`]: topics → events.
-//! - [`OnvifConfig`] / [`OnvifDriver`]: the driver; [`sim`]: a misbehaving camera.
+//! - [`OnvifConfig`] / [`OnvifDriver`]: the driver; [`sim`]: a misbehaving camera;
+//!   [`discovery`]: WS-Discovery probe and config snippets (`campusgw discover onvif`).
 //!
 //! Invariants: one camera's faults, garbage or silence never delay another camera (one task
 //! each, every call under a timeout, every body size-capped before it is buffered); TLS is
@@ -36,6 +37,7 @@
 pub mod auth;
 pub mod client;
 mod config;
+pub mod discovery;
 mod driver;
 pub mod events;
 pub mod sim;

@@ -112,11 +112,20 @@ impl Shared {
 pub struct SimCamera {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    responders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for SimCamera {
     fn drop(&mut self) {
         self.task.abort();
+        for r in self
+            .responders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            r.abort();
+        }
     }
 }
 
@@ -160,7 +169,40 @@ impl SimCamera {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(SimCamera { shared, task })
+        Ok(SimCamera {
+            shared,
+            task,
+            responders: Mutex::default(),
+        })
+    }
+
+    /// Answers WS-Discovery probes sent to the returned `127.0.0.1` port (unicast) as this
+    /// camera, named `name`; garbage and other messages are ignored.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn discovery_responder(&self, name: &str) -> std::io::Result<SocketAddr> {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = sock.local_addr()?;
+        let (xaddr, name) = (self.xaddr(), name.replace(' ', "%20"));
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Some(id) = buf.get(..n).and_then(|b| xml::parse(b).ok()).and_then(|d| {
+                    d.path(&["Header", "MessageID"])
+                        .map(|e| e.text().to_owned())
+                }) else {
+                    continue;
+                };
+                let reply = probe_matches(&id, &xaddr, &name);
+                let _ = sock.send_to(reply.as_bytes(), from).await;
+            }
+        });
+        self.responders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        Ok(addr)
     }
 
     /// The device service URL.
@@ -236,6 +278,26 @@ impl SimCamera {
         drop(g);
         self.shared.changed.notify_waiters();
     }
+}
+
+fn probe_matches(relates_to: &str, xaddr: &str, name: &str) -> String {
+    format!(
+        concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" "#,
+            r#"xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" "#,
+            r#"xmlns:dn="http://www.onvif.org/ver10/network/wsdl"><s:Header>"#,
+            "<a:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</a:Action>",
+            "<a:MessageID>uuid:sim-reply</a:MessageID><a:RelatesTo>{}</a:RelatesTo>",
+            "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To></s:Header>",
+            "<s:Body><d:ProbeMatches><d:ProbeMatch><a:EndpointReference><a:Address>urn:uuid:0b1c3f52-sim</a:Address></a:EndpointReference>",
+            "<d:Types>dn:NetworkVideoTransmitter</d:Types>",
+            "<d:Scopes>onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/name/{} onvif://www.onvif.org/hardware/SIM-1</d:Scopes>",
+            "<d:XAddrs>{}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion></d:ProbeMatch></d:ProbeMatches></s:Body></s:Envelope>"
+        ),
+        xml::escape(relates_to),
+        name,
+        xaddr
+    )
 }
 
 fn push(g: &mut Inner, n: String) {

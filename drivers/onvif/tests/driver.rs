@@ -371,3 +371,29 @@ async fn faulting_bombing_garbage_and_slow_cameras_are_offline_with_their_reason
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_probe_answered_by_the_simulated_camera_gives_its_address_and_a_config_snippet() {
+    let sim = auth_sim().await;
+    let responder = sim.discovery_responder("Gate Camera").await.unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let found = campusgw_onvif::discovery::probe_with(sock, responder, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].xaddrs, vec![sim.xaddr()]);
+    assert_eq!(found[0].name().as_deref(), Some("Gate Camera"));
+    let snippet = campusgw_onvif::discovery::config_snippet(&found);
+    assert!(
+        snippet.contains(&format!("xaddr = \"{}\"", sim.xaddr())),
+        "{snippet}"
+    );
+    assert!(
+        snippet.contains("device = \"cam_gate_camera\""),
+        "{snippet}"
+    );
+    // The snippet, completed, is a valid driver table.
+    let table = snippet.replace("[[device.camera]]", "[[camera]]");
+    let cfg: OnvifConfig = toml::from_str(&table).unwrap();
+    assert_eq!(cfg.validate(&FieldPath::root()), vec![]);
+}
