@@ -189,14 +189,15 @@ impl CameraClient {
                 MAX_DOCUMENT as u64,
             )
             .await?;
-        // A SOAP fault comes with 400 or 500; its body says more than the status.
-        if status.is_success() || !body.is_empty() {
-            if !status.is_success() {
-                soap::body(&body)?;
-            }
+        if status.is_success() {
             return Ok(body);
         }
-        Err(CallError::Status(status.as_u16()))
+        // A SOAP fault comes with 400 or 500 and says more than the status; anything else
+        // (an HTML login page, an empty 401) is reported by its status.
+        match soap::body(&body) {
+            Err(fault @ SoapError::Fault { .. }) => Err(fault.into()),
+            _ => Err(CallError::Status(status.as_u16())),
+        }
     }
 
     /// Sends one request, answering one Digest challenge; returns the status and a body of

@@ -397,3 +397,17 @@ async fn a_probe_answered_by_the_simulated_camera_gives_its_address_and_a_config
     let cfg: OnvifConfig = toml::from_str(&table).unwrap();
     assert_eq!(cfg.validate(&FieldPath::root()), vec![]);
 }
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_as_the_cameras_refusal() {
+    let sim = SimCamera::start(Some((USER, "another password")))
+        .await
+        .unwrap();
+    let rig = start(&[("cam1", &sim)], "").await;
+    let h = rig
+        .host
+        .wait_for_health(WAIT, |h| offline_with(h, "ter:NotAuthorized"))
+        .await;
+    assert!(offline_with(&h, "Sender not Authorized"), "{h:?}");
+    assert_eq!(sim.counters().created, 0);
+}
