@@ -447,9 +447,23 @@ fn device(sh: &Shared, op: &Element) -> Response {
         }
         "GetSnapshotUri" => ok(format!("<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>{base}/snapshot.jpg</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetSnapshotUriResponse>")),
         "CreatePullPointSubscription" => create(sh, op, &base),
+        "GetEventProperties" => ok(EVENT_PROPERTIES.into()),
         other => fault(StatusCode::BAD_REQUEST, "ter:ActionNotSupported", &format!("{other} not supported")),
     }
 }
+
+/// The topic set announced: the five analytics topics plus one the driver does not map.
+const EVENT_PROPERTIES: &str = concat!(
+    "<tev:GetEventPropertiesResponse><wsnt:FixedTopicSet>true</wsnt:FixedTopicSet>",
+    r#"<wstop:TopicSet xmlns:wstop="http://docs.oasis-open.org/wsn/t-1" xmlns:tns1="http://www.onvif.org/ver10/topics">"#,
+    r#"<tns1:VideoSource wstop:topic="false"><MotionAlarm wstop:topic="true"/></tns1:VideoSource>"#,
+    r#"<tns1:RuleEngine wstop:topic="false"><CellMotionDetector wstop:topic="false"><Motion wstop:topic="true"><tt:MessageDescription IsProperty="true"/></Motion></CellMotionDetector>"#,
+    r#"<TamperDetector wstop:topic="false"><Tamper wstop:topic="true"/></TamperDetector>"#,
+    r#"<FieldDetector wstop:topic="false"><ObjectsInside wstop:topic="true"/></FieldDetector>"#,
+    r#"<LineDetector wstop:topic="false"><Crossed wstop:topic="true"/></LineDetector></tns1:RuleEngine>"#,
+    r#"<tns1:Monitoring wstop:topic="false"><ProcessorUsage wstop:topic="true"/></tns1:Monitoring>"#,
+    "</wstop:TopicSet></tev:GetEventPropertiesResponse>"
+);
 
 fn duration_secs(op: &Element, name: &str, default: u64) -> u64 {
     op.find(name)

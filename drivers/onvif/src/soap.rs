@@ -125,6 +125,45 @@ pub fn parse_services(input: &[u8]) -> Result<Vec<(String, String)>, SoapError> 
         .collect())
 }
 
+/// event.wsdl: `GetEventProperties` action.
+pub const ACTION_EVENT_PROPERTIES: &str =
+    "http://www.onvif.org/ver10/events/wsdl/EventPortType/GetEventPropertiesRequest";
+
+/// `tev:GetEventProperties`.
+pub fn get_event_properties() -> String {
+    "<tev:GetEventProperties/>".into()
+}
+
+/// The topics (prefixes dropped, `/`-joined) of a `GetEventPropertiesResponse`'s `TopicSet`:
+/// every element marked `wstop:topic="true"` (at most 256).
+///
+/// # Errors
+/// [`SoapError`] for a fault, refused XML or a missing `TopicSet`.
+pub fn parse_event_properties(input: &[u8]) -> Result<Vec<String>, SoapError> {
+    let b = body(input)?;
+    let set = b.child("TopicSet").ok_or(SoapError::Missing("TopicSet"))?;
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    for c in &set.children {
+        collect_topics(c, &mut path, &mut out);
+    }
+    Ok(out)
+}
+
+fn collect_topics<'a>(e: &'a Element, path: &mut Vec<&'a str>, out: &mut Vec<String>) {
+    if e.name == "MessageDescription" || out.len() >= 256 {
+        return;
+    }
+    path.push(&e.name);
+    if e.attr("topic") == Some("true") {
+        out.push(path.join("/"));
+    }
+    for c in &e.children {
+        collect_topics(c, path, out);
+    }
+    path.pop();
+}
+
 /// `trt:GetProfiles`.
 pub fn get_profiles() -> String {
     "<trt:GetProfiles/>".into()
@@ -428,6 +467,21 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "soap fault s:Sender / ter:NotAuthorized: Sender not Authorized"
+        );
+    }
+
+    #[test]
+    fn event_properties_list_the_leaf_topics_without_prefixes() {
+        let a = br#"<s:Envelope xmlns:s="x"><s:Body><tev:GetEventPropertiesResponse><wsnt:FixedTopicSet>true</wsnt:FixedTopicSet><wstop:TopicSet>
+            <tns1:RuleEngine wstop:topic="false"><CellMotionDetector wstop:topic="false"><Motion wstop:topic="true"><tt:MessageDescription IsProperty="true"><tt:Data><tt:SimpleItemDescription Name="IsMotion" Type="xs:boolean"/></tt:Data></tt:MessageDescription></Motion></CellMotionDetector></tns1:RuleEngine>
+            <tns1:Device wstop:topic="false"><tnshik:Network wstop:topic="false"><tnshik:EthernetBroken wstop:topic="true"/></tnshik:Network></tns1:Device>
+            </wstop:TopicSet></tev:GetEventPropertiesResponse></s:Body></s:Envelope>"#;
+        assert_eq!(
+            parse_event_properties(a).expect("parses"),
+            vec![
+                "RuleEngine/CellMotionDetector/Motion",
+                "Device/Network/EthernetBroken"
+            ]
         );
     }
 

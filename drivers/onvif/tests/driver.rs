@@ -411,3 +411,23 @@ async fn a_wrong_password_is_reported_as_the_cameras_refusal() {
     assert!(offline_with(&h, "Sender not Authorized"), "{h:?}");
     assert_eq!(sim.counters().created, 0);
 }
+
+#[tokio::test]
+async fn the_cameras_event_properties_say_which_analytics_it_can_report() {
+    let sim = auth_sim().await;
+    let rig = start(&[("cam1", &sim)], "").await;
+    subscribed(&rig, &sim, "cam1", 1).await;
+    let status = rig.board.camera("cam1").unwrap();
+    assert_eq!(
+        status.analytics_topics,
+        vec![
+            "VideoSource/MotionAlarm",
+            "RuleEngine/CellMotionDetector/Motion",
+            "RuleEngine/TamperDetector/Tamper",
+            "RuleEngine/FieldDetector/ObjectsInside",
+            "RuleEngine/LineDetector/Crossed",
+        ]
+    );
+    assert_eq!(status.streams.len(), 2);
+    assert!(status.snapshot_uri.unwrap().ends_with("/snapshot.jpg"));
+}

@@ -15,6 +15,7 @@ fn all_parsers(data: &[u8]) {
     let _ = soap::parse_media_uri(data);
     let _ = soap::parse_subscription(data);
     let _ = soap::parse_renew(data);
+    let _ = soap::parse_event_properties(data);
     let _ = discovery::parse_probe_matches(data);
     if let Ok(notes) = soap::parse_pull_messages(data) {
         let cam = DeviceId::new("cam").unwrap();

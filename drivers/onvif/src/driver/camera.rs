@@ -145,6 +145,9 @@ impl CameraTask {
         if let Err(e) = self.media(cx, &media, timeout).await {
             return e;
         }
+        if let Err(e) = self.event_properties(&events, timeout).await {
+            return e.into();
+        }
         self.pull_loop(cx, &events).await
     }
 
@@ -246,6 +249,29 @@ impl CameraTask {
             self.emit(cx, e).await?;
             self.streams_sent = Some(streams);
         }
+        Ok(())
+    }
+
+    /// What the camera's analytics can report; a camera that does not answer
+    /// `GetEventProperties` (a fault) is still subscribed, it just does not say.
+    async fn event_properties(&mut self, events: &Url, t: Duration) -> Result<(), CallError> {
+        let body = soap::get_event_properties();
+        let answer = self
+            .client
+            .call(events, Some(soap::ACTION_EVENT_PROPERTIES), &body, t)
+            .await
+            .and_then(|b| soap::parse_event_properties(&b).map_err(CallError::from));
+        let topics = match answer {
+            Ok(t) => t,
+            Err(CallError::Soap(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mapped: Vec<String> = topics
+            .into_iter()
+            .filter(|t| events::classify(t).is_some())
+            .collect();
+        self.board
+            .update(&self.cam.device, |s| s.analytics_topics = mapped);
         Ok(())
     }
 

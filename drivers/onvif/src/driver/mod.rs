@@ -61,6 +61,9 @@ pub struct CameraStatus {
     pub streams: Vec<StreamLink>,
     /// Snapshot URI of the first profile.
     pub snapshot_uri: Option<String>,
+    /// The camera's topics (GetEventProperties) that map to campusgw kinds: what its
+    /// analytics can report. Empty when the camera does not say.
+    pub analytics_topics: Vec<String>,
     /// Known analytics property states (topic|source → active).
     pub properties: Vec<(String, bool)>,
     /// PullPoint subscriptions created so far (re-creations after reboots included).
