@@ -26,10 +26,10 @@
 //! evaluated (`cargo info oxvif`, its source). It is not used because: it pulls a second
 //! HTTP and TLS stack (reqwest 0.13, where the workspace has 0.12), a second quick-xml
 //! (0.42 vs 0.38), rand 0.10, sha1 0.11, diqwest, if-addrs and async-trait — on a 2-core
-//! appliance build that is a large duplicate tree; its client parser does not promise the
-//! bounds we need against an untrusted LAN (DTD refusal, depth and element caps, body size
-//! limits before buffering, which we also need for snapshot bodies); and it is a young
-//! single-maintainer crate. The driver needs nine calls; hand-written builders and parsers
+//! appliance build that is a large duplicate tree; its transport reads whole answers
+//! (`response.text()` in 0.17's transport.rs) with no size cap and its XML reader has no
+//! depth or element caps, bounds we need against an untrusted LAN (and for snapshot
+//! bodies); and it is a young single-maintainer crate. The driver needs eleven calls; hand-written builders and parsers
 //! over the workspace's quick-xml and reqwest are ~400 lines we can fuzz and own.
 //! `lumeohq/onvif-rs` (the `onvif` name on crates.io is a 0.0.0 placeholder) needs git
 //! dependencies and has no Renew/Unsubscribe (PROTOCOLS §3).

@@ -117,7 +117,7 @@ impl CameraTask {
         if let Some(held) = self.log.allow() {
             tracing::warn!(camera = self.cam.device.as_str(), error = %why, held_back = held, "onvif camera session ended");
         }
-        metrics::counter!("onvif_session_failures_total").increment(1);
+        metrics::counter!("campusgw_onvif_session_failures_total").increment(1);
         cx.report_health(&self.cam.device, DeviceHealth::Offline(why.clone()));
         self.board.update(&self.cam.device, |s| {
             s.connected = false;

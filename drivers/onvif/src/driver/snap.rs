@@ -29,7 +29,7 @@ impl Snapshotter {
         match self.fetch_and_store(&cam, &req, &cx).await {
             Ok(file) => req.respond(CommandStatus::Succeeded, file),
             Err(why) => {
-                metrics::counter!("onvif_snapshot_failures_total").increment(1);
+                metrics::counter!("campusgw_onvif_snapshot_failures_total").increment(1);
                 tracing::warn!(camera = cam.device.as_str(), error = %why, "onvif snapshot failed");
                 req.respond(CommandStatus::Failed, why);
             }
