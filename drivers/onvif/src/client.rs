@@ -300,3 +300,32 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str, allow_http: bool) -> CameraClient {
+        let base = Url::parse(base).expect("url");
+        CameraClient::new(http_client().expect("client"), base, None, allow_http)
+    }
+
+    #[test]
+    fn a_camera_cannot_steer_us_to_another_host_or_down_to_plain_http() {
+        let c = client("https://10.1.5.20/onvif/device_service", false);
+        let pinned = c
+            .pin("https://203.0.113.9/onvif/Events/sub1")
+            .expect("pinned");
+        assert_eq!(pinned.as_str(), "https://10.1.5.20/onvif/Events/sub1");
+        assert!(matches!(
+            c.pin("http://10.1.5.20/snapshot.jpg"),
+            Err(CallError::Url(_))
+        ));
+        assert!(matches!(
+            c.pin("file:///etc/passwd"),
+            Err(CallError::Url(_))
+        ));
+        let opted_in = client("https://10.1.5.20/onvif/device_service", true);
+        assert!(opted_in.pin("http://10.1.5.20/snapshot.jpg").is_ok());
+    }
+}

@@ -57,6 +57,8 @@ pub enum JpegMode {
     Huge(usize),
     /// An HTML page.
     NotJpeg,
+    /// A valid JPEG after this delay.
+    Slow(Duration),
 }
 
 /// Counters a test can wait on.
@@ -608,6 +610,10 @@ async fn snapshot(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response
     let jpeg = crate::snapshot::tiny_jpeg();
     let body = match mode {
         JpegMode::Valid => jpeg,
+        JpegMode::Slow(d) => {
+            tokio::time::sleep(d).await;
+            jpeg
+        }
         JpegMode::Truncated => jpeg[..jpeg.len() / 2].to_vec(),
         JpegMode::Huge(n) => {
             let mut v = jpeg[..jpeg.len() - 2].to_vec();

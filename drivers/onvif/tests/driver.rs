@@ -264,11 +264,19 @@ async fn a_snapshot_is_stored_and_journaled_before_the_command_succeeds() {
 }
 
 #[tokio::test]
-async fn a_truncated_huge_or_foreign_snapshot_fails_the_command_with_its_reason() {
+async fn a_truncated_huge_foreign_or_slow_snapshot_fails_the_command_with_its_reason() {
     let sim = auth_sim().await;
-    let rig = start(&[("cam1", &sim)], "[snapshots]\nmax_image_bytes = 100000").await;
+    let rig = start(
+        &[("cam1", &sim)],
+        "[snapshots]\nmax_image_bytes = 100000\ntimeout = \"1s\"",
+    )
+    .await;
     subscribed(&rig, &sim, "cam1", 1).await;
     for (mode, reason) in [
+        (
+            JpegMode::Slow(Duration::from_secs(60)),
+            "no answer within 1s",
+        ),
         (JpegMode::Truncated, "truncated jpeg"),
         (
             JpegMode::Huge(5_000_000),
