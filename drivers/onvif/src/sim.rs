@@ -232,6 +232,16 @@ impl SimCamera {
         self.shared.lock().counters
     }
 
+    /// Notifications waiting in live subscriptions.
+    pub fn queued(&self) -> usize {
+        self.shared
+            .lock()
+            .subs
+            .values()
+            .map(|s| s.queue.len())
+            .sum()
+    }
+
     /// Live subscriptions.
     pub fn live_subscriptions(&self) -> usize {
         self.shared.lock().subs.len()

@@ -439,3 +439,21 @@ async fn the_cameras_event_properties_say_which_analytics_it_can_report() {
     assert_eq!(status.streams.len(), 2);
     assert!(status.snapshot_uri.unwrap().ends_with("/snapshot.jpg"));
 }
+
+#[tokio::test]
+async fn events_pulled_while_the_journal_cannot_write_are_kept_until_it_can() {
+    let sim = auth_sim().await;
+    let rig = start(&[("cam1", &sim)], "").await;
+    subscribed(&rig, &sim, "cam1", 1).await;
+    rig.host.fail_writes(Some("disk full"));
+    sim.cross_line();
+    // Pulled from the camera (its queue drained) while the journal refuses.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.queued() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never pulled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.host.fail_writes(None);
+    let e = rig.host.wait_for_kind("video.intrusion", WAIT).await;
+    assert_eq!(e.source.device.as_str(), "cam1");
+}

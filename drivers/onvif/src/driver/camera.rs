@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusgw_sdk::log::LogLimiter;
-use campusgw_sdk::{Backoff, Class, DeviceHealth, DriverContext, NewEvent};
+use campusgw_sdk::{Backoff, Class, DeviceHealth, DriverContext, EmitError, NewEvent};
 use chrono::{TimeDelta, Utc};
 use reqwest::Url;
 use serde_json::json;
@@ -360,10 +360,23 @@ impl CameraTask {
         if batch.is_empty() {
             return Ok(());
         }
-        cx.emit_all(batch)
-            .await
-            .map_err(|e| End::Journal(e.to_string()))?;
-        Ok(())
+        // The camera has handed these over and will not send them again: keep trying while
+        // the journal cannot write (the pull stalls; a lapsed subscription is re-created and
+        // its Initialized states catch up), give up only when the journal closes.
+        loop {
+            match cx.emit_all(batch.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(EmitError::Closed) => return Err(End::Journal("journal is closed".into())),
+                Err(EmitError::Storage(why)) => {
+                    if let Some(held) = self.log.allow() {
+                        tracing::warn!(camera = self.cam.device.as_str(), error = %why, held_back = held, "onvif events wait for the journal");
+                    }
+                    if !cx.sleep(Duration::from_millis(500)).await {
+                        return Err(End::Shutdown);
+                    }
+                }
+            }
+        }
     }
 
     async fn emit(&self, cx: &DriverContext, e: NewEvent) -> Result<(), End> {
