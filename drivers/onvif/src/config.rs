@@ -4,7 +4,7 @@
 //! clock_skew_limit = "5s"          # a camera clock off by more raises device.clock_skew
 //! request_timeout = "10s"          # per SOAP call
 //! pull_timeout = "10s"             # PullMessages long-poll
-//! subscription_lifetime = "60s"    # InitialTerminationTime; renewed at half of it
+//! subscription_lifetime = "60s"    # InitialTerminationTime; renewed pull_timeout + request_timeout before it ends
 //! [snapshots]
 //! dir = "/var/lib/campusgw/snapshots"  # default: <data dir>/snapshots
 //! max_image_bytes = 2_000_000
@@ -48,7 +48,8 @@ pub struct OnvifConfig {
     /// `PullMessages` long-poll time.
     #[serde(default = "secs::<10>")]
     pub pull_timeout: HumanDuration,
-    /// Subscription lifetime asked for; renewed at half of it.
+    /// Subscription lifetime asked for; renewed `pull_timeout + request_timeout` before it
+    /// ends (at the earliest after a quarter of it).
     #[serde(default = "secs::<60>")]
     pub subscription_lifetime: HumanDuration,
     /// Snapshot storage.
@@ -207,7 +208,7 @@ impl DriverConfig for OnvifConfig {
         if self.subscription_lifetime.0 < pull.saturating_mul(2) {
             issues.push(ConfigIssue::new(
                 at.key("subscription_lifetime"),
-                "must be at least twice pull_timeout (it is renewed at half its length)",
+                "must be at least twice pull_timeout (a long-poll must fit well within it)",
             ));
         }
         if self.request_timeout.0.is_zero() || self.snapshots.timeout.0.is_zero() {

@@ -6,7 +6,7 @@
 //! the media and event services (`GetServices`), reads the profiles with their RTSP links
 //! (`GetProfiles`, `GetStreamUri`) and snapshot URI (`GetSnapshotUri`), then holds a
 //! PullPoint subscription (`CreatePullPointSubscription`, `PullMessages` long-poll, `Renew`
-//! at half its lifetime, `Unsubscribe` at shutdown, re-created after a camera reboot) whose
+//! before it lapses, `Unsubscribe` at shutdown, re-created after a camera reboot) whose
 //! notifications become `video.motion`, `video.tamper` and `video.intrusion` events with
 //! the camera's location ([`events`] has the table). The `camera.snapshot` command fetches
 //! a JPEG, checks it, stores it with size and age limits and journals `video.snapshot`.

@@ -179,7 +179,7 @@ async fn a_camera_that_reboots_mid_subscription_is_resubscribed_and_the_event_af
 #[tokio::test]
 async fn a_subscription_is_renewed_before_it_ends_and_unsubscribed_at_shutdown() {
     let sim = auth_sim().await;
-    let rig = start(&[("cam1", &sim)], "subscription_lifetime = \"2s\"").await;
+    let rig = start(&[("cam1", &sim)], "subscription_lifetime = \"4s\"").await;
     subscribed(&rig, &sim, "cam1", 1).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while sim.counters().renewed < 3 {

@@ -21,6 +21,12 @@ use crate::client::{CallError, CameraClient, Credentials};
 use crate::events::{self, DEVICE_CLOCK_SKEW, PropertyStates, VIDEO_STREAMS};
 use crate::soap::{self, NS_TEV, NS_TRT};
 
+/// When to renew after creating or renewing: early enough that a long-poll in progress and
+/// the renew call itself both fit before the subscription would lapse.
+fn renew_after(lifetime: Duration, pull: Duration, request: Duration) -> Duration {
+    lifetime.saturating_sub(pull + request).max(lifetime / 4)
+}
+
 /// A camera task.
 pub(super) struct CameraTask {
     cam: Camera,
@@ -290,7 +296,8 @@ impl CameraTask {
             s.last_error = None;
             s.subscriptions += 1;
         });
-        let mut renew_at = Instant::now() + lifetime / 2;
+        let renew_after = renew_after(lifetime, pull, t);
+        let mut renew_at = Instant::now() + renew_after;
         let end = loop {
             if Instant::now() >= renew_at {
                 let body = soap::renew(lifetime.as_secs());
@@ -303,7 +310,7 @@ impl CameraTask {
                         if let Err(e) = soap::parse_renew(&b) {
                             break End::Failed(e.into());
                         }
-                        renew_at = Instant::now() + lifetime / 2;
+                        renew_at = Instant::now() + renew_after;
                     }
                     Err(e) => break End::Failed(e),
                 }
@@ -384,5 +391,18 @@ impl CameraTask {
             .await
             .map(|_| ())
             .map_err(|e| End::Journal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renew_leaves_room_for_a_long_poll_and_the_renew_call() {
+        let s = Duration::from_secs;
+        assert_eq!(renew_after(s(60), s(10), s(10)), s(40));
+        assert_eq!(renew_after(s(4), s(1), s(2)), s(1));
+        assert_eq!(renew_after(s(2), s(1), s(2)), Duration::from_millis(500));
     }
 }
