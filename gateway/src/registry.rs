@@ -90,6 +90,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_hikvision::HikvisionConfig::KIND,
         parse_typed::<campusgw_hikvision::HikvisionConfig>,
     ),
+    (
+        campusgw_onvif::OnvifConfig::KIND,
+        parse_typed::<campusgw_onvif::OnvifConfig>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(
