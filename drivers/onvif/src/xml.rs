@@ -119,14 +119,14 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                 if count > MAX_ELEMENTS {
                     return Err(XmlError::TooComplex);
                 }
-                stack.push(element(&s)?);
+                stack.push(element(&s, reader.decoder())?);
             }
             Event::Empty(s) => {
                 count += 1;
                 if count > MAX_ELEMENTS {
                     return Err(XmlError::TooComplex);
                 }
-                let e = element(&s)?;
+                let e = element(&s, reader.decoder())?;
                 if let Some(done) = close(&mut stack, e) {
                     return Ok(done);
                 }
@@ -200,13 +200,18 @@ fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<char, XmlError> {
     }
 }
 
-fn element(s: &quick_xml::events::BytesStart<'_>) -> Result<Element, XmlError> {
+/// `decoder`: the reader's, so this works whether or not another crate in the build turned
+/// on quick-xml's `encoding` feature (calamine does), which removes `unescape_value`.
+fn element(
+    s: &quick_xml::events::BytesStart<'_>,
+    decoder: quick_xml::encoding::Decoder,
+) -> Result<Element, XmlError> {
     let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in s.attributes() {
         let a = a.map_err(|e| XmlError::Malformed(e.to_string()))?;
         let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-        let value = a.unescape_value().map_err(|e| match e {
+        let value = a.decode_and_unescape_value(decoder).map_err(|e| match e {
             quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(_, n)) => {
                 XmlError::Entity(n.chars().take(32).collect())
             }
