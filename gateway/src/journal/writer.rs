@@ -108,7 +108,7 @@ struct PendingAppend {
     events: Vec<Event>,
     bodies: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Receipt>, EmitError>>,
-    /// Dropped with the append, after its reply: the budget comes back then.
+    /// Given back when the append is answered (just before the reply on commit).
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -418,7 +418,15 @@ impl Writer {
         metrics::counter!("journal_batches_total").increment(1);
         metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
         for (a, r) in self.appends.drain(..).zip(receipts) {
-            let _ = a.reply.send(Ok(r));
+            // The budget comes back before the answer, so whoever was answered finds it
+            // free (the bytes are on disk; the budget bounds what waits in memory).
+            let PendingAppend {
+                reply,
+                _budget: budget,
+                ..
+            } = a;
+            drop(budget);
+            let _ = reply.send(Ok(r));
         }
         for c in self.cursors.drain(..) {
             let _ = c.reply.send(Ok(()));
