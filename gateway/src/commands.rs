@@ -191,8 +191,17 @@ impl CommandRouter {
     }
 
     async fn journal_results(&self, command: &Command, results: &[CommandResult]) {
+        // A scope reaches every device in it, and most kinds only some drivers take (a
+        // `door.lock` to `all` reaches meters and speakers too): their `unsupported` answers
+        // are returned to the caller but not journaled one by one, unless no device took
+        // the command at all, which is then shown in full.
+        let scoped = matches!(command.target, Target::Scope(_));
+        let all_unsupported = results
+            .iter()
+            .all(|r| r.status == CommandStatus::Unsupported);
         let events: Vec<Event> = results
             .iter()
+            .filter(|r| !scoped || all_unsupported || r.status != CommandStatus::Unsupported)
             .map(|r| {
                 let payload = serde_json::json!({ "command": command, "result": r });
                 let loc = self
@@ -243,6 +252,76 @@ pub fn scope_matches(scope: &str, loc: &Location) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver stand-in: answers every command to `inbox` with `status`.
+    fn answer_all(inbox: Arc<CommandInbox>, status: CommandStatus) {
+        tokio::spawn(async move {
+            while let Some(req) = inbox.recv().await {
+                req.respond(status, "stand-in");
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_scope_command_journals_the_devices_that_took_it_not_every_unsupported_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = crate::journal::JournalOptions::new(dir.path().join("j.db"));
+        o.quick_check = false;
+        let (journal, _writer) = Journal::open(o).unwrap();
+        let mut router = CommandRouter::new(journal.clone(), DeviceId::new("gw").unwrap());
+        let loc = Location::from_path("main/A/1").unwrap();
+        for (id, status) in [
+            ("door_1", CommandStatus::Succeeded),
+            ("meter_1", CommandStatus::Unsupported),
+            ("speaker_1", CommandStatus::Unsupported),
+            ("meter_b", CommandStatus::Unsupported),
+        ] {
+            let inbox = Arc::new(CommandInbox::new());
+            let loc = if id == "meter_b" {
+                Location::from_path("main/B/1").unwrap()
+            } else {
+                loc.clone()
+            };
+            router.register(&DeviceId::new(id).unwrap(), &loc, inbox.clone());
+            answer_all(inbox, status);
+        }
+        let journaled = |kind: &str| {
+            let kind = kind.to_owned();
+            let journal = journal.clone();
+            async move {
+                let reader = journal.reader().unwrap();
+                let mut devices: Vec<String> = reader
+                    .after(0, None, 100)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.payload["command"]["kind"] == kind.as_str())
+                    .map(|e| e.source.device.as_str().to_owned())
+                    .collect();
+                devices.sort();
+                devices
+            }
+        };
+        let lock = Command::new(
+            campusgw_sdk::CommandKind::new("door.lock").unwrap(),
+            Target::Scope("all".into()),
+            serde_json::Value::Null,
+            "test",
+        );
+        let results = router.execute(lock, Duration::from_secs(10)).await;
+        assert_eq!(results.len(), 4, "the caller still sees every answer");
+        assert_eq!(journaled("door.lock").await, ["door_1"]);
+
+        // A command no device in its scope takes is journaled in full: never silent.
+        let lock_b = Command::new(
+            campusgw_sdk::CommandKind::new("door.unlock").unwrap(),
+            Target::Scope("building:B".into()),
+            serde_json::Value::Null,
+            "test",
+        );
+        let results = router.execute(lock_b, Duration::from_secs(10)).await;
+        assert_eq!(results.len(), 1);
+        assert_eq!(journaled("door.unlock").await, ["meter_b"]);
+    }
 
     #[test]
     fn scopes_match_their_level() {

@@ -12,12 +12,23 @@
 //!   SIA DCS, UDP), talking to the gateway's `alarm_receiver`, each with NULL supervision
 //!   every 20 s (the receiver reports an account offline after 60 s of silence).
 //!
+//! - `police` (the uplink `kind = "dc09"`): a simulated police alarm receiving centre
+//!   (ARC) that acknowledges what the gateway forwards: the panic and the intrusion;
+//! - `pa_system` (SIP + RTP, `sip_paging`): two IP speakers on building A's first floor
+//!   (zone `pa_a_1f`) that auto-answer and check the RTP they hear;
+//! - `acs_gate` and `acs_a` (Hikvision ISAPI): the gate's turnstiles and building A's doors,
+//!   with their alert streams and door control (door `door_a_4`, the server room, is not an
+//!   escape route);
+//! - `cameras_a` (ONVIF): a camera on building A's first floor with field and line
+//!   detection, PullPoint events and snapshots.
+//!
 //! The gateway runs with an embedded config pointing at them (validated like any file).
 //! The rules engine runs the default school rule pack (`rules/pack/`, written into
 //! `<data_dir>/rules/` at start) plus `demo.toml` below, which maps the confirmed fire onto
-//! the demo's Modbus door-release relays and siren (the pack's `door.unlock` and
-//! `broadcast.play` go to building A's devices too; the Modbus simulators refuse them as
-//! unsupported, which shows as `rule.action_failed` until door and broadcast drivers exist).
+//! the demo's Modbus door-release relays and siren; the pack's own `door.unlock` and
+//! `broadcast.play` reach building A's ISAPI doors (held open: fire egress) and speakers
+//! (the evacuation cycle), and the panic's `door.lock` to the campus locks every door that
+//! is not held for egress.
 //! A script drives a cycle: readings wander; at 0:05 the panel's alarm contact closes (one
 //! alarm device: the zone's alarm is raised, no linkage yet); at 0:08 the UITD reports the
 //! smoke detector 10-2 in alarm (GB/T 26875), the second device of zone A/1/east, so the
@@ -26,7 +37,13 @@
 //! and it returns at 0:40. DC-09: at 0:12 the guard presses the panic button (Contact ID
 //! 120, a critical alarm from the school pack's `panic_lockdown`) and at 0:18 it is reset
 //! (restore); at 0:35 the lab's corridor detector reports an intrusion (SIA `BA`) and at
-//! 0:45 its restore (`BR`). The cycle repeats every minute. Every committed event is
+//! 0:45 its restore (`BR`); the police uplink forwards both to the ARC, which prints what it
+//! acknowledged. At 0:03 a student's face passes the gate turnstile; at 0:25 building A's
+//! door 3 is forced; at 0:30 the camera sees someone in its field and at 0:40 a line
+//! crossing. The fire at 0:08 holds building A's escape doors open (egress), so the panic's
+//! lockdown at 0:12 locks the gate and the server room but is refused, journaled, at the
+//! escape doors: egress wins. Doors and broadcast stay as the rules left them (an operator
+//! releases them from the console). The cycle repeats every minute. Every committed event is
 //! printed as it is journaled.
 
 use std::net::SocketAddr;
@@ -51,6 +68,11 @@ macro_rules! say {
 struct Sims {
     fire_port: u16,
     dc09_port: u16,
+    arc: campusgw_dc09::sim::ArcSim,
+    speakers: [campusgw_paging::sim::SpeakerSim; 2],
+    gate: campusgw_hikvision::sim::IsapiSim,
+    doors_a: campusgw_hikvision::sim::IsapiSim,
+    camera: campusgw_onvif::sim::SimCamera,
     panel: Simulator,
     doors: Simulator,
     meter: Simulator,
@@ -69,15 +91,36 @@ pub async fn run(
     let data_dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("campusgw-demo-{}", uuid::Uuid::now_v7()))
     });
+    use campusgw_paging::sim::{Behaviour, SpeakerSim};
+    let isapi = |doors| campusgw_hikvision::sim::SimConfig {
+        doors,
+        password: DEMO_DEVICE_PASSWORD.to_owned(),
+        ..campusgw_hikvision::sim::SimConfig::default()
+    };
     let sims = Sims {
         fire_port: crate::bench::free_port()?,
         dc09_port: crate::bench::free_port()?,
+        arc: campusgw_dc09::sim::ArcSim::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            std::collections::HashMap::new(),
+            campusgw_dc09::sim::ArcMode::Ack,
+        )
+        .await?,
+        speakers: [
+            SpeakerSim::start(Behaviour::Answer).await?,
+            SpeakerSim::start(Behaviour::Answer).await?,
+        ],
+        gate: campusgw_hikvision::sim::IsapiSim::start(isapi(2)).await?,
+        doors_a: campusgw_hikvision::sim::IsapiSim::start(isapi(4)).await?,
+        camera: campusgw_onvif::sim::SimCamera::start(Some(("campusgw", DEMO_DEVICE_PASSWORD)))
+            .await?,
         panel: Simulator::start().await?,
         doors: Simulator::start_rtu_over_tcp().await?,
         meter: Simulator::start().await?,
         boiler: Simulator::start().await?,
     };
     write_rules(&data_dir.join("rules"))?;
+    write_secret(&data_dir.join("device.pass"), DEMO_DEVICE_PASSWORD)?;
     let text = config_text(&sims, &data_dir, listen);
     let config = crate::config::parse(&text, Path::new("<demo>"))
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
@@ -137,6 +180,17 @@ pub async fn run(
     Ok(0)
 }
 
+/// The demo's door controllers' and camera's password (a demo value, not a secret; the
+/// drivers read it from a 0600 file as they would a real one).
+const DEMO_DEVICE_PASSWORD: &str = "demo-device-password";
+
+/// Writes a secret file readable by its owner only (the drivers refuse anything looser).
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn config_text(s: &Sims, data_dir: &Path, listen: SocketAddr) -> String {
     format!(
         r#"
@@ -158,7 +212,7 @@ id = "gate"
 name = "Gate house (门卫室)"
 [[campus.building.floor]]
 id = "1"
-zones = ["guard_room"]
+zones = ["guard_room", "turnstiles"]
 [[campus.building]]
 id = "lab"
 name = "Laboratory building (实验楼)"
@@ -247,6 +301,76 @@ number = 3
 name = "实验楼二层走廊"
 location = "main/lab/2/corridor/pir-3"
 
+[[uplink]]
+name = "police"
+kind = "dc09"
+receivers = ["{arc}"]
+account = "5A01"
+supervision = "30s"
+
+[[device]]
+id = "pa_system"
+driver = "sip_paging"
+location = "main/A"
+bind = "127.0.0.1:0"
+[[device.zone]]
+device = "pa_a_1f"
+location = "main/A/1"
+speakers = [{{ uri = "{spk1}" }}, {{ uri = "{spk2}" }}]
+
+[[device]]
+id = "acs_gate"
+driver = "hikvision_isapi"
+location = "main/gate/1/turnstiles"
+host = "{gate}"
+user = "admin"
+password_file = "{data}/device.pass"
+[[device.doors]]
+n = 1
+device = "gate_in"
+location = "main/gate/1/turnstiles/in"
+[[device.doors]]
+n = 2
+device = "gate_out"
+location = "main/gate/1/turnstiles/out"
+
+[[device]]
+id = "acs_a"
+driver = "hikvision_isapi"
+location = "main/A/1"
+host = "{doors_a}"
+user = "admin"
+password_file = "{data}/device.pass"
+[[device.doors]]
+n = 1
+device = "door_a_1"
+location = "main/A/1/east/main-entrance"
+[[device.doors]]
+n = 2
+device = "door_a_2"
+location = "main/A/1/east/stairs"
+[[device.doors]]
+n = 3
+device = "door_a_3"
+location = "main/A/1/west/side-exit"
+[[device.doors]]
+n = 4
+device = "door_a_4"
+location = "main/A/1/plant/server-room"
+escape_route = false
+
+[[device]]
+id = "cameras_a"
+driver = "onvif"
+location = "main/A/1"
+pull_timeout = "2s"
+[[device.camera]]
+device = "cam_a1_east"
+location = "main/A/1/east"
+xaddr = "{camera}"
+user = "campusgw"
+password_file = "{data}/device.pass"
+
 [[device]]
 id = "door_release_a"
 driver = "modbus_rtu_over_tcp"
@@ -309,6 +433,12 @@ deadband = 0.5
         boiler = s.boiler.local_addr(),
         fire_port = s.fire_port,
         dc09_port = s.dc09_port,
+        arc = s.arc.local_addr(),
+        spk1 = s.speakers[0].uri(),
+        spk2 = s.speakers[1].uri(),
+        gate = s.gate.base_url(),
+        doors_a = s.doors_a.base_url(),
+        camera = s.camera.xaddr(),
     )
 }
 
@@ -431,6 +561,7 @@ async fn script(s: Sims, stop: CancellationToken) {
     use campusgw_modbus::WordOrder;
     use campusgw_modbus::sim::RegisterTable;
     let mut t = 0u64;
+    let mut arc_seen = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
@@ -447,11 +578,50 @@ async fn script(s: Sims, stop: CancellationToken) {
         s.boiler
             .set_input_register(0, (650.0 + 20.0 * wobble) as i16 as u16);
         match phase {
+            // A student's face passes the gate turnstile (major 5, minor 0x4b: face passed).
+            3 => {
+                s.gate.access(5, 0x4b, 1, "S1001", "");
+            }
             5 => s.panel.set_discrete_input(0, true),
             20 => s.panel.set_discrete_input(0, false),
-            30 => s.meter.set_silent(true),
-            40 => s.meter.set_silent(false),
+            // Building A's side exit forced open (major 5, minor 0x1b).
+            25 => {
+                s.doors_a.access(5, 0x1b, 3, "", "");
+            }
+            30 => {
+                s.meter.set_silent(true);
+                s.camera
+                    .set_property(campusgw_onvif::sim::TOPIC_FIELD, "IsInside", true);
+            }
+            35 => s
+                .camera
+                .set_property(campusgw_onvif::sim::TOPIC_FIELD, "IsInside", false),
+            40 => {
+                s.meter.set_silent(false);
+                s.camera.cross_line();
+            }
             _ => {}
+        }
+        let arc_now = s.arc.received();
+        for m in arc_now.iter().skip(arc_seen) {
+            say!("  police ARC acknowledged: {}", arc_line(m));
+        }
+        arc_seen = arc_now.len();
+        if phase == 15 {
+            for (i, spk) in s.speakers.iter().enumerate() {
+                let h = spk.heard();
+                say!(
+                    "  speaker {} (building A, 1F): {} call(s) answered, {} RTP packets heard",
+                    i + 1,
+                    h.answered,
+                    h.rtp.packets
+                );
+            }
+            say!(
+                "  doors of building A: {:?}; gate: {:?}",
+                s.doors_a.door_states(),
+                s.gate.door_states()
+            );
         }
         t += 1;
     }
@@ -524,6 +694,17 @@ fn dc09_line(payload: &serde_json::Value) -> String {
         line.push_str(" (encrypted)");
     }
     line
+}
+
+/// `ADM-CID #0003 account 5A01 {"format":"contact_id",...}` for a message the ARC received.
+fn arc_line(m: &campusgw_dc09::Message) -> String {
+    format!(
+        "{} #{:04} account {} {}",
+        m.id.as_str(),
+        m.sequence.value(),
+        m.account.as_number().unwrap_or("?"),
+        serde_json::to_string(&m.data).unwrap_or_default()
+    )
 }
 
 /// `boiler_temp = 65.2 °C, power = 12.0 kW` from a `sensor.readings` batch.

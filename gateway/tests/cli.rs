@@ -331,3 +331,73 @@ group = "239.10.0.2:5004"
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("device[0].bind"), "{err}");
 }
+
+/// The lines of `out` that name all of `words`.
+fn lines_with<'a>(out: &'a str, words: &[&str]) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .collect()
+}
+
+#[test]
+fn the_demo_shows_every_system_acting_within_its_first_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = campusgw()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "58s",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (what, words) in [
+        (
+            "Modbus fire panel contact",
+            &["fire.alarm", "fire_panel_io"][..],
+        ),
+        ("GB/T 26875 detector", &["fire.alarm", "uitd_bldg_a"]),
+        ("confirmed fire alarm", &["[critical] Confirmed fire"]),
+        ("Modbus relay linkage", &["relay.set", "succeeded"]),
+        ("DC-09 panic button", &["panic.alarm", "guard_room_panic"]),
+        ("DC-09 intrusion", &["intrusion.alarm", "lab_intrusion"]),
+        ("police ARC", &["police ARC acknowledged: ADM-CID"]),
+        ("gate turnstile", &["access.granted", "gate_in"]),
+        ("forced door", &["door.forced", "door_a_3"]),
+        ("fire egress by ISAPI", &["door.unlock", "succeeded"]),
+        ("lockdown by ISAPI", &["door.lock", "succeeded"]),
+        ("egress wins over lockdown", &["door.lock", "rejected"]),
+        ("evacuation broadcast", &["broadcast.started", "pa_a_1f"]),
+        ("camera analytics", &["video.intrusion", "cam_a1_east"]),
+        ("Modbus meter offline", &["device.offline", "power_meter"]),
+    ] {
+        assert!(
+            !lines_with(&text, words).is_empty(),
+            "the demo's first minute shows no {what} (a line with {words:?}):\n{text}"
+        );
+    }
+    // The speakers did not just answer: they heard the evacuation's RTP.
+    let heard: Vec<u64> = lines_with(&text, &["speaker", "RTP packets heard"])
+        .iter()
+        .filter_map(|l| {
+            l.split(" answered, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(heard.len(), 2, "{text}");
+    assert!(heard.iter().all(|&n| n > 0), "{heard:?}\n{text}");
+}
