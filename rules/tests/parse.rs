@@ -166,6 +166,36 @@ fn the_pack_raises_a_critical_alarm_when_an_evacuation_broadcast_reaches_no_spea
 }
 
 #[test]
+fn the_pack_raises_an_alarm_while_an_uplink_cannot_deliver_and_resolves_it_when_it_can() {
+    let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
+    let mut e = Engine::new(set);
+    let down = ev(
+        1,
+        "uplink.down",
+        "gw",
+        "main",
+        0,
+        json!({"uplink": "police", "reason": "timeout", "detail": "no receiver answered"}),
+    );
+    assert_eq!(
+        brief(&e.on_event(1, &down, down.received_at)),
+        ["raised uplink_down:1"]
+    );
+    let up = ev(
+        2,
+        "uplink.up",
+        "gw",
+        "main",
+        30,
+        json!({"uplink": "police", "detail": "delivering again"}),
+    );
+    assert_eq!(
+        brief(&e.on_event(2, &up, up.received_at)),
+        ["resolved uplink_down:1"]
+    );
+}
+
+#[test]
 fn the_pack_links_a_confirmed_fire_to_doors_broadcast_and_a_critical_alarm() {
     let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
     assert!(set.rules().count() >= 9);
