@@ -350,16 +350,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses_and_validates() {
-        let doc = include_str!("config.rs");
-        let example: String = doc
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| l.trim_start_matches("//!").trim_start())
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let example = crate::tests::doc_toml_example(include_str!("config.rs"));
         let c = parse(&example);
         assert!(
             c.validate(&FieldPath::root()).is_empty(),

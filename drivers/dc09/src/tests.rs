@@ -8,6 +8,19 @@ use crate::crypto::{is_pad_char, pad_len};
 use crate::mapping;
 use crate::*;
 
+/// The TOML example of a module doc (between its "//! ```toml" and "//! ```" lines), with
+/// the doc markers and comment lines taken off: what the documented-example tests parse.
+pub(crate) fn doc_toml_example(doc: &str) -> String {
+    doc.lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.trim_start_matches("//!").trim_start())
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .expect("rfc3339")

@@ -390,28 +390,6 @@ fn every_config_problem_is_reported_with_its_path_and_what_to_change() {
     assert_eq!(fine.format, Format::SiaDcs);
 }
 
-#[test]
-fn the_documented_example_config_parses_and_validates() {
-    let doc = include_str!("../src/transmit/config.rs");
-    let example: String = doc
-        .lines()
-        .skip_while(|l| !l.starts_with("//! ```toml"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("//! ```"))
-        .map(|l| l.trim_start_matches("//!").trim_start())
-        .filter(|l| !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let c: TransmitConfig = toml::from_str(&example).unwrap();
-    assert!(
-        c.validate(&FieldPath::root()).is_empty(),
-        "{:?}",
-        c.validate(&FieldPath::root())
-    );
-    assert_eq!(c.receivers.len(), 2);
-    assert_eq!(c.zone.len(), 3);
-}
-
 mod support;
 
 /// A running `tests/pysiaalarm_listener.py`: pysiaalarm's `SIAClient` on a free port.

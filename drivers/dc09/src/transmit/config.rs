@@ -399,3 +399,22 @@ impl TransmitConfig {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_config_parses_and_validates() {
+        let example = crate::tests::doc_toml_example(include_str!("config.rs"));
+        let c: TransmitConfig = toml::from_str(&example).unwrap();
+        assert!(
+            c.validate(&FieldPath::root()).is_empty(),
+            "{:?}",
+            c.validate(&FieldPath::root())
+        );
+        assert_eq!(c.receivers.len(), 2);
+        assert_eq!(c.zone.len(), 3);
+    }
+}
