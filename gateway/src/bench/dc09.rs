@@ -289,8 +289,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<i32> {
 
 /// The i-th alarm of a panel: codes in turn, a partition and zone of its own.
 fn alarm(i: u64) -> SimEvent {
-    let code = CODES[(i % CODES.len() as u64) as usize];
-    SimEvent::cid(code, 1 + (i / 999 % 99) as u8, 1 + (i % 999) as u16)
+    SimEvent::cid(code(i), 1 + (i / 999 % 99) as u8, 1 + (i % 999) as u16)
+}
+
+/// The i-th alarm's Contact ID code.
+fn code(i: u64) -> u16 {
+    CODES[(i % CODES.len() as u64) as usize]
 }
 
 fn panel(transport: Transport, addr: SocketAddr, account: &str) -> PanelConfig {
@@ -302,7 +306,7 @@ fn panel(transport: Transport, addr: SocketAddr, account: &str) -> PanelConfig {
 
 /// Whether the police uplink's default filter forwards the i-th alarm (not fire).
 fn to_police(i: u64) -> bool {
-    CODES[(i % CODES.len() as u64) as usize] != 110
+    code(i) != 110
 }
 
 /// One TCP panel, one alarm at a time, paced at `rate`; with an ARC, each forwarded alarm
