@@ -265,6 +265,8 @@ impl Writer {
                         let class = if vital { "life_safety" } else { "other" };
                         metrics::counter!("journal_refused_events_total", "class" => class)
                             .increment(events.len() as u64);
+                        // As on commit: the budget is back before the answer.
+                        drop(budget);
                         let _ = reply.send(Err(EmitError::Storage(format!(
                             "{} (memory backlog of {bound} events is full)",
                             o.reason
