@@ -81,6 +81,12 @@ pub enum Cmd {
         #[command(subcommand)]
         protocol: DecodeCmd,
     },
+    /// Find devices on the LAN and print config snippets to paste into the config.
+    Discover {
+        /// What to look for.
+        #[command(subcommand)]
+        what: DiscoverCmd,
+    },
     /// Console users (docs/console.md).
     Admin {
         /// What to do.
@@ -218,6 +224,22 @@ pub enum DecodeCmd {
     },
 }
 
+/// `campusgw discover ...`
+#[derive(Debug, Subcommand)]
+pub enum DiscoverCmd {
+    /// ONVIF cameras (WS-Discovery probe to 239.255.255.250:3702, one hop): prints a
+    /// `[[device.camera]]` snippet per camera that answered; exit 1 when none did.
+    Onvif {
+        /// The IPv4 address of the interface on the camera LAN (default: the one the
+        /// kernel routes multicast through).
+        #[arg(long)]
+        interface: Option<std::net::Ipv4Addr>,
+        /// How long to collect answers.
+        #[arg(long, default_value = "3s")]
+        timeout: humantime::Duration,
+    },
+}
+
 /// `campusgw county ...` (docs/uplinks.md, "County commands").
 #[derive(Debug, Subcommand)]
 pub enum CountyCmd {
@@ -340,6 +362,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 500)]
         events: usize,
         /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// ONVIF cameras subscribed at once (the gateway's RSS and CPU as a child process) and
+    /// fire alarm → the zone's snapshots stored p50/p99 (see `bench::video`).
+    Video {
+        /// Simulated cameras in all.
+        #[arg(long, default_value_t = 500)]
+        cameras: usize,
+        /// Cameras in the alarm's zone.
+        #[arg(long, default_value_t = 4)]
+        zone_cameras: usize,
+        /// Fire alarm → snapshots samples.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// Seconds of the steady CPU window after every camera subscribed.
+        #[arg(long, default_value_t = 20)]
+        steady_secs: u64,
+        /// Directory for the gateway's data (default: a temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -509,6 +550,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             nonce,
             prefix,
         }),
+        Cmd::Discover {
+            what: DiscoverCmd::Onvif { interface, timeout },
+        } => discover_onvif(interface, timeout.into()).await,
         Cmd::Decode {
             protocol: DecodeCmd::Gb26875 { hex },
         } => match campusgw_gb26875::decode_hex_to_json(&hex.join(" ")) {
@@ -621,6 +665,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Bench {
             command:
+                BenchCmd::Video {
+                    cameras,
+                    zone_cameras,
+                    samples,
+                    steady_secs,
+                    data_dir,
+                },
+        } => {
+            crate::bench::video::run(crate::bench::video::BenchOptions {
+                cameras,
+                zone_cameras,
+                samples,
+                steady_secs,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
                 BenchCmd::Linkage {
                     samples,
                     load_rate,
@@ -666,6 +729,45 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
     }
+}
+
+async fn discover_onvif(
+    interface: Option<std::net::Ipv4Addr>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<i32> {
+    use campusgw_onvif::discovery;
+    let interface = match interface {
+        Some(i) => i,
+        None => match discovery::default_interface() {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("error: no interface to probe from ({e}); give --interface ADDRESS");
+                return Ok(2);
+            }
+        },
+    };
+    let found = match discovery::discover(interface, timeout).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot probe from {interface}: {e}");
+            return Ok(2);
+        }
+    };
+    let wait = humantime::format_duration(timeout);
+    if found.is_empty() {
+        eprintln!(
+            "no ONVIF camera answered on {interface} within {wait} (is the camera on this \
+             interface's LAN, with discovery enabled? is multicast filtered?)"
+        );
+        return Ok(1);
+    }
+    print!("{}", discovery::config_snippet(&found));
+    eprintln!(
+        "{} camera(s) answered on {interface} within {wait}; paste the entries under a \
+         [[device]] with driver = \"onvif\"",
+        found.len()
+    );
+    Ok(0)
 }
 
 fn county_keygen(out: &std::path::Path) -> anyhow::Result<i32> {

@@ -143,9 +143,24 @@ fn the_pack_is_valid_without_a_police_uplink_and_lists_the_skipped_forwards() {
         &ev(1, "panic.alarm", "btn", "main/A/1", 0, json!({})),
         common::at(0),
     );
+    // A button with no zone in its location: no camera scope to ask. A second button (one
+    // alarm per campus) with a zone gets its cameras asked.
     assert_eq!(
         brief(&out),
         ["command door.lock all", "raised panic_lockdown:1"]
+    );
+    let out = e.on_event(
+        2,
+        &ev(2, "panic.alarm", "btn2", "main/A/1/guard", 10, json!({})),
+        common::at(10),
+    );
+    assert_eq!(
+        brief(&out),
+        [
+            "command door.lock all",
+            "command camera.snapshot zone:A/1/guard",
+            "updated panic_lockdown:1"
+        ]
     );
 }
 
@@ -196,7 +211,7 @@ fn the_pack_raises_an_alarm_while_an_uplink_cannot_deliver_and_resolves_it_when_
 }
 
 #[test]
-fn the_pack_links_a_confirmed_fire_to_doors_broadcast_and_a_critical_alarm() {
+fn the_pack_links_a_confirmed_fire_to_doors_broadcast_the_zone_cameras_and_a_critical_alarm() {
     let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
     assert!(set.rules().count() >= 9);
     let mut e = Engine::new(set);
@@ -224,6 +239,7 @@ fn the_pack_links_a_confirmed_fire_to_doors_broadcast_and_a_critical_alarm() {
         [
             "command door.unlock building:A",
             "command broadcast.play building:A",
+            "command camera.snapshot zone:A/1/z1",
             "raised fire_confirmed:2",
             "notify duty",
             "updated fire_alarm_unconfirmed:1",

@@ -130,6 +130,23 @@ pub async fn discover(interface: Ipv4Addr, timeout: Duration) -> std::io::Result
     probe_with(sock, SocketAddr::V4(MULTICAST), timeout).await
 }
 
+/// The IPv4 address the kernel would send WS-Discovery probes from (the route to the
+/// multicast group), for `campusgw discover onvif` without `--interface`. Nothing is sent.
+///
+/// # Errors
+/// When there is no route to 239.255.255.250.
+pub fn default_interface() -> std::io::Result<Ipv4Addr> {
+    let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    // `connect` on UDP only picks the route and source address.
+    sock.connect(MULTICAST)?;
+    match sock.local_addr()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Ok(*a.ip()),
+        _ => Err(std::io::Error::other(
+            "the route to 239.255.255.250 has no IPv4 source address",
+        )),
+    }
+}
+
 /// Sends one probe from `sock` to `target` and collects matching answers for `timeout`
 /// (unicast probing; also what the tests use).
 ///

@@ -186,6 +186,34 @@ impl SimCamera {
     pub async fn discovery_responder(&self, name: &str) -> std::io::Result<SocketAddr> {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let addr = sock.local_addr()?;
+        self.respond_on(sock, name);
+        Ok(addr)
+    }
+
+    /// Answers WS-Discovery probes sent to the multicast group 239.255.255.250:3702 on
+    /// `interface` as this camera, like a real camera on the device LAN (for tests in a
+    /// network namespace of their own).
+    ///
+    /// # Errors
+    /// When the port cannot be bound or the group not joined.
+    pub fn multicast_discovery_responder(
+        &self,
+        name: &str,
+        interface: std::net::Ipv4Addr,
+    ) -> std::io::Result<()> {
+        let group = crate::discovery::MULTICAST;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        // Several simulated cameras share the well-known port, as cameras on one host would.
+        sock.set_reuse_address(true)?;
+        sock.bind(&SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, group.port())).into())?;
+        sock.join_multicast_v4(group.ip(), &interface)?;
+        sock.set_nonblocking(true)?;
+        let sock = tokio::net::UdpSocket::from_std(sock.into())?;
+        self.respond_on(sock, name);
+        Ok(())
+    }
+
+    fn respond_on(&self, sock: tokio::net::UdpSocket, name: &str) {
         let (xaddr, name) = (self.xaddr(), name.replace(' ', "%20"));
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 16 * 1024];
@@ -204,7 +232,6 @@ impl SimCamera {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
-        Ok(addr)
     }
 
     /// The device service URL.
@@ -301,12 +328,13 @@ fn probe_matches(relates_to: &str, xaddr: &str, name: &str) -> String {
             "<a:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</a:Action>",
             "<a:MessageID>uuid:sim-reply</a:MessageID><a:RelatesTo>{}</a:RelatesTo>",
             "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To></s:Header>",
-            "<s:Body><d:ProbeMatches><d:ProbeMatch><a:EndpointReference><a:Address>urn:uuid:0b1c3f52-sim</a:Address></a:EndpointReference>",
+            "<s:Body><d:ProbeMatches><d:ProbeMatch><a:EndpointReference><a:Address>urn:uuid:0b1c3f52-sim-{}</a:Address></a:EndpointReference>",
             "<d:Types>dn:NetworkVideoTransmitter</d:Types>",
             "<d:Scopes>onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/name/{} onvif://www.onvif.org/hardware/SIM-1</d:Scopes>",
             "<d:XAddrs>{}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion></d:ProbeMatch></d:ProbeMatches></s:Body></s:Envelope>"
         ),
         xml::escape(relates_to),
+        xml::escape(name),
         name,
         xaddr
     )

@@ -19,7 +19,7 @@ use campusgw_sdk::{Command, CommandKind, CommandStatus, DeviceId, Location, Targ
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::BenchDir;
+use crate::bench::{BenchDir, quantile};
 use crate::commands::CommandRouter;
 use crate::config::DeviceConfig;
 use crate::health::HealthBoard;
@@ -208,14 +208,4 @@ async fn access_events(journal: &Journal, sims: &[IsapiSim], n: usize) -> anyhow
         }
     }
     Ok(out)
-}
-
-fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((s.len() as f64 - 1.0) * q).round() as usize;
-    s[i.min(s.len() - 1)]
 }

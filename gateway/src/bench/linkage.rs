@@ -28,7 +28,7 @@ use campusgw_modbus::sim::Simulator;
 use campusgw_sdk::{DeviceId, Event, Location};
 use chrono::{DateTime, Utc};
 
-use super::{BenchDir, mixed_event};
+use super::{BenchDir, mixed_event, quantile};
 use crate::app::{Gateway, RunOptions};
 
 const RULE: &str = r#"
@@ -271,14 +271,4 @@ fn print_stages(phase: &str) {
         out.push(format!("{name} {ms:.3} ms"));
     }
     eprintln!("linkage stages after {phase}:\n  {}", out.join("\n  "));
-}
-
-fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((s.len() as f64 - 1.0) * q).round() as usize;
-    s[i.min(s.len() - 1)]
 }

@@ -11,6 +11,7 @@ pub mod linkage;
 pub mod retention;
 pub mod rules;
 pub mod startup;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 
@@ -67,4 +68,15 @@ impl Drop for BenchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The `q` quantile (0 = min, 1 = max) of `v` by nearest rank; NaN when empty.
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let i = ((s.len() as f64 - 1.0) * q).round() as usize;
+    s[i.min(s.len() - 1)]
 }
