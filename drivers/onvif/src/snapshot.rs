@@ -99,8 +99,18 @@ impl Store {
             &sha256[..12]
         );
         let tmp = self.dir.join(format!(".{file}.part"));
-        std::fs::write(&tmp, jpeg).map_err(io)?;
+        // The image is on disk (data and name) before the `video.snapshot` event that
+        // refers to it is journaled, so a power cut never leaves an event without its file.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(jpeg).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
         std::fs::rename(&tmp, self.dir.join(&file)).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         self.prune().map_err(io)?;
         Ok(Stored {
             file,
