@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -75,6 +75,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     echo: AtomicBool,
+    connections: AtomicU64,
     byte_time: Duration,
     turnaround: Duration,
 }
@@ -130,6 +131,7 @@ impl BusSim {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             echo: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             byte_time: Duration::from_secs_f64(11.0 / f64::from(baud.max(1))),
             turnaround,
         });
@@ -142,6 +144,7 @@ impl BusSim {
                     c = listener.accept() => c,
                 };
                 let Ok((stream, _)) = conn else { continue };
+                s.connections.fetch_add(1, Ordering::Relaxed);
                 let (s, token) = (s.clone(), token.clone());
                 tokio::spawn(async move {
                     tokio::select! {
@@ -198,6 +201,11 @@ impl BusSim {
     /// Makes the bus echo every request back (a half-duplex adapter hearing itself).
     pub fn set_echo(&self, on: bool) {
         self.shared.echo.store(on, Ordering::Relaxed);
+    }
+
+    /// Connections the serial server accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Requests addressed to a meter so far.
