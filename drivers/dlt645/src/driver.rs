@@ -167,7 +167,14 @@ impl Dlt645Driver {
 /// A hand-over on its way to the journal, with its values to put back if refused.
 struct InFlight {
     task: JoinHandle<Result<Vec<Receipt>, EmitError>>,
-    handed: Vec<(usize, usize, f64)>,
+    handed: Handed,
+}
+
+/// What a hand-over carried: (meter, point, value) and each meter's coalesced count.
+#[derive(Default)]
+struct Handed {
+    values: Vec<(usize, usize, f64)>,
+    coalesced: Vec<(usize, u64)>,
 }
 
 /// Why a session ended.
@@ -398,7 +405,7 @@ impl Dlt645Driver {
             return;
         }
         let mut events = Vec::new();
-        let mut handed = Vec::new();
+        let mut handed = Handed::default();
         for (i, m) in self.meters.iter_mut().enumerate() {
             let mut points = Map::new();
             let mut units = Map::new();
@@ -409,7 +416,7 @@ impl Dlt645Driver {
                 if !q.unit.is_empty() {
                     units.insert(q.name.into(), Value::String(q.unit.into()));
                 }
-                handed.push((i, p, v));
+                handed.values.push((i, p, v));
             }
             if points.is_empty() {
                 continue;
@@ -420,7 +427,9 @@ impl Dlt645Driver {
                 payload.insert("units".into(), Value::Object(units));
             }
             if m.coalesced > 0 {
-                payload.insert("coalesced".into(), Value::from(std::mem::take(&mut m.coalesced)));
+                let n = std::mem::take(&mut m.coalesced);
+                handed.coalesced.push((i, n));
+                payload.insert("coalesced".into(), Value::from(n));
             }
             let mut e = NewEvent::new(SENSOR_READINGS, Class::Telemetry)
                 .device(m.device.clone())
@@ -439,14 +448,17 @@ impl Dlt645Driver {
     }
 
     /// A refused hand-over's values go back under any newer ones.
-    fn settle(&mut self, done: (Result<Vec<Receipt>, EmitError>, Vec<(usize, usize, f64)>), limits: &mut Limits) {
+    fn settle(&mut self, done: (Result<Vec<Receipt>, EmitError>, Handed), limits: &mut Limits) {
         let (result, handed) = done;
         let Err(e) = result else { return };
         metrics::counter!("dlt645_emit_refused_total", "device" => self.device.to_string()).increment(1);
         if let Some(held) = limits.admit("emit") {
-            tracing::warn!(device = %self.device, values = handed.len(), suppressed = held, error = %e, "journal refused meter readings; kept for the next hand-over");
+            tracing::warn!(device = %self.device, values = handed.values.len(), suppressed = held, error = %e, "journal refused meter readings; kept for the next hand-over");
         }
-        for (i, p, v) in handed {
+        for (i, n) in handed.coalesced {
+            self.meters[i].coalesced += n;
+        }
+        for (i, p, v) in handed.values {
             let m = &mut self.meters[i];
             match m.pending[p] {
                 None => m.pending[p] = Some(v),
@@ -558,9 +570,7 @@ async fn wait_out(cx: &DriverContext, delay: Duration) -> bool {
 }
 
 /// Waits for the hand-over in flight (forever when none) and takes it out.
-async fn settled(
-    inflight: &mut Option<InFlight>,
-) -> (Result<Vec<Receipt>, EmitError>, Vec<(usize, usize, f64)>) {
+async fn settled(inflight: &mut Option<InFlight>) -> (Result<Vec<Receipt>, EmitError>, Handed) {
     let Some(f) = inflight.as_mut() else {
         return std::future::pending().await;
     };

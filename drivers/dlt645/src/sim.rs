@@ -20,7 +20,8 @@
 //! instead of an answer, half an answer, a bad checksum, an answer from another address;
 //! and for the whole bus: echo of every request ([`BusSim::set_echo`]), as an RS-485
 //! adapter without echo suppression does. `13H` to the wildcard is answered when exactly
-//! one meter is on the bus; `08H` broadcasts are recorded ([`BusSim::time_syncs`]).
+//! one meter is on the bus; `08H` broadcasts are recorded ([`BusSim::time_syncs`]);
+//! [`BusSim::drop_connections`] closes the link as a rebooting serial server does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -76,6 +77,7 @@ struct Shared {
     state: Mutex<State>,
     echo: AtomicBool,
     connections: AtomicU64,
+    kill: Mutex<CancellationToken>,
     byte_time: Duration,
     turnaround: Duration,
 }
@@ -132,6 +134,7 @@ impl BusSim {
             state: Mutex::default(),
             echo: AtomicBool::new(false),
             connections: AtomicU64::new(0),
+            kill: Mutex::new(CancellationToken::new()),
             byte_time: Duration::from_secs_f64(11.0 / f64::from(baud.max(1))),
             turnaround,
         });
@@ -145,10 +148,12 @@ impl BusSim {
                 };
                 let Ok((stream, _)) = conn else { continue };
                 s.connections.fetch_add(1, Ordering::Relaxed);
+                let kill = s.kill.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 let (s, token) = (s.clone(), token.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         () = token.cancelled() => {}
+                        () = kill.cancelled() => {}
                         _ = serve(stream, s) => {}
                     }
                 });
@@ -201,6 +206,13 @@ impl BusSim {
     /// Makes the bus echo every request back (a half-duplex adapter hearing itself).
     pub fn set_echo(&self, on: bool) {
         self.shared.echo.store(on, Ordering::Relaxed);
+    }
+
+    /// Closes every open connection now (the serial server rebooting); it keeps listening.
+    pub fn drop_connections(&self) {
+        let mut k = self.shared.kill.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        k.cancel();
+        *k = CancellationToken::new();
     }
 
     /// Connections the serial server accepted so far.
