@@ -61,9 +61,15 @@ async fn main() {
     }
     host.shutdown();
     let _ = task.await;
-    let unread: Vec<_> = addrs.iter().filter(|a| sim.answered(**a) < 2 * CYCLES).collect();
+    let unread: Vec<_> = addrs
+        .iter()
+        .filter(|a| sim.answered(**a) < 2 * CYCLES)
+        .collect();
     let events = host.events().len();
-    println!("worst cycle {worst:?} (target < {TARGET:?}); {events} sensor.readings events; meters not read every cycle: {}", unread.len());
+    println!(
+        "worst cycle {worst:?} (target < {TARGET:?}); {events} sensor.readings events; meters not read every cycle: {}",
+        unread.len()
+    );
     if worst >= TARGET || !unread.is_empty() {
         std::process::exit(1);
     }

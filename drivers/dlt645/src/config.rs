@@ -154,7 +154,10 @@ impl Dlt645Config {
         if !(300..=115_200).contains(&self.baud) {
             issues.push(ConfigIssue::new(
                 at.key("baud"),
-                format!("baud {} is out of range (300-115200; meters use 1200, 2400, 4800 or 9600)", self.baud),
+                format!(
+                    "baud {} is out of range (300-115200; meters use 1200, 2400, 4800 or 9600)",
+                    self.baud
+                ),
             ));
         }
         if self.preamble > 4 {
@@ -181,12 +184,21 @@ impl Dlt645Config {
         if parse_offset(&self.time_zone).is_none() {
             issues.push(ConfigIssue::new(
                 at.key("time_zone"),
-                format!("time_zone {:?} is not an offset like \"+08:00\"", self.time_zone),
+                format!(
+                    "time_zone {:?} is not an offset like \"+08:00\"",
+                    self.time_zone
+                ),
             ));
         }
     }
 
-    fn check_meter(&self, i: usize, m: &MeterConfig, at: &FieldPath, issues: &mut Vec<ConfigIssue>) {
+    fn check_meter(
+        &self,
+        i: usize,
+        m: &MeterConfig,
+        at: &FieldPath,
+        issues: &mut Vec<ConfigIssue>,
+    ) {
         let at = at.key("meters").index(i);
         match m.address.parse::<Address>() {
             Ok(a) if a == Address::WILDCARD && self.meters.len() > 1 => {
@@ -208,9 +220,10 @@ impl Dlt645Config {
         let mut seen = HashSet::new();
         for (j, name) in names.iter().enumerate() {
             if ids::by_name(name).is_none() {
-                let hint = campusgw_sdk::config::suggest(name, ids::QUANTITIES.iter().map(|q| q.name))
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint =
+                    campusgw_sdk::config::suggest(name, ids::QUANTITIES.iter().map(|q| q.name))
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
                 issues.push(ConfigIssue::new(
                     at.key("points").index(j),
                     format!("unknown point {name:?}{hint}; the README lists the data identifiers"),
@@ -320,9 +333,17 @@ impl DriverConfig for Dlt645Config {
         let mut meters = Vec::with_capacity(self.meters.len());
         for m in &self.meters {
             let address = m.address.parse().map_err(BuildError::Invalid)?;
-            let points: Vec<&'static Quantity> =
-                m.point_names().iter().filter_map(|n| ids::by_name(n)).collect();
-            meters.push(Meter::new(m.device.clone(), m.location.clone(), address, points));
+            let points: Vec<&'static Quantity> = m
+                .point_names()
+                .iter()
+                .filter_map(|n| ids::by_name(n))
+                .collect();
+            meters.push(Meter::new(
+                m.device.clone(),
+                m.location.clone(),
+                address,
+                points,
+            ));
         }
         let settings = Settings {
             poll_interval: self.poll_interval.0,
@@ -413,7 +434,10 @@ address = "AAAAAAAAAAAA"
     #[test]
     fn offsets_parse() {
         assert_eq!(parse_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
-        assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(
+            parse_offset("-05:30").unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
         assert!(parse_offset("8").is_none());
     }
 }

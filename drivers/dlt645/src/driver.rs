@@ -197,7 +197,10 @@ impl Driver for Dlt645Driver {
                 Ok(mut bus) => {
                     tracing::info!(device = %self.device, link = %self.link, meters = self.meters.len(), "dlt645 bus open");
                     cx.report_health(&self.device, DeviceHealth::Online);
-                    match self.session(&cx, &mut bus, &mut inflight, &mut limits, &mut backoff).await {
+                    match self
+                        .session(&cx, &mut bus, &mut inflight, &mut limits, &mut backoff)
+                        .await
+                    {
                         SessionEnd::Shutdown => break,
                         SessionEnd::Fault(e) => e,
                     }
@@ -278,7 +281,8 @@ impl Dlt645Driver {
         ];
         bus.send(&Frame::broadcast_time(fields)).await?;
         self.counters.time_syncs.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("dlt645_time_syncs_total", "device" => self.device.to_string()).increment(1);
+        metrics::counter!("dlt645_time_syncs_total", "device" => self.device.to_string())
+            .increment(1);
         tracing::debug!(device = %self.device, time = %now, "dlt645 broadcast time sync");
         Ok(())
     }
@@ -328,35 +332,44 @@ impl Dlt645Driver {
         let timeout = self.settings.request_timeout;
         let Some(address) = self.resolve_address(i, bus, rejected).await? else {
             self.timeout(i, "13H read address", limits);
-            return Ok(DeviceHealth::Offline("no answer to read address (13H)".into()));
+            return Ok(DeviceHealth::Offline(
+                "no answer to read address (13H)".into(),
+            ));
         };
         let mut problem = None;
-        let mut answered = 0;
         for p in 0..self.meters[i].points.len() {
             let q = self.meters[i].points[p];
             let req = Frame::read_data(address, q.id);
-            let Some(frame) = bus.exchange(&req, Function::ReadData, timeout, rejected).await? else {
+            let Some(frame) = bus
+                .exchange(&req, Function::ReadData, timeout, rejected)
+                .await?
+            else {
                 self.timeout(i, q.name, limits);
                 let why = format!("no answer within {timeout:?} (reading {})", q.name);
-                if answered == 0 {
+                if p == 0 {
                     return Ok(DeviceHealth::Offline(why));
                 }
                 problem = Some(why);
                 break;
             };
-            answered += 1;
             match frame.read_answer() {
                 Ok(ReadAnswer::Data { value, .. }) => match q.decode(&value) {
                     Ok(v) => self.queue(i, p, v),
                     Err(e) => {
                         self.counters.bad_values.fetch_add(1, Ordering::Relaxed);
-                        problem = Some(self.warn(limits, "bad_value", i, &format!("{}: {e}", q.name)));
+                        problem =
+                            Some(self.warn(limits, "bad_value", i, &format!("{}: {e}", q.name)));
                     }
                 },
                 Ok(ReadAnswer::Error(flags)) => {
                     self.counters.error_answers.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("dlt645_error_answers_total", "device" => self.device.to_string(), "meter" => self.meters[i].device.to_string()).increment(1);
-                    problem = Some(self.warn(limits, "error_answer", i, &format!("{} refused: {flags}", q.name)));
+                    problem = Some(self.warn(
+                        limits,
+                        "error_answer",
+                        i,
+                        &format!("{} refused: {flags}", q.name),
+                    ));
                 }
                 Err(e) => {
                     problem = Some(self.warn(limits, "bad_answer", i, &format!("{}: {e}", q.name)));
@@ -378,9 +391,16 @@ impl Dlt645Driver {
         }
         let timeout = self.settings.request_timeout;
         let answer = bus
-            .exchange(&Frame::read_address(), Function::ReadAddress, timeout, rejected)
+            .exchange(
+                &Frame::read_address(),
+                Function::ReadAddress,
+                timeout,
+                rejected,
+            )
             .await?;
-        let learned = answer.and_then(|f| f.address_answer().ok()).filter(Address::is_bcd);
+        let learned = answer
+            .and_then(|f| f.address_answer().ok())
+            .filter(Address::is_bcd);
         if let Some(a) = learned {
             tracing::info!(device = %self.device, meter = %self.meters[i].device, address = %a, "dlt645 meter address read with 13H");
             self.meters[i].learned = Some(a);
@@ -451,7 +471,8 @@ impl Dlt645Driver {
     fn settle(&mut self, done: (Result<Vec<Receipt>, EmitError>, Handed), limits: &mut Limits) {
         let (result, handed) = done;
         let Err(e) = result else { return };
-        metrics::counter!("dlt645_emit_refused_total", "device" => self.device.to_string()).increment(1);
+        metrics::counter!("dlt645_emit_refused_total", "device" => self.device.to_string())
+            .increment(1);
         if let Some(held) = limits.admit("emit") {
             tracing::warn!(device = %self.device, values = handed.values.len(), suppressed = held, error = %e, "journal refused meter readings; kept for the next hand-over");
         }
@@ -507,7 +528,8 @@ impl Dlt645Driver {
         if !matches!(health, DeviceHealth::Offline(_)) {
             cx.activity(&m.device);
         }
-        let same = m.health.as_ref().map(std::mem::discriminant) == Some(std::mem::discriminant(&health));
+        let same =
+            m.health.as_ref().map(std::mem::discriminant) == Some(std::mem::discriminant(&health));
         if !same {
             if matches!(health, DeviceHealth::Online) {
                 tracing::info!(device = %self.device, meter = %m.device, "dlt645 meter online");
@@ -518,7 +540,8 @@ impl Dlt645Driver {
     }
 
     fn link_down(&mut self, cx: &DriverContext, e: &std::io::Error, limits: &mut Limits) {
-        metrics::counter!("dlt645_link_errors_total", "device" => self.device.to_string()).increment(1);
+        metrics::counter!("dlt645_link_errors_total", "device" => self.device.to_string())
+            .increment(1);
         if let Some(held) = limits.admit("link") {
             tracing::warn!(device = %self.device, link = %self.link, suppressed = held, error = %e, "dlt645 bus link down; reopening");
         }

@@ -64,8 +64,24 @@ const fn q(
 
 /// Every quantity the driver can read.
 pub const QUANTITIES: &[Quantity] = &[
-    q("energy_active_forward_total", 0x0001_0000, 4, 2, false, "kWh", "A.1"),
-    q("energy_active_reverse_total", 0x0002_0000, 4, 2, false, "kWh", "A.1"),
+    q(
+        "energy_active_forward_total",
+        0x0001_0000,
+        4,
+        2,
+        false,
+        "kWh",
+        "A.1",
+    ),
+    q(
+        "energy_active_reverse_total",
+        0x0002_0000,
+        4,
+        2,
+        false,
+        "kWh",
+        "A.1",
+    ),
     q("voltage_a", 0x0201_0100, 2, 1, false, "V", "A.3"),
     q("voltage_b", 0x0201_0200, 2, 1, false, "V", "A.3"),
     q("voltage_c", 0x0201_0300, 2, 1, false, "V", "A.3"),
@@ -76,8 +92,24 @@ pub const QUANTITIES: &[Quantity] = &[
     q("power_active_a", 0x0203_0100, 3, 4, true, "kW", "A.3"),
     q("power_active_b", 0x0203_0200, 3, 4, true, "kW", "A.3"),
     q("power_active_c", 0x0203_0300, 3, 4, true, "kW", "A.3"),
-    q("power_reactive_total", 0x0204_0000, 3, 4, true, "kvar", "A.3"),
-    q("power_apparent_total", 0x0205_0000, 3, 4, true, "kVA", "A.3"),
+    q(
+        "power_reactive_total",
+        0x0204_0000,
+        3,
+        4,
+        true,
+        "kvar",
+        "A.3",
+    ),
+    q(
+        "power_apparent_total",
+        0x0205_0000,
+        3,
+        4,
+        true,
+        "kVA",
+        "A.3",
+    ),
     q("power_factor_total", 0x0206_0000, 2, 3, true, "", "A.3"),
     q("power_factor_a", 0x0206_0100, 2, 3, true, "", "A.3"),
     q("power_factor_b", 0x0206_0200, 2, 3, true, "", "A.3"),
@@ -151,7 +183,11 @@ impl Quantity {
         let scaled = (value.abs() * 10f64.powi(self.decimals as i32)).round();
         let digits = 2 * self.bytes as i32;
         // with a sign bit the top digit can only be 0-7
-        let limit = if self.signed { 8.0 * 10f64.powi(digits - 1) } else { 10f64.powi(digits) };
+        let limit = if self.signed {
+            8.0 * 10f64.powi(digits - 1)
+        } else {
+            10f64.powi(digits)
+        };
         if !scaled.is_finite() || scaled >= limit {
             return None;
         }
@@ -163,10 +199,11 @@ impl Quantity {
             out.push(((two / 10) << 4) | (two % 10));
             n /= 100;
         }
-        if self.signed && value < 0.0 {
-            if let Some(top) = out.last_mut() {
-                *top |= 0x80;
-            }
+        if self.signed
+            && value < 0.0
+            && let Some(top) = out.last_mut()
+        {
+            *top |= 0x80;
         }
         Some(out)
     }

@@ -85,7 +85,9 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // a poisoned lock only means a test thread panicked mid-update
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -148,7 +150,11 @@ impl BusSim {
                 };
                 let Ok((stream, _)) = conn else { continue };
                 s.connections.fetch_add(1, Ordering::Relaxed);
-                let kill = s.kill.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let kill = s
+                    .kill
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 let (s, token) = (s.clone(), token.clone());
                 tokio::spawn(async move {
                     tokio::select! {
@@ -185,7 +191,10 @@ impl BusSim {
 
     /// Sets a value by point name (e.g. a counter that restarted at 0).
     pub fn set_value(&self, meter: Address, point: &str, v: f64) {
-        if let (Some(q), Some(m)) = (ids::by_name(point), self.shared.state().meters.get_mut(&meter)) {
+        if let (Some(q), Some(m)) = (
+            ids::by_name(point),
+            self.shared.state().meters.get_mut(&meter),
+        ) {
             m.values.insert(q.id, v);
         }
     }
@@ -193,7 +202,13 @@ impl BusSim {
     /// A meter's current value of `point`.
     pub fn value(&self, meter: Address, point: &str) -> Option<f64> {
         let q = ids::by_name(point)?;
-        self.shared.state().meters.get(&meter)?.values.get(&q.id).copied()
+        self.shared
+            .state()
+            .meters
+            .get(&meter)?
+            .values
+            .get(&q.id)
+            .copied()
     }
 
     /// Changes how a meter answers.
@@ -210,7 +225,11 @@ impl BusSim {
 
     /// Closes every open connection now (the serial server rebooting); it keeps listening.
     pub fn drop_connections(&self) {
-        let mut k = self.shared.kill.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut k = self
+            .shared
+            .kill
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         k.cancel();
         *k = CancellationToken::new();
     }
@@ -222,12 +241,20 @@ impl BusSim {
 
     /// Requests addressed to a meter so far.
     pub fn requests_to(&self, meter: Address) -> u64 {
-        self.shared.state().meters.get(&meter).map_or(0, |m| m.requests)
+        self.shared
+            .state()
+            .meters
+            .get(&meter)
+            .map_or(0, |m| m.requests)
     }
 
     /// Valid answers a meter sent so far.
     pub fn answered(&self, meter: Address) -> u64 {
-        self.shared.state().meters.get(&meter).map_or(0, |m| m.answered)
+        self.shared
+            .state()
+            .meters
+            .get(&meter)
+            .map_or(0, |m| m.answered)
     }
 
     /// The data of every `08H` broadcast received (BCD `ss mm hh DD MM YY`).

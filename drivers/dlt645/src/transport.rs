@@ -66,7 +66,10 @@ pub(crate) async fn open(link: &Link, timeout: Duration, preamble: usize) -> io:
         Ok::<_, io::Error>(port)
     };
     let port = tokio::time::timeout(timeout, open).await.map_err(|_| {
-        io::Error::new(io::ErrorKind::TimedOut, format!("link not open within {timeout:?}"))
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("link not open within {timeout:?}"),
+        )
     })??;
     Ok(Bus {
         port,
@@ -160,7 +163,10 @@ fn judge(request: &Frame, f: Function, frame: &Frame) -> Result<(), Rejected> {
         return Err(Rejected::WrongAddress);
     }
     if f == Function::ReadData {
-        let asked = request.data.first_chunk::<4>().map(|d| u32::from_le_bytes(*d));
+        let asked = request
+            .data
+            .first_chunk::<4>()
+            .map(|d| u32::from_le_bytes(*d));
         if let Ok(ReadAnswer::Data { id, .. }) = frame.read_answer()
             && Some(id) != asked
         {
@@ -185,9 +191,15 @@ mod tests {
         assert_eq!(judge(&req, Function::ReadData, &ok), Ok(()));
         assert_eq!(judge(&req, Function::ReadData, &req), Err(Rejected::Echo));
         let other = Frame::new(b, Control(0x91), ok.data.clone());
-        assert_eq!(judge(&req, Function::ReadData, &other), Err(Rejected::WrongAddress));
+        assert_eq!(
+            judge(&req, Function::ReadData, &other),
+            Err(Rejected::WrongAddress)
+        );
         let stale = Frame::new(a, Control(0x91), vec![0, 1, 3, 2, 1, 2, 3]);
-        assert_eq!(judge(&req, Function::ReadData, &stale), Err(Rejected::Unexpected));
+        assert_eq!(
+            judge(&req, Function::ReadData, &stale),
+            Err(Rejected::Unexpected)
+        );
         let err = Frame::new(a, Control(0xD1), vec![0x02]);
         assert_eq!(judge(&req, Function::ReadData, &err), Ok(()));
     }

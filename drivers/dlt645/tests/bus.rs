@@ -30,14 +30,22 @@ fn config(sim: &BusSim, meters: &[(String, Address)], extra: &str) -> Dlt645Conf
         sim.local_addr()
     );
     for (device, a) in meters {
-        text.push_str(&format!("[[meters]]\ndevice = \"{device}\"\naddress = \"{a}\"\n"));
+        text.push_str(&format!(
+            "[[meters]]\ndevice = \"{device}\"\naddress = \"{a}\"\n"
+        ));
     }
     let c: Dlt645Config = toml::from_str(&text).expect("test config parses");
     assert_eq!(c.validate(&campusgw_sdk::FieldPath::root()), vec![]);
     c
 }
 
-fn spawn(cfg: &Dlt645Config) -> (TestHost, Arc<BusCounters>, JoinHandle<Result<(), DriverError>>) {
+fn spawn(
+    cfg: &Dlt645Config,
+) -> (
+    TestHost,
+    Arc<BusCounters>,
+    JoinHandle<Result<(), DriverError>>,
+) {
     let host = TestHost::new("bus", Dlt645Config::KIND);
     let cx = BuildContext {
         device: DeviceId::new("bus").unwrap(),
@@ -57,14 +65,22 @@ fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + T;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 fn meters(sim: &BusSim, n: usize) -> Vec<(String, Address)> {
     (1..=n)
-        .map(|i| (format!("meter_{i}"), sim.add_meter(&format!("{:012}", 100 + i))))
+        .map(|i| {
+            (
+                format!("meter_{i}"),
+                sim.add_meter(&format!("{:012}", 100 + i)),
+            )
+        })
         .collect()
 }
 
@@ -86,7 +102,9 @@ fn last_health(host: &TestHost, device: &str) -> Option<DeviceHealth> {
 #[tokio::test]
 async fn eight_meters_one_never_answers_and_the_others_are_read_every_cycle() {
     within(async {
-        let sim = BusSim::start_with(38400, Duration::from_millis(5)).await.unwrap();
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
         let list = meters(&sim, 8);
         let silent = list[4].1;
         sim.set_behaviour(silent, Behaviour::Silent);
@@ -106,7 +124,10 @@ async fn eight_meters_one_never_answers_and_the_others_are_read_every_cycle() {
                 continue;
             }
             // energy and power each cycle
-            assert!(answered >= 2 * (cycles - 1), "{device}: {answered} answers in {cycles} cycles");
+            assert!(
+                answered >= 2 * (cycles - 1),
+                "{device}: {answered} answers in {cycles} cycles"
+            );
         }
         let events = host.events();
         for (device, a) in &list {
@@ -124,12 +145,22 @@ async fn eight_meters_one_never_answers_and_the_others_are_read_every_cycle() {
             // energy moves every read in the simulator: each batch carries a new value
             let energies: Vec<f64> = readings
                 .iter()
-                .map(|e| e.payload["points"]["energy_active_forward_total"].as_f64().unwrap())
+                .map(|e| {
+                    e.payload["points"]["energy_active_forward_total"]
+                        .as_f64()
+                        .unwrap()
+                })
                 .collect();
-            assert!(energies.windows(2).all(|w| w[1] > w[0]), "{device}: {energies:?}");
+            assert!(
+                energies.windows(2).all(|w| w[1] > w[0]),
+                "{device}: {energies:?}"
+            );
             assert_eq!(last_health(&host, device), Some(DeviceHealth::Online));
         }
-        assert!(matches!(last_health(&host, "meter_5"), Some(DeviceHealth::Offline(_))));
+        assert!(matches!(
+            last_health(&host, "meter_5"),
+            Some(DeviceHealth::Offline(_))
+        ));
         assert!(get(&counters.timeouts) >= cycles);
         assert_eq!(sim.connections(), 1, "a silent meter never costs the bus");
         host.shutdown();
@@ -141,7 +172,9 @@ async fn eight_meters_one_never_answers_and_the_others_are_read_every_cycle() {
 #[tokio::test]
 async fn bad_frames_echo_and_wrong_addresses_are_counted_and_the_bus_is_kept() {
     within(async {
-        let sim = BusSim::start_with(38400, Duration::from_millis(5)).await.unwrap();
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
         let list = meters(&sim, 7);
         sim.set_echo(true);
         sim.set_behaviour(list[1].1, Behaviour::BadChecksum);
@@ -154,17 +187,29 @@ async fn bad_frames_echo_and_wrong_addresses_are_counted_and_the_bus_is_kept() {
 
         wait_for("three cycles", || get(&counters.cycles) >= 3).await;
         assert!(get(&counters.echoes) > 0, "echo counted");
-        assert!(get(&counters.bad_frames) > 0, "checksum, half frame, garbage counted");
+        assert!(
+            get(&counters.bad_frames) > 0,
+            "checksum, half frame, garbage counted"
+        );
         assert!(get(&counters.wrong_address) > 0);
         assert!(get(&counters.error_answers) > 0);
         let events = host.events();
         for good in ["meter_1", "meter_7"] {
-            assert!(!readings_of(&events, good).is_empty(), "{good} read despite the others");
+            assert!(
+                !readings_of(&events, good).is_empty(),
+                "{good} read despite the others"
+            );
             assert_eq!(last_health(&host, good), Some(DeviceHealth::Online));
         }
         for bad in ["meter_2", "meter_3", "meter_4", "meter_5"] {
-            assert!(readings_of(&events, bad).is_empty(), "{bad} produced no reading");
-            assert!(matches!(last_health(&host, bad), Some(DeviceHealth::Offline(_))), "{bad}");
+            assert!(
+                readings_of(&events, bad).is_empty(),
+                "{bad} produced no reading"
+            );
+            assert!(
+                matches!(last_health(&host, bad), Some(DeviceHealth::Offline(_))),
+                "{bad}"
+            );
         }
         let Some(DeviceHealth::Degraded(why)) = last_health(&host, "meter_6") else {
             panic!("an error answer degrades the meter")
@@ -174,7 +219,8 @@ async fn bad_frames_echo_and_wrong_addresses_are_counted_and_the_bus_is_kept() {
 
         // a meter that recovers is read again on the same bus
         sim.set_behaviour(list[1].1, Behaviour::Normal);
-        host.wait_until(T, |evs| !readings_of(evs, "meter_2").is_empty()).await;
+        host.wait_until(T, |evs| !readings_of(evs, "meter_2").is_empty())
+            .await;
         assert_eq!(sim.connections(), 1);
         host.shutdown();
         driver.await.unwrap().unwrap();
@@ -185,20 +231,33 @@ async fn bad_frames_echo_and_wrong_addresses_are_counted_and_the_bus_is_kept() {
 #[tokio::test]
 async fn a_lone_meter_at_the_wildcard_is_found_by_read_address_and_time_is_broadcast() {
     within(async {
-        let sim = BusSim::start_with(38400, Duration::from_millis(5)).await.unwrap();
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
         let a = sim.add_meter("000102030425");
         let list = vec![("lone".to_owned(), Address::WILDCARD)];
-        let (host, counters, driver) = spawn(&config(&sim, &list, "time_sync = \"100ms\"\ntime_zone = \"+08:00\""));
-        host.wait_until(T, |evs| !readings_of(evs, "lone").is_empty()).await;
+        let (host, counters, driver) = spawn(&config(
+            &sim,
+            &list,
+            "time_sync = \"100ms\"\ntime_zone = \"+08:00\"",
+        ));
+        host.wait_until(T, |evs| !readings_of(evs, "lone").is_empty())
+            .await;
         let e = &readings_of(&host.events(), "lone")[0].clone();
         assert_eq!(e.payload["points"]["energy_active_forward_total"], 1206.42);
-        assert!(sim.requests_to(a) >= 3, "13H, then both points at the learned address");
+        assert!(
+            sim.requests_to(a) >= 3,
+            "13H, then both points at the learned address"
+        );
         wait_for("two time syncs", || sim.time_syncs().len() >= 2).await;
         assert!(get(&counters.time_syncs) >= 2);
         let sync = sim.time_syncs()[0].clone();
         assert_eq!(sync.len(), 6);
         let bcd = |b: u8| (b >> 4) * 10 + (b & 0x0F);
-        assert!(sync.iter().all(|b| b >> 4 <= 9 && b & 0x0F <= 9), "{sync:02x?}");
+        assert!(
+            sync.iter().all(|b| b >> 4 <= 9 && b & 0x0F <= 9),
+            "{sync:02x?}"
+        );
         let now = chrono::Utc::now() + chrono::Duration::hours(8);
         let year = u8::try_from(chrono::Datelike::year(&now) % 100).unwrap();
         assert_eq!(bcd(sync[5]), year);
@@ -212,7 +271,9 @@ async fn a_lone_meter_at_the_wildcard_is_found_by_read_address_and_time_is_broad
 #[tokio::test]
 async fn readings_the_journal_refused_are_journaled_once_it_takes_them_again() {
     within(async {
-        let sim = BusSim::start_with(38400, Duration::from_millis(5)).await.unwrap();
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
         let list = meters(&sim, 2);
         sim.set_value(list[0].1, "power_active_total", -3.5);
         let (host, counters, driver) = spawn(&config(&sim, &list, ""));
@@ -220,11 +281,19 @@ async fn readings_the_journal_refused_are_journaled_once_it_takes_them_again() {
         wait_for("three refused cycles", || get(&counters.cycles) >= 3).await;
         assert!(host.events().is_empty());
         host.fail_writes(None);
-        host.wait_until(T, |evs| !readings_of(evs, "meter_1").is_empty()).await;
+        host.wait_until(T, |evs| !readings_of(evs, "meter_1").is_empty())
+            .await;
         let events = host.events();
         let first = readings_of(&events, "meter_1")[0];
-        assert_eq!(first.payload["points"]["power_active_total"], -3.5, "negative power keeps its sign");
-        assert!(first.payload["coalesced"].as_u64().unwrap_or(0) >= 1, "newer energy replaced refused ones: {}", first.payload);
+        assert_eq!(
+            first.payload["points"]["power_active_total"], -3.5,
+            "negative power keeps its sign"
+        );
+        assert!(
+            first.payload["coalesced"].as_u64().unwrap_or(0) >= 1,
+            "newer energy replaced refused ones: {}",
+            first.payload
+        );
         host.shutdown();
         driver.await.unwrap().unwrap();
     })
@@ -234,14 +303,22 @@ async fn readings_the_journal_refused_are_journaled_once_it_takes_them_again() {
 #[tokio::test]
 async fn a_serial_server_that_closes_the_link_makes_every_meter_offline_until_it_is_reopened() {
     within(async {
-        let sim = BusSim::start_with(38400, Duration::from_millis(5)).await.unwrap();
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
         let list = meters(&sim, 2);
         let (host, _counters, driver) = spawn(&config(&sim, &list, ""));
-        host.wait_until(T, |evs| !readings_of(evs, "meter_2").is_empty()).await;
+        host.wait_until(T, |evs| !readings_of(evs, "meter_2").is_empty())
+            .await;
         sim.drop_connections();
         wait_for("meters offline", || {
-            matches!(last_health(&host, "meter_1"), Some(DeviceHealth::Offline(_)))
-                && matches!(last_health(&host, "meter_2"), Some(DeviceHealth::Offline(_)))
+            matches!(
+                last_health(&host, "meter_1"),
+                Some(DeviceHealth::Offline(_))
+            ) && matches!(
+                last_health(&host, "meter_2"),
+                Some(DeviceHealth::Offline(_))
+            )
         })
         .await;
         let down = host.health_reports().len();

@@ -34,7 +34,11 @@ fn every_published_checksum_is_the_sum_of_its_frame() {
         let start = bytes.iter().position(|b| *b == codec::START).unwrap();
         let n = bytes.len();
         assert_eq!(bytes[n - 1], codec::END, "{name}");
-        assert_eq!(codec::checksum(&bytes[start..n - 2]), bytes[n - 2], "{name}");
+        assert_eq!(
+            codec::checksum(&bytes[start..n - 2]),
+            bytes[n - 2],
+            "{name}"
+        );
         let f = Frame::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         let preamble = start;
         assert_eq!(f.encode(preamble), bytes, "{name} re-encodes byte for byte");
@@ -58,7 +62,12 @@ fn answer(name: &str) -> (Frame, u32, Vec<u8>) {
     assert!(!f.control.abnormal(), "{name}");
     assert!(!f.control.following(), "{name}");
     assert_eq!(f.control, Control(0x91), "{name}");
-    let ReadAnswer::Data { id, value, following } = f.read_answer().unwrap() else {
+    let ReadAnswer::Data {
+        id,
+        value,
+        following,
+    } = f.read_answer().unwrap()
+    else {
         panic!("{name}: not data")
     };
     assert!(!following);
@@ -69,7 +78,10 @@ fn answer(name: &str) -> (Frame, u32, Vec<u8>) {
 fn forward_energy_answer_of_meter_000102030425_is_1206_42_kwh() {
     let (_, req) = frame("energy_request_000102030425");
     assert_eq!(req.address.to_string(), "000102030425");
-    assert_eq!(req, Frame::read_data("000102030425".parse().unwrap(), 0x0001_0000));
+    assert_eq!(
+        req,
+        Frame::read_data("000102030425".parse().unwrap(), 0x0001_0000)
+    );
     let (f, id, value) = answer("energy_answer_000102030425");
     assert_eq!(f.address.to_string(), "000102030425");
     assert_eq!(id, 0x0001_0000);

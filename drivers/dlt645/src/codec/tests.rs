@@ -15,7 +15,10 @@ fn addresses_print_as_on_the_name_plate_and_travel_low_byte_first() {
     assert_eq!(a.to_string(), "000102030425");
     let short: Address = "12".parse().unwrap();
     assert_eq!(short.0, [0x12, 0, 0, 0, 0, 0]);
-    assert_eq!("aaaaaaaaaaaa".parse::<Address>().unwrap(), Address::WILDCARD);
+    assert_eq!(
+        "aaaaaaaaaaaa".parse::<Address>().unwrap(),
+        Address::WILDCARD
+    );
     for bad in ["", "1234567890123", "12a4", "-1"] {
         assert!(bad.parse::<Address>().is_err(), "{bad:?}");
     }
@@ -55,7 +58,10 @@ fn error_answers_decode_their_error_byte() {
     };
     assert!(e.no_data());
     assert_eq!(e.names(), vec!["no requested data"]);
-    assert_eq!(ErrorFlags(0x05).names(), vec!["other error", "password wrong or not authorised"]);
+    assert_eq!(
+        ErrorFlags(0x05).names(),
+        vec!["other error", "password wrong or not authorised"]
+    );
 }
 
 #[test]
@@ -106,7 +112,11 @@ fn answers_are_told_from_requests() {
     let ans = Frame::new(a, Control(0xB1), vec![0, 0, 1, 0, 0x42, 0, 0, 0]);
     assert_eq!(
         ans.read_answer().unwrap(),
-        ReadAnswer::Data { id: 0x0001_0000, value: vec![0x42, 0, 0, 0], following: true }
+        ReadAnswer::Data {
+            id: 0x0001_0000,
+            value: vec![0x42, 0, 0, 0],
+            following: true
+        }
     );
     let short = Frame::new(a, Control(0x91), vec![0, 0]);
     assert_eq!(short.read_answer(), Err(AnswerError::Short(2)));
