@@ -334,3 +334,27 @@ async fn a_serial_server_that_closes_the_link_makes_every_meter_offline_until_it
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_energy_counter_that_restarted_is_reported_as_read_not_smoothed() {
+    within(async {
+        let sim = BusSim::start_with(38400, Duration::from_millis(5))
+            .await
+            .unwrap();
+        let list = meters(&sim, 1);
+        let (host, _counters, driver) = spawn(&config(&sim, &list, ""));
+        host.wait_until(T, |evs| !readings_of(evs, "meter_1").is_empty())
+            .await;
+        // a replaced or cleared meter starts again at zero
+        sim.set_value(list[0].1, "energy_active_forward_total", 0.0);
+        host.wait_until(T, |evs| {
+            readings_of(evs, "meter_1")
+                .iter()
+                .any(|e| e.payload["points"]["energy_active_forward_total"] == 0)
+        })
+        .await;
+        host.shutdown();
+        driver.await.unwrap().unwrap();
+    })
+    .await;
+}
