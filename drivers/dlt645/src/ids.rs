@@ -18,7 +18,9 @@
 //!   for the values captured in an event record, transcribed at
 //!   toolkit.eoiot.cn/documentation/appendix-A-4; worked frames for 02010100 (100.1 V) on
 //!   hwhale.com/article/138066; the 0201FF00 voltage block on mbb.eet-china.com
-//!   (forum topic 114707); 02800002 (grid frequency, `XX.XX` Hz) from the same table.
+//!   (forum topic 114707); every A.3 row's format (02800002 `XX.XX` Hz and 02050000
+//!   `XX.XXXX` kVA included) also matches the table of the open-source `dlt645` package
+//!   (PyPI 3.2.0, `config/variable_types.py`), the interop peer of `tests/pydlt645.rs`.
 //!
 //! Identifiers outside this table are not read: a wrong format would turn a meter's
 //! answer into a plausible but wrong number, which is worse than none.
