@@ -22,7 +22,7 @@ server.set_00(0x00010000, 1234.56)  # forward active energy, kWh
 server.set_00(0x00020000, 7.89)  # reverse active energy, kWh
 server.set_02(0x02010100, 221.3)  # phase A voltage, V
 server.set_02(0x02020100, 12.345)  # phase A current, A
-server.set_02(0x02030000, 2.7182)  # total active power, kW
+server.set_02(0x02030000, 2.4681)  # total active power, kW
 server.set_02(0x02040000, -0.4321)  # total reactive power, kvar (negative: sign bit)
 server.set_02(0x02060000, 0.987)  # total power factor
 server.set_02(0x02800002, 49.98)  # grid frequency, Hz
