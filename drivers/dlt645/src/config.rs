@@ -352,7 +352,6 @@ impl DriverConfig for Dlt645Config {
             time_sync: self.time_sync.map(|d| d.0),
             time_zone: parse_offset(&self.time_zone)
                 .ok_or_else(|| BuildError::Invalid("bad time_zone".into()))?,
-            baud: self.baud,
         };
         Ok(Dlt645Driver::new(cx.device.clone(), link, settings, meters))
     }

@@ -17,10 +17,12 @@
 //! formats and sources, [`sim`] a bus of misbehaving-on-demand meters behind a simulated
 //! serial server for tests and demos.
 
+mod batch;
 pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod ids;
+pub mod observe;
 pub mod sim;
 mod transport;
 
