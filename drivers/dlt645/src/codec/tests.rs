@@ -138,3 +138,40 @@ proptest::proptest! {
         proptest::prop_assert_eq!(Frame::decode(&f.encode(pre)).unwrap(), f);
     }
 }
+
+proptest::proptest! {
+    /// Frames separated by garbage (any byte but 68h, which could start a false header)
+    /// and delivered in chunks of any size all come out, in order.
+    #[test]
+    fn frames_survive_any_chunking_with_garbage_between(
+        frames in proptest::collection::vec(
+            (proptest::collection::vec(proptest::num::u8::ANY, 0..20), proptest::num::u8::ANY, 0usize..5),
+            1..6,
+        ),
+        garbage in proptest::collection::vec(
+            proptest::collection::vec(proptest::strategy::Strategy::prop_filter(proptest::num::u8::ANY, "no start byte", |b| *b != START), 0..8),
+            6,
+        ),
+        chunk in 1usize..40,
+    ) {
+        let mut wire = Vec::new();
+        let mut sent = Vec::new();
+        for (i, (data, c, pre)) in frames.into_iter().enumerate() {
+            wire.extend_from_slice(&garbage[i]);
+            let f = Frame::new(Address([0x25, 0x04, 0x03, 0x02, 0x01, 0x00]), Control(c), data);
+            wire.extend(f.encode(pre));
+            sent.push(f);
+        }
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        for piece in wire.chunks(chunk) {
+            d.push(piece);
+            while let Some(r) = d.next_frame() {
+                if let Ok(f) = r {
+                    got.push(f);
+                }
+            }
+        }
+        proptest::prop_assert_eq!(got, sent);
+    }
+}
