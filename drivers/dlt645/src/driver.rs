@@ -7,11 +7,11 @@
 //!   costs one timeout per cycle, not one per point) and reported `Offline`; the others
 //!   are read as usual;
 //! - rejected frames (garbage, torn, bad checksum, echo, another meter's late answer) are
-//!   counted and logged at a limited rate ([`observe`](crate::observe)); they never close
+//!   counted and logged at a limited rate ([`crate::observe`]); they never close
 //!   the bus. Only an I/O error or the serial server closing the connection does: then
 //!   every meter is `Offline` and the link is reopened with [`Backoff`];
 //! - each meter's values that changed since last queued go out as one `sensor.readings`
-//!   event per meter per cycle (device = the meter; see [`batch`](crate::batch)),
+//!   event per meter per cycle (device = the meter; see `batch.rs`),
 //!   journaled by a task of its own while polling goes on. At most one hand-over is in
 //!   flight; values read meanwhile wait, the newest per point winning; a refused hand-over
 //!   goes back under any newer values. Nothing is acknowledged to a meter (reads need none);

@@ -14,8 +14,9 @@
 //! - optionally a broadcast time sync (`08H`) every `time_sync`.
 //!
 //! [`codec`] is pure (and fuzzed), [`ids`] is the one table of data identifiers with their
-//! formats and sources, [`sim`] a bus of misbehaving-on-demand meters behind a simulated
-//! serial server for tests and demos.
+//! formats and sources, [`driver`] the poll loop (with `batch`, the readings waiting for the
+//! journal, and [`observe`], counters, metrics and rate-limited logs), [`sim`] a bus of
+//! misbehaving-on-demand meters behind a simulated serial server for tests and demos.
 
 mod batch;
 pub mod codec;
