@@ -73,7 +73,7 @@ impl Sql {
     }
 }
 
-fn build(q: &EventQuery) -> Result<(String, Vec<Value>, u32), ApiError> {
+fn build(q: &EventQuery, durable: u64) -> Result<(String, Vec<Value>, u32), ApiError> {
     let mut sql = Sql {
         clauses: Vec::new(),
         params: Vec::new(),
@@ -126,6 +126,12 @@ fn build(q: &EventQuery) -> Result<(String, Vec<Value>, u32), ApiError> {
     if let Some(a) = q.after {
         sql.add("seq > ?", Value::Integer(seq("after", a)?));
     }
+    // Only what is durable (journal/durable.rs): a page never shows an event that a power
+    // cut could still take back, nor gives out a cursor past it.
+    sql.add(
+        "seq <= ?",
+        Value::Integer(i64::try_from(durable).unwrap_or(i64::MAX)),
+    );
     let ascending = q.after.is_some();
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
@@ -146,7 +152,11 @@ fn build(q: &EventQuery) -> Result<(String, Vec<Value>, u32), ApiError> {
 /// # Errors
 /// Bad filters (400) or storage trouble.
 pub fn query(journal: &crate::journal::Journal, q: &EventQuery) -> Result<EventPage, ApiError> {
-    let (text, params, limit) = build(q)?;
+    let durable = journal
+        .status()
+        .last_seq
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let (text, params, limit) = build(q, durable)?;
     let conn = journal.read_connection().map_err(ApiError::internal)?;
     let mut stmt = conn.prepare(&text).map_err(ApiError::internal)?;
     let rows = stmt

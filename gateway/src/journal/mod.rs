@@ -110,6 +110,7 @@
 
 mod check;
 mod checkpoint;
+mod durable;
 pub mod nonces;
 mod quarantine;
 mod reader;
@@ -173,6 +174,10 @@ pub enum JournalError {
     /// The writer thread is gone.
     #[error("journal writer has stopped")]
     Closed,
+    /// The write was committed but its WAL sync failed, so it is not known to be on disk
+    /// (see `durable.rs`); the writer stops.
+    #[error("journal write could not be made durable: {0}")]
+    Unsynced(String),
     /// Another process (a running gateway, a salvage) holds the journal's lock.
     #[error(
         "journal {path} is in use by another campusgw process (a running gateway?); stop it first"
@@ -359,7 +364,7 @@ impl Journal {
             opened.conn,
             opts.clone(),
             status.clone(),
-            seq_tx,
+            (seq_tx, tx.downgrade()),
             feed.clone(),
             last,
         )?;
@@ -535,6 +540,12 @@ impl Journal {
         let _ = self.tx.send(writer::Msg::Panic).await;
     }
 
+    /// Fault injection for tests: the next WAL fsync fails, as a failing disk's would.
+    #[doc(hidden)]
+    pub async fn fail_next_sync_for_test(&self) {
+        let _ = self.tx.send(writer::Msg::FailNextSync).await;
+    }
+
     /// Asks the writer to finish what is queued and stop; see [`WriterHandle::join`].
     pub async fn close(&self) {
         self.status.closing.store(true, Ordering::SeqCst);
@@ -554,7 +565,9 @@ impl Journal {
     /// # Errors
     /// [`JournalError`] if the database cannot be opened.
     pub fn reader(&self) -> Result<JournalReader, JournalError> {
-        Ok(JournalReader::open(&self.path)?.with_writer(self.tx.downgrade()))
+        Ok(JournalReader::open(&self.path)?
+            .with_writer(self.tx.downgrade())
+            .with_visible(self.status.clone()))
     }
 
     /// The last committed seq, updated after every commit.

@@ -8,6 +8,8 @@
 
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use campusgw_sdk::{Class, Event};
 use rusqlite::types::{Value, ValueRef};
@@ -15,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
 
 use super::writer::Msg;
-use super::{JournalError, schema};
+use super::{JournalError, JournalStatus, schema};
 
 /// A read-only connection to the journal (WAL lets it read while the writer writes).
 pub struct JournalReader {
@@ -23,6 +25,9 @@ pub struct JournalReader {
     path: std::path::PathBuf,
     /// The writer, to quarantine corrupt rows; weak so a reader never keeps it running.
     writer: Option<mpsc::WeakSender<Msg>>,
+    /// The running journal's status: this reader sees events up to its `last_seq`, the
+    /// newest durable one (`durable.rs`), never a commit whose WAL sync is still running.
+    visible: Option<Arc<JournalStatus>>,
     corrupt_seen: Cell<u64>,
 }
 
@@ -36,7 +41,22 @@ impl JournalReader {
             conn: schema::open_ro(path)?,
             path: path.to_owned(),
             writer: None,
+            visible: None,
             corrupt_seen: Cell::new(0),
+        })
+    }
+
+    /// This reader sees only what `status` says is durable (readers of the running
+    /// gateway; a bare file's reader sees every committed row).
+    pub(super) fn with_visible(mut self, status: Arc<JournalStatus>) -> JournalReader {
+        self.visible = Some(status);
+        self
+    }
+
+    /// The newest seq this reader may return.
+    fn bound(&self) -> i64 {
+        self.visible.as_ref().map_or(i64::MAX, |s| {
+            i64::try_from(s.last_seq.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
         })
     }
 
@@ -126,17 +146,17 @@ impl JournalReader {
     ) -> Result<(usize, u64), JournalError> {
         let (sql, class) = match class {
             Some(c) => (
-                "SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, body FROM events WHERE class = ?3 AND seq > ?1 AND seq <= ?4 ORDER BY seq LIMIT ?2",
                 i64::from(c.rank()),
             ),
             None => (
-                "SELECT seq, body FROM events WHERE seq > ?1 AND ?3 = ?3 ORDER BY seq LIMIT ?2",
+                "SELECT seq, body FROM events WHERE seq > ?1 AND seq <= ?4 AND ?3 = ?3 ORDER BY seq LIMIT ?2",
                 -1,
             ),
         };
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let mut rows = stmt
-            .query(params![after as i64, limit as i64, class])
+            .query(params![after as i64, limit as i64, class, self.bound()])
             .map_err(self.err())?;
         let (mut n, mut last) = (0, after);
         while let Some(r) = rows.next().map_err(self.err())? {
@@ -158,6 +178,9 @@ impl JournalReader {
     /// SQLite errors or a corrupt row ([`JournalError::Corrupt`], also reported as in
     /// [`JournalReader::after`]).
     pub fn get(&self, seq: u64) -> Result<Option<Event>, JournalError> {
+        if i64::try_from(seq).map_or(true, |s| s > self.bound()) {
+            return Ok(None);
+        }
         let body: Option<Value> = self
             .conn
             .query_row(
@@ -213,8 +236,8 @@ impl JournalReader {
         let n: i64 = self
             .conn
             .query_row(
-                "SELECT count(*) FROM events WHERE class = ?1 AND seq > ?2",
-                params![class.rank(), cursor as i64],
+                "SELECT count(*) FROM events WHERE class = ?1 AND seq > ?2 AND seq <= ?3",
+                params![class.rank(), cursor as i64, self.bound()],
                 |r| r.get(0),
             )
             .map_err(self.err())?;
@@ -243,12 +266,16 @@ impl JournalReader {
         Ok(out)
     }
 
-    /// The last committed seq as stored.
+    /// The last committed seq as stored (the last durable one for a reader of the running
+    /// gateway).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn last_seq(&self) -> Result<u64, JournalError> {
-        schema::last_seq(&self.conn, &self.path)
+        match &self.visible {
+            Some(s) => Ok(s.last_seq.load(Ordering::SeqCst)),
+            None => schema::last_seq(&self.conn, &self.path),
+        }
     }
 
     /// `PRAGMA integrity_check` result (`"ok"` when healthy).

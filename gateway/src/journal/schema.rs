@@ -124,7 +124,8 @@ pub(super) fn err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ 
     }
 }
 
-/// Opens the writer's connection: WAL, full fsync (unless `sync_off`, a test aid), migrated.
+/// Opens the writer's connection: WAL, synced by the writer's sync stage (nothing at all
+/// with `sync_off`, a test aid), migrated.
 pub(super) fn open_rw(path: &Path, sync_off: bool) -> Result<Connection, JournalError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| JournalError::Sqlite {
@@ -137,8 +138,11 @@ pub(super) fn open_rw(path: &Path, sync_off: bool) -> Result<Connection, Journal
         .map_err(err(path))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err(path))?;
-    // FULL: the WAL is fsync'd at every commit, which is the durability contract.
-    let synchronous = if sync_off { "OFF" } else { "FULL" };
+    // NORMAL: COMMIT writes the WAL without syncing it; the writer's sync stage
+    // (durable.rs) fsyncs the WAL after every commit and before anything is answered or
+    // shown, which is the durability contract, while the writer goes on inserting. This
+    // connection is only ever the writer's (check.rs opens it for `Journal::open`).
+    let synchronous = if sync_off { "OFF" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")

@@ -11,6 +11,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::durable::{Group, Outputs, Syncer};
 use super::retention::{self, MaintenanceReport};
 use super::{JournalError, JournalOptions, JournalStatus, schema};
 
@@ -65,6 +66,10 @@ pub(super) enum Msg {
     },
     /// Fault injection for tests: the writer thread panics.
     Panic,
+    /// Fault injection for tests: the next WAL fsync fails.
+    FailNextSync,
+    /// The sync stage failed: the writer looks at it now instead of at its next message.
+    Wake,
     /// A rules runner step: derived events plus cursor, state, alarm and action rows in
     /// one transaction of its own (see [`super::rules`]).
     RulesStep {
@@ -129,8 +134,9 @@ pub(super) struct Writer {
     conn: Connection,
     opts: JournalOptions,
     status: Arc<JournalStatus>,
-    seq_tx: watch::Sender<u64>,
     feed: broadcast::Sender<Arc<Event>>,
+    /// The WAL sync stage: every answer and every publication goes through it.
+    syncer: Syncer,
     next_seq: u64,
     appends: Vec<PendingAppend>,
     cursors: Vec<PendingCursor>,
@@ -151,14 +157,25 @@ impl Writer {
         conn: Connection,
         opts: JournalOptions,
         status: Arc<JournalStatus>,
-        seq_tx: watch::Sender<u64>,
+        (seq_tx, wake): (watch::Sender<u64>, mpsc::WeakSender<Msg>),
         feed: broadcast::Sender<Arc<Event>>,
         last_seq: u64,
     ) -> Result<Writer, JournalError> {
+        let syncer = Syncer::start(
+            &opts.path,
+            !opts.unsafe_sync_off_for_test,
+            Outputs {
+                status: status.clone(),
+                seq_tx,
+                feed: feed.clone(),
+                wake,
+            },
+        )
+        .map_err(|e| super::check::io_err(&opts.path, e))?;
         let w = Writer {
             conn,
             status,
-            seq_tx,
+            syncer,
             feed,
             next_seq: last_seq + 1,
             appends: Vec::new(),
@@ -194,6 +211,9 @@ impl Writer {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         let mut closing: Option<Instant> = None;
         loop {
+            if let Some(e) = self.syncer.failure() {
+                panic!("journal WAL fsync failed, nothing more can be made durable: {e}");
+            }
             if self.is_idle() && closing.is_none() {
                 match rx.blocking_recv() {
                     Some(m) => self.accept(m, &mut closing),
@@ -220,6 +240,7 @@ impl Writer {
                                 queued = self.pending_events,
                                 "journal closing with events it could not store"
                             );
+                            self.syncer.finish();
                             return;
                         }
                         std::thread::sleep(backoff.next_delay());
@@ -231,6 +252,7 @@ impl Writer {
                 self.run_maintenance();
             }
             if closing.is_some() && self.is_idle() {
+                self.syncer.finish();
                 self.checkpoint();
                 return;
             }
@@ -299,7 +321,7 @@ impl Writer {
             Msg::Maintain { reply } => self.maintain.push(reply),
             Msg::Rejected { op, reply } => {
                 let r = op.apply(&self.conn).map_err(schema::err(&self.opts.path));
-                let _ = reply.send(r);
+                self.answer_when_durable(r, reply);
             }
             Msg::Nonce {
                 nonce,
@@ -311,7 +333,7 @@ impl Writer {
                 let r =
                     super::nonces::remember(&self.conn, &nonce, issued_at_us, expires_at_us, now)
                         .map_err(schema::err(&self.opts.path));
-                let _ = reply.send(r);
+                self.answer_when_durable(r, reply);
             }
             Msg::Exec { op, reply } => {
                 let r = (|| {
@@ -320,7 +342,7 @@ impl Writer {
                     tx.commit()
                 })()
                 .map_err(schema::err(&self.opts.path));
-                let _ = reply.send(r);
+                self.answer_when_durable(r, reply);
             }
             Msg::LimitPages { pages } => {
                 if let Err(e) = self.conn.pragma_update(None, "max_page_count", pages) {
@@ -332,14 +354,13 @@ impl Writer {
             }
             Msg::Quarantine { seq, error } => self.quarantine(seq, &error),
             Msg::Panic => panic!("journal writer killed by fault injection"),
+            Msg::FailNextSync => self.syncer.fail_next_for_test(),
+            Msg::Wake => {}
             Msg::RulesStep {
                 mut step,
                 bodies,
                 reply,
-            } => {
-                let r = self.rules_step(&mut step, &bodies);
-                let _ = reply.send(r);
-            }
+            } => self.rules_step(&mut step, &bodies, reply),
         }
     }
 
@@ -394,14 +415,20 @@ impl Writer {
             retention::add_data_bytes(&tx, ins.bytes_added)?;
         }
         tx.commit()?;
-        for e in extra.into_iter().chain(fresh) {
-            let _ = self.feed.send(Arc::new(e));
-        }
-        self.after_commit(next, receipts, started);
+        let mut events = extra;
+        events.extend(fresh);
+        self.after_commit(next, receipts, events, started);
         Ok(())
     }
 
-    fn after_commit(&mut self, next: u64, receipts: Vec<Vec<Receipt>>, started: Instant) {
+    /// The transaction is in the WAL: its answers wait for the sync stage ([`Syncer`]).
+    fn after_commit(
+        &mut self,
+        next: u64,
+        receipts: Vec<Vec<Receipt>>,
+        events: Vec<Event>,
+        started: Instant,
+    ) {
         let committed = next - self.next_seq;
         self.next_seq = next;
         if self.outage.take().is_some() {
@@ -415,31 +442,58 @@ impl Writer {
                 .critical
                 .store(self.quota_critical, Ordering::SeqCst);
         }
-        self.status.last_seq.store(next - 1, Ordering::SeqCst);
-        self.status
-            .committed
-            .fetch_add(committed, Ordering::Relaxed);
-        self.status.batches.fetch_add(1, Ordering::Relaxed);
-        self.seq_tx.send_replace(next - 1);
-        metrics::counter!("journal_events_committed_total").increment(committed);
-        metrics::counter!("journal_batches_total").increment(1);
         metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        let mut done: Vec<super::durable::Done> =
+            Vec::with_capacity(self.appends.len() + self.cursors.len());
         for (a, r) in self.appends.drain(..).zip(receipts) {
-            // The budget comes back before the answer, so whoever was answered finds it
-            // free (the bytes are on disk; the budget bounds what waits in memory).
             let PendingAppend {
                 reply,
                 _budget: budget,
                 ..
             } = a;
-            drop(budget);
-            let _ = reply.send(Ok(r));
+            done.push(Box::new(move |synced: Result<(), String>| {
+                // The budget comes back before the answer, so whoever was answered finds
+                // it free (the bytes are on disk; the budget bounds what waits in memory).
+                drop(budget);
+                let _ = reply.send(synced.map(|()| r).map_err(EmitError::Storage));
+            }));
         }
         for c in self.cursors.drain(..) {
-            let _ = c.reply.send(Ok(()));
+            let reply = c.reply;
+            done.push(Box::new(move |synced: Result<(), String>| {
+                let _ = reply.send(synced.map_err(JournalError::Unsynced));
+            }));
         }
+        self.syncer.submit(Group {
+            last_seq: (committed > 0).then(|| next - 1),
+            committed,
+            events,
+            done,
+        });
         self.pending_events = 0;
         self.pending_bytes = 0;
+    }
+
+    /// Answers `reply` with `r` once the transaction that produced it is durable; an error
+    /// (nothing was committed) is answered at once.
+    fn answer_when_durable<T: Send + 'static>(
+        &self,
+        r: Result<T, JournalError>,
+        reply: oneshot::Sender<Result<T, JournalError>>,
+    ) {
+        match r {
+            Ok(v) => self.syncer.submit(Group {
+                last_seq: None,
+                committed: 0,
+                events: Vec::new(),
+                done: vec![Box::new(move |synced: Result<(), String>| {
+                    let _ = reply.send(synced.map(|()| v).map_err(JournalError::Unsynced));
+                })],
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
     fn on_failure(&mut self, e: &rusqlite::Error) {
@@ -859,10 +913,12 @@ impl Writer {
                 );
                 metrics::counter!("journal_quarantined_total").increment(1);
                 self.next_seq = at + 1;
-                self.status.last_seq.store(at, Ordering::SeqCst);
-                self.status.committed.fetch_add(1, Ordering::Relaxed);
-                self.seq_tx.send_replace(at);
-                let _ = self.feed.send(Arc::new(event));
+                self.syncer.submit(Group {
+                    last_seq: Some(at),
+                    committed: 1,
+                    events: vec![event],
+                    done: Vec::new(),
+                });
             }
             Ok(false) => {}
             Err(e) => {
@@ -879,7 +935,8 @@ impl Writer {
         &mut self,
         step: &mut super::rules::RulesStep,
         bodies: &[String],
-    ) -> Result<super::rules::StepReceipt, JournalError> {
+        reply: oneshot::Sender<Result<super::rules::StepReceipt, JournalError>>,
+    ) {
         let first = self.next_seq;
         let now = chrono::Utc::now().timestamp_micros();
         let written = (|| -> rusqlite::Result<_> {
@@ -894,18 +951,22 @@ impl Writer {
             tx.commit()?;
             Ok(receipt)
         })();
-        let receipt = written.map_err(schema::err(&self.opts.path))?;
-        let n = step.events.len() as u64;
-        if n > 0 {
-            self.next_seq = first + n;
-            self.status.last_seq.store(first + n - 1, Ordering::SeqCst);
-            self.status.committed.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("journal_events_committed_total").increment(n);
-            for e in step.events.drain(..) {
-                let _ = self.feed.send(Arc::new(e));
+        let receipt = match written {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(schema::err(&self.opts.path)(e)));
+                return;
             }
-            self.seq_tx.send_replace(first + n - 1);
-        }
-        Ok(receipt)
+        };
+        let n = step.events.len() as u64;
+        self.next_seq = first + n;
+        self.syncer.submit(Group {
+            last_seq: (n > 0).then(|| first + n - 1),
+            committed: n,
+            events: step.events.drain(..).collect(),
+            done: vec![Box::new(move |synced: Result<(), String>| {
+                let _ = reply.send(synced.map(|()| receipt).map_err(JournalError::Unsynced));
+            })],
+        });
     }
 }
