@@ -130,6 +130,8 @@ pub(super) struct Writer {
     opts: JournalOptions,
     status: Arc<JournalStatus>,
     seq_tx: watch::Sender<u64>,
+    /// Newest committed seq per class (`heads.rs`), published after each commit.
+    heads: super::heads::HeadsTx,
     feed: broadcast::Sender<Arc<Event>>,
     next_seq: u64,
     appends: Vec<PendingAppend>,
@@ -152,6 +154,7 @@ impl Writer {
         opts: JournalOptions,
         status: Arc<JournalStatus>,
         seq_tx: watch::Sender<u64>,
+        heads: super::heads::HeadsTx,
         feed: broadcast::Sender<Arc<Event>>,
         last_seq: u64,
     ) -> Result<Writer, JournalError> {
@@ -159,6 +162,7 @@ impl Writer {
             conn,
             status,
             seq_tx,
+            heads,
             feed,
             next_seq: last_seq + 1,
             appends: Vec::new(),
@@ -354,10 +358,14 @@ impl Writer {
         let mut next = self.next_seq;
         let mut receipts: Vec<Vec<Receipt>> = Vec::with_capacity(self.appends.len());
         let mut fresh: Vec<Event> = Vec::new();
+        let mut heads = [0u64; 5];
         {
             let mut ins = Inserter::new(&tx, self.opts.dedup_window)?;
             for e in &mut extra {
                 let r = ins.insert(e, &body_of(e), next)?;
+                if !r.duplicate {
+                    heads[usize::from(e.class.rank())] = next;
+                }
                 next += u64::from(!r.duplicate);
             }
             for a in &mut self.appends {
@@ -365,6 +373,7 @@ impl Writer {
                 for (e, body) in a.events.iter_mut().zip(&a.bodies) {
                     let r = ins.insert(e, body, next)?;
                     if !r.duplicate {
+                        heads[usize::from(e.class.rank())] = next;
                         next += 1;
                         if self.feed.receiver_count() > 0 {
                             fresh.push(e.clone());
@@ -389,6 +398,11 @@ impl Writer {
             retention::add_data_bytes(&tx, ins.bytes_added)?;
         }
         tx.commit()?;
+        self.heads.publish(
+            Class::ALL
+                .into_iter()
+                .map(|c| (c, heads[usize::from(c.rank())])),
+        );
         for e in extra.into_iter().chain(fresh) {
             let _ = self.feed.send(Arc::new(e));
         }
@@ -756,6 +770,7 @@ impl Writer {
                 self.next_seq = at + 1;
                 self.status.last_seq.store(at, Ordering::SeqCst);
                 self.status.committed.fetch_add(1, Ordering::Relaxed);
+                self.heads.publish([(Class::Security, at)]);
                 self.seq_tx.send_replace(at);
                 let _ = self.feed.send(Arc::new(event));
             }
@@ -796,6 +811,8 @@ impl Writer {
             self.status.last_seq.store(first + n - 1, Ordering::SeqCst);
             self.status.committed.fetch_add(n, Ordering::Relaxed);
             metrics::counter!("journal_events_committed_total").increment(n);
+            self.heads
+                .publish(step.events.iter().map(|e| (e.class, e.seq)));
             for e in step.events.drain(..) {
                 let _ = self.feed.send(Arc::new(e));
             }
