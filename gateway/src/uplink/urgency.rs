@@ -11,8 +11,8 @@
 //! - **Own outage**: events about this uplink's own outage never count as pending for it:
 //!   `uplink.down`, `uplink.alarm_delayed`, `uplink.alarm_delay_cleared` and `uplink.up`
 //!   whose `payload.uplink` is its name, and any `alarm.*` event (the rules runner's alarm
-//!   changes, payload `{"change", "alarm": {"source_seqs": [...]}}`) whose every source
-//!   event is one of those. Otherwise an outage would keep its own uplink in the fast cap.
+//!   changes: the payload is the alarm, with `source_seqs`, the events that raised and
+//!   updated it) whose every source event is one of those. Otherwise an outage would keep its own uplink in the fast cap.
 //!   Another uplink's `uplink.down` does count: it is an alarm this uplink should carry.
 //! - **Age**: the stats refresher measures the oldest undelivered *alarm* (classes
 //!   `life_safety` and `security`, the classes whose rejection is recorded, the same
@@ -225,7 +225,7 @@ fn alarm_sources(e: &Event) -> Option<Vec<u64>> {
     if !e.kind.as_str().starts_with("alarm.") {
         return None;
     }
-    let seqs = e.payload.get("alarm")?.get("source_seqs")?.as_array()?;
+    let seqs = e.payload.get("source_seqs")?.as_array()?;
     Some(seqs.iter().filter_map(serde_json::Value::as_u64).collect())
 }
 
@@ -333,7 +333,7 @@ mod tests {
             ev(
                 "alarm.raised",
                 Class::Security,
-                json!({"change": "raised", "alarm": {"rule": "uplink_down", "source_seqs": [seq]}}),
+                json!({"id": format!("uplink_down:{seq}"), "rule": "uplink_down", "source_seqs": [seq]}),
             )
         };
         journal.append(vec![alarm(own)]).await.expect("append");
