@@ -365,18 +365,29 @@ async fn the_police_uplink_fails_over_returns_by_an_idle_probe_and_never_holds_a
         "ack_timeout = \"2s\"\nconnect_timeout = \"1s\"\nretries = 1\nfailover_after = 2\nreturn_to_primary_after = \"1s\"\n",
     );
     rig.adopt(task);
-    let receiver_of = |e: &Event| -> Option<u32> {
-        deliveries(&rig.journal, e).first().map(|r| r.receiver)
-    };
-    let first = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
-    wait_for("the first alarm at the primary", LIMIT, || receiver_of(&first) == Some(0)).await;
+    let receiver_of =
+        |e: &Event| -> Option<u32> { deliveries(&rig.journal, e).first().map(|r| r.receiver) };
+    let first = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the first alarm at the primary", LIMIT, || {
+        receiver_of(&first) == Some(0)
+    })
+    .await;
 
     // The primary stops answering: the next alarm fails over after two attempts there.
     primary.set_mode(ArcMode::Silent);
     let at_primary = primary.received().len();
     let t = std::time::Instant::now();
-    let second = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
-    wait_for("the second alarm at the backup", LIMIT, || receiver_of(&second) == Some(1)).await;
+    let second = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the second alarm at the backup", LIMIT, || {
+        receiver_of(&second) == Some(1)
+    })
+    .await;
     let failover = t.elapsed();
     assert_eq!(
         primary.received().len() - at_primary,
@@ -396,12 +407,22 @@ async fn the_police_uplink_fails_over_returns_by_an_idle_probe_and_never_holds_a
         "a probe of the primary while idle"
     );
     let probe = primary.received().pop().unwrap();
-    assert_eq!(probe.id, campusgw_dc09::MessageId::Null, "the probe is a NULL, not an alarm");
+    assert_eq!(
+        probe.id,
+        campusgw_dc09::MessageId::Null,
+        "the probe is a NULL, not an alarm"
+    );
     // An alarm during the probe (the primary is silent: the probe would take 2 s) goes to
     // the backup at once.
     let t = std::time::Instant::now();
-    let third = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
-    wait_for("the third alarm at the backup", LIMIT, || receiver_of(&third) == Some(1)).await;
+    let third = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the third alarm at the backup", LIMIT, || {
+        receiver_of(&third) == Some(1)
+    })
+    .await;
     let during_probe = t.elapsed();
     eprintln!("alarm during a probe of the dead primary delivered in {during_probe:?}");
     assert!(
@@ -421,7 +442,10 @@ async fn the_police_uplink_fails_over_returns_by_an_idle_probe_and_never_holds_a
     primary.set_mode(ArcMode::Ack);
     let end = std::time::Instant::now() + LIMIT;
     loop {
-        let e = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
+        let e = rig
+            .emit(Class::LifeSafety, "panic.alarm", 1)
+            .await
+            .remove(0);
         wait_for("the alarm delivered", LIMIT, || receiver_of(&e).is_some()).await;
         if receiver_of(&e) == Some(0) {
             break;

@@ -129,9 +129,11 @@ async fn telemetry_and_own_outage_events_keep_the_long_back_off_an_alarm_switche
     .await;
 
     broker.stop().await;
-    wait_for("its own uplink.down journaled", Duration::from_secs(30), || {
-        !journaled(&rig.journal, "uplink.down").is_empty()
-    })
+    wait_for(
+        "its own uplink.down journaled",
+        Duration::from_secs(30),
+        || !journaled(&rig.journal, "uplink.down").is_empty(),
+    )
     .await;
     let down = journaled(&rig.journal, "uplink.down")[0].seq;
     // What the rules runner journals for it (alarm.* with the cause as source), and its own
@@ -178,11 +180,15 @@ async fn telemetry_and_own_outage_events_keep_the_long_back_off_an_alarm_switche
     .await;
     assert!(rig.status.snapshot().urgent_pending);
     broker.restart().await;
-    wait_for("the police outage alarm delivered", Duration::from_secs(30), || {
-        sub.events()
-            .iter()
-            .any(|(_, e)| e.kind.as_str() == "uplink.down" && e.payload["uplink"] == "police")
-    })
+    wait_for(
+        "the police outage alarm delivered",
+        Duration::from_secs(30),
+        || {
+            sub.events()
+                .iter()
+                .any(|(_, e)| e.kind.as_str() == "uplink.down" && e.payload["uplink"] == "police")
+        },
+    )
     .await;
     rig.stop().await;
 }
@@ -229,33 +235,46 @@ async fn healthz_shows_the_oldest_undelivered_alarm_and_a_delay_raises_then_clea
     };
     let end = Instant::now() + Duration::from_secs(30);
     let mut up = uplink().await;
-    while !(up["alarm_delayed"] == true && up["oldest_undelivered_alarm_seconds"].as_f64() >= Some(1.0)) {
+    while !(up["alarm_delayed"] == true
+        && up["oldest_undelivered_alarm_seconds"].as_f64() >= Some(1.0))
+    {
         assert!(Instant::now() < end, "no delayed alarm in /healthz: {up}");
         tokio::time::sleep(Duration::from_millis(100)).await;
         up = uplink().await;
     }
     let view = campusgw::console::uplinks::views(&gw.console);
     assert!(view[0].alarm_delayed, "console: {view:?}");
-    assert!(view[0].oldest_undelivered_alarm_seconds.unwrap() >= 1.0, "console: {view:?}");
-    wait_for("uplink.alarm_delayed journaled", Duration::from_secs(10), || {
-        !journaled(&gw.journal, "uplink.alarm_delayed").is_empty()
-    })
+    assert!(
+        view[0].oldest_undelivered_alarm_seconds.unwrap() >= 1.0,
+        "console: {view:?}"
+    );
+    wait_for(
+        "uplink.alarm_delayed journaled",
+        Duration::from_secs(10),
+        || !journaled(&gw.journal, "uplink.alarm_delayed").is_empty(),
+    )
     .await;
     let delayed = journaled(&gw.journal, "uplink.alarm_delayed");
     assert_eq!(delayed[0].payload["uplink"], "county");
     assert_eq!(delayed[0].payload["seq"], fire);
     assert_eq!(delayed[0].class, Class::Security);
-    wait_for("the pack's alarm for the guard room", Duration::from_secs(10), || {
-        journaled(&gw.journal, "alarm.raised")
-            .iter()
-            .any(|e| e.payload["rule"] == "uplink_alarm_delayed")
-    })
+    wait_for(
+        "the pack's alarm for the guard room",
+        Duration::from_secs(10),
+        || {
+            journaled(&gw.journal, "alarm.raised")
+                .iter()
+                .any(|e| e.payload["rule"] == "uplink_alarm_delayed")
+        },
+    )
     .await;
 
     broker.restart().await;
-    wait_for("uplink.alarm_delay_cleared", Duration::from_secs(30), || {
-        !journaled(&gw.journal, "uplink.alarm_delay_cleared").is_empty()
-    })
+    wait_for(
+        "uplink.alarm_delay_cleared",
+        Duration::from_secs(30),
+        || !journaled(&gw.journal, "uplink.alarm_delay_cleared").is_empty(),
+    )
     .await;
     wait_for("the pack's alarm resolved", Duration::from_secs(10), || {
         journaled(&gw.journal, "alarm.resolved")

@@ -211,7 +211,8 @@ fn the_pack_raises_an_alarm_while_an_uplink_cannot_deliver_and_resolves_it_when_
 }
 
 #[test]
-fn the_pack_raises_a_critical_alarm_while_alarms_wait_for_an_uplink_and_resolves_it_when_delivered() {
+fn the_pack_raises_a_critical_alarm_while_alarms_wait_for_an_uplink_and_resolves_it_when_delivered()
+{
     let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
     let mut e = Engine::new(set);
     let delayed = ev(

@@ -200,14 +200,23 @@ async fn an_event_never_probes_the_primary_a_null_probe_brings_it_back() {
     c.retries = 0;
     c.return_to_primary_after = HumanDuration(Duration::from_secs(1));
     let mut tx = Transmitter::new(&c).unwrap();
-    assert!(tx.primary_probe_due().is_none(), "on the primary: nothing to probe");
+    assert!(
+        tx.primary_probe_due().is_none(),
+        "on the primary: nothing to probe"
+    );
     assert_eq!(send(&mut tx).await.unwrap().receiver, 1);
-    let due = tx.primary_probe_due().expect("a probe is due after the failover");
+    let due = tx
+        .primary_probe_due()
+        .expect("a probe is due after the failover");
     tokio::time::sleep_until(due).await;
     let at_primary = primary.received().len();
     let r = send(&mut tx).await.unwrap();
     assert_eq!((r.receiver, r.attempts), (1, 1), "straight to the backup");
-    assert_eq!(primary.received().len(), at_primary, "the event did not probe");
+    assert_eq!(
+        primary.received().len(),
+        at_primary,
+        "the event did not probe"
+    );
     assert!(!tx.probe_primary().await.unwrap(), "silent primary");
     assert_eq!(primary.received().last().unwrap().id, MessageId::Null);
     assert_eq!(tx.current_receiver(), 1);

@@ -140,9 +140,8 @@ async fn one_run(o: &BenchOptions, exe: &Path, dir: &Path) -> anyhow::Result<Run
         shutdown: shutdown.clone(),
     };
     let status = UplinkStatus::new("county", "mqtt");
-    let task = tokio::spawn(
-        MqttUplink::new(Arc::new(cfg), Filter::default(), cx, status.clone()).run(),
-    );
+    let task =
+        tokio::spawn(MqttUplink::new(Arc::new(cfg), Filter::default(), cx, status.clone()).run());
     let stamp = |n: NewEvent| Event::stamp(n, &gw, "bench", &Location::default());
     journal
         .append(vec![stamp(NewEvent::new(
@@ -171,8 +170,9 @@ async fn one_run(o: &BenchOptions, exe: &Path, dir: &Path) -> anyhow::Result<Run
         let mut batch: Vec<Event> = (0..n)
             .map(|k| {
                 stamp(
-                    NewEvent::new(Kind::from_static("sensor.reading"), Class::Telemetry)
-                        .payload(serde_json::json!({"point": format!("p{}", k % 2000), "value": k})),
+                    NewEvent::new(Kind::from_static("sensor.reading"), Class::Telemetry).payload(
+                        serde_json::json!({"point": format!("p{}", k % 2000), "value": k}),
+                    ),
                 )
             })
             .collect();
@@ -199,14 +199,19 @@ async fn one_run(o: &BenchOptions, exe: &Path, dir: &Path) -> anyhow::Result<Run
     broker.start_again().await?;
     let back = Instant::now();
     let want = usize::try_from(o.alarms).unwrap_or(usize::MAX);
-    wait("every alarm at the subscriber", Duration::from_secs(600), || {
-        sub.count() >= want
-    })
+    wait(
+        "every alarm at the subscriber",
+        Duration::from_secs(600),
+        || sub.count() >= want,
+    )
     .await?;
     let times = sub.times();
     let rel = |t: Instant| t.saturating_duration_since(back).as_secs_f64();
     let first_alarm = times.first().copied().map_or(f64::NAN, rel);
-    let all_alarms = times.get(want.saturating_sub(1)).copied().map_or(f64::NAN, rel);
+    let all_alarms = times
+        .get(want.saturating_sub(1))
+        .copied()
+        .map_or(f64::NAN, rel);
     let total = confirmed_before + o.alarms + o.telemetry;
     wait("the backlog drained", Duration::from_secs(3600), || {
         status.snapshot().confirmed >= total
@@ -322,7 +327,10 @@ impl Mosquitto {
     async fn start_again(&mut self) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs(20);
         while !self.launch().await? {
-            anyhow::ensure!(Instant::now() < end, "mosquitto could not bind its port again");
+            anyhow::ensure!(
+                Instant::now() < end,
+                "mosquitto could not bind its port again"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
@@ -379,17 +387,24 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Payloads seen (a resend is the same payload) and when each first arrived.
+type Seen = (std::collections::HashSet<Vec<u8>>, Vec<Instant>);
+
 /// A persistent-session subscriber to the gateway's `life_safety` events, noting when each
 /// distinct one first arrives.
 struct AlarmSubscriber {
-    seen: Arc<Mutex<(std::collections::HashSet<Vec<u8>>, Vec<Instant>)>>,
+    seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl AlarmSubscriber {
     async fn start(port: u16, gw: &DeviceId) -> anyhow::Result<AlarmSubscriber> {
         use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-        let mut o = MqttOptions::new(format!("bench-sub-{}", uuid::Uuid::now_v7()), "127.0.0.1", port);
+        let mut o = MqttOptions::new(
+            format!("bench-sub-{}", uuid::Uuid::now_v7()),
+            "127.0.0.1",
+            port,
+        );
         o.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5));
         let (client, mut el) = AsyncClient::new(o, 1024);

@@ -66,7 +66,10 @@ mod tests {
         let (tx, mut rx) = HeadsTx::open(&conn).expect("open");
         assert_eq!(*rx.borrow_and_update(), [3, 0, 0, 0, 7]);
         tx.publish([(Class::Telemetry, 5)]);
-        assert!(!rx.has_changed().expect("open"), "an older seq moves nothing");
+        assert!(
+            !rx.has_changed().expect("open"),
+            "an older seq moves nothing"
+        );
         tx.publish([(Class::LifeSafety, 9), (Class::Security, 8)]);
         assert!(rx.has_changed().expect("open"));
         assert_eq!(*rx.borrow_and_update(), [9, 8, 0, 0, 7]);

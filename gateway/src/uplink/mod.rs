@@ -62,6 +62,9 @@
 //! ack_timeout = "60s"             # no PUBACK this long with publishes outstanding: reconnect
 //! classes = ["life_safety", "security", "operations", "business", "telemetry"]  # optional
 //! kinds = ["fire.*", "door.forced"]  # optional: "kind", "family.*" or "*"
+//! urgent_classes = ["life_safety"]  # default; may add "security" (see [`urgency`])
+//! urgent_backoff_max = "1s"       # default: back-off cap while an urgent event waits
+//! alarm_delay_threshold = "30s"   # default: older undelivered alarm → uplink.alarm_delayed
 //! [uplink.commands]               # optional: accept signed county commands
 //! public_keys = ["<base64 Ed25519 public key>"]
 //! allow = ["status", "resync", { kind = "relay.set", targets = ["fire_panel_a"] }]
@@ -354,10 +357,13 @@ fn spawn_stats(
     let name = name.to_owned();
     let filter = filter.clone();
     let classes = filter.wanted_classes().to_vec();
-    let alarm_classes: Vec<campusgw_sdk::Class> = [campusgw_sdk::Class::LifeSafety, campusgw_sdk::Class::Security]
-        .into_iter()
-        .filter(|c| filter.wants_class(*c))
-        .collect();
+    let alarm_classes: Vec<campusgw_sdk::Class> = [
+        campusgw_sdk::Class::LifeSafety,
+        campusgw_sdk::Class::Security,
+    ]
+    .into_iter()
+    .filter(|c| filter.wants_class(*c))
+    .collect();
     let threshold = filter.alarm_delay_threshold().as_secs_f64();
     let every = every.min(Duration::from_secs(5));
     tokio::spawn(async move {
@@ -398,7 +404,10 @@ fn spawn_stats(
             // None: no alarm waits (or the check failed; the next tick tries again).
             let Some(alarm) = alarm else { continue };
             let age = alarm.map(|p| {
-                (chrono::Utc::now() - p.received_at).num_milliseconds().max(0) as f64 / 1000.0
+                (chrono::Utc::now() - p.received_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
             });
             status.set_alarm_age(age);
             alarm_delay_episode(&cx, &name, &status, alarm, age, threshold);
@@ -431,8 +440,11 @@ fn alarm_delay_episode(
             "threshold_seconds": threshold,
             "state": status.state(),
         });
-        NewEvent::new(campusgw_sdk::Kind::from_static("uplink.alarm_delayed"), campusgw_sdk::Class::Security)
-            .payload(payload)
+        NewEvent::new(
+            campusgw_sdk::Kind::from_static("uplink.alarm_delayed"),
+            campusgw_sdk::Class::Security,
+        )
+        .payload(payload)
     } else {
         tracing::info!(uplink = %name, "uplink.alarm_delay_cleared: the delayed alarms were delivered");
         let payload = serde_json::json!({"uplink": name, "oldest_undelivered_alarm_seconds": age});

@@ -103,13 +103,17 @@ impl Scanner {
     ///
     /// # Errors
     /// Journal read errors.
-    pub fn oldest(&mut self, cursors: [u64; 5], heads: Heads) -> Result<Option<Pending>, JournalError> {
+    pub fn oldest(
+        &mut self,
+        cursors: [u64; 5],
+        heads: Heads,
+    ) -> Result<Option<Pending>, JournalError> {
         let mut oldest: Option<Pending> = None;
         for c in self.classes.clone() {
-            if let Some(p) = self.first_in(c, cursors, heads)? {
-                if oldest.is_none_or(|o| p.received_at < o.received_at) {
-                    oldest = Some(p);
-                }
+            if let Some(p) = self.first_in(c, cursors, heads)?
+                && oldest.is_none_or(|o| p.received_at < o.received_at)
+            {
+                oldest = Some(p);
             }
         }
         Ok(oldest)
@@ -301,7 +305,12 @@ mod tests {
 
     fn ev(kind: &'static str, class: Class, payload: serde_json::Value) -> Event {
         let n = NewEvent::new(Kind::from_static(kind), class).payload(payload);
-        Event::stamp(n, &DeviceId::new("gw").expect("id"), "test", &Location::default())
+        Event::stamp(
+            n,
+            &DeviceId::new("gw").expect("id"),
+            "test",
+            &Location::default(),
+        )
     }
 
     #[tokio::test]
@@ -337,17 +346,29 @@ mod tests {
             )
         };
         journal.append(vec![alarm(own)]).await.expect("append");
-        let mut s = Scanner::new(&journal, "county", &filter, filter.urgent_classes()).expect("scan");
+        let mut s =
+            Scanner::new(&journal, "county", &filter, filter.urgent_classes()).expect("scan");
         let heads = *journal.heads().borrow();
-        assert_eq!(s.oldest([0; 5], heads).expect("scan"), None, "own outage only");
+        assert_eq!(
+            s.oldest([0; 5], heads).expect("scan"),
+            None,
+            "own outage only"
+        );
         let theirs = journal
-            .append(vec![ev("uplink.down", Class::Security, json!({"uplink": "police"}))])
+            .append(vec![ev(
+                "uplink.down",
+                Class::Security,
+                json!({"uplink": "police"}),
+            )])
             .await
             .expect("append")[0]
             .seq;
         let heads = *journal.heads().borrow();
         let p = s.oldest([0; 5], heads).expect("scan").expect("pending");
-        assert_eq!(p.seq, theirs, "another uplink's outage is an alarm to carry");
+        assert_eq!(
+            p.seq, theirs,
+            "another uplink's outage is an alarm to carry"
+        );
         // Delivered: nothing pending past it.
         let mut cursors = [0; 5];
         cursors[usize::from(Class::Security.rank())] = theirs;
@@ -359,7 +380,10 @@ mod tests {
             .seq;
         let heads = *journal.heads().borrow();
         assert!(s.any(cursors, heads).expect("scan"));
-        assert_eq!(s.oldest(cursors, heads).expect("scan").map(|p| p.seq), Some(fire));
+        assert_eq!(
+            s.oldest(cursors, heads).expect("scan").map(|p| p.seq),
+            Some(fire)
+        );
         journal.close().await;
         tokio::task::spawn_blocking(move || writer.join())
             .await
