@@ -3,8 +3,9 @@
 //!
 //! The uplinks' retry loops wait on it while they back off ([`crate::uplink`]'s
 //! `urgency`): a committed `life_safety` event wakes them at once without anyone polling
-//! SQLite. The value only grows; it is sent after the transaction committed, so a seq seen
-//! here is readable by every reader.
+//! SQLite. The value only grows; it is sent after the transaction committed and after the
+//! committed seq ([`crate::journal::Journal::committed_seq`]) moved, so a seq seen here is
+//! readable by every reader and not above the committed seq.
 
 use campusgw_sdk::Class;
 use rusqlite::Connection;

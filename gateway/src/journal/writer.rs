@@ -398,15 +398,17 @@ impl Writer {
             retention::add_data_bytes(&tx, ins.bytes_added)?;
         }
         tx.commit()?;
+        for e in extra.into_iter().chain(fresh) {
+            let _ = self.feed.send(Arc::new(e));
+        }
+        self.after_commit(next, receipts, started);
+        // After the committed seq: whoever sees a head move finds its event below the
+        // committed seq (the police uplink's primary probe relies on that order).
         self.heads.publish(
             Class::ALL
                 .into_iter()
                 .map(|c| (c, heads[usize::from(c.rank())])),
         );
-        for e in extra.into_iter().chain(fresh) {
-            let _ = self.feed.send(Arc::new(e));
-        }
-        self.after_commit(next, receipts, started);
         Ok(())
     }
 
@@ -770,8 +772,8 @@ impl Writer {
                 self.next_seq = at + 1;
                 self.status.last_seq.store(at, Ordering::SeqCst);
                 self.status.committed.fetch_add(1, Ordering::Relaxed);
-                self.heads.publish([(Class::Security, at)]);
                 self.seq_tx.send_replace(at);
+                self.heads.publish([(Class::Security, at)]);
                 let _ = self.feed.send(Arc::new(event));
             }
             Ok(false) => {}
@@ -811,12 +813,12 @@ impl Writer {
             self.status.last_seq.store(first + n - 1, Ordering::SeqCst);
             self.status.committed.fetch_add(n, Ordering::Relaxed);
             metrics::counter!("journal_events_committed_total").increment(n);
-            self.heads
-                .publish(step.events.iter().map(|e| (e.class, e.seq)));
+            let heads: Vec<(Class, u64)> = step.events.iter().map(|e| (e.class, e.seq)).collect();
             for e in step.events.drain(..) {
                 let _ = self.feed.send(Arc::new(e));
             }
             self.seq_tx.send_replace(first + n - 1);
+            self.heads.publish(heads);
         }
         Ok(receipt)
     }

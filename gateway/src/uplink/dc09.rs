@@ -261,7 +261,10 @@ impl Link for Session {
         let probe = self.probe_due();
         if probe.is_some_and(|t| t <= now) {
             // `busy` kept the loop from filling: an event already waiting goes first, to
-            // the current receiver; the probe waits for an idle moment.
+            // the current receiver; the probe waits for an idle moment. Heads before the
+            // committed seq (the writer publishes them after it): an event this check
+            // misses moves a head after `heads` was read, which ends the probe.
+            let heads = *self.cx.journal.heads().borrow();
             let committed = *self.cx.journal.committed_seq().borrow();
             return match feed.next(committed) {
                 Ok(Some(o)) => {
@@ -270,7 +273,7 @@ impl Link for Session {
                     self.rearm();
                     round
                 }
-                Ok(None) => self.probe().await,
+                Ok(None) => self.probe(heads).await,
                 Err(e) => Round::failed(e.into()),
             };
         }
@@ -309,9 +312,9 @@ impl Session {
 
     /// One NULL at the primary while on a backup; dropped as soon as an event of a class
     /// this uplink forwards is committed (it goes to the current receiver instead).
-    async fn probe(&mut self) -> Round {
+    async fn probe(&mut self, seen: crate::journal::heads::Heads) -> Round {
         let mut heads = self.cx.journal.heads();
-        let seen = *heads.borrow_and_update();
+        heads.mark_changed();
         let classes = self.classes.clone();
         let Some(tx) = self.tx.as_mut() else {
             return Round::default();
