@@ -217,7 +217,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// logged, counted in `campusgw_uplink_restarts_total{uplink}`, shown in the uplink's
 /// status (`restarts`, `last_error`) and opens an outage (`uplink.down`, reason
 /// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
-/// unconfirmed is sent again.
+/// unconfirmed is sent again. While an urgent event waits the restart delay is capped at
+/// `urgent_backoff_max`, as the retry loop's back-off is.
 async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
     let factory = u.settings.factory();
     let (base, max) = factory.backoff();
@@ -257,11 +258,34 @@ async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>
         if started.elapsed() > STABLE_AFTER {
             backoff.reset();
         }
+        // As in the retry loop: an urgent event waiting caps the restart delay and one
+        // committed meanwhile ends it (`urgency.rs`).
+        let mut urgency = urgency::Urgency::new(&cx.journal, &u.name, &u.filter);
+        let cursors = stored_cursors(&cx.journal, &u.name);
+        let urgent = urgency.pending(cursors);
+        let mut delay = backoff.next_delay();
+        if urgent {
+            let cap = u.filter.urgent_backoff_max();
+            delay = delay.min(campusgw_sdk::driver::Backoff::new(cap, cap).next_delay());
+        }
         tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = tokio::time::sleep(delay) => {}
             () = cx.shutdown.cancelled() => return,
+            () = urgency.arrives(cursors), if !urgent => {}
         }
     }
+}
+
+/// The stored cursors of uplink `name` per class rank (0 where unreadable: then
+/// everything counts as pending, which only shortens a wait).
+fn stored_cursors(journal: &Journal, name: &str) -> [u64; 5] {
+    let mut cursors = [0u64; 5];
+    if let Ok(r) = journal.reader() {
+        for c in campusgw_sdk::Class::ALL {
+            cursors[usize::from(c.rank())] = r.cursor(name, c).unwrap_or(0);
+        }
+    }
+    cursors
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
