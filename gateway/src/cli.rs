@@ -432,6 +432,30 @@ pub enum BenchCmd {
         #[arg(long, default_value = "campus")]
         pack: campusgw_rules::bench::Pack,
     },
+    /// Alarm latency across a broker outage: a real mosquitto stopped for `--outage`
+    /// seconds while alarms and telemetry are journaled, then restarted; broker back ->
+    /// first / all alarms delivered p50/p99, drain rate, connect attempts with only
+    /// telemetry pending (see `bench::outage`).
+    Outage {
+        /// Runs.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds the broker stays away.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        outage: std::time::Duration,
+        /// Fire alarms journaled during the outage.
+        #[arg(long, default_value_t = 20)]
+        alarms: u64,
+        /// Telemetry events journaled during the outage.
+        #[arg(long, default_value_t = 100_000)]
+        telemetry: u64,
+        /// The mosquitto executable (default: on the PATH, else /usr/sbin/mosquitto).
+        #[arg(long)]
+        mosquitto: Option<PathBuf>,
+        /// Directory for the journals (default: the system temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Drain a fresh journal of N mixed-class events through the MQTT uplink (QoS 1).
     Forward {
         /// Total events.
@@ -709,6 +733,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => crate::bench::startup::run(events, runs, data_dir).await,
+        Cmd::Bench {
+            command:
+                BenchCmd::Outage {
+                    runs,
+                    outage,
+                    alarms,
+                    telemetry,
+                    mosquitto,
+                    data_dir,
+                },
+        } => {
+            crate::bench::outage::run(crate::bench::outage::BenchOptions {
+                runs,
+                outage,
+                alarms,
+                telemetry,
+                mosquitto,
+                data_dir,
+            })
+            .await
+        }
         Cmd::Bench {
             command:
                 BenchCmd::Forward {

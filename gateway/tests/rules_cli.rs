@@ -29,7 +29,7 @@ fn rules_check_accepts_the_shipped_pack_and_notes_the_skipped_police_forward() {
         .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("ok (12 rules in 3 files)"), "{stdout}");
+    assert!(stdout.contains("ok (13 rules in 3 files)"), "{stdout}");
     assert!(
         stdout.contains("rule \"panic_lockdown\": note: forward:police left out"),
         "{stdout}"

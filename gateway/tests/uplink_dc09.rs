@@ -34,12 +34,27 @@ fn spawn(
     receivers: &[&ArcSim],
     stop: CancellationToken,
 ) -> (Arc<UplinkStatus>, tokio::task::JoinHandle<()>) {
+    spawn_with(
+        rig,
+        receivers,
+        stop,
+        "ack_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\nretries = 1\nfailover_after = 1\n",
+    )
+}
+
+/// [`spawn`] with the timing keys given (`ack_timeout`, `retries`, ...).
+fn spawn_with(
+    rig: &Rig,
+    receivers: &[&ArcSim],
+    stop: CancellationToken,
+    timing: &str,
+) -> (Arc<UplinkStatus>, tokio::task::JoinHandle<()>) {
     let list: Vec<String> = receivers
         .iter()
         .map(|a| format!("\"{}\"", a.local_addr()))
         .collect();
     let text = format!(
-        "name = \"police\"\nkind = \"dc09\"\nreceivers = [{}]\naccount = \"5A01\"\nack_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\nretries = 1\nfailover_after = 1\n",
+        "name = \"police\"\nkind = \"dc09\"\nreceivers = [{}]\naccount = \"5A01\"\n{timing}",
         list.join(", ")
     );
     let u = campusgw::uplink::parse(toml::from_str(&text).unwrap(), &FieldPath::root())
@@ -329,5 +344,114 @@ async fn the_console_api_names_the_receiver_that_acknowledged_an_event() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "not an event id");
+    rig.stop().await;
+}
+
+/// Issue 22 item 3: the primary stops answering; the next alarm goes to the backup after
+/// the configured attempts there (`retries + 1` = 2 of `ack_timeout` = 2 s), later ones
+/// start at the backup; after `return_to_primary_after` the primary is probed with a NULL
+/// while idle, and an alarm arriving during a probe of the still-dead primary goes to the
+/// backup at once instead of waiting out the probe's `ack_timeout`; once the primary
+/// answers a probe, alarms go to it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_police_uplink_fails_over_returns_by_an_idle_probe_and_never_holds_an_alarm_for_it() {
+    let primary = arc(ArcMode::Ack).await;
+    let backup = arc(ArcMode::Ack).await;
+    let mut rig = Rig::open();
+    let (_status, task) = spawn_with(
+        &rig,
+        &[&primary, &backup],
+        rig.shutdown.clone(),
+        "ack_timeout = \"2s\"\nconnect_timeout = \"1s\"\nretries = 1\nfailover_after = 2\nreturn_to_primary_after = \"1s\"\n",
+    );
+    rig.adopt(task);
+    let receiver_of =
+        |e: &Event| -> Option<u32> { deliveries(&rig.journal, e).first().map(|r| r.receiver) };
+    let first = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the first alarm at the primary", LIMIT, || {
+        receiver_of(&first) == Some(0)
+    })
+    .await;
+
+    // The primary stops answering: the next alarm fails over after two attempts there.
+    primary.set_mode(ArcMode::Silent);
+    let at_primary = primary.received().len();
+    let t = std::time::Instant::now();
+    let second = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the second alarm at the backup", LIMIT, || {
+        receiver_of(&second) == Some(1)
+    })
+    .await;
+    let failover = t.elapsed();
+    assert_eq!(
+        primary.received().len() - at_primary,
+        2,
+        "retries + 1 attempts at the primary, then the backup"
+    );
+    eprintln!("failover took {failover:?} (configured: 2 attempts x 2 s)");
+    assert!(
+        failover < Duration::from_secs(8),
+        "failover within the configured attempts (4 s) and some slack: {failover:?}"
+    );
+
+    // After the return period the dead primary is probed with a NULL while idle.
+    let before_probe = primary.received().len();
+    assert!(
+        primary.wait_received(before_probe + 1, LIMIT).await,
+        "a probe of the primary while idle"
+    );
+    let probe = primary.received().pop().unwrap();
+    assert_eq!(
+        probe.id,
+        campusgw_dc09::MessageId::Null,
+        "the probe is a NULL, not an alarm"
+    );
+    // An alarm during the probe (the primary is silent: the probe would take 2 s) goes to
+    // the backup at once.
+    let t = std::time::Instant::now();
+    let third = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the third alarm at the backup", LIMIT, || {
+        receiver_of(&third) == Some(1)
+    })
+    .await;
+    let during_probe = t.elapsed();
+    eprintln!("alarm during a probe of the dead primary delivered in {during_probe:?}");
+    assert!(
+        during_probe < Duration::from_millis(1500),
+        "the alarm waited on the probe of a dead primary: {during_probe:?}"
+    );
+    assert!(
+        primary
+            .received()
+            .iter()
+            .skip(at_primary + 2)
+            .all(|m| m.id == campusgw_dc09::MessageId::Null),
+        "no alarm was sent to the dead primary after the failover"
+    );
+
+    // The primary is back: a probe finds it and alarms go there again.
+    primary.set_mode(ArcMode::Ack);
+    let end = std::time::Instant::now() + LIMIT;
+    loop {
+        let e = rig
+            .emit(Class::LifeSafety, "panic.alarm", 1)
+            .await
+            .remove(0);
+        wait_for("the alarm delivered", LIMIT, || receiver_of(&e).is_some()).await;
+        if receiver_of(&e) == Some(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never back on the primary");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     rig.stop().await;
 }

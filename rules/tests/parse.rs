@@ -211,6 +211,40 @@ fn the_pack_raises_an_alarm_while_an_uplink_cannot_deliver_and_resolves_it_when_
 }
 
 #[test]
+fn the_pack_raises_a_critical_alarm_while_alarms_wait_for_an_uplink_and_resolves_it_when_delivered()
+{
+    let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
+    let mut e = Engine::new(set);
+    let delayed = ev(
+        1,
+        "uplink.alarm_delayed",
+        "gw",
+        "main",
+        0,
+        json!({"uplink": "county", "seq": 7, "class": "life_safety", "age_seconds": 31.0, "threshold_seconds": 30.0}),
+    );
+    assert_eq!(
+        brief(&e.on_event(1, &delayed, delayed.received_at)),
+        ["raised uplink_alarm_delayed:1"]
+    );
+    let a = e.alarms().next().expect("open alarm");
+    assert_eq!(a.severity, campusgw_rules::Severity::Critical);
+    assert!(a.title.contains("county"), "{}", a.title);
+    let cleared = ev(
+        2,
+        "uplink.alarm_delay_cleared",
+        "gw",
+        "main",
+        40,
+        json!({"uplink": "county"}),
+    );
+    assert_eq!(
+        brief(&e.on_event(2, &cleared, cleared.received_at)),
+        ["resolved uplink_alarm_delayed:1"]
+    );
+}
+
+#[test]
 fn the_pack_links_a_confirmed_fire_to_doors_broadcast_the_zone_cameras_and_a_critical_alarm() {
     let set = RuleSet::parse(&pack_sources(), &env()).expect("pack");
     assert!(set.rules().count() >= 9);

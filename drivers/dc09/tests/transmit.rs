@@ -187,6 +187,50 @@ async fn after_the_return_period_a_probe_brings_the_primary_back() {
     assert_eq!(tx.current_receiver(), 0);
 }
 
+/// After the return period an event still goes to the backup at once (it is never the
+/// probe); the primary comes back only through a NULL probe, which fails while it is
+/// silent and succeeds when it answers.
+#[tokio::test]
+async fn an_event_never_probes_the_primary_a_null_probe_brings_it_back() {
+    let primary = arc(ArcMode::Silent).await;
+    let backup = arc(ArcMode::Ack).await;
+    let mut c = config(&[&primary, &backup]);
+    c.ack_timeout = HumanDuration(Duration::from_millis(300));
+    c.failover_after = 1;
+    c.retries = 0;
+    c.return_to_primary_after = HumanDuration(Duration::from_secs(1));
+    let mut tx = Transmitter::new(&c).unwrap();
+    assert!(
+        tx.primary_probe_due().is_none(),
+        "on the primary: nothing to probe"
+    );
+    assert_eq!(send(&mut tx).await.unwrap().receiver, 1);
+    let due = tx
+        .primary_probe_due()
+        .expect("a probe is due after the failover");
+    tokio::time::sleep_until(due).await;
+    let at_primary = primary.received().len();
+    let r = send(&mut tx).await.unwrap();
+    assert_eq!((r.receiver, r.attempts), (1, 1), "straight to the backup");
+    assert_eq!(
+        primary.received().len(),
+        at_primary,
+        "the event did not probe"
+    );
+    assert!(!tx.probe_primary().await.unwrap(), "silent primary");
+    assert_eq!(primary.received().last().unwrap().id, MessageId::Null);
+    assert_eq!(tx.current_receiver(), 1);
+    assert!(
+        tx.primary_probe_due().unwrap() > tokio::time::Instant::now(),
+        "the next probe a period later"
+    );
+    primary.set_mode(ArcMode::Ack);
+    assert!(tx.probe_primary().await.unwrap());
+    assert_eq!(tx.current_receiver(), 0);
+    assert!(tx.primary_probe_due().is_none());
+    assert_eq!(send(&mut tx).await.unwrap().receiver, 0);
+}
+
 #[tokio::test]
 async fn every_receiver_silent_is_unreachable_with_a_reason_per_receiver() {
     let primary = arc(ArcMode::Silent).await;

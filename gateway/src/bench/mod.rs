@@ -8,6 +8,7 @@ pub mod dc09;
 pub mod gb26875;
 pub mod ingest;
 pub mod linkage;
+pub mod outage;
 pub mod retention;
 pub mod rules;
 pub mod startup;

@@ -58,6 +58,11 @@ pub struct UplinkView {
     pub drained_percent: u8,
     /// Age of the oldest unconfirmed event.
     pub oldest_unconfirmed_seconds: Option<f64>,
+    /// Age of the oldest undelivered alarm (`life_safety` / `security` event, not about this
+    /// uplink's own outage), `null` when none waits.
+    pub oldest_undelivered_alarm_seconds: Option<f64>,
+    /// An undelivered alarm is older than the uplink's `alarm_delay_threshold`.
+    pub alarm_delayed: bool,
 }
 
 /// The uplinks now.
@@ -87,6 +92,8 @@ pub fn views(s: &ConsoleState) -> Vec<UplinkView> {
                     .collect(),
                 backlog_total: total,
                 oldest_unconfirmed_seconds: u.oldest_unconfirmed_seconds,
+                oldest_undelivered_alarm_seconds: u.oldest_undelivered_alarm_seconds,
+                alarm_delayed: u.alarm_delayed,
             }
         })
         .collect()

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use campusgw_sdk::Event;
+use campusgw_sdk::{Class, Event};
 use tokio::sync::{broadcast, watch};
 
 use super::JournalStatus;
@@ -53,6 +53,8 @@ pub(super) struct Group {
     pub committed: u64,
     /// Events for the live feed (empty when nobody listens).
     pub events: Vec<Event>,
+    /// The newest seq it stored of each class it stored ([`super::heads`]).
+    pub heads: Vec<(Class, u64)>,
     /// Whoever waits on it.
     pub done: Vec<Done>,
 }
@@ -73,6 +75,8 @@ pub(super) struct Outputs {
     pub feed: broadcast::Sender<Arc<Event>>,
     /// The writer's queue, to wake it when a sync failed (weak: never keeps it running).
     pub wake: tokio::sync::mpsc::WeakSender<Msg>,
+    /// The newest durable seq per class, which wakes the uplinks' retry loops.
+    pub heads: super::heads::HeadsTx,
 }
 
 impl Syncer {
@@ -215,6 +219,11 @@ fn publish(out: &Outputs, g: &Group) {
             }
             newer
         });
+    }
+    // After the seq watch: whoever sees a head move finds its event readable (the police
+    // uplink's primary probe relies on that order).
+    if !g.heads.is_empty() {
+        out.heads.publish(g.heads.iter().copied());
     }
 }
 

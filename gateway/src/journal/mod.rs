@@ -111,6 +111,7 @@
 mod check;
 mod checkpoint;
 mod durable;
+pub mod heads;
 pub mod nonces;
 mod quarantine;
 mod reader;
@@ -333,6 +334,8 @@ pub struct Journal {
     path: PathBuf,
     status: Arc<JournalStatus>,
     committed_seq: watch::Receiver<u64>,
+    /// Newest committed seq per class ([`heads`]).
+    heads: watch::Receiver<heads::Heads>,
     feed: broadcast::Sender<Arc<Event>>,
     /// Turns true once the writer thread has stopped and its status is final.
     stopped: watch::Receiver<bool>,
@@ -360,11 +363,16 @@ impl Journal {
         let (tx, rx) = mpsc::channel(16_384);
         let (seq_tx, seq_rx) = watch::channel(last);
         let (feed, _) = broadcast::channel(4096);
+        let (heads_tx, heads_rx) =
+            heads::HeadsTx::open(&opened.conn).map_err(|e| JournalError::Sqlite {
+                path: opts.path.clone(),
+                source: e,
+            })?;
         let w = writer::Writer::new(
             opened.conn,
             opts.clone(),
             status.clone(),
-            (seq_tx, tx.downgrade()),
+            (seq_tx, tx.downgrade(), heads_tx),
             feed.clone(),
             last,
         )?;
@@ -381,6 +389,7 @@ impl Journal {
             path: opts.path.clone(),
             status,
             committed_seq: seq_rx,
+            heads: heads_rx,
             feed,
             stopped,
             telemetry_budget: Arc::new(tokio::sync::Semaphore::new(telemetry_budget_kib as usize)),
@@ -573,6 +582,11 @@ impl Journal {
     /// The last committed seq, updated after every commit.
     pub fn committed_seq(&self) -> watch::Receiver<u64> {
         self.committed_seq.clone()
+    }
+
+    /// The newest committed seq of each class, updated after every commit ([`heads`]).
+    pub fn heads(&self) -> watch::Receiver<heads::Heads> {
+        self.heads.clone()
     }
 
     /// Every committed event as it is committed (for rules and the live console). A slow

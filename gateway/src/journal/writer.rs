@@ -157,7 +157,11 @@ impl Writer {
         conn: Connection,
         opts: JournalOptions,
         status: Arc<JournalStatus>,
-        (seq_tx, wake): (watch::Sender<u64>, mpsc::WeakSender<Msg>),
+        (seq_tx, wake, heads): (
+            watch::Sender<u64>,
+            mpsc::WeakSender<Msg>,
+            super::heads::HeadsTx,
+        ),
         feed: broadcast::Sender<Arc<Event>>,
         last_seq: u64,
     ) -> Result<Writer, JournalError> {
@@ -169,6 +173,7 @@ impl Writer {
                 seq_tx,
                 feed: feed.clone(),
                 wake,
+                heads,
             },
         )
         .map_err(|e| super::check::io_err(&opts.path, e))?;
@@ -375,10 +380,14 @@ impl Writer {
         let mut next = self.next_seq;
         let mut receipts: Vec<Vec<Receipt>> = Vec::with_capacity(self.appends.len());
         let mut fresh: Vec<Event> = Vec::new();
+        let mut heads = [0u64; 5];
         {
             let mut ins = Inserter::new(&tx, self.opts.dedup_window)?;
             for e in &mut extra {
                 let r = ins.insert(e, &body_of(e), next)?;
+                if !r.duplicate {
+                    heads[usize::from(e.class.rank())] = next;
+                }
                 next += u64::from(!r.duplicate);
             }
             let mut rows: Vec<(&mut Event, &str)> = self
@@ -387,6 +396,12 @@ impl Writer {
                 .flat_map(|a| a.events.iter_mut().zip(a.bodies.iter().map(String::as_str)))
                 .collect();
             let all = ins.insert_all(&mut rows, &mut next)?;
+            for ((e, _), r) in rows.iter().zip(&all) {
+                if !r.duplicate {
+                    let h = &mut heads[usize::from(e.class.rank())];
+                    *h = (*h).max(r.seq);
+                }
+            }
             if self.feed.receiver_count() > 0 {
                 fresh.extend(
                     rows.iter()
@@ -417,7 +432,7 @@ impl Writer {
         tx.commit()?;
         let mut events = extra;
         events.extend(fresh);
-        self.after_commit(next, receipts, events, started);
+        self.after_commit(next, receipts, events, heads, started);
         Ok(())
     }
 
@@ -427,6 +442,7 @@ impl Writer {
         next: u64,
         receipts: Vec<Vec<Receipt>>,
         events: Vec<Event>,
+        heads: [u64; 5],
         started: Instant,
     ) {
         let committed = next - self.next_seq;
@@ -468,6 +484,11 @@ impl Writer {
             last_seq: (committed > 0).then(|| next - 1),
             committed,
             events,
+            heads: Class::ALL
+                .into_iter()
+                .map(|c| (c, heads[usize::from(c.rank())]))
+                .filter(|(_, seq)| *seq > 0)
+                .collect(),
             done,
         });
         self.pending_events = 0;
@@ -486,6 +507,7 @@ impl Writer {
                 last_seq: None,
                 committed: 0,
                 events: Vec::new(),
+                heads: Vec::new(),
                 done: vec![Box::new(move |synced: Result<(), String>| {
                     let _ = reply.send(synced.map(|()| v).map_err(JournalError::Unsynced));
                 })],
@@ -917,6 +939,7 @@ impl Writer {
                     last_seq: Some(at),
                     committed: 1,
                     events: vec![event],
+                    heads: vec![(Class::Security, at)],
                     done: Vec::new(),
                 });
             }
@@ -963,6 +986,7 @@ impl Writer {
         self.syncer.submit(Group {
             last_seq: (n > 0).then(|| first + n - 1),
             committed: n,
+            heads: step.events.iter().map(|e| (e.class, e.seq)).collect(),
             events: step.events.drain(..).collect(),
             done: vec![Box::new(move |synced: Result<(), String>| {
                 let _ = reply.send(synced.map(|()| receipt).map_err(JournalError::Unsynced));

@@ -305,6 +305,12 @@ struct Common {
     classes: Option<Vec<Class>>,
     #[serde(default)]
     kinds: Option<Vec<String>>,
+    #[serde(default)]
+    urgent_classes: Option<Vec<Class>>,
+    #[serde(default)]
+    urgent_backoff_max: Option<HumanDuration>,
+    #[serde(default)]
+    alarm_delay_threshold: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +365,15 @@ fn default_batch() -> usize {
     100
 }
 
-const COMMON_KEYS: [&str; 4] = ["name", "kind", "classes", "kinds"];
+const COMMON_KEYS: [&str; 7] = [
+    "name",
+    "kind",
+    "classes",
+    "kinds",
+    "urgent_classes",
+    "urgent_backoff_max",
+    "alarm_delay_threshold",
+];
 
 /// Parses one `[[uplink]]` table.
 ///
@@ -409,6 +423,14 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
     }
     let settings = parse_kind(t, &name, at, &mut issues);
     let filter = common.and_then(|c| {
+        let urgent = super::filter::UrgentKeys {
+            classes: c.urgent_classes,
+            backoff_max: c.urgent_backoff_max.map(|d| d.0),
+            delay_threshold: c.alarm_delay_threshold.map(|d| d.0),
+        };
+        let long_cap = settings
+            .as_ref()
+            .map_or(Duration::from_secs(60), |s| s.factory().backoff().1);
         let (classes, kinds) = match (c.classes, c.kinds, &settings) {
             (None, None, Some(s)) => match s.factory().default_filter() {
                 Some((classes, kinds)) => (Some(classes), Some(kinds)),
@@ -416,7 +438,12 @@ pub fn parse(v: toml::Value, at: &FieldPath) -> Result<UplinkConfig, Vec<ConfigI
             },
             (classes, kinds, _) => (classes, kinds),
         };
-        Filter::parse(classes, kinds, at, &mut issues)
+        Filter::parse(classes, kinds, at, &mut issues)?.with_urgency(
+            urgent,
+            long_cap,
+            at,
+            &mut issues,
+        )
     });
     match (filter, settings) {
         (Some(filter), Some(settings)) if issues.is_empty() => Ok(UplinkConfig {

@@ -18,6 +18,14 @@
 //!   `config`), read again at every retry.
 //! - Supervision: with `supervision = "90s"` a NULL is sent whenever that long passed
 //!   without a message; a NULL nobody acknowledges opens an outage as a failed event does.
+//! - Failover and return (issue 22): a primary that stops answering costs the first alarm
+//!   at most `retries + 1` attempts of `ack_timeout` there (fewer with a smaller
+//!   `failover_after`) before it goes to the backup; later alarms start at the backup. Once
+//!   `return_to_primary_after` has passed, the primary is probed with a NULL *while idle*
+//!   (never with an alarm); an ACK makes it current again. A probe gives way to an event
+//!   of a class this uplink forwards: it is dropped, the event goes to the current receiver
+//!   at once, and the probe is tried a period later. So an alarm never waits on a primary
+//!   that may still be dead.
 //!
 //! Default filter: classes `life_safety` and `security`, kinds [`DEFAULT_KINDS`] (panic,
 //! duress, which arrives as `panic.alarm` with code 121, intrusion, tamper, forced door,
@@ -154,6 +162,7 @@ impl UplinkFactory for Dc09UplinkConfig {
             stats_every: Duration::from_secs(5),
         };
         let centres = Centres {
+            classes: setup.filter.wanted_classes().to_vec(),
             cfg: self,
             cx,
             status: setup.status.clone(),
@@ -167,6 +176,8 @@ impl UplinkFactory for Dc09UplinkConfig {
 /// across links for the life of the task.
 struct Centres {
     cfg: Arc<Dc09UplinkConfig>,
+    /// The classes the uplink forwards (an event of one ends a primary probe).
+    classes: Vec<Class>,
     cx: UplinkContext,
     status: Arc<UplinkStatus>,
     transmitter: Arc<tokio::sync::Mutex<Option<Transmitter>>>,
@@ -175,6 +186,7 @@ struct Centres {
 /// A link: the transmitter, the event being sent, the next NULL.
 struct Session {
     cfg: Arc<Dc09UplinkConfig>,
+    classes: Vec<Class>,
     cx: UplinkContext,
     status: Arc<UplinkStatus>,
     tx: tokio::sync::OwnedMutexGuard<Option<Transmitter>>,
@@ -205,6 +217,7 @@ impl Transport for Centres {
             .map(|d| tokio::time::Instant::now() + d);
         Ok(Session {
             cfg: self.cfg.clone(),
+            classes: self.classes.clone(),
             cx: self.cx.clone(),
             status: self.status.clone(),
             tx,
@@ -220,11 +233,12 @@ impl Link for Session {
     }
 
     fn busy(&self) -> bool {
-        // A NULL due is sent before the next event; neither exchange may be cut short.
+        // A NULL due is sent before the next event; neither exchange may be cut short. A
+        // primary probe due runs inside `next`, which ends it itself for a new event.
+        let now = tokio::time::Instant::now();
         self.pending.is_some()
-            || self
-                .next_null
-                .is_some_and(|t| t <= tokio::time::Instant::now())
+            || self.next_null.is_some_and(|t| t <= now)
+            || self.probe_due().is_some_and(|t| t <= now)
     }
 
     fn send(&mut self, mut events: Vec<Outgoing>) -> Result<(), UplinkError> {
@@ -233,17 +247,37 @@ impl Link for Session {
         Ok(())
     }
 
-    async fn next(&mut self, _feed: &mut Feed) -> Round {
+    async fn next(&mut self, feed: &mut Feed) -> Round {
         if let Some(o) = self.pending.take() {
             let round = self.deliver(&o).await;
             self.rearm();
             return round;
         }
-        match self.next_null {
-            Some(t) if t <= tokio::time::Instant::now() => {
-                self.rearm();
-                self.supervise().await
-            }
+        let now = tokio::time::Instant::now();
+        if self.next_null.is_some_and(|t| t <= now) {
+            self.rearm();
+            return self.supervise().await;
+        }
+        let probe = self.probe_due();
+        if probe.is_some_and(|t| t <= now) {
+            // `busy` kept the loop from filling: an event already waiting goes first, to
+            // the current receiver; the probe waits for an idle moment. Heads before the
+            // committed seq (the writer publishes them after it): an event this check
+            // misses moves a head after `heads` was read, which ends the probe.
+            let heads = *self.cx.journal.heads().borrow();
+            let committed = *self.cx.journal.committed_seq().borrow();
+            return match feed.next(committed) {
+                Ok(Some(o)) => {
+                    self.status.published(1);
+                    let round = self.deliver(&o).await;
+                    self.rearm();
+                    round
+                }
+                Ok(None) => self.probe(heads).await,
+                Err(e) => Round::failed(e.into()),
+            };
+        }
+        match [self.next_null, probe].into_iter().flatten().min() {
             Some(t) => {
                 tokio::time::sleep_until(t).await;
                 Round::default()
@@ -272,11 +306,60 @@ impl Session {
         self.next_null = every.map(|d| tokio::time::Instant::now() + d);
     }
 
+    fn probe_due(&self) -> Option<tokio::time::Instant> {
+        self.tx.as_ref().and_then(Transmitter::primary_probe_due)
+    }
+
+    /// One NULL at the primary while on a backup; dropped as soon as an event of a class
+    /// this uplink forwards is committed (it goes to the current receiver instead).
+    async fn probe(&mut self, seen: crate::journal::heads::Heads) -> Round {
+        let mut heads = self.cx.journal.heads();
+        heads.mark_changed();
+        let classes = self.classes.clone();
+        let Some(tx) = self.tx.as_mut() else {
+            return Round::default();
+        };
+        let event_arrives = async {
+            loop {
+                if heads.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let now = *heads.borrow_and_update();
+                if classes
+                    .iter()
+                    .any(|c| now[usize::from(c.rank())] > seen[usize::from(c.rank())])
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = tx.probe_primary() => match r {
+                Ok(true) => {
+                    tracing::info!(uplink = %self.cfg.name, "the primary alarm receiving centre acknowledged a probe: back on the primary");
+                    Round { proven: true, ..Round::default() }
+                }
+                Ok(false) => {
+                    tracing::info!(uplink = %self.cfg.name, "the primary alarm receiving centre did not acknowledge a probe; staying on the backup");
+                    Round::default()
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = %self.cfg.name, error = %e, "cannot probe the primary alarm receiving centre");
+                    Round::default()
+                }
+            },
+            () = event_arrives => {
+                tracing::debug!(uplink = %self.cfg.name, "primary probe dropped for an event; tried again a period later");
+                Round::default()
+            }
+        }
+    }
+
     async fn supervise(&mut self) -> Round {
         let Some(tx) = self.tx.as_mut() else {
             return Round::failed(UplinkError::retry(RetryReason::Config, "no transmitter"));
         };
-        match tx.supervise().await {
+        match tx.supervise_current().await {
             Ok(r) => {
                 tracing::debug!(uplink = %self.cfg.name, receiver = r.receiver, "supervision NULL acknowledged");
                 Round {

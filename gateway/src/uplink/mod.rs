@@ -62,6 +62,9 @@
 //! ack_timeout = "60s"             # no PUBACK this long with publishes outstanding: reconnect
 //! classes = ["life_safety", "security", "operations", "business", "telemetry"]  # optional
 //! kinds = ["fire.*", "door.forced"]  # optional: "kind", "family.*" or "*"
+//! urgent_classes = ["life_safety"]  # default; may add "security" (see [`urgency`])
+//! urgent_backoff_max = "1s"       # default: back-off cap while an urgent event waits
+//! alarm_delay_threshold = "30s"   # default: older undelivered alarm → uplink.alarm_delayed
 //! [uplink.commands]               # optional: accept signed county commands
 //! public_keys = ["<base64 Ed25519 public key>"]
 //! allow = ["status", "resync", { kind = "relay.set", targets = ["fire_panel_a"] }]
@@ -130,6 +133,7 @@ mod outcome;
 mod retry;
 pub mod status;
 pub mod tls;
+pub mod urgency;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -213,7 +217,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// logged, counted in `campusgw_uplink_restarts_total{uplink}`, shown in the uplink's
 /// status (`restarts`, `last_error`) and opens an outage (`uplink.down`, reason
 /// `crashed`). The restarted task reopens its feed at the stored cursors, so whatever was
-/// unconfirmed is sent again.
+/// unconfirmed is sent again. While an urgent event waits the restart delay is capped at
+/// `urgent_backoff_max`, as the retry loop's back-off is.
 async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>) {
     let factory = u.settings.factory();
     let (base, max) = factory.backoff();
@@ -253,11 +258,34 @@ async fn supervise(u: UplinkConfig, cx: UplinkContext, status: Arc<UplinkStatus>
         if started.elapsed() > STABLE_AFTER {
             backoff.reset();
         }
+        // As in the retry loop: an urgent event waiting caps the restart delay and one
+        // committed meanwhile ends it (`urgency.rs`).
+        let mut urgency = urgency::Urgency::new(&cx.journal, &u.name, &u.filter);
+        let cursors = stored_cursors(&cx.journal, &u.name);
+        let urgent = urgency.pending(cursors);
+        let mut delay = backoff.next_delay();
+        if urgent {
+            let cap = u.filter.urgent_backoff_max();
+            delay = delay.min(campusgw_sdk::driver::Backoff::new(cap, cap).next_delay());
+        }
         tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = tokio::time::sleep(delay) => {}
             () = cx.shutdown.cancelled() => return,
+            () = urgency.arrives(cursors), if !urgent => {}
         }
     }
+}
+
+/// The stored cursors of uplink `name` per class rank (0 where unreadable: then
+/// everything counts as pending, which only shortens a wait).
+fn stored_cursors(journal: &Journal, name: &str) -> [u64; 5] {
+    let mut cursors = [0u64; 5];
+    if let Ok(r) = journal.reader() {
+        for c in campusgw_sdk::Class::ALL {
+            cursors[usize::from(c.rank())] = r.cursor(name, c).unwrap_or(0);
+        }
+    }
+    cursors
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -339,7 +367,9 @@ impl Background {
     }
 }
 
-/// Refreshes backlog and oldest-unconfirmed age every `every` (at most 5 s apart).
+/// Refreshes backlog, oldest-unconfirmed age and the oldest undelivered alarm's age every
+/// `every` (at most 5 s apart), and opens or closes an alarm-delay episode
+/// (`uplink.alarm_delayed` / `uplink.alarm_delay_cleared`, [`urgency`]).
 fn spawn_stats(
     cx: &UplinkContext,
     name: &str,
@@ -347,32 +377,106 @@ fn spawn_stats(
     status: Arc<UplinkStatus>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let journal = cx.journal.clone();
+    let cx = cx.clone();
     let name = name.to_owned();
+    let filter = filter.clone();
     let classes = filter.wanted_classes().to_vec();
+    let alarm_classes: Vec<campusgw_sdk::Class> = [
+        campusgw_sdk::Class::LifeSafety,
+        campusgw_sdk::Class::Security,
+    ]
+    .into_iter()
+    .filter(|c| filter.wants_class(*c))
+    .collect();
+    let threshold = filter.alarm_delay_threshold().as_secs_f64();
     let every = every.min(Duration::from_secs(5));
     tokio::spawn(async move {
+        let heads = cx.journal.heads();
         let mut reader = None;
+        let mut scanner = None;
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let r = match reader.take() {
                 Some(r) => Ok(r),
-                None => journal.reader(),
+                None => cx.journal.reader(),
             };
             let Ok(r) = r else { continue };
-            let (name, classes) = (name.clone(), classes.clone());
+            let s = match scanner.take() {
+                Some(s) => Ok(s),
+                None if alarm_classes.is_empty() => Err(()),
+                None => urgency::Scanner::new(&cx.journal, &name, &filter, alarm_classes.clone())
+                    .map_err(|_| ()),
+            };
+            let (n, classes, h) = (name.clone(), classes.clone(), *heads.borrow());
             let done = tokio::task::spawn_blocking(move || {
-                let m = status::measure(&r, &name, &classes);
-                (r, m)
+                let m = status::measure(&r, &n, &classes);
+                let mut s = s.ok();
+                let alarm = match (&m, s.as_mut()) {
+                    (Ok((_, _, cursors)), Some(s)) => s.oldest(*cursors, h).ok(),
+                    _ => None,
+                };
+                (r, s, m, alarm)
             })
             .await;
-            if let Ok((r, m)) = done {
-                reader = Some(r);
-                if let Ok((backlog, oldest, cursors)) = m {
-                    status.set_backlog(backlog, oldest, cursors);
-                }
+            let Ok((r, s, m, alarm)) = done else { continue };
+            reader = Some(r);
+            scanner = s;
+            if let Ok((backlog, oldest, cursors)) = m {
+                status.set_backlog(backlog, oldest, cursors);
             }
+            // None: no alarm waits (or the check failed; the next tick tries again).
+            let Some(alarm) = alarm else { continue };
+            let age = alarm.map(|p| {
+                (chrono::Utc::now() - p.received_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
+            });
+            status.set_alarm_age(age);
+            alarm_delay_episode(&cx, &name, &status, alarm, age, threshold);
         }
     })
+}
+
+/// Journals `uplink.alarm_delayed` (class `security`) when the oldest undelivered alarm
+/// passes `threshold` seconds, once per episode, and `uplink.alarm_delay_cleared` (class
+/// `operations`) when no alarm that old waits any more.
+fn alarm_delay_episode(
+    cx: &UplinkContext,
+    name: &str,
+    status: &UplinkStatus,
+    alarm: Option<urgency::Pending>,
+    age: Option<f64>,
+    threshold: f64,
+) {
+    let over = age.is_some_and(|a| a >= threshold);
+    if !status.set_alarm_delayed(over) {
+        return;
+    }
+    let new = if let (true, Some(p), Some(age)) = (over, alarm, age) {
+        tracing::error!(uplink = %name, seq = p.seq, age_seconds = age, "uplink.alarm_delayed: an alarm has waited longer than alarm_delay_threshold for this uplink");
+        let payload = serde_json::json!({
+            "uplink": name,
+            "seq": p.seq,
+            "class": p.class.as_str(),
+            "age_seconds": age,
+            "threshold_seconds": threshold,
+            "state": status.state(),
+        });
+        NewEvent::new(
+            campusgw_sdk::Kind::from_static("uplink.alarm_delayed"),
+            campusgw_sdk::Class::Security,
+        )
+        .payload(payload)
+    } else {
+        tracing::info!(uplink = %name, "uplink.alarm_delay_cleared: the delayed alarms were delivered");
+        let payload = serde_json::json!({"uplink": name, "oldest_undelivered_alarm_seconds": age});
+        NewEvent::new(
+            campusgw_sdk::Kind::from_static("uplink.alarm_delay_cleared"),
+            campusgw_sdk::Class::Operations,
+        )
+        .payload(payload)
+    };
+    journal_event(cx, new);
 }

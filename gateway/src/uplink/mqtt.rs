@@ -661,6 +661,7 @@ impl MqttUplink {
             "at": chrono::Utc::now(),
             "backlog": snap.backlog,
             "oldest_unconfirmed_seconds": snap.oldest_unconfirmed_seconds,
+            "oldest_undelivered_alarm_seconds": snap.oldest_undelivered_alarm_seconds,
             "inflight": feed.inflight(),
             "drivers": drivers,
         })

@@ -12,6 +12,9 @@
 //!   new link is made and the same events are sent again.
 //!
 //! Any answer from the destination ends an outage (`uplink.up`) and resets the back-off.
+//! While it backs off, a committed urgent event its filter forwards wakes it at once, and
+//! while one is pending the back-off is capped at the filter's `urgent_backoff_max`
+//! (`urgency.rs`: events about its own outage do not count).
 //! Operator resend requests (`campusgw uplink retry-rejected`) and rule forwards are
 //! polled every [`super::RESEND_POLL`] while the link is ready.
 
@@ -26,6 +29,7 @@ use super::delivery::Delivery;
 use super::feed::Feed;
 use super::filter::Filter;
 use super::status::UplinkStatus;
+use super::urgency::Urgency;
 use super::{Background, Refused, UplinkContext, clear_resent, report_down, report_up};
 
 /// What the loop needs to know about the uplink it runs.
@@ -64,7 +68,9 @@ pub(crate) async fn run<T: Transport>(mut transport: T, u: Setup) {
         &feed,
         u.stats_every,
     );
+    let mut urgency = Urgency::new(&u.cx.journal, &u.name, &u.filter);
     loop {
+        u.status.connect_attempt();
         let end = match transport.connect().await {
             Ok(link) => session(&u, link, &mut feed, &bg.cursors, &mut backoff).await,
             Err(e) => End::Failed(e),
@@ -75,10 +81,24 @@ pub(crate) async fn run<T: Transport>(mut transport: T, u: Setup) {
             End::Failed(e) => e,
         };
         report_down(&u.cx, &u.name, &u.status, e.reason(), &e.to_string());
-        let delay = e.after().unwrap_or_else(|| backoff.next_delay());
+        let cursors = feed.cursors();
+        let urgent = urgency.pending(cursors);
+        // The long back-off grows on as usual; an urgent event only caps this one sleep,
+        // so the long cap is back as soon as nothing urgent waits. A destination's
+        // Retry-After is capped too: an alarm does not wait on a busy county platform.
+        let mut delay = e.after().unwrap_or_else(|| backoff.next_delay());
+        if urgent {
+            let cap = u.filter.urgent_backoff_max();
+            delay = delay.min(Backoff::new(cap, cap).next_delay());
+        }
+        u.status.set_urgent(urgent);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = u.cx.shutdown.cancelled() => break,
+            // Already in the fast cap when urgent: a burst of alarms is no burst of connects.
+            () = urgency.arrives(cursors), if !urgent => {
+                tracing::info!(uplink = %u.name, "an urgent event is waiting: reconnecting now");
+            }
         }
     }
     bg.stop().await;

@@ -6,7 +6,10 @@
 //! `campusgw_uplink_confirmed_total`, `campusgw_uplink_rejected_total`,
 //! `campusgw_uplink_backlog{class}`, `campusgw_uplink_oldest_unconfirmed_seconds`,
 //! `campusgw_uplink_connected` (1/0), `campusgw_uplink_failures_total{reason}`,
-//! `campusgw_uplink_restarts_total` (counted by the supervisor in `uplink::start`).
+//! `campusgw_uplink_restarts_total` (counted by the supervisor in `uplink::start`),
+//! `campusgw_uplink_connect_attempts_total`, `campusgw_uplink_urgent_pending` (1 while an
+//! urgent event waits during back-off), `campusgw_uplink_oldest_undelivered_alarm_seconds`
+//! (0 when none; `uplink/urgency.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +45,9 @@ pub struct UplinkStatus {
     confirmed: AtomicU64,
     rejected: AtomicU64,
     restarts: AtomicU64,
+    connect_attempts: AtomicU64,
+    /// An `uplink.alarm_delayed` was journaled and its `..._cleared` not yet.
+    alarm_delayed: AtomicBool,
     panic_once: AtomicBool,
     plaintext: AtomicBool,
     inner: Mutex<Inner>,
@@ -50,6 +56,9 @@ pub struct UplinkStatus {
     m_rejected: Counter,
     m_connected: Gauge,
     m_oldest: Gauge,
+    m_attempts: Counter,
+    m_urgent: Gauge,
+    m_alarm_age: Gauge,
 }
 
 #[derive(Clone)]
@@ -61,6 +70,8 @@ struct Inner {
     last_reason: Option<RetryReason>,
     backlog: [u64; 5],
     oldest_unconfirmed_seconds: Option<f64>,
+    oldest_undelivered_alarm_seconds: Option<f64>,
+    urgent_pending: bool,
     cursors: [u64; 5],
 }
 
@@ -93,6 +104,15 @@ pub struct UplinkSnapshot {
     pub backlog: BTreeMap<&'static str, u64>,
     /// Age of the oldest unconfirmed event.
     pub oldest_unconfirmed_seconds: Option<f64>,
+    /// Age of the oldest undelivered alarm (`life_safety` or `security` event it forwards,
+    /// not about its own outage; `uplink/urgency.rs`), `null` when none waits.
+    pub oldest_undelivered_alarm_seconds: Option<f64>,
+    /// An undelivered alarm is older than `alarm_delay_threshold` (`uplink.alarm_delayed`).
+    pub alarm_delayed: bool,
+    /// It is backing off with an urgent event waiting (fast cap, `urgent_backoff_max`).
+    pub urgent_pending: bool,
+    /// Connection attempts since start.
+    pub connect_attempts: u64,
     /// Confirmed cursor per class.
     pub cursors: BTreeMap<&'static str, u64>,
 }
@@ -110,6 +130,8 @@ impl UplinkStatus {
             confirmed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            connect_attempts: AtomicU64::new(0),
+            alarm_delayed: AtomicBool::new(false),
             panic_once: AtomicBool::new(false),
             plaintext: AtomicBool::new(false),
             inner: Mutex::new(Inner {
@@ -119,13 +141,18 @@ impl UplinkStatus {
                 last_reason: None,
                 backlog: [0; 5],
                 oldest_unconfirmed_seconds: None,
+                oldest_undelivered_alarm_seconds: None,
+                urgent_pending: false,
                 cursors: [0; 5],
             }),
             m_published: metrics::counter!("campusgw_uplink_published_total", "uplink" => l.clone()),
             m_confirmed: metrics::counter!("campusgw_uplink_confirmed_total", "uplink" => l.clone()),
             m_rejected: metrics::counter!("campusgw_uplink_rejected_total", "uplink" => l.clone()),
             m_connected: metrics::gauge!("campusgw_uplink_connected", "uplink" => l.clone()),
-            m_oldest: metrics::gauge!("campusgw_uplink_oldest_unconfirmed_seconds", "uplink" => l),
+            m_oldest: metrics::gauge!("campusgw_uplink_oldest_unconfirmed_seconds", "uplink" => l.clone()),
+            m_attempts: metrics::counter!("campusgw_uplink_connect_attempts_total", "uplink" => l.clone()),
+            m_urgent: metrics::gauge!("campusgw_uplink_urgent_pending", "uplink" => l.clone()),
+            m_alarm_age: metrics::gauge!("campusgw_uplink_oldest_undelivered_alarm_seconds", "uplink" => l),
         })
     }
 
@@ -159,7 +186,9 @@ impl UplinkStatus {
     /// error; returns true when this ends an outage (when `uplink.up` is journaled).
     pub fn connected(&self) -> bool {
         self.m_connected.set(1.0);
+        self.m_urgent.set(0.0);
         self.with(|i| {
+            i.urgent_pending = false;
             i.state = LinkState::Connected;
             i.last_error = None;
             i.last_reason = None;
@@ -187,6 +216,36 @@ impl UplinkStatus {
             i.last_reason = Some(reason);
             !std::mem::replace(&mut i.outage, true)
         })
+    }
+
+    /// The retry loop is about to connect.
+    pub fn connect_attempt(&self) {
+        self.connect_attempts.fetch_add(1, Ordering::Relaxed);
+        self.m_attempts.increment(1);
+    }
+
+    /// Connection attempts so far.
+    pub fn connect_attempts(&self) -> u64 {
+        self.connect_attempts.load(Ordering::Relaxed)
+    }
+
+    /// Whether the back-off now running has an urgent event waiting (fast cap).
+    pub fn set_urgent(&self, urgent: bool) {
+        self.m_urgent.set(if urgent { 1.0 } else { 0.0 });
+        self.with(|i| i.urgent_pending = urgent);
+    }
+
+    /// The oldest undelivered alarm's age, from the stats pass.
+    pub fn set_alarm_age(&self, age: Option<f64>) {
+        self.m_alarm_age.set(age.unwrap_or(0.0));
+        self.with(|i| i.oldest_undelivered_alarm_seconds = age);
+    }
+
+    /// Marks the alarm-delay episode open (`true`) or over; returns whether it changed
+    /// (so each `uplink.alarm_delayed` / `..._cleared` is journaled once, across restarts
+    /// of the task).
+    pub fn set_alarm_delayed(&self, delayed: bool) -> bool {
+        self.alarm_delayed.swap(delayed, Ordering::SeqCst) != delayed
     }
 
     /// The supervisor restarts the task; returns the restarts so far.
@@ -262,6 +321,10 @@ impl UplinkStatus {
             rejected: self.rejected.load(Ordering::Relaxed),
             backlog: by_class(i.backlog),
             oldest_unconfirmed_seconds: i.oldest_unconfirmed_seconds,
+            oldest_undelivered_alarm_seconds: i.oldest_undelivered_alarm_seconds,
+            alarm_delayed: self.alarm_delayed.load(Ordering::SeqCst),
+            urgent_pending: i.urgent_pending,
+            connect_attempts: self.connect_attempts.load(Ordering::Relaxed),
             cursors: by_class(i.cursors),
         }
     }

@@ -40,9 +40,13 @@
 //! - Each failure counts against its receiver; `failover_after` consecutive failures make
 //!   the next receiver the current one (the one messages start at). A success resets the
 //!   count.
-//! - After `return_to_primary_after` on a backup, the next message first makes one attempt
-//!   at the primary (a probe); if it succeeds the primary is current again, else the probe
-//!   waits another period. [`Transmitter::supervise`] probes the same way.
+//! - After `return_to_primary_after` on a backup the primary is due for a probe: one NULL,
+//!   one attempt ([`Transmitter::probe_primary`], or [`Transmitter::supervise`], which
+//!   probes first when one is due); if it is acknowledged the primary is current again,
+//!   else the probe waits another period. An event is never used as the probe: it goes to
+//!   the current receiver at once, so an alarm never waits on a primary that may still be
+//!   dead. The caller probes while idle ([`Transmitter::primary_probe_due`]); the probe
+//!   may be cancelled (dropped) when an alarm arrives, and is tried again a period later.
 //! - TCP connections open lazily (bounded by `connect_timeout`), stay open between
 //!   messages and are reopened after the receiver closes them; a frame lost on a reused
 //!   connection the receiver had closed is resent once on a fresh one without counting.
@@ -195,13 +199,63 @@ impl Transmitter {
         self.sequence = last;
     }
 
-    /// Sends a NULL supervision message and returns its receipt.
+    /// Sends a NULL supervision message and returns its receipt; when a probe of the
+    /// primary is due it makes one attempt there first (module doc, "Failover").
     ///
     /// # Errors
     /// As [`Transmitter::send`].
     pub async fn supervise(&mut self) -> Result<Receipt, TransmitError> {
         let null = self.map.null();
-        self.send(&null).await
+        self.send_planned(&null, true).await
+    }
+
+    /// Sends a NULL to the current receiver (and on through the backups), never probing
+    /// the primary first: the caller probes separately with [`Transmitter::probe_primary`].
+    ///
+    /// # Errors
+    /// As [`Transmitter::send`].
+    pub async fn supervise_current(&mut self) -> Result<Receipt, TransmitError> {
+        let null = self.map.null();
+        self.send_planned(&null, false).await
+    }
+
+    /// When the primary is due for a probe: `return_to_primary_after` after the failover
+    /// (or after the last probe); `None` while the primary is current.
+    pub fn primary_probe_due(&self) -> Option<Instant> {
+        if self.current == 0 || self.endpoints.len() < 2 {
+            return None;
+        }
+        self.failed_over_at.map(|t| t + self.return_after)
+    }
+
+    /// Probes the primary with one NULL, one attempt (bounded by `ack_timeout`): true when
+    /// it acknowledged and is current again. Whatever else happens (silence, a refusal, a
+    /// NAK, whose clock is learnt), the next probe is due a period later, also when this
+    /// future is dropped before it finishes (an alarm arriving meanwhile goes to the
+    /// current receiver instead of waiting for it).
+    ///
+    /// # Errors
+    /// [`TransmitError::Encode`] when the NULL cannot be written.
+    pub async fn probe_primary(&mut self) -> Result<bool, TransmitError> {
+        self.failed_over_at = Some(Instant::now());
+        let null = self.map.null();
+        self.frame(0, &null, Sequence::ZERO)?;
+        let sequence = self.sequence.next();
+        self.sequence = sequence;
+        self.sent = 0;
+        match self.attempt(0, &null, sequence).await? {
+            Ok(Answer::Ack) => {
+                self.succeeded(0);
+                Ok(true)
+            }
+            Ok(Answer::Nak(ts)) => {
+                if let (Some(ts), Some(o)) = (ts, self.clock_offsets.get_mut(0)) {
+                    *o = ts.offset_from(Utc::now());
+                }
+                Ok(false)
+            }
+            Ok(Answer::Duh) | Err(_) => Ok(false),
+        }
     }
 
     /// Sends `message` with the next sequence number and a fresh timestamp per attempt
@@ -213,13 +267,22 @@ impl Transmitter {
     /// [`TransmitError::Refused`] on DUH; [`TransmitError::Unreachable`] when no receiver
     /// acknowledged; [`TransmitError::Encode`] when the message cannot be written.
     pub async fn send(&mut self, message: &Message) -> Result<Receipt, TransmitError> {
+        self.send_planned(message, false).await
+    }
+
+    /// [`Transmitter::send`], probing the primary first when `probe` and one is due.
+    async fn send_planned(
+        &mut self,
+        message: &Message,
+        probe: bool,
+    ) -> Result<Receipt, TransmitError> {
         // Refuse an unwritable message before it costs any receiver a failure.
         self.frame(0, message, Sequence::ZERO)?;
         let sequence = self.sequence.next();
         self.sequence = sequence;
         self.sent = 0;
         let mut failures = Vec::new();
-        for (receiver, max) in self.plan() {
+        for (receiver, max) in self.plan(probe) {
             match self.try_receiver(receiver, max, message, sequence).await? {
                 Ok(()) => {
                     return Ok(Receipt {
@@ -241,12 +304,14 @@ impl Transmitter {
         Err(TransmitError::Unreachable { failures })
     }
 
-    /// The receivers to try, in order, with the attempts each may have.
-    fn plan(&mut self) -> Vec<(usize, u32)> {
+    /// The receivers to try, in order, with the attempts each may have (first one at the
+    /// primary when `probe` and a probe is due).
+    fn plan(&mut self, probe: bool) -> Vec<(usize, u32)> {
         let n = self.endpoints.len();
         let full = self.retries.saturating_add(1);
         let mut plan = Vec::with_capacity(n + 1);
-        if self.current != 0
+        if probe
+            && self.current != 0
             && self
                 .failed_over_at
                 .is_some_and(|t| t.elapsed() >= self.return_after)
