@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -158,6 +158,11 @@ impl CentreSim {
         *self.inner.mode.lock().expect("sim lock") = mode;
     }
 
+    /// Waits until `n` connections were accepted, or `timeout`; whether they were.
+    pub async fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |_| self.connections() >= n).await
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
@@ -281,19 +286,27 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        inner.writers.lock().expect("sim lock").push(wr.clone());
         let connection = inner.connections.fetch_add(1, Ordering::Relaxed);
-        let reader = tokio::spawn(serve(stream, connection, inner.clone()));
-        let mut readers = inner.readers.lock().expect("sim lock");
-        readers.retain(|r| !r.is_finished());
-        readers.push(reader);
+        let reader = tokio::spawn(serve(rd, wr, connection, inner.clone()));
+        {
+            let mut readers = inner.readers.lock().expect("sim lock");
+            readers.retain(|r| !r.is_finished());
+            readers.push(reader);
+        }
+        inner.changed.notify_waiters();
     }
 }
 
-async fn serve(stream: TcpStream, connection: usize, inner: Arc<Inner>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
-    let wr = Arc::new(tokio::sync::Mutex::new(wr));
-    inner.writers.lock().expect("sim lock").push(wr.clone());
+async fn serve(
+    mut rd: OwnedReadHalf,
+    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    connection: usize,
+    inner: Arc<Inner>,
+) {
     let mut buf = BytesMut::with_capacity(2048);
     let mut decoder = FrameDecoder::new();
     loop {
