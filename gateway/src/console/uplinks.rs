@@ -185,12 +185,25 @@ pub async fn deliveries(
 #[serde(deny_unknown_fields)]
 pub struct DutyCheckAnswer {
     /// Operator number uploaded to the centre (操作员编号, 0-255; default 1).
-    #[serde(default = "first_operator")]
+    #[serde(default = "first_operator", deserialize_with = "operator_number")]
+    #[schema(value_type = u8, minimum = 0, maximum = 255, default = 1)]
     pub operator: u8,
 }
 
 fn first_operator() -> u8 {
     1
+}
+
+/// 0-255; a JSON number with an integral value (`3.0` is `3`, as JSON Schema's `integer`).
+fn operator_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
+        Ok(v as u8)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "operator {v} is not an operator number 0-255"
+        )))
+    }
 }
 
 /// The duty check answered.
