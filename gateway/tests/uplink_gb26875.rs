@@ -5,9 +5,10 @@
 //! simulated centre with the same objects, and the simulated centre
 //! (`campusgw_gb26875::sim::centre`): confirm = delivered with a delivery record, silent
 //! then back (the alarm raised meanwhile arrives), deny = rejected and listed, 查岗
-//! journaled and answered through the duty desk.
+//! journaled and answered by an operator through `POST /api/v1/uplinks/{name}/duty-check`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod console_support;
 mod uplink_support;
 
 use std::path::Path;
@@ -353,4 +354,52 @@ async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() 
     assert_eq!(relayed.frame.version, original.version);
     drop(uitd);
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_answers_the_duty_check_through_the_console_api() {
+    use campusgw::console::auth::Role;
+    let c = centre().await;
+    let rig = console_support::Rig::start_with(&format!(
+        "\n[[uplink]]\n{}",
+        uplink_table(&[c.local_addr().to_string()])
+    ))
+    .await;
+    let (viewer, operator) = (
+        rig.token("viewer", Role::Viewer).await,
+        rig.token("duty", Role::Operator).await,
+    );
+    let post = |token: String, body: &'static str| {
+        rig.http
+            .post(rig.url("/api/v1/uplinks/fire_centre/duty-check"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(operator.clone(), "{}").await.unwrap().status(), 409, "no check open");
+    assert!(c.wait_connections(1, LIMIT).await);
+    let serial = c.duty_check(10).await.unwrap();
+    wait_for("fire_centre.duty_check journaled", LIMIT, || {
+        !journaled(&rig.gw.journal, "fire_centre.duty_check").is_empty()
+    })
+    .await;
+    assert_eq!(post(viewer, "{}").await.unwrap().status(), 403, "viewers do not answer");
+    let answered = post(operator.clone(), "{\"operator\": 3}").await.unwrap();
+    assert_eq!(answered.status(), 202);
+    let body: serde_json::Value = answered.json().await.unwrap();
+    assert_eq!(body["serial"], serial);
+    assert_eq!(post(operator, "{}").await.unwrap().status(), 409, "answered once");
+    wait_for("answer journaled", LIMIT, || {
+        !journaled(&rig.gw.journal, "fire_centre.duty_check_answered").is_empty()
+    })
+    .await;
+    let done = journaled(&rig.gw.journal, "fire_centre.duty_check_answered").remove(0);
+    assert_eq!(done.payload["operator"], 3);
+    assert!(done.payload["by"].as_str().unwrap().contains("duty"), "{}", done.payload);
+    assert!(c.uploads().iter().any(|r| matches!(
+        r.frame.adu(),
+        Ok(Some(Adu::UitdOperation(ref o))) if o[0].flags == 0x20 && o[0].operator == 3
+    )));
+    rig.stop().await;
 }
