@@ -319,6 +319,54 @@ async fn a_school_uitd_alarm_reaches_gateway_b_through_gateway_a_uplink() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_b_reads_syncs_and_checks_duty_on_gateway_a_uplink() {
+    use campusgw_sdk::{Command, CommandKind, CommandStatus, DeviceId, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let (a_port, b_port) = (free_port(), free_port());
+    let b = gateway(&receiver_config(dir.path(), b_port), dir.path()).await;
+    let a = gateway(
+        &school_config(dir.path(), a_port, &format!("127.0.0.1:{b_port}")),
+        dir.path(),
+    )
+    .await;
+    let school = Target::Device(DeviceId::new("school_042").unwrap());
+    let send = |kind: &str| {
+        Command::new(
+            CommandKind::new(kind).unwrap(),
+            school.clone(),
+            serde_json::json!({"minutes": 5}),
+            "test",
+        )
+    };
+    // The uplink connects on its own; B's commands need the connection.
+    let mut status = CommandStatus::Failed;
+    for _ in 0..100 {
+        let r = b.command(send("fire.read_uitd_status")).await;
+        status = r.first().map_or(CommandStatus::Failed, |r| r.status);
+        if status == CommandStatus::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, CommandStatus::Succeeded, "B read A's UITD status");
+    for kind in ["fire.sync_clock", "fire.duty_check"] {
+        let r = b.command(send(kind)).await;
+        assert_eq!(r[0].status, CommandStatus::Succeeded, "{kind}: {r:?}");
+    }
+    wait_for("A journaled the clock sync and the duty check", LIMIT, || {
+        !journaled(&a.journal, "fire_centre.clock_sync").is_empty()
+            && !journaled(&a.journal, "fire_centre.duty_check").is_empty()
+    })
+    .await;
+    let check = journaled(&a.journal, "fire_centre.duty_check").remove(0);
+    assert_eq!(check.payload["minutes"], 5);
+    let sync = journaled(&a.journal, "fire_centre.clock_sync").remove(0);
+    assert!(sync.payload["offset_seconds"].as_f64().unwrap().abs() < 5.0, "{}", sync.payload);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() {
     let dir = tempfile::tempdir().unwrap();
     let c = centre().await;
