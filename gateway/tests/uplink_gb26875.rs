@@ -41,7 +41,11 @@ fn journaled(journal: &Journal, kind: &str) -> Vec<Event> {
 }
 
 fn cursor(journal: &Journal, class: Class) -> u64 {
-    journal.reader().unwrap().cursor("fire_centre", class).unwrap()
+    journal
+        .reader()
+        .unwrap()
+        .cursor("fire_centre", class)
+        .unwrap()
 }
 
 fn uplink_table(centres: &[String]) -> String {
@@ -123,15 +127,28 @@ async fn a_centre_silent_then_back_gets_the_alarm_raised_meanwhile() {
     start(&mut rig, &[c.local_addr().to_string()]);
     let alarm = rig.emit(Class::LifeSafety, "fire.alarm", 1).await.remove(0);
     // First attempt and 3 retransmissions of the same bytes, then a new connection.
-    assert!(c.wait_until(LIMIT, |r| r.iter().filter(|f| f.is_upload()).count() >= 4).await);
+    assert!(
+        c.wait_until(LIMIT, |r| r.iter().filter(|f| f.is_upload()).count() >= 4)
+            .await
+    );
     let first: Vec<_> = c.uploads().into_iter().take(4).collect();
-    assert!(first.iter().all(|r| r.bytes == first[0].bytes), "same serial and bytes");
-    assert!(c.wait_connections(2, LIMIT).await, "reconnected after 3 retries");
+    assert!(
+        first.iter().all(|r| r.bytes == first[0].bytes),
+        "same serial and bytes"
+    );
+    assert!(
+        c.wait_connections(2, LIMIT).await,
+        "reconnected after 3 retries"
+    );
     wait_for("uplink.down journaled", LIMIT, || {
         !journaled(&rig.journal, "uplink.down").is_empty()
     })
     .await;
-    assert_eq!(cursor(&rig.journal, Class::LifeSafety), 0, "no confirm, no cursor");
+    assert_eq!(
+        cursor(&rig.journal, Class::LifeSafety),
+        0,
+        "no confirm, no cursor"
+    );
     let meanwhile = rig.emit(Class::LifeSafety, "fire.alarm", 1).await.remove(0);
     c.set_mode(CentreMode::Confirm);
     wait_for("both alarms confirmed", LIMIT, || {
@@ -141,7 +158,10 @@ async fn a_centre_silent_then_back_gets_the_alarm_raised_meanwhile() {
     assert_eq!(deliveries(&rig.journal, &alarm).len(), 1);
     assert_eq!(deliveries(&rig.journal, &meanwhile).len(), 1);
     let contents: Vec<Vec<u8>> = c.uploads().into_iter().map(|r| r.frame.data).collect();
-    assert!(contents.contains(&first[0].frame.data), "the first alarm's ADU, unchanged");
+    assert!(
+        contents.contains(&first[0].frame.data),
+        "the first alarm's ADU, unchanged"
+    );
     wait_for("uplink.up journaled", LIMIT, || {
         !journaled(&rig.journal, "uplink.up").is_empty()
     })
@@ -160,13 +180,22 @@ async fn a_denied_alarm_is_rejected_kept_and_listed() {
         cursor(&rig.journal, Class::LifeSafety) >= alarm.seq
     })
     .await;
-    let listed = rig.journal.rejected_reader().unwrap().list(Some("fire_centre")).unwrap();
+    let listed = rig
+        .journal
+        .rejected_reader()
+        .unwrap()
+        .list(Some("fire_centre"))
+        .unwrap();
     assert!(listed.iter().any(|r| r.seq == alarm.seq), "{listed:?}");
     wait_for("uplink.rejected raised", LIMIT, || {
         !journaled(&rig.journal, "uplink.rejected").is_empty()
     })
     .await;
-    assert_eq!(c.uploads().len(), 4, "denied on the first attempt and 3 retransmissions");
+    assert_eq!(
+        c.uploads().len(),
+        4,
+        "denied on the first attempt and 3 retransmissions"
+    );
     assert_eq!(status.snapshot().rejected, 1);
     rig.stop().await;
 }
@@ -183,9 +212,9 @@ async fn a_duty_check_is_journaled_and_the_operators_answer_uploaded() {
     })
     .await;
     assert!(
-        c.wait_until(LIMIT, |r| r
-            .iter()
-            .any(|f| f.frame.command == CommandByte::Confirm && f.frame.serial == serial))
+        c.wait_until(LIMIT, |r| r.iter().any(|f| f.frame.command
+            == CommandByte::Confirm
+            && f.frame.serial == serial))
             .await,
         "the check is confirmed at once"
     );
@@ -266,7 +295,8 @@ async fn gateway(text: &str, dir: &Path) -> Gateway {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../drivers/gb26875/tests/data/frames.tsv");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../drivers/gb26875/tests/data/frames.tsv");
     let text = std::fs::read_to_string(path).unwrap();
     let line = text
         .lines()
@@ -305,14 +335,25 @@ async fn a_school_uitd_alarm_reaches_gateway_b_through_gateway_a_uplink() {
     assert_eq!(at_b.payload["component_type"], 40);
     assert_eq!(at_b.payload["description"], "3楼东 烟感");
     let at_a = journaled(&a.journal, "fire.alarm").remove(0);
-    assert_eq!(at_a.occurred_at, at_b.occurred_at, "the device's time label travels");
+    assert_eq!(
+        at_a.occurred_at, at_b.occurred_at,
+        "the device's time label travels"
+    );
     // The UITD resets the detector: the reset follows the alarm to B.
-    assert!(uitd.reset(ComponentAddress::from_parts(10, 2)).await.is_confirmed());
+    assert!(
+        uitd.reset(ComponentAddress::from_parts(10, 2))
+            .await
+            .is_confirmed()
+    );
     wait_for("the reset at gateway B", LIMIT, || {
         !journaled(&b.journal, "fire.reset").is_empty()
     })
     .await;
-    assert_eq!(journaled(&b.journal, "fire.alarm").len(), 1, "one alarm, once");
+    assert_eq!(
+        journaled(&b.journal, "fire.alarm").len(),
+        1,
+        "one alarm, once"
+    );
     drop(uitd);
     a.stop().await;
     b.stop().await;
@@ -353,15 +394,23 @@ async fn gateway_b_reads_syncs_and_checks_duty_on_gateway_a_uplink() {
         let r = b.command(send(kind)).await;
         assert_eq!(r[0].status, CommandStatus::Succeeded, "{kind}: {r:?}");
     }
-    wait_for("A journaled the clock sync and the duty check", LIMIT, || {
-        !journaled(&a.journal, "fire_centre.clock_sync").is_empty()
-            && !journaled(&a.journal, "fire_centre.duty_check").is_empty()
-    })
+    wait_for(
+        "A journaled the clock sync and the duty check",
+        LIMIT,
+        || {
+            !journaled(&a.journal, "fire_centre.clock_sync").is_empty()
+                && !journaled(&a.journal, "fire_centre.duty_check").is_empty()
+        },
+    )
     .await;
     let check = journaled(&a.journal, "fire_centre.duty_check").remove(0);
     assert_eq!(check.payload["minutes"], 5);
     let sync = journaled(&a.journal, "fire_centre.clock_sync").remove(0);
-    assert!(sync.payload["offset_seconds"].as_f64().unwrap().abs() < 5.0, "{}", sync.payload);
+    assert!(
+        sync.payload["offset_seconds"].as_f64().unwrap().abs() < 5.0,
+        "{}",
+        sync.payload
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -384,7 +433,10 @@ async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() 
     .unwrap();
     let vector = fixture("fire_alarm_smoke_detector");
     uitd.send_raw(&vector).await.unwrap();
-    assert!(c.wait_until(LIMIT, |r| r.iter().any(|f| f.is_upload())).await);
+    assert!(
+        c.wait_until(LIMIT, |r| r.iter().any(|f| f.is_upload()))
+            .await
+    );
     let relayed = c.uploads().remove(0);
     let original = Frame::decode(&vector).unwrap();
     let (Some(Adu::ComponentStatus(want)), Some(Adu::ComponentStatus(got))) =
@@ -395,7 +447,10 @@ async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() 
     assert_eq!(got[0].system, want[0].system);
     assert_eq!(got[0].component_type, want[0].component_type);
     assert_eq!(got[0].component_address, want[0].component_address);
-    assert_eq!(got[0].status, want[0].status, "the word as the UITD sent it");
+    assert_eq!(
+        got[0].status, want[0].status,
+        "the word as the UITD sent it"
+    );
     assert_eq!(got[0].time, want[0].time, "the object's own time label");
     assert_eq!(got[0].description.text(), want[0].description.text());
     assert_eq!(relayed.frame.command, CommandByte::SendData);
@@ -425,26 +480,42 @@ async fn an_operator_answers_the_duty_check_through_the_console_api() {
             .body(body)
             .send()
     };
-    assert_eq!(post(operator.clone(), "{}").await.unwrap().status(), 409, "no check open");
+    assert_eq!(
+        post(operator.clone(), "{}").await.unwrap().status(),
+        409,
+        "no check open"
+    );
     assert!(c.wait_connections(1, LIMIT).await);
     let serial = c.duty_check(10).await.unwrap();
     wait_for("fire_centre.duty_check journaled", LIMIT, || {
         !journaled(&rig.gw.journal, "fire_centre.duty_check").is_empty()
     })
     .await;
-    assert_eq!(post(viewer, "{}").await.unwrap().status(), 403, "viewers do not answer");
+    assert_eq!(
+        post(viewer, "{}").await.unwrap().status(),
+        403,
+        "viewers do not answer"
+    );
     let answered = post(operator.clone(), "{\"operator\": 3}").await.unwrap();
     assert_eq!(answered.status(), 202);
     let body: serde_json::Value = answered.json().await.unwrap();
     assert_eq!(body["serial"], serial);
-    assert_eq!(post(operator, "{}").await.unwrap().status(), 409, "answered once");
+    assert_eq!(
+        post(operator, "{}").await.unwrap().status(),
+        409,
+        "answered once"
+    );
     wait_for("answer journaled", LIMIT, || {
         !journaled(&rig.gw.journal, "fire_centre.duty_check_answered").is_empty()
     })
     .await;
     let done = journaled(&rig.gw.journal, "fire_centre.duty_check_answered").remove(0);
     assert_eq!(done.payload["operator"], 3);
-    assert!(done.payload["by"].as_str().unwrap().contains("duty"), "{}", done.payload);
+    assert!(
+        done.payload["by"].as_str().unwrap().contains("duty"),
+        "{}",
+        done.payload
+    );
     assert!(c.uploads().iter().any(|r| matches!(
         r.frame.adu(),
         Ok(Some(Adu::UitdOperation(ref o))) if o[0].flags == 0x20 && o[0].operator == 3

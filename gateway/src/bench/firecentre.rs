@@ -138,7 +138,9 @@ async fn alarms(
             .is_confirmed();
         uitd.clear_received();
         let arrived = centre
-            .wait_until(LOST_AFTER, |r| r.iter().filter(|f| f.is_upload()).count() > seen)
+            .wait_until(LOST_AFTER, |r| {
+                r.iter().filter(|f| f.is_upload()).count() > seen
+            })
             .await;
         let at = centre.uploads().get(seen).map(|r| r.at.into_std());
         if i < WARM_UP {
