@@ -69,6 +69,9 @@ pub struct Receipt {
     pub confirmed_at: DateTime<Utc>,
 }
 
+/// Things from the centre kept while an upload waits for its confirm, at most.
+const BACKLOG: usize = 64;
+
 /// What the reader task reports.
 enum Wire {
     In(Inbound),
@@ -209,7 +212,7 @@ impl CentreLink {
                     }
                     // A late answer to an earlier frame.
                     Ok(Some(Wire::In(Inbound::Confirmed(_) | Inbound::Denied(_)))) => {}
-                    Ok(Some(Wire::In(other))) => self.backlog.push_back(other),
+                    Ok(Some(Wire::In(other))) => self.keep(other),
                 }
             }
             tracing::debug!(
@@ -230,6 +233,20 @@ impl CentreLink {
             attempts: tries,
             timeout,
         })
+    }
+
+    /// Keeps what arrived during an upload for [`Self::next_inbound`]; a centre flooding
+    /// reads meanwhile cannot grow it past [`BACKLOG`] (the oldest non-check goes).
+    fn keep(&mut self, i: Inbound) {
+        if self.backlog.len() >= BACKLOG {
+            let drop = self
+                .backlog
+                .iter()
+                .position(|b| !matches!(b, Inbound::DutyCheck { .. }))
+                .unwrap_or(0);
+            self.backlog.remove(drop);
+        }
+        self.backlog.push_back(i);
     }
 
     /// The next thing the centre sent besides answers (duty checks, clock syncs, reads
