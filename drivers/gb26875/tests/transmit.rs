@@ -13,7 +13,7 @@ use campusgw_gb26875::codec::{
     Address, Adu, CommandByte, ComponentAddress, ComponentStatus, Description, Frame, SystemRef,
     TimeLabel, UitdOperation, UitdStatus, Version,
 };
-use campusgw_gb26875::sim::centre::{CentreConfig, CentreMode, CentreSim};
+use campusgw_gb26875::sim::centre::{CentreConfig, CentreMode, CentreSim, Mangle};
 use campusgw_gb26875::transmit::{
     CentreLink, Identity, Inbound, TransmitError, TransmitSettings, UitdState,
 };
@@ -395,4 +395,32 @@ async fn the_backup_centre_is_used_when_the_primary_refuses_connections() {
     let (mut l, _) = link(&c, s).await;
     assert_eq!(l.centre, 1);
     assert_eq!(l.upload(&fire(8)).await.unwrap().centre, 1);
+}
+
+#[tokio::test]
+async fn confirms_in_half_frames_behind_garbage_still_confirm_and_a_corrupt_one_is_not_taken() {
+    let c = centre().await;
+    let (mut l, _) = link(&c, settings(vec![c.local_addr().to_string()])).await;
+    c.set_mangle(Mangle {
+        split: Some(7),
+        garbage_before: true,
+        corrupt_checksum: false,
+    });
+    let r = l.upload(&fire(9)).await.unwrap();
+    assert_eq!(r.attempts, 1);
+    c.set_mangle(Mangle {
+        corrupt_checksum: true,
+        ..Mangle::default()
+    });
+    let e = l.upload(&fire(10)).await.unwrap_err();
+    assert!(
+        matches!(e, TransmitError::NoConfirm { attempts: 4, .. }),
+        "{e:?}"
+    );
+    assert!(
+        c.received()
+            .iter()
+            .any(|f| f.frame.command == CommandByte::Deny),
+        "the corrupt confirm is answered with a deny"
+    );
 }

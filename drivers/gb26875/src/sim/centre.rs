@@ -4,7 +4,8 @@
 //! It accepts TCP connections from UITDs, records every frame (decoded, with its raw
 //! bytes and the connection it came on) and answers uploads (command 2) as its
 //! [`CentreMode`] says: confirm (3), deny (6), nothing (silent) or by closing the
-//! connection. It sends control and requests to the newest connection: 查岗
+//! connection; its answers can be garbled ([`Mangle`]: half frames, garbage before them,
+//! a broken checksum), and [`CentreSim::send_raw`] writes anything. It sends control and requests to the newest connection: 查岗
 //! ([`CentreSim::duty_check`]), clock sync ([`CentreSim::sync_clock`]), any read
 //! ([`CentreSim::request`]); the UITD's confirms and responses are recorded like the rest.
 //!
@@ -43,6 +44,17 @@ pub enum CentreMode {
     Silent,
     /// Close the connection on the next upload (after recording it).
     Drop,
+}
+
+/// How the centre garbles the answers it writes (applied to every answer from now on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mangle {
+    /// Write each answer in pieces of this many bytes, flushed apart (half frames).
+    pub split: Option<usize>,
+    /// Write garbage bytes before each answer.
+    pub garbage_before: bool,
+    /// Flip the checksum of each answer (the UITD must deny it and wait on).
+    pub corrupt_checksum: bool,
 }
 
 /// The centre's and the expected UITD's addresses.
@@ -87,6 +99,7 @@ impl Received {
 struct Inner {
     id: Identity,
     mode: Mutex<CentreMode>,
+    mangle: Mutex<Mangle>,
     received: Mutex<Vec<Received>>,
     changed: Notify,
     writers: Mutex<Vec<Arc<tokio::sync::Mutex<OwnedWriteHalf>>>>,
@@ -133,6 +146,7 @@ impl CentreSim {
         let inner = Arc::new(Inner {
             id,
             mode: Mutex::new(CentreMode::Confirm),
+            mangle: Mutex::new(Mangle::default()),
             received: Mutex::new(Vec::new()),
             changed: Notify::new(),
             writers: Mutex::new(Vec::new()),
@@ -161,6 +175,11 @@ impl CentreSim {
     /// Waits until `n` connections were accepted, or `timeout`; whether they were.
     pub async fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, |_| self.connections() >= n).await
+    }
+
+    /// How to garble answers from now on.
+    pub fn set_mangle(&self, m: Mangle) {
+        *self.inner.mangle.lock().expect("sim lock") = m;
     }
 
     /// Connections accepted so far.
@@ -331,7 +350,8 @@ async fn serve(
             match answer {
                 Answer::Reply(r) => {
                     if let Ok(b) = r.encode() {
-                        let _ = wr.lock().await.write_all(&b).await;
+                        let m = *inner.mangle.lock().expect("sim lock");
+                        let _ = write_mangled(&wr, &b, m).await;
                     }
                 }
                 Answer::Close => {
@@ -344,6 +364,33 @@ async fn serve(
         }
     }
     inner.changed.notify_waiters();
+}
+
+async fn write_mangled(
+    wr: &tokio::sync::Mutex<OwnedWriteHalf>,
+    bytes: &[u8],
+    m: Mangle,
+) -> std::io::Result<()> {
+    let mut b = bytes.to_vec();
+    if m.corrupt_checksum && b.len() >= 3 {
+        let at = b.len() - 3;
+        b[at] ^= 0xFF;
+    }
+    let mut w = wr.lock().await;
+    if m.garbage_before {
+        w.write_all(b"\x00@#garbage\xFF").await?;
+    }
+    match m.split {
+        Some(n) if n > 0 => {
+            for piece in b.chunks(n) {
+                w.write_all(piece).await?;
+                w.flush().await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(())
+        }
+        _ => w.write_all(&b).await,
+    }
 }
 
 enum Answer {
