@@ -155,6 +155,15 @@ impl UitdState {
     /// control → confirm after executing it; request → response; a frame failing its
     /// checks or not for this UITD → deny).
     pub fn handle(&mut self, frame: &Frame, now: TimeLabel) -> Handled {
+        let mut h = self.decide(frame, now);
+        // Always from this UITD, also when denying a frame meant for another address.
+        if let Some(r) = h.reply.as_mut() {
+            r.source = self.id.uitd;
+        }
+        h
+    }
+
+    fn decide(&mut self, frame: &Frame, now: TimeLabel) -> Handled {
         let deny = |why| Handled {
             reply: Some(frame.reply(CommandByte::Deny, now)),
             inbound: Inbound::Refused(why),
@@ -287,4 +296,91 @@ pub fn centre_frame(
         command,
         data: adu.encode()?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::codec::{Address, Version};
+    use proptest::prelude::*;
+
+    fn id() -> Identity {
+        Identity {
+            uitd: Address::new(889).unwrap(),
+            centre: Address::new(88888).unwrap(),
+            version: Version::V1_1,
+        }
+    }
+
+    proptest! {
+        /// Whatever the centre sends, an answer echoes its serial, swaps the addresses,
+        /// carries data only as a response, and encodes to a frame that decodes back.
+        #[test]
+        fn every_answer_is_a_well_formed_reply(
+            serial: u16,
+            command in 0u8..=255,
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+            ours: bool,
+        ) {
+            let Some(command) = CommandByte::from_u8(command) else { return Ok(()) };
+            let mut s = UitdState::new(id());
+            let frame = Frame {
+                serial,
+                version: Version::V1_1,
+                time: TimeLabel::default(),
+                source: id().centre,
+                destination: if ours { id().uitd } else { Address::new(1).unwrap() },
+                command,
+                data,
+            };
+            let h = s.handle(&frame, TimeLabel::default());
+            if let Some(r) = h.reply {
+                prop_assert_eq!(r.serial, serial);
+                prop_assert_eq!((r.source, r.destination), (id().uitd, frame.source));
+                prop_assert!(r.data.is_empty() || r.command == CommandByte::Response);
+                let bytes = r.encode().unwrap();
+                prop_assert_eq!(Frame::decode(&bytes).unwrap(), r);
+            } else {
+                prop_assert!(matches!(h.inbound, Inbound::Confirmed(_) | Inbound::Denied(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_component_read_answers_the_last_status_uploaded() {
+        use crate::codec::{ComponentAddress, ComponentRef, SystemRef};
+        let mut s = UitdState::new(id());
+        let system = SystemRef {
+            system_type: 1,
+            system_address: 1,
+        };
+        let fire = ComponentStatus {
+            system,
+            component_type: 40,
+            component_address: ComponentAddress::from_parts(10, 2),
+            status: 0x0003,
+            description: Description::new("3楼东"),
+            time: TimeLabel::default(),
+        };
+        s.upload(
+            Some(&Adu::ComponentStatus(vec![fire])),
+            TimeLabel::default(),
+        )
+        .unwrap();
+        let read = centre_frame(
+            id(),
+            9,
+            CommandByte::Request,
+            &Adu::ReadComponentStatus(vec![ComponentRef {
+                system,
+                component_address: fire.component_address,
+            }]),
+            TimeLabel::default(),
+        )
+        .unwrap();
+        let reply = s.handle(&read, TimeLabel::default()).reply.unwrap();
+        assert_eq!(reply.command, CommandByte::Response);
+        assert_eq!(reply.adu().unwrap(), Some(Adu::ComponentStatus(vec![fire])));
+    }
 }
