@@ -58,6 +58,8 @@ pub enum DutyError {
 struct Desk {
     open: Option<DutyCheck>,
     answer: Option<DutyAnswer>,
+    /// The open check's due time passed and that was reported.
+    missed: bool,
 }
 
 /// The open check and its answer, shared by the uplink task and the console.
@@ -79,6 +81,28 @@ impl DutyDesk {
         let mut d = self.lock();
         d.open = Some(check);
         d.answer = None;
+        d.missed = false;
+    }
+
+    /// The open check still unanswered, not yet reported missed: with how long until it
+    /// is due (zero once overdue).
+    pub fn unanswered(&self, now: DateTime<Utc>) -> Option<(DutyCheck, std::time::Duration)> {
+        let d = self.lock();
+        if d.missed || d.answer.is_some() {
+            return None;
+        }
+        let c = d.open.clone()?;
+        let left = (c.due() - now).to_std().unwrap_or_default();
+        Some((c, left))
+    }
+
+    /// The open check `check` passed its due time unanswered (reported once; it stays
+    /// open and can still be answered late).
+    pub fn mark_missed(&self, check: &DutyCheck) {
+        let mut d = self.lock();
+        if d.open.as_ref() == Some(check) {
+            d.missed = true;
+        }
     }
 
     /// The open check, if any.
@@ -152,5 +176,26 @@ mod tests {
         d.uploaded(&c);
         assert!(d.current().is_none());
         assert!(!d.answer_waiting());
+    }
+
+    #[test]
+    fn an_overdue_check_is_reported_missed_once_and_can_still_be_answered() {
+        let d = DutyDesk::default();
+        let opened = Utc::now() - chrono::Duration::minutes(11);
+        let c = DutyCheck {
+            serial: 8,
+            minutes: 10,
+            opened_at: opened,
+        };
+        d.open(c.clone());
+        let (due, left) = d.unanswered(Utc::now()).unwrap();
+        assert_eq!((due, left), (c.clone(), std::time::Duration::ZERO));
+        assert_eq!(
+            d.unanswered(opened).unwrap().1,
+            std::time::Duration::from_secs(600)
+        );
+        d.mark_missed(&c);
+        assert!(d.unanswered(Utc::now()).is_none(), "reported once");
+        assert!(d.answer("wang", 1).is_ok(), "a late answer is still taken");
     }
 }

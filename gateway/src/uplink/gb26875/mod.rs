@@ -45,6 +45,9 @@
 //! ([`duty`], in memory) until an operator answers it through
 //! `POST /api/v1/uplinks/{name}/duty-check`; the answer is uploaded as a UITD operation
 //! (type 24, flag b5) and journaled as `fire_centre.duty_check_answered` once confirmed.
+//! A check still unanswered when due (the centre's minutes, 10 when it gave none) is
+//! journaled once as `fire_centre.duty_check_missed` (class `security`); it can still be
+//! answered late.
 
 pub mod config;
 pub mod duty;
@@ -78,6 +81,8 @@ pub const DEFAULT_CLASSES: &[Class] = &[Class::LifeSafety, Class::Security, Clas
 pub const DUTY_CHECK: Kind = Kind::from_static("fire_centre.duty_check");
 /// The duty check was answered and the centre confirmed the answer.
 pub const DUTY_CHECK_ANSWERED: Kind = Kind::from_static("fire_centre.duty_check_answered");
+/// Nobody answered a duty check before it was due (class `security`).
+pub const DUTY_CHECK_MISSED: Kind = Kind::from_static("fire_centre.duty_check_missed");
 /// The centre set the clock (not applied: the difference is reported).
 pub const CLOCK_SYNC: Kind = Kind::from_static("fire_centre.clock_sync");
 
@@ -183,7 +188,15 @@ impl Link for Session {
             return self.deliver(&o).await;
         }
         let desk = self.status.clone();
+        let overdue = desk.duty_desk().unanswered(Utc::now());
+        let due_in = overdue.as_ref().map(|(_, left)| *left);
         tokio::select! {
+            () = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {
+                if let Some((check, _)) = overdue {
+                    self.missed(&check);
+                }
+                Round::default()
+            }
             got = self.link.next_inbound() => match got {
                 Ok(i) => {
                     self.inbound(i);
@@ -241,6 +254,18 @@ impl Session {
             }
             Inbound::Refused(_) | Inbound::Confirmed(_) | Inbound::Denied(_) => {}
         }
+    }
+
+    /// The open check's due time passed without an operator's answer: raised once.
+    fn missed(&self, check: &DutyCheck) {
+        tracing::warn!(uplink = %self.cfg.name, serial = check.serial, "nobody answered the fire-monitoring centre's duty check (查岗) in time");
+        let p = json!({"serial": check.serial, "minutes": check.minutes, "due": check.due(),
+                       "uplink": self.cfg.name, "centre": self.link.endpoint});
+        super::journal_event(
+            &self.cx,
+            NewEvent::new(DUTY_CHECK_MISSED, Class::Security).payload(p),
+        );
+        self.status.duty_desk().mark_missed(check);
     }
 
     async fn answer_duty_check(&mut self, a: DutyAnswer) -> Round {
