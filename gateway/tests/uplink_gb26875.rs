@@ -416,7 +416,7 @@ async fn gateway_b_reads_syncs_and_checks_duty_on_gateway_a_uplink() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() {
+async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_its_adu_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let c = centre().await;
     let a_port = free_port();
@@ -452,7 +452,15 @@ async fn the_fixture_fire_alarm_is_relayed_to_the_centre_with_the_same_object() 
         "the word as the UITD sent it"
     );
     assert_eq!(got[0].time, want[0].time, "the object's own time label");
-    assert_eq!(got[0].description.text(), want[0].description.text());
+    assert_eq!(
+        got[0].description, want[0].description,
+        "30 spaces and a NUL, as sent"
+    );
+    let adu = &vector[27..vector.len() - 3];
+    assert_eq!(
+        relayed.frame.data, adu,
+        "the vector's ADU relayed byte for byte"
+    );
     assert_eq!(relayed.frame.command, CommandByte::SendData);
     assert_eq!(relayed.frame.version, original.version);
     drop(uitd);

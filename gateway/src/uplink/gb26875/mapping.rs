@@ -18,7 +18,8 @@
 //! whose location names the most levels that all equal the event's; the event becomes a
 //! component status object (type 2) of that rule's system and component. Without a rule,
 //! an event from a GB/T 26875 UITD (`driver = "gb26875"`) keeps the system, component,
-//! status word and description it arrived with (its payload); any other becomes a system
+//! status word and description bytes it arrived with (its payload: the object is relayed
+//! byte for byte); any other becomes a system
 //! status object (type 1) of the default system. The object's time label is the event's
 //! `occurred_at` (its `received_at` when the device gave none) in CST, so an event sent
 //! again after a reconnect carries the same ADU and the centre can recognise the repeat.
@@ -264,9 +265,21 @@ fn system_in(p: &Value) -> Option<SystemRef> {
     })
 }
 
+/// The 31 description bytes from their hex (`description_hex` of the receiver).
+fn description_bytes(hex: &str) -> Option<Description> {
+    let mut raw = [0u8; campusgw_gb26875::codec::DESCRIPTION_LEN];
+    if hex.len() != 2 * raw.len() || !hex.is_ascii() {
+        return None;
+    }
+    for (i, b) in raw.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Description(raw))
+}
+
 /// The object a GB/T 26875 UITD's event arrived as, from its payload (the receiver's
 /// `system_type`, `system_address`, `component_type`, `component_address_raw`, `status`,
-/// `description`).
+/// `description_hex`, else `description`), so its ADU is the one the UITD sent.
 fn relayed(p: &Value, time: TimeLabel) -> Option<Adu> {
     let system = system_in(p)?;
     let status: u16 = small(p, "status")?;
@@ -275,13 +288,19 @@ fn relayed(p: &Value, time: TimeLabel) -> Option<Adu> {
         small::<u32>(p, "component_address_raw"),
     ) {
         (Some(ct), Some(ca)) => {
-            let text = p.get("description").and_then(Value::as_str).unwrap_or("");
+            let description = p
+                .get("description_hex")
+                .and_then(Value::as_str)
+                .and_then(description_bytes)
+                .unwrap_or_else(|| {
+                    Description::new(p.get("description").and_then(Value::as_str).unwrap_or(""))
+                });
             Some(component(
                 system,
                 ct,
                 ComponentAddress(ca),
                 status,
-                Description::new(text),
+                description,
                 time,
             ))
         }
