@@ -10,7 +10,7 @@
 //! | `fire.feedback` | b6 feedback (反馈) |
 //! | `fire.power_fault` | b8 (main) power fault |
 //! | `fire.reset` | system: b13 reset (复位); component: no abnormal bit (returned to normal) |
-//! | `fire.*.restore` | no abnormal bit (returned to normal) |
+//! | `fire.*.restore`, `fire.fault_cleared` | no abnormal bit (returned to normal) |
 //! | `fire.operation` | type 4 operation record: the payload's `flags`, or the bit of its `action` |
 //!
 //! Bit 0 (1 = normal operation, 0 = test) is set, so a centre never takes a real alarm for
@@ -41,6 +41,7 @@ pub const DEFAULT_KINDS: &[&str] = &[
     "fire.alarm.restore",
     "fire.fault",
     "fire.fault.restore",
+    "fire.fault_cleared",
     "fire.reset",
     "fire.disabled",
     "fire.supervisory",
@@ -96,6 +97,8 @@ fn status_of(kind: &str) -> Option<Status> {
         "fire.feedback" => Status::Bit(6),
         "fire.power_fault" => Status::Bit(8),
         "fire.reset" => Status::Reset,
+        // `fire.fault_cleared`: the off-edge kind Modbus panel outputs are configured with.
+        "fire.fault_cleared" => Status::Normal,
         k if k.starts_with("fire.") && k.ends_with(".restore") => Status::Normal,
         _ => return None,
     })
@@ -425,11 +428,13 @@ mod tests {
             panic!("system status")
         };
         assert_eq!(o[0].status, 0x2001);
-        let e = routed("fire.alarm.restore", "dc09", "guard", "main", json!({}));
-        let Adu::SystemStatus(o) = p.adu(&e).unwrap() else {
-            panic!("system status")
-        };
-        assert_eq!(o[0].status, 0x0001);
+        for k in ["fire.alarm.restore", "fire.fault_cleared"] {
+            let e = routed(k, "dc09", "guard", "main", json!({}));
+            let Adu::SystemStatus(o) = p.adu(&e).unwrap() else {
+                panic!("system status")
+            };
+            assert_eq!(o[0].status, 0x0001, "{k}");
+        }
     }
 
     #[test]
