@@ -314,6 +314,16 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fire alarm in at a school UITD → confirmed by a simulated city fire-monitoring
+    /// centre through the `kind = "gb26875"` uplink, p50/p99 (see `bench::firecentre`).
+    Firecentre {
+        /// Alarms, one at a time.
+        #[arg(long, default_value_t = 200)]
+        alarms: u64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// SIA DC-09 panel frame → ACK latency, and many supervised panels sustained, against an
     /// in-process gateway (see `bench::dc09`).
     Dc09 {
@@ -624,6 +634,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => crate::bench::ingest::bench_ingest(events, producers, window, data_dir).await,
+        Cmd::Bench {
+            command: BenchCmd::Firecentre { alarms, data_dir },
+        } => {
+            crate::bench::firecentre::run(crate::bench::firecentre::BenchOptions {
+                alarms,
+                data_dir,
+            })
+            .await
+        }
         Cmd::Bench {
             command:
                 BenchCmd::Gb26875 {

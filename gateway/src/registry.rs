@@ -157,6 +157,10 @@ pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
         crate::uplink::dc09::Dc09UplinkConfig::KIND,
         parse_kind::<crate::uplink::dc09::Dc09UplinkConfig>,
     ),
+    (
+        crate::uplink::gb26875::Gb26875UplinkConfig::KIND,
+        parse_kind::<crate::uplink::gb26875::Gb26875UplinkConfig>,
+    ),
 ];
 
 /// Parses an `[[uplink]]` table.

@@ -8,7 +8,10 @@
 //! - [`codec`]: the wire format, pure and fuzzed (frames, ADUs, streaming decoder).
 //! - [`mapping`]: upload ADUs → [`campusgw_sdk::NewEvent`]s (the table is in its doc).
 //! - [`Gb26875Config`] / [`Gb26875Driver`]: the `driver = "gb26875"` listener.
-//! - [`sim`]: a scriptable, misbehaving UITD for tests and `campusgw demo`.
+//! - [`sim`]: a scriptable, misbehaving UITD for tests and `campusgw demo`, and
+//!   [`sim::centre`], a simulated city fire-monitoring centre.
+//! - [`transmit`]: campusgw as a UITD toward the city centre (the gateway's
+//!   `kind = "gb26875"` uplink).
 //! - [`decode_hex_to_json`]: `campusgw decode gb26875 HEX`.
 //!
 //! Invariants: a frame is confirmed only after its events are durable; a frame failing its
@@ -21,6 +24,7 @@ mod driver;
 mod inspect;
 pub mod mapping;
 pub mod sim;
+pub mod transmit;
 
 pub use config::{
     ComponentEntry, ConfigDuration, DEFAULT_MAX_CONNECTIONS, Gb26875Config, UitdEntry,

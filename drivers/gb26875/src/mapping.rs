@@ -177,6 +177,8 @@ pub fn events_for(
                 let mut p = system_json(o.system);
                 p.extend(component_json(o.component_type, o.component_address));
                 p.insert("description".into(), json!(o.description.text()));
+                // The 31 bytes as sent, so an uplink can relay the object unchanged.
+                p.insert("description_hex".into(), json!(hex(&o.description.0)));
                 m.status(
                     i,
                     o.time,
@@ -223,6 +225,16 @@ pub fn events_for(
 /// The events a frame would give for an unconfigured UITD (for `campusgw decode`).
 pub fn preview(frame: &Frame, adu: &Adu) -> Vec<NewEvent> {
     events_for(frame, adu, &UitdProfile::default(), false, LinkId(0))
+}
+
+/// Lowercase hex of `b`.
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(2 * b.len()), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// The first 16 bytes of the SHA-256 of the ADU, in hex.

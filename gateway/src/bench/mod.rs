@@ -5,6 +5,7 @@
 pub mod access;
 pub mod crash;
 pub mod dc09;
+pub mod firecentre;
 pub mod gb26875;
 pub mod ingest;
 pub mod linkage;

@@ -248,6 +248,13 @@ pub static ROUTES: &[RouteSpec] = &[
         Api,
         || get(uplinks::deliveries),
     ),
+    route(
+        Method::POST,
+        "/api/v1/uplinks/{name}/duty-check",
+        OPERATOR,
+        Api,
+        || post(uplinks::duty_check),
+    ),
     route(Method::GET, "/api/v1/rules", VIEWER, Api, || {
         get(rules::list)
     }),

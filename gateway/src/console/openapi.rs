@@ -13,7 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::session::login, super::session::logout, super::session::setup, super::session::me,
         super::session::create_user, super::session::create_token,
         super::events::list, super::events::one, super::stream::sse,
-        super::devices::list, super::uplinks::list, super::uplinks::deliveries,
+        super::devices::list, super::uplinks::list, super::uplinks::deliveries, super::uplinks::duty_check,
         super::rules::list, super::rules::enable, super::rules::disable,
         super::modes::list, super::modes::set_maintenance, super::modes::clear_maintenance,
         super::modes::set_drill, super::modes::clear_drill,

@@ -1,6 +1,10 @@
 //! `GET /api/v1/uplinks`: each uplink's state, backlog per class and drain progress;
 //! `GET /api/v1/uplinks/{name}/deliveries?event=ID`: which receiver acknowledged an event
-//! and when (uplinks that record it: `kind = "dc09"`).
+//! and when (uplinks that record it: `kind = "dc09"`, `kind = "gb26875"`);
+//! `POST /api/v1/uplinks/{name}/duty-check`: an operator answers the fire-monitoring
+//! centre's 查岗 (operator-on-duty check) on a `kind = "gb26875"` uplink (operator role;
+//! the open check is kept in memory on the uplink's status, see
+//! `crate::uplink::gb26875::duty`).
 //!
 //! Drain progress is measured against the largest backlog seen since the uplink was last
 //! empty: 100 % when nothing waits, and while an outage's backlog is being sent it rises
@@ -9,11 +13,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use axum::Extension;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
-use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::auth::Principal;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::uplink::gb26875::duty::DutyError;
 
 /// Largest backlog per uplink since it was last empty.
 #[derive(Default)]
@@ -176,6 +184,94 @@ pub async fn deliveries(
                 acknowledged_at: r.acknowledged_at.to_rfc3339(),
             })
             .collect(),
+    ))
+}
+
+/// An operator's answer to a duty check.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DutyCheckAnswer {
+    /// Operator number uploaded to the centre (操作员编号, 0-255; default 1).
+    #[serde(default = "first_operator", deserialize_with = "operator_number")]
+    #[schema(value_type = u8, minimum = 0, maximum = 255, default = 1)]
+    pub operator: u8,
+}
+
+fn first_operator() -> u8 {
+    1
+}
+
+/// 0-255; a JSON number with an integral value (`3.0` is `3`, as JSON Schema's `integer`).
+fn operator_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
+        Ok(v as u8)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "operator {v} is not an operator number 0-255"
+        )))
+    }
+}
+
+/// The duty check answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DutyCheckView {
+    /// The centre's serial of the check.
+    pub serial: u16,
+    /// Minutes the centre gave to answer (0: none given).
+    pub minutes: u8,
+    /// When it arrived (RFC 3339).
+    pub opened_at: String,
+    /// When the answer is due (RFC 3339).
+    pub due: String,
+    /// Who answered.
+    pub answered_by: String,
+}
+
+/// Answers the fire-monitoring centre's open 查岗 (operator on duty check): the uplink
+/// uploads the answer (GB/T 26875.3 type 24, flag b5) and journals
+/// `fire_centre.duty_check_answered` once the centre confirms it.
+#[utoipa::path(post, path = "/api/v1/uplinks/{name}/duty-check", tag = "uplinks", request_body = DutyCheckAnswer,
+    params(("name" = String, Path, description = "uplink name (kind gb26875)")),
+    responses((status = 202, body = DutyCheckView, description = "taken; the uplink uploads it"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn duty_check(
+    State(s): State<ConsoleState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(a): ApiJson<DutyCheckAnswer>,
+) -> Result<(StatusCode, axum::Json<DutyCheckView>), ApiError> {
+    let status = s
+        .uplinks
+        .0
+        .iter()
+        .find(|u| u.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no uplink named {name:?}")))?;
+    if status.kind != "gb26875" {
+        return Err(ApiError::not_found(format!(
+            "uplink {name:?} is kind {}; duty checks come from kind gb26875",
+            status.kind
+        )));
+    }
+    let by = p.actor();
+    let check = status.duty_desk().answer(&by, a.operator).map_err(|e| {
+        let code = match e {
+            DutyError::NoneOpen => "no_open_check",
+            DutyError::Answered(_) => "already_answered",
+        };
+        ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+    })?;
+    tracing::info!(uplink = %name, %by, operator = a.operator, serial = check.serial, "duty check answered by an operator");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(DutyCheckView {
+            serial: check.serial,
+            minutes: check.minutes,
+            opened_at: check.opened_at.to_rfc3339(),
+            due: check.due().to_rfc3339(),
+            answered_by: by,
+        }),
     ))
 }
 

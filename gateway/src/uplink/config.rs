@@ -33,6 +33,8 @@ pub enum UplinkSettings {
     Webhook(Arc<WebhookConfig>),
     /// `kind = "dc09"`: SIA DC-09 to the police alarm receiving centres.
     Dc09(Arc<super::dc09::Dc09UplinkConfig>),
+    /// `kind = "gb26875"`: GB/T 26875.3 to the city fire-monitoring centre.
+    Gb26875(Arc<super::gb26875::Gb26875UplinkConfig>),
 }
 
 impl UplinkSettings {
@@ -42,6 +44,7 @@ impl UplinkSettings {
             UplinkSettings::Mqtt(c) => c.clone(),
             UplinkSettings::Webhook(c) => c.clone(),
             UplinkSettings::Dc09(c) => c.clone(),
+            UplinkSettings::Gb26875(c) => c.clone(),
         }
     }
 

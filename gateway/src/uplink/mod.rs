@@ -127,6 +127,7 @@ pub mod deliveries;
 pub mod delivery;
 pub mod feed;
 pub mod filter;
+pub mod gb26875;
 pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;

@@ -51,6 +51,7 @@ pub struct UplinkStatus {
     panic_once: AtomicBool,
     plaintext: AtomicBool,
     inner: Mutex<Inner>,
+    duty: super::gb26875::duty::DutyDesk,
     m_published: Counter,
     m_confirmed: Counter,
     m_rejected: Counter,
@@ -145,6 +146,7 @@ impl UplinkStatus {
                 urgent_pending: false,
                 cursors: [0; 5],
             }),
+            duty: super::gb26875::duty::DutyDesk::default(),
             m_published: metrics::counter!("campusgw_uplink_published_total", "uplink" => l.clone()),
             m_confirmed: metrics::counter!("campusgw_uplink_confirmed_total", "uplink" => l.clone()),
             m_rejected: metrics::counter!("campusgw_uplink_rejected_total", "uplink" => l.clone()),
@@ -162,6 +164,12 @@ impl UplinkStatus {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g)
+    }
+
+    /// Requests of the destination waiting for an operator (查岗 of `kind = "gb26875"`;
+    /// always empty for other kinds).
+    pub fn duty_desk(&self) -> &super::gb26875::duty::DutyDesk {
+        &self.duty
     }
 
     /// `n` events handed to the transport.

@@ -93,6 +93,8 @@ fn a_smoke_detector_fire_becomes_a_located_life_safety_alarm_in_utc() {
     assert_eq!(e.payload["component_type_name_zh"], "感烟火灾探测器");
     assert_eq!(e.payload["component_address"], "10-2");
     assert_eq!(e.payload["description"], "3楼东 烟感");
+    let raw = e.payload["description_hex"].as_str().unwrap();
+    assert_eq!(raw.len(), 62, "31 bytes");
     assert_eq!(e.payload["system_type_name_zh"], "火灾报警系统");
 }
 

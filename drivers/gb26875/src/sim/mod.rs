@@ -8,6 +8,9 @@
 //! corrupt checksums, split frames across writes, put garbage between frames, go silent,
 //! stamp zero time labels, and number frames from 1 again after every reconnect.
 //!
+//! The other side, a simulated city fire-monitoring centre for the transmitting UITD
+//! (`crate::transmit`), is [`centre`].
+//!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr) -> std::io::Result<()> {
 //! use campusgw_gb26875::sim::{SimConfig, UitdSim};
@@ -17,6 +20,8 @@
 //! assert!(outcome.is_confirmed());
 //! # Ok(()) }
 //! ```
+
+pub mod centre;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicUsize, Ordering};
