@@ -192,7 +192,11 @@ impl Gateway {
             journal.spawn_maintenance(opts.maintenance_every),
         ];
         background.extend(rules_task);
-        let console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
+        let roster = match config.access.as_ref().and_then(|a| a.roster.as_ref()) {
+            Some(path) => crate::presence::Roster::load(path).map_err(anyhow::Error::msg)?,
+            None => crate::presence::Roster::default(),
+        };
+        let mut console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
             journal: journal.clone(),
             health: board.clone(),
             uplinks: uplinks.board.clone(),
@@ -217,6 +221,15 @@ impl Gateway {
             alarms: Some(alarms.clone()),
             data_dir: config.gateway.data_dir.clone(),
         })?;
+        // Presence is rebuilt from the journal now, not at the first muster request.
+        let presence = Arc::new(crate::presence::Presence::new(journal.clone(), roster));
+        {
+            let p = presence.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || p.refresh()).await? {
+                tracing::warn!(error = %e, "presence not rebuilt from the journal yet; retried on first use");
+            }
+        }
+        console.presence = presence;
         let state = ApiState {
             started,
             journal: journal.clone(),

@@ -25,6 +25,9 @@
 //! offline_after = "30s"         # optional silence timeout
 //! address = "192.0.2.10:502"
 //!
+//! [access]
+//! roster = "/etc/campusgw/roster.csv"   # person_id,name,role: names for the muster list
+//!
 //! [console]
 //! listen = "0.0.0.0:8443"       # not loopback: needs the TLS files below
 //! tls_cert_file = "/etc/campusgw/console.crt"   # PEM chain, leaf first
@@ -53,7 +56,7 @@ use serde::de::DeserializeOwned;
 
 pub use model::DEFAULT_CONSOLE_MAX_CONNECTIONS;
 pub use model::{
-    BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
+    AccessSection, BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
     JournalSection, UplinkConfig,
 };
 pub use units::{ByteSize, HumanDuration};
@@ -63,7 +66,9 @@ use crate::registry;
 /// Keys of a `[[device]]` table that the gateway reads; the rest go to the driver.
 pub const DEVICE_COMMON_KEYS: [&str; 4] = ["id", "driver", "location", "offline_after"];
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["gateway", "campus", "device", "console", "uplink", "rules"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "gateway", "campus", "device", "console", "uplink", "rules", "access",
+];
 
 /// A refused configuration: every problem, located.
 #[derive(Debug)]
@@ -204,6 +209,7 @@ fn build(
     if let Some(r) = &rules {
         r.check(issues);
     }
+    let access: Option<AccessSection> = section(&mut root, "access", false, issues);
     if let Some(g) = &gateway
         && let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone())
     {
@@ -228,6 +234,7 @@ fn build(
         devices,
         uplinks,
         rules,
+        access,
     }))
 }
 

@@ -29,6 +29,18 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     /// `[rules]`, if the gateway runs rules.
     pub rules: Option<crate::rules::config::RulesSection>,
+    /// `[access]`: presence and the muster list.
+    pub access: Option<AccessSection>,
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// The roster CSV (`person_id,name,role`): the only source of names on the muster list
+    /// (`crate::presence`). Read at start; a bad line stops the start with its line number.
+    #[serde(default)]
+    pub roster: Option<std::path::PathBuf>,
 }
 
 /// `[gateway]`.
@@ -295,6 +307,12 @@ pub(super) fn device(
             .and_then(toml::Value::as_integer)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(campusgw_gb26875::DEFAULT_MAX_CONNECTIONS),
+        // PUSH controllers open a connection per request (some keep one alive); two each
+        // plus a margin for unknown callers that are refused.
+        "zkteco_push" => t
+            .get("controllers")
+            .and_then(toml::Value::as_array)
+            .map_or(0, |a| a.len() * 2 + 8),
         _ => 0,
     };
     let factory = registry::parse_driver(&common.driver, toml::Value::Table(t), at, issues)?;
