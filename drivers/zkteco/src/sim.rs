@@ -85,7 +85,6 @@ struct Door {
 
 struct Shared {
     cfg: SimConfig,
-    http: reqwest::Client,
     doors: Mutex<Vec<Door>>,
     index: AtomicU64,
     /// rtlog lines not yet acknowledged.
@@ -117,10 +116,9 @@ impl ControllerSim {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub async fn start(cfg: SimConfig) -> Result<ControllerSim, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+        if !cfg.server.starts_with("http://") {
+            return Err(format!("{}: the simulator speaks http:// only", cfg.server));
+        }
         let doors = vec![
             Door {
                 locked: false,
@@ -131,7 +129,6 @@ impl ControllerSim {
         let delay = cfg.default_delay;
         let shared = Arc::new(Shared {
             cfg,
-            http,
             doors: Mutex::new(doors),
             index: AtomicU64::new(0),
             backlog: Mutex::new(Vec::new()),
@@ -304,13 +301,37 @@ impl Shared {
     }
 
     async fn post_bytes(&self, sn: &str, path: &str, table: &str, body: Vec<u8>) -> (u16, String) {
-        match self.http.post(self.url(sn, path, table)).body(body).send().await {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                (s, r.text().await.unwrap_or_default())
-            }
-            Err(_) => (0, String::new()),
-        }
+        self.request("POST", &self.url(sn, path, table), &body).await
+    }
+
+    /// One HTTP/1.1 exchange on its own connection (`Connection: close`), as the controllers'
+    /// firmware does it: (status, body); (0, "") when the server is unreachable or the answer
+    /// is not HTTP. Hand-written so the simulator needs no TLS stack (it is plain http to
+    /// loopback by design) and can also break an exchange halfway ([`Shared::poll_and_drop`]).
+    async fn request(&self, method: &str, url: &str, body: &[u8]) -> (u16, String) {
+        let exchange = async {
+            let rest = url.strip_prefix("http://")?;
+            let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: iClock Proxy/1.09\r\n\
+                 Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.ok()?;
+            s.write_all(body).await.ok()?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.ok()?;
+            let text = String::from_utf8_lossy(&buf);
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            let status = head.split(' ').nth(1)?.parse().ok()?;
+            Some((status, body.to_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or((0, String::new()))
     }
 
     fn misbehaviour(&self) -> Misbehaviour {
@@ -325,13 +346,10 @@ impl Shared {
             "{}/iclock/cdata?SN={}&options=all&pushver=3.1.2&language=83",
             self.cfg.server, self.cfg.sn
         );
-        let Ok(r) = self.http.get(url).send().await else {
-            return false;
-        };
-        if !r.status().is_success() {
+        let (status, body) = self.request("GET", &url, b"").await;
+        if status != 200 {
             return false;
         }
-        let body = r.text().await.unwrap_or_default();
         let opts = proto::parse_options(&body);
         if let Some(d) = opts.get("RequestDelay").and_then(|v| v.parse::<u64>().ok()) {
             if let Ok(mut g) = self.delay.lock() {
@@ -390,11 +408,13 @@ impl Shared {
             self.polls.fetch_add(1, Ordering::SeqCst);
             return;
         }
-        let Ok(r) = self.http.get(self.url(&self.cfg.sn, "getrequest", "")).send().await else {
+        let (status, body) = self
+            .request("GET", &self.url(&self.cfg.sn, "getrequest", ""), b"")
+            .await;
+        if status != 200 {
             return;
-        };
+        }
         self.polls.fetch_add(1, Ordering::SeqCst);
-        let body = r.text().await.unwrap_or_default();
         let mut results = String::new();
         for line in body.lines() {
             // A bare command without C:<id>: is dropped, as by real controllers.
