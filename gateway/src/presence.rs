@@ -44,7 +44,7 @@ use crate::journal::Journal;
 /// A person's role, from the roster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum PersonRole {
     /// A student.
     Student,
     /// Teachers and other staff.
@@ -53,12 +53,12 @@ pub enum Role {
     Visitor,
 }
 
-impl Role {
-    fn parse(s: &str) -> Option<Role> {
+impl PersonRole {
+    fn parse(s: &str) -> Option<PersonRole> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "student" | "学生" => Some(Role::Student),
-            "staff" | "teacher" | "教职工" | "教师" => Some(Role::Staff),
-            "visitor" | "访客" => Some(Role::Visitor),
+            "student" | "学生" => Some(PersonRole::Student),
+            "staff" | "teacher" | "教职工" | "教师" => Some(PersonRole::Staff),
+            "visitor" | "访客" => Some(PersonRole::Visitor),
             _ => None,
         }
     }
@@ -70,7 +70,7 @@ pub struct RosterEntry {
     /// The name shown on the muster list.
     pub name: String,
     /// The role.
-    pub role: Role,
+    pub role: PersonRole,
 }
 
 /// Person id → name and role.
@@ -144,7 +144,7 @@ impl Roster {
                 problems.push(format!("line {n}: empty person_id"));
                 continue;
             }
-            let Some(role) = Role::parse(&f[2]) else {
+            let Some(role) = PersonRole::parse(&f[2]) else {
                 problems.push(format!(
                     "line {n}: role {:?} is not student, staff or visitor",
                     f[2]
@@ -248,7 +248,7 @@ pub struct MusterEntry {
     /// From the roster; null when the roster does not list the id.
     pub name: Option<String>,
     /// From the roster.
-    pub role: Option<Role>,
+    pub role: Option<PersonRole>,
     /// The buildings the person may be in.
     pub buildings: Vec<String>,
     /// When they entered (the building asked for, else the campus).
@@ -367,9 +367,9 @@ impl Presence {
         let mut by_role = BTreeMap::new();
         for p in &people {
             let k = match p.role {
-                Some(Role::Student) => "student",
-                Some(Role::Staff) => "staff",
-                Some(Role::Visitor) => "visitor",
+                Some(PersonRole::Student) => "student",
+                Some(PersonRole::Staff) => "staff",
+                Some(PersonRole::Visitor) => "visitor",
                 None => "unknown",
             };
             *by_role.entry(k.to_owned()).or_insert(0) += 1;
@@ -474,7 +474,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(r.get("S1001").unwrap().name, "张, 三");
-        assert_eq!(r.get("T01").unwrap().role, Role::Staff);
+        assert_eq!(r.get("T01").unwrap().role, PersonRole::Staff);
         let bad = Roster::parse("a,b,teacherx\nb,c\n\"x,y,z\na,b,student\na,c,staff\n").unwrap_err();
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].starts_with("line 1:"), "{bad:?}");

@@ -19,6 +19,7 @@ use crate::presence::{DoorResult, Muster};
 #[into_params(parameter_in = Query)]
 pub struct MusterQuery {
     /// Building id (`A`); absent: everyone who may be on campus.
+    #[param(pattern = "^[^:/]{1,64}$")]
     pub building: Option<String>,
 }
 
