@@ -173,13 +173,8 @@ impl Roster {
     pub fn load(path: &Path) -> Result<Roster, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("[access] roster {}: cannot read: {e}", path.display()))?;
-        Roster::parse(&text).map_err(|p| {
-            format!(
-                "[access] roster {}: {}",
-                path.display(),
-                p.join("; ")
-            )
-        })
+        Roster::parse(&text)
+            .map_err(|p| format!("[access] roster {}: {}", path.display(), p.join("; ")))
     }
 
     /// The entry of `person`.
@@ -345,10 +340,7 @@ impl Presence {
             .filter_map(|(id, p)| {
                 let passage = match building {
                     Some(b) => p.buildings.get(b)?,
-                    None => p
-                        .campus
-                        .as_ref()
-                        .or_else(|| p.buildings.values().next())?,
+                    None => p.campus.as_ref().or_else(|| p.buildings.values().next())?,
                 };
                 let r = self.roster.get(id);
                 Some(MusterEntry {
@@ -475,7 +467,8 @@ mod tests {
         assert_eq!(r.len(), 3);
         assert_eq!(r.get("S1001").unwrap().name, "张, 三");
         assert_eq!(r.get("T01").unwrap().role, PersonRole::Staff);
-        let bad = Roster::parse("a,b,teacherx\nb,c\n\"x,y,z\na,b,student\na,c,staff\n").unwrap_err();
+        let bad =
+            Roster::parse("a,b,teacherx\nb,c\n\"x,y,z\na,b,student\na,c,staff\n").unwrap_err();
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].starts_with("line 1:"), "{bad:?}");
         assert!(bad[3].contains("twice"), "{bad:?}");

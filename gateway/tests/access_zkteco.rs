@@ -152,8 +152,8 @@ async fn campus(dir: &Path, deadline: &str) -> Campus {
     let sup = Supervisor::start(&devices, &shared, &mut router);
     let mut zk = Vec::new();
     for i in 0..ZK_CONTROLLERS {
-        let c = ZkConfig::new(format!("http://127.0.0.1:{port}"), format!("ZK{i:04}"))
-            .doors(ZK_DOORS);
+        let c =
+            ZkConfig::new(format!("http://127.0.0.1:{port}"), format!("ZK{i:04}")).doors(ZK_DOORS);
         zk.push(ControllerSim::start(c).await.unwrap());
     }
     for c in &zk {
@@ -229,13 +229,24 @@ async fn a_lockdown_locks_100_isapi_and_100_zkteco_doors_and_journals_every_resu
         .collect();
     assert_eq!(doors.len(), 200);
     for r in &doors {
-        assert_eq!(r.status, CommandStatus::Succeeded, "{}: {}", r.device, r.detail);
+        assert_eq!(
+            r.status,
+            CommandStatus::Succeeded,
+            "{}: {}",
+            r.device,
+            r.detail
+        );
     }
     for s in &c.isapi {
         assert!(s.door_states().iter().all(|x| x == "alwaysClose"));
     }
     for z in &c.zk {
-        assert!(z.door_states().iter().all(|x| x == "locked"), "{}: {:?}", z.sn(), z.door_states());
+        assert!(
+            z.door_states().iter().all(|x| x == "locked"),
+            "{}: {:?}",
+            z.sn(),
+            z.door_states()
+        );
     }
     let journaled = results_of(&c.journal, &lock);
     for d in all_door_ids() {
@@ -249,7 +260,11 @@ async fn a_lockdown_locks_100_isapi_and_100_zkteco_doors_and_journals_every_resu
     let presence = Presence::new(c.journal.clone(), Roster::default());
     let doors = presence.door_results().unwrap();
     assert_eq!(doors.iter().filter(|d| is_door(&d.door)).count(), 200);
-    assert!(doors.iter().all(|d| d.status == "succeeded" && d.command == "door.lock"));
+    assert!(
+        doors
+            .iter()
+            .all(|d| d.status == "succeeded" && d.command == "door.lock")
+    );
     assert_eq!(c.router.access().snapshot().lockdown.len(), 1);
     c.shutdown.cancel();
 }
@@ -261,10 +276,20 @@ async fn fire_egress_keeps_zkteco_escape_doors_open_through_a_lockdown() {
     let fire = command("door.unlock", "building:A", "rule:fire_confirmed");
     let unlocked = c.router.execute(fire, WAIT).await;
     for r in unlocked.iter().filter(|r| is_door(r.device.as_str())) {
-        assert_eq!(r.status, CommandStatus::Succeeded, "{}: {}", r.device, r.detail);
+        assert_eq!(
+            r.status,
+            CommandStatus::Succeeded,
+            "{}: {}",
+            r.device,
+            r.detail
+        );
     }
     for z in &c.zk[..ZK_CONTROLLERS / 2] {
-        assert!(z.door_states().iter().all(|s| s == "normal_open"), "{:?}", z.door_states());
+        assert!(
+            z.door_states().iter().all(|s| s == "normal_open"),
+            "{:?}",
+            z.door_states()
+        );
     }
     let lock = command("door.lock", "campus:main", "rule:panic_lockdown");
     let results = c.router.execute(lock.clone(), WAIT).await;
@@ -313,7 +338,11 @@ async fn a_zkteco_controller_that_disconnects_mid_command_reports_failed_for_its
             if i == 7 {
                 assert_eq!(r.status, CommandStatus::Failed, "{door}: {}", r.detail);
                 assert_eq!(e.payload["result"]["status"], "failed");
-                assert_eq!(c.zk[7].door_state(n).as_deref(), Some("normal"), "not locked");
+                assert_eq!(
+                    c.zk[7].door_state(n).as_deref(),
+                    Some("normal"),
+                    "not locked"
+                );
             } else {
                 assert_eq!(r.status, CommandStatus::Succeeded, "{door}: {}", r.detail);
             }
@@ -355,7 +384,10 @@ async fn the_muster_list_comes_from_both_drivers_and_survives_a_restart() {
             .count()
             < 3
         {
-            assert!(tokio::time::Instant::now() < deadline, "ISAPI events journaled");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ISAPI events journaled"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let p = Presence::new(c.journal.clone(), roster());
@@ -371,7 +403,11 @@ async fn the_muster_list_comes_from_both_drivers_and_survives_a_restart() {
         // S9 left building B but not the campus: still on the campus-wide list.
         let campus_list = p.muster(None).unwrap();
         assert_eq!(campus_list.total, 5);
-        let s9 = campus_list.people.iter().find(|e| e.person_id == "S9").unwrap();
+        let s9 = campus_list
+            .people
+            .iter()
+            .find(|e| e.person_id == "S9")
+            .unwrap();
         assert!(s9.buildings.is_empty() && s9.name.is_none() && s9.role.is_none());
         // Privacy: no name reached the journal.
         let text: String = all_events(&c.journal)

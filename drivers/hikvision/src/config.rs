@@ -225,7 +225,9 @@ impl HikvisionConfig {
 fn valid_boundary(b: &str) -> bool {
     match b.split_once(':') {
         None => b == "campus",
-        Some((level, name)) => level == "building" && !name.is_empty() && !name.contains(['/', ':']),
+        Some((level, name)) => {
+            level == "building" && !name.is_empty() && !name.contains(['/', ':'])
+        }
     }
 }
 

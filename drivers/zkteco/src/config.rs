@@ -346,14 +346,18 @@ mod tests {
     fn plain_http_off_loopback_must_be_opted_in() {
         assert!(problems(&parse(r#"listen = "127.0.0.1:0""#)).is_empty());
         let p = problems(&parse(r#"listen = "0.0.0.0:8088""#));
-        assert!(p[0].starts_with("device[0].listen") && p[0].contains("allow_http"), "{p:?}");
+        assert!(
+            p[0].starts_with("device[0].listen") && p[0].contains("allow_http"),
+            "{p:?}"
+        );
         assert!(problems(&parse("listen = \"0.0.0.0:8088\"\nallow_http = true")).is_empty());
         assert!(!problems(&parse(r#"listen = "nowhere""#)).is_empty());
     }
 
     #[test]
     fn bad_doors_boundaries_delays_and_serials_are_reported_with_their_paths() {
-        let mut c = parse("listen = \"127.0.0.1:0\"\nrequest_delay = \"30s\"\ncommand_deadline = \"10s\"");
+        let mut c =
+            parse("listen = \"127.0.0.1:0\"\nrequest_delay = \"30s\"\ncommand_deadline = \"10s\"");
         c.controllers[0].doors[1].n = 1;
         c.controllers[0].doors[0].boundary = Some("floor:3".into());
         c.controllers[0].sn = "bad sn".into();

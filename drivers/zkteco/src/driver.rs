@@ -184,12 +184,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn handle(
-    State(srv): State<Arc<Server>>,
-    method: Method,
-    uri: Uri,
-    body: Body,
-) -> Response {
+async fn handle(State(srv): State<Arc<Server>>, method: Method, uri: Uri, body: Body) -> Response {
     let q = proto::parse_query(uri.query().unwrap_or(""));
     let path = uri.path().trim_end_matches('/').to_ascii_lowercase();
     let Some(sn) = q.sn.clone() else {
@@ -204,7 +199,10 @@ async fn handle(
     let bytes = match axum::body::to_bytes(body, srv.s.max_body).await {
         Ok(b) => b,
         Err(_) => {
-            srv.refused("oversized", &format!("{sn}: body over {} bytes", srv.s.max_body));
+            srv.refused(
+                "oversized",
+                &format!("{sn}: body over {} bytes", srv.s.max_body),
+            );
             return text(StatusCode::PAYLOAD_TOO_LARGE, "ERROR: body too large");
         }
     };
@@ -215,7 +213,10 @@ async fn handle(
         }
         (Method::POST, "/iclock/registry") => {
             srv.handshake(ci);
-            text(StatusCode::OK, format!("RegistryCode={}", srv.registry_code))
+            text(
+                StatusCode::OK,
+                format!("RegistryCode={}", srv.registry_code),
+            )
         }
         (Method::POST, "/iclock/cdata") => srv.upload(ci, q.table.as_deref(), &bytes).await,
         (Method::GET, "/iclock/getrequest") => text(StatusCode::OK, srv.poll(ci)),
@@ -295,7 +296,11 @@ impl Server {
         let shown: String = sn.chars().take(32).collect();
         self.refused("unknown_serial", &format!("{shown:?} on {path}"));
         let valid = proto::valid_sn(sn);
-        let key = if valid { shown.clone() } else { "<malformed>".to_owned() };
+        let key = if valid {
+            shown.clone()
+        } else {
+            "<malformed>".to_owned()
+        };
         let due = {
             let Ok(mut m) = self.unknown.lock() else {
                 return;
@@ -425,7 +430,13 @@ impl Server {
     fn results(&self, ci: usize, body: &[u8]) {
         let (results, bad) = proto::parse_results(body);
         if bad > 0 {
-            self.refused("bad_result", &format!("{}: {bad} unreadable devicecmd lines", self.controller(ci).sn));
+            self.refused(
+                "bad_result",
+                &format!(
+                    "{}: {bad} unreadable devicecmd lines",
+                    self.controller(ci).sn
+                ),
+            );
         }
         let mut st = self.state(ci);
         for r in results {
@@ -488,11 +499,16 @@ impl Server {
                     (expired, silent)
                 };
                 for (p, why) in expired {
-                    let _ = p.done.send(Err(format!("command {} {why} within the deadline", p.id)));
+                    let _ = p
+                        .done
+                        .send(Err(format!("command {} {why} within the deadline", p.id)));
                 }
                 if went_offline {
                     let secs = silent_after.as_secs();
-                    self.health(ci, &DeviceHealth::Offline(format!("no request for {secs}s")));
+                    self.health(
+                        ci,
+                        &DeviceHealth::Offline(format!("no request for {secs}s")),
+                    );
                 }
             }
         }
@@ -572,7 +588,10 @@ impl Server {
                 Ok(Err(_)) => format!("command {id} abandoned"),
                 Err(_) => format!("command {id}: no result within the deadline"),
             };
-            return req.respond(CommandStatus::Failed, format!("{sn} door {door}: {failure}"));
+            return req.respond(
+                CommandStatus::Failed,
+                format!("{sn} door {door}: {failure}"),
+            );
         }
         let detail = format!(
             "{sn} door {door}: Return=0 for {} ({})",

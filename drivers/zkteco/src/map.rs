@@ -238,7 +238,11 @@ mod tests {
     fn rtstate_changes_become_door_events_once() {
         let mut prev = DoorStates::default();
         let line = |sensor: &str, alarm: &str| {
-            let r = parse_line(1, &format!("time=2026-12-03 07:30:00\tsensor={sensor}\talarm={alarm}")).unwrap();
+            let r = parse_line(
+                1,
+                &format!("time=2026-12-03 07:30:00\tsensor={sensor}\talarm={alarm}"),
+            )
+            .unwrap();
             RtState::from_record(1, &r).unwrap()
         };
         assert!(map_rtstate("S", &line("01", "00"), &mut prev, &doors()).is_empty());

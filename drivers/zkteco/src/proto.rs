@@ -150,7 +150,8 @@ impl RtLog {
             .filter(|t| t.len() <= 32 && !t.is_empty())
             .ok_or(ProtoError::Field(n, "rtlog line without time"))?
             .clone();
-        let event = num("event").ok_or(ProtoError::Field(n, "rtlog line without a numeric event"))?;
+        let event =
+            num("event").ok_or(ProtoError::Field(n, "rtlog line without a numeric event"))?;
         Ok(RtLog {
             time,
             pin: nonzero(r.get("pin")),
@@ -217,7 +218,10 @@ impl RtState {
         let nibbles =
             hex_nibbles(sensor).ok_or(ProtoError::Field(n, "rtstate sensor is not hex"))?;
         if nibbles.len() > 16 {
-            return Err(ProtoError::Field(n, "rtstate sensor is longer than 16 digits"));
+            return Err(ProtoError::Field(
+                n,
+                "rtstate sensor is longer than 16 digits",
+            ));
         }
         // The hex number's lowest nibble is its last digit; each nibble holds two doors.
         let mut sensors = Vec::new();
@@ -233,9 +237,15 @@ impl RtState {
         let alarm = r.get("alarm").map(String::as_str).unwrap_or("");
         let a = hex_nibbles(alarm).ok_or(ProtoError::Field(n, "rtstate alarm is not hex"))?;
         if a.len() > 32 {
-            return Err(ProtoError::Field(n, "rtstate alarm is longer than 32 digits"));
+            return Err(ProtoError::Field(
+                n,
+                "rtstate alarm is longer than 32 digits",
+            ));
         }
-        let alarms = a.chunks(2).map(|c| c.iter().fold(0u8, |v, d| (v << 4) | d)).collect();
+        let alarms = a
+            .chunks(2)
+            .map(|c| c.iter().fold(0u8, |v, d| (v << 4) | d))
+            .collect();
         Ok(RtState {
             time,
             sensors,
@@ -329,7 +339,12 @@ pub fn valid_sn(sn: &str) -> bool {
 /// The options block answering the handshake (`GET /iclock/cdata?SN=..&options=all`, and
 /// `/iclock/push` after a registry): `RequestDelay` is the poll interval, i.e. the latency
 /// of every command.
-pub fn options_block(sn: &str, registry_code: &str, request_delay_s: u64, timeout_s: u64) -> String {
+pub fn options_block(
+    sn: &str,
+    registry_code: &str,
+    request_delay_s: u64,
+    timeout_s: u64,
+) -> String {
     let mut s = String::new();
     let lines = [
         format!("GET OPTION FROM: {sn}"),
@@ -416,7 +431,10 @@ mod tests {
         let l = RtLog::from_record(1, &good[0]).unwrap();
         assert_eq!(l.pin.as_deref(), Some("1001"));
         assert_eq!(l.card, None);
-        assert_eq!((l.door, l.event, l.inout, l.index), (1, 0, Some(0), Some(42)));
+        assert_eq!(
+            (l.door, l.event, l.inout, l.index),
+            (1, 0, Some(0), Some(42))
+        );
     }
 
     #[test]
@@ -438,7 +456,11 @@ mod tests {
     #[test]
     fn rtstate_sensor_bits_and_alarm_bytes_map_to_doors() {
         // door 1 closed (01), door 2 open (10) → 0b1001 = 9; door 2 forced.
-        let r = parse_line(1, "time=2020-01-01 00:00:00\tsensor=09\trelay=00\talarm=0001").unwrap();
+        let r = parse_line(
+            1,
+            "time=2020-01-01 00:00:00\tsensor=09\trelay=00\talarm=0001",
+        )
+        .unwrap();
         let s = RtState::from_record(1, &r).unwrap();
         assert_eq!(s.sensors[0], Sensor::Closed);
         assert_eq!(s.sensors[1], Sensor::Open);
@@ -450,7 +472,9 @@ mod tests {
 
     #[test]
     fn results_commands_and_queries_round_trip() {
-        let (r, bad) = parse_results(b"ID=221&Return=0&CMD=CONTROL DEVICE\nID=222&Return=-1002&CMD=CONTROL DEVICE\njunk\n");
+        let (r, bad) = parse_results(
+            b"ID=221&Return=0&CMD=CONTROL DEVICE\nID=222&Return=-1002&CMD=CONTROL DEVICE\njunk\n",
+        );
         assert_eq!(bad, 1);
         assert_eq!((r[0].id, r[0].ret), (221, 0));
         assert_eq!(r[1].ret, -1002);
@@ -461,7 +485,12 @@ mod tests {
         assert_eq!(id, 221);
         assert_eq!(
             parse_control(cmd),
-            Some(Control { op: 1, door: 1, target: 1, value: 5 })
+            Some(Control {
+                op: 1,
+                door: 1,
+                target: 1,
+                value: 5
+            })
         );
         assert_eq!(parse_command_line("CONTROL DEVICE 01010105"), None);
         let q = parse_query("SN=ABC123&options=all&pushver=3.1.1");

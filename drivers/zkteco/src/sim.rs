@@ -260,7 +260,10 @@ impl ControllerSim {
     /// Posts `body` to `/iclock/<path>?SN=<sn>[&table=..]` as given (garbage, oversized, a
     /// forged serial via [`ControllerSim::post_as`]); the HTTP status (0: unreachable).
     pub async fn post_raw(&self, path: &str, table: &str, body: Vec<u8>) -> u16 {
-        self.shared.post_bytes(&self.shared.cfg.sn, path, table, body).await.0
+        self.shared
+            .post_bytes(&self.shared.cfg.sn, path, table, body)
+            .await
+            .0
     }
 
     /// As [`ControllerSim::post_raw`] with another serial number.
@@ -301,7 +304,8 @@ impl Shared {
     }
 
     async fn post_bytes(&self, sn: &str, path: &str, table: &str, body: Vec<u8>) -> (u16, String) {
-        self.request("POST", &self.url(sn, path, table), &body).await
+        self.request("POST", &self.url(sn, path, table), &body)
+            .await
     }
 
     /// One HTTP/1.1 exchange on its own connection (`Connection: close`), as the controllers'
@@ -363,11 +367,7 @@ impl Shared {
 
     /// Resends the backlog in one upload.
     async fn flush(&self) {
-        let lines: Vec<String> = self
-            .backlog
-            .lock()
-            .map(|b| b.clone())
-            .unwrap_or_default();
+        let lines: Vec<String> = self.backlog.lock().map(|b| b.clone()).unwrap_or_default();
         if lines.is_empty() {
             return;
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use campusgw_sdk::testkit::TestHost;
 use campusgw_sdk::{
-    BuildContext, Command, CommandKind, CommandStatus, DeviceId, DriverConfig, FieldPath,
-    Location, Target,
+    BuildContext, Command, CommandKind, CommandStatus, DeviceId, DriverConfig, FieldPath, Location,
+    Target,
 };
 use campusgw_zkteco::ZktecoConfig;
 use campusgw_zkteco::sim::{ControllerSim, Misbehaviour, SimConfig};
@@ -86,7 +86,10 @@ async fn the_handshake_hands_out_a_one_second_request_delay_and_swipes_are_journ
     assert_eq!(sim.access(1, 0, "S1001", 0).await, 200);
     // OK came back, so the event is already in the journal: no waiting needed.
     let evs = host.events();
-    let e = evs.iter().find(|e| e.kind.as_str() == "access.granted").unwrap();
+    let e = evs
+        .iter()
+        .find(|e| e.kind.as_str() == "access.granted")
+        .unwrap();
     assert_eq!(e.source.device.as_str(), "gate_1");
     assert_eq!(e.location.building.as_deref(), Some("gate"));
     assert_eq!(e.payload["person_id"], "S1001");
@@ -100,9 +103,17 @@ async fn the_handshake_hands_out_a_one_second_request_delay_and_swipes_are_journ
         .rfind(|e| e.kind.as_str() == "access.granted")
         .unwrap();
     assert_eq!(e.payload["direction"], "out");
-    for (code, kind) in [(23, "access.denied"), (102, "door.forced"), (28, "door.held_open"), (100, "device.tamper")] {
+    for (code, kind) in [
+        (23, "access.denied"),
+        (102, "door.forced"),
+        (28, "door.held_open"),
+        (100, "device.tamper"),
+    ] {
         assert_eq!(sim.access(1, code, "", 0).await, 200);
-        assert!(host.events().iter().any(|e| e.kind.as_str() == kind), "{kind}");
+        assert!(
+            host.events().iter().any(|e| e.kind.as_str() == kind),
+            "{kind}"
+        );
     }
     // rtstate: door 1 opens, then closes.
     assert_eq!(sim.rtstate("01", "0000").await, 200);
@@ -123,30 +134,50 @@ async fn door_commands_travel_the_getrequest_queue_and_succeed_only_on_return_ze
     let (host, addr) = server("10s").await;
     let sim = controller(addr).await;
     let r = host
-        .command(door_cmd("door.lock", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("door.lock", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
     assert_eq!(sim.door_state(1).as_deref(), Some("locked"));
     assert_eq!(sim.door_state(2).as_deref(), Some("normal"));
     // Egress: the remote lock is lifted first, then the door is held open.
     let r = host
-        .command(door_cmd("door.unlock", "gate_1", serde_json::json!({"egress": true})), "gate_1", WAIT)
+        .command(
+            door_cmd("door.unlock", "gate_1", serde_json::json!({"egress": true})),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
     assert_eq!(sim.door_state(1).as_deref(), Some("normal_open"));
     let r = host
-        .command(door_cmd("door.release", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("door.release", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
     assert_eq!(sim.door_state(1).as_deref(), Some("normal"));
     // The controller itself: every door at once (door 00).
     let r = host
-        .command(door_cmd("door.lock", "zk_gate", serde_json::Value::Null), "zk_gate", WAIT)
+        .command(
+            door_cmd("door.lock", "zk_gate", serde_json::Value::Null),
+            "zk_gate",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
     assert_eq!(sim.door_states(), ["locked", "locked"]);
     let r = host
-        .command(door_cmd("relay.set", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("relay.set", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Unsupported);
     // A negative Return is a failure, and nothing changed on the door.
@@ -155,7 +186,11 @@ async fn door_commands_travel_the_getrequest_queue_and_succeed_only_on_return_ze
         ..Misbehaviour::default()
     });
     let r = host
-        .command(door_cmd("door.release", "gate_2", serde_json::Value::Null), "gate_2", WAIT)
+        .command(
+            door_cmd("door.release", "gate_2", serde_json::Value::Null),
+            "gate_2",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Failed, "{}", r.detail);
     assert!(r.detail.contains("-1002"), "{}", r.detail);
@@ -172,24 +207,40 @@ async fn a_controller_that_disconnects_mid_command_or_goes_silent_reports_failed
         ..Misbehaviour::default()
     });
     let r = host
-        .command(door_cmd("door.lock", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("door.lock", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Failed, "{}", r.detail);
     assert!(r.detail.contains("never answered"), "{}", r.detail);
-    assert_eq!(sim.door_state(1).as_deref(), Some("normal"), "nothing was executed");
+    assert_eq!(
+        sim.door_state(1).as_deref(),
+        Some("normal"),
+        "nothing was executed"
+    );
     sim.misbehave(Misbehaviour {
         silent: true,
         ..Misbehaviour::default()
     });
     let r = host
-        .command(door_cmd("door.lock", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("door.lock", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Failed, "{}", r.detail);
     assert!(r.detail.contains("did not poll"), "{}", r.detail);
     // Back to normal: commands work again on the same server.
     sim.misbehave(Misbehaviour::default());
     let r = host
-        .command(door_cmd("door.lock", "gate_1", serde_json::Value::Null), "gate_1", WAIT)
+        .command(
+            door_cmd("door.lock", "gate_1", serde_json::Value::Null),
+            "gate_1",
+            WAIT,
+        )
         .await;
     assert_eq!(r.status, CommandStatus::Succeeded, "{}", r.detail);
     host.shutdown();
@@ -200,7 +251,9 @@ async fn unknown_serials_garbage_and_oversized_bodies_are_refused_and_the_server
     let (host, addr) = server("10s").await;
     let sim = controller(addr).await;
     let line = b"time=2026-12-03 08:00:00\tpin=1\teventaddr=1\tevent=0\n".to_vec();
-    let (status, _) = sim.post_as("EVIL0001", "cdata", "rtlog", line.clone()).await;
+    let (status, _) = sim
+        .post_as("EVIL0001", "cdata", "rtlog", line.clone())
+        .await;
     assert_eq!(status, 403);
     let (status, body) = sim.post_as("EVIL0001", "getrequest", "", Vec::new()).await;
     assert_eq!(status, 403, "{body}");
@@ -217,10 +270,22 @@ async fn unknown_serials_garbage_and_oversized_bodies_are_refused_and_the_server
     assert_eq!(unknown[0].class.as_str(), "security");
 
     assert_eq!(sim.post_raw("cdata", "rtlog", vec![0xff; 100]).await, 400);
-    assert_eq!(sim.post_raw("cdata", "rtlog", b"no fields here\n".to_vec()).await, 400);
+    assert_eq!(
+        sim.post_raw("cdata", "rtlog", b"no fields here\n".to_vec())
+            .await,
+        400
+    );
     assert_eq!(sim.post_raw("cdata", "rtlog", vec![b'a'; 5000]).await, 413);
-    assert_eq!(sim.post_raw("devicecmd", "", b"ID=x&Return=\n".to_vec()).await, 200);
-    assert_eq!(sim.access(1, 0, "S1", 0).await, 200, "the server still works");
+    assert_eq!(
+        sim.post_raw("devicecmd", "", b"ID=x&Return=\n".to_vec())
+            .await,
+        200
+    );
+    assert_eq!(
+        sim.access(1, 0, "S1", 0).await,
+        200,
+        "the server still works"
+    );
     host.shutdown();
 }
 
@@ -232,8 +297,10 @@ async fn an_upload_the_journal_refused_is_not_acknowledged_and_arrives_once_afte
     assert_eq!(sim.access(1, 0, "S7", 0).await, 503);
     assert_eq!(sim.backlog(), 1);
     host.fail_writes(None);
-    host.wait_until(WAIT, |evs| evs.iter().any(|e| e.payload["person_id"] == "S7"))
-        .await;
+    host.wait_until(WAIT, |evs| {
+        evs.iter().any(|e| e.payload["person_id"] == "S7")
+    })
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while sim.backlog() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -268,7 +335,10 @@ async fn a_restarted_log_counter_stores_new_events_and_a_resent_upload_is_recogn
         .filter(|e| e.kind.as_str() == "access.granted")
         .collect();
     assert_eq!(granted.len(), 2);
-    assert_eq!(granted[0].payload["log_index"], granted[1].payload["log_index"]);
+    assert_eq!(
+        granted[0].payload["log_index"],
+        granted[1].payload["log_index"]
+    );
     // The controller resends the first upload verbatim (it never saw our OK): recognised.
     // origin_ref = zk:<sn>:<YYYY-MM-DD HH:MM:SS>:...: the controller's own time.
     let origin = first.origin_ref.clone().unwrap();

@@ -94,8 +94,13 @@ async fn zk_sims(port: u16, doors: u32) -> anyhow::Result<Vec<ControllerSim>> {
     for c in 0..doors.div_ceil(ZK_DOORS_PER_CONTROLLER) {
         let first = c * ZK_DOORS_PER_CONTROLLER;
         let n = u8::try_from(ZK_DOORS_PER_CONTROLLER.min(doors - first))?;
-        let cfg = ZkSimConfig::new(format!("http://127.0.0.1:{port}"), format!("ZKB{c:05}")).doors(n);
-        out.push(ControllerSim::start(cfg).await.map_err(anyhow::Error::msg)?);
+        let cfg =
+            ZkSimConfig::new(format!("http://127.0.0.1:{port}"), format!("ZKB{c:05}")).doors(n);
+        out.push(
+            ControllerSim::start(cfg)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        );
     }
     for s in &out {
         anyhow::ensure!(
@@ -177,7 +182,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         sims.push(sim);
     }
     let zk_port = if o.zkteco > 0 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         devices.push(DeviceConfig {
             id: DeviceId::new("iclock").map_err(|e| anyhow::anyhow!(e))?,
             driver: campusgw_zkteco::KIND,

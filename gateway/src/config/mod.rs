@@ -56,8 +56,8 @@ use serde::de::DeserializeOwned;
 
 pub use model::DEFAULT_CONSOLE_MAX_CONNECTIONS;
 pub use model::{
-    AccessSection, BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
-    JournalSection, UplinkConfig,
+    AccessSection, BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef,
+    GatewaySection, JournalSection, UplinkConfig,
 };
 pub use units::{ByteSize, HumanDuration};
 
