@@ -281,10 +281,10 @@ impl ControllerSim {
 }
 
 fn push_backlog(s: &Shared, line: String) {
-    if let Ok(mut b) = s.backlog.lock() {
-        if b.len() < 100_000 {
-            b.push(line);
-        }
+    if let Ok(mut b) = s.backlog.lock()
+        && b.len() < 100_000
+    {
+        b.push(line);
     }
 }
 
@@ -355,10 +355,10 @@ impl Shared {
             return false;
         }
         let opts = proto::parse_options(&body);
-        if let Some(d) = opts.get("RequestDelay").and_then(|v| v.parse::<u64>().ok()) {
-            if let Ok(mut g) = self.delay.lock() {
-                *g = Duration::from_secs(d.max(1));
-            }
+        if let Some(d) = opts.get("RequestDelay").and_then(|v| v.parse::<u64>().ok())
+            && let Ok(mut g) = self.delay.lock()
+        {
+            *g = Duration::from_secs(d.max(1));
         }
         self.handshakes.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
@@ -373,11 +373,11 @@ impl Shared {
         }
         let body = lines.join("\n") + "\n";
         let (status, _) = self.post("cdata", "rtlog", body).await;
-        if status == 200 {
-            if let Ok(mut b) = self.backlog.lock() {
-                let n = lines.len().min(b.len());
-                b.drain(..n);
-            }
+        if status == 200
+            && let Ok(mut b) = self.backlog.lock()
+        {
+            let n = lines.len().min(b.len());
+            b.drain(..n);
         }
     }
 
