@@ -136,6 +136,7 @@ impl Gateway {
         let mut jopts = JournalOptions::new(data_dir.join("journal.db"));
         jopts.retention = config.gateway.journal.policy();
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
+        jopts.access_retention = config.gateway.journal.access_retention.map(|d| d.0);
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         jopts.rules_consumer = config.rules.is_some();
         let (journal, writer) = Journal::open(jopts)?;

@@ -26,10 +26,10 @@
 //! without a name.
 //!
 //! # Retention
-//! Access events age out with every other event (`[gateway.journal] retention`): the
-//! retention code deletes by class and delivery, with one age for all classes, and a
-//! separate age for access kinds is not implemented. A person whose entry event was deleted
-//! by retention drops off the muster list; keep retention longer than a school day.
+//! `[gateway.journal] access_retention` (e.g. `"7d"`, 1 h up to `retention`) deletes delivered
+//! `access.granted` / `access.denied` events sooner than everything else
+//! (`journal/retention.rs`, same delivered-first rule). A person whose entry event was deleted
+//! drops off the muster list, so keep it longer than a school day.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

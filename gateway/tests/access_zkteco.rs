@@ -431,3 +431,55 @@ async fn the_muster_list_comes_from_both_drivers_and_survives_a_restart() {
     assert_eq!(m.people[1].name.as_deref(), Some("王老师"));
     assert_eq!(p.muster(Some("C")).unwrap().people[0].person_id, "S2");
 }
+
+#[tokio::test]
+async fn access_retention_deletes_delivered_person_events_sooner_and_nothing_else() {
+    use campusgw::journal::UplinkSpec;
+    use campusgw_sdk::{Class, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = JournalOptions::new(dir.path().join("j.db"));
+    opts.uplinks = vec![UplinkSpec {
+        name: "county".into(),
+        classes: Class::ALL.to_vec(),
+    }];
+    // Everything received before now is older than the access age; the general age is long.
+    opts.access_retention = Some(Duration::ZERO);
+    let (j, _w) = Journal::open(opts).unwrap();
+    let dev = DeviceId::new("zk_1_1").unwrap();
+    let ev = |kind: &'static str, class| {
+        Event::stamp(
+            NewEvent::new(campusgw_sdk::Kind::from_static(kind), class)
+                .payload(serde_json::json!({"person_id": "S1"})),
+            &dev,
+            "zkteco_push",
+            &Location::default(),
+        )
+    };
+    let batch = vec![
+        ev("access.granted", Class::Business),
+        ev("access.denied", Class::Business),
+        ev("door.opened", Class::Business),
+        ev("door.forced", Class::Security),
+        ev("access.granted", Class::Business),
+    ];
+    j.append(batch).await.unwrap();
+    // Delivered up to seq 4 only: the last access.granted must stay (not yet forwarded).
+    for c in Class::ALL {
+        j.set_cursor("county", c, 4).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = j.maintain().await.unwrap();
+    assert_eq!(report.expired, 2, "{report:?}");
+    let left: Vec<(u64, String)> = all_events(&j)
+        .iter()
+        .map(|e| (e.seq, e.kind.to_string()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (3, "door.opened".to_owned()),
+            (4, "door.forced".to_owned()),
+            (5, "access.granted".to_owned())
+        ]
+    );
+}

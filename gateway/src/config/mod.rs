@@ -9,6 +9,7 @@
 //! retention = "30d"
 //! quota = "2GiB"
 //! dedup_window = "10m"         # a repeat of a device message within this is a retransmission
+//! access_retention = "7d"      # optional: access events (person ids) kept for less
 //!
 //! [[campus]]                    # the location tree
 //! id = "main"
@@ -223,6 +224,15 @@ fn build(
                 "must be between 1s and 24h (default 10m): shorter takes device retransmissions for new alarms, longer can merge a repeated alarm from a device without a clock",
             ));
         }
+    }
+    if let Some(g) = &gateway
+        && let Some(a) = g.journal.access_retention
+        && (a.0 < std::time::Duration::from_secs(3600) || a.0 > g.journal.retention.0)
+    {
+        issues.push(ConfigIssue::new(
+            top.key("gateway").key("journal").key("access_retention"),
+            "must be between 1h and retention: shorter loses the day's muster list (presence is folded from access events), longer is cut by retention anyway",
+        ));
     }
     let (Some(gateway), Some(console)) = (gateway, console) else {
         return Ok(None);

@@ -72,6 +72,10 @@ pub struct JournalSection {
     /// 10 minutes; ADR 0003).
     #[serde(default = "default_dedup_window")]
     pub dedup_window: HumanDuration,
+    /// Delivered `access.granted` / `access.denied` events (they name a person) older than
+    /// this are deleted even when `retention` is longer (default: `retention`).
+    #[serde(default)]
+    pub access_retention: Option<HumanDuration>,
 }
 
 fn default_dedup_window() -> HumanDuration {
@@ -92,6 +96,7 @@ impl Default for JournalSection {
             retention: default_retention(),
             quota: default_quota(),
             dedup_window: default_dedup_window(),
+            access_retention: None,
         }
     }
 }
