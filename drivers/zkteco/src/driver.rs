@@ -149,8 +149,9 @@ impl Driver for ZktecoDriver {
             .map(|_| Mutex::default())
             .collect();
         // Ids start at a random base so a restarted gateway does not take an old result
-        // (same id, from before the restart) for a new command.
-        let base = u64::from(uuid::Uuid::new_v4().as_fields().0 >> 4) * 1000 + 1;
+        // (same id, from before the restart) for a new command; below 2^31 because firmware
+        // keeps the id in a signed 32-bit integer.
+        let base = u64::from(uuid::Uuid::new_v4().as_fields().0 % 1_000_000) * 1000 + 1;
         let server = Arc::new(Server {
             cx: cx.clone(),
             s: self.settings,
