@@ -130,6 +130,11 @@ impl Gateway {
         // Install the metrics recorder before anything records: counts made before it
         // exists are lost.
         api::metrics_handle();
+        // Before the journal opens: a bad roster stops the start with nothing to undo.
+        let roster = match config.access.as_ref().and_then(|a| a.roster.as_ref()) {
+            Some(path) => crate::presence::Roster::load(path).map_err(anyhow::Error::msg)?,
+            None => crate::presence::Roster::default(),
+        };
         let data_dir = config.gateway.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", data_dir.display()))?;
@@ -193,10 +198,6 @@ impl Gateway {
             journal.spawn_maintenance(opts.maintenance_every),
         ];
         background.extend(rules_task);
-        let roster = match config.access.as_ref().and_then(|a| a.roster.as_ref()) {
-            Some(path) => crate::presence::Roster::load(path).map_err(anyhow::Error::msg)?,
-            None => crate::presence::Roster::default(),
-        };
         let mut console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
             journal: journal.clone(),
             health: board.clone(),
