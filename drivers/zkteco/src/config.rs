@@ -14,11 +14,11 @@
 //! [[device.controllers]]
 //! sn = "CGXK201760001"               # the controller's serial number (SN=)
 //! device = "zk_gate"
-//! location = { campus = "main", building = "gate" }
+//! location = "main/gate/1/turnstiles"
 //! [[device.controllers.doors]]
 //! n = 1                              # eventaddr / the BB of CONTROL DEVICE (1-10)
 //! device = "zk_gate_1"
-//! location = { campus = "main", building = "gate", point = "turnstile-1" }
+//! location = "main/gate/1/turnstiles/in"   # every level down to the zone, then the point
 //! escape_route = true                # default true: fire egress wins over lockdown
 //! boundary = "campus"                # or "building:A": passages here update presence
 //! # direction = "in"                 # a one-way gate; default: the event's inoutstatus
