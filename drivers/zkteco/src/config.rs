@@ -11,6 +11,7 @@
 //! # request_delay = "1s"             # RequestDelay handed to the controllers = command latency
 //! # command_deadline = "10s"         # no poll + result within this: the command is Failed
 //! # max_body_bytes = 65536           # larger uploads are refused (413)
+//! # max_connections = 256            # more are accepted and closed at once
 //! [[device.controllers]]
 //! sn = "CGXK201760001"               # the controller's serial number (SN=)
 //! device = "zk_gate"
@@ -61,6 +62,9 @@ pub struct ZktecoConfig {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Connections served at once (controllers open one per request, some keep it alive).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// The controllers accepted (any other serial is refused).
     #[serde(default)]
     pub controllers: Vec<ControllerEntry>,
@@ -115,6 +119,11 @@ fn default_deadline() -> HumanDuration {
 }
 fn default_max_body() -> usize {
     64 * 1024
+}
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }
 
 /// Checks a boundary value (`campus`, `building:<name>`); shared with the gateway.
@@ -245,6 +254,12 @@ impl DriverConfig for ZktecoConfig {
                 format!("{} is out of range (1024-16777216)", self.max_body_bytes),
             ));
         }
+        if !(1..=10_000).contains(&self.max_connections) {
+            issues.push(ConfigIssue::new(
+                at.key("max_connections"),
+                format!("{} is out of range (1-10000)", self.max_connections),
+            ));
+        }
         if self.controllers.is_empty() {
             issues.push(ConfigIssue::new(
                 at.key("controllers"),
@@ -287,6 +302,7 @@ impl DriverConfig for ZktecoConfig {
             request_delay: self.request_delay.0,
             command_deadline: self.command_deadline.0,
             max_body: self.max_body_bytes,
+            max_connections: self.max_connections,
             controllers,
         }))
     }

@@ -74,6 +74,8 @@ pub struct Settings {
     pub command_deadline: Duration,
     /// Largest body.
     pub max_body: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
     /// The controllers accepted.
     pub controllers: Vec<Controller>,
 }
@@ -165,14 +167,66 @@ impl Driver for ZktecoDriver {
         let commands = tokio::spawn(server.clone().serve_commands());
         let sweeper = tokio::spawn(server.clone().sweep());
         let app = Router::new().fallback(handle).with_state(server.clone());
-        let shutdown = cx.shutdown().clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let max = server.s.max_connections;
+        accept_loop(listener, app, max, cx.shutdown().clone()).await;
         commands.abort();
         sweeper.abort();
         server.fail_all("the driver stopped");
-        served.map_err(DriverError::Io)
+        Ok(())
+    }
+}
+
+/// Request headers must arrive within this (slow-loris callers are dropped); bodies too.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts until shutdown: at most `max` connections at once (more are accepted and closed
+/// at once, counted), each served as HTTP/1.1 with a header read timeout.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let open = Arc::new(AtomicU64::new(0));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            // EMFILE and the like fail at once: back off instead of spinning.
+            metrics::counter!("campusgw_zkteco_accept_failures_total").increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                () = shutdown.cancelled() => return,
+            }
+        };
+        if open.load(Ordering::SeqCst) >= max as u64 {
+            metrics::counter!("campusgw_listener_refused_total", "listener" => "zkteco_push")
+                .increment(1);
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (open, app, shutdown) = (open.clone(), app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(app),
+                );
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 }
 
@@ -197,9 +251,17 @@ async fn handle(State(srv): State<Arc<Server>>, method: Method, uri: Uri, body: 
         return text(StatusCode::FORBIDDEN, "ERROR: unknown device");
     };
     srv.seen(ci);
-    let bytes = match axum::body::to_bytes(body, srv.s.max_body).await {
-        Ok(b) => b,
+    let read = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, srv.s.max_body));
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            srv.refused(
+                "slow_body",
+                &format!("{sn}: body not read within {READ_TIMEOUT:?}"),
+            );
+            return text(StatusCode::REQUEST_TIMEOUT, "ERROR: body too slow");
+        }
+        Ok(Err(_)) => {
             srv.refused(
                 "oversized",
                 &format!("{sn}: body over {} bytes", srv.s.max_body),

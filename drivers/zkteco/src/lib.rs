@@ -25,5 +25,10 @@ pub mod map;
 pub mod proto;
 pub mod sim;
 
-pub use config::{ControllerEntry, DoorEntry, KIND, MAX_DOOR, ZktecoConfig, check_boundary};
-pub use driver::{Controller, PER_POLL, Settings, UNKNOWN_EVENT_EVERY, ZktecoDriver, plan};
+pub use config::{
+    ControllerEntry, DEFAULT_MAX_CONNECTIONS, DoorEntry, KIND, MAX_DOOR, ZktecoConfig,
+    check_boundary,
+};
+pub use driver::{
+    Controller, PER_POLL, READ_TIMEOUT, Settings, UNKNOWN_EVENT_EVERY, ZktecoDriver, plan,
+};

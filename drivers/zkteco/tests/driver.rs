@@ -18,11 +18,16 @@ const WAIT: Duration = Duration::from_secs(30);
 const SN: &str = "CGXK201760001";
 
 fn config(deadline: &str) -> ZktecoConfig {
+    config_with(deadline, "")
+}
+
+fn config_with(deadline: &str, extra: &str) -> ZktecoConfig {
     let text = format!(
         r#"listen = "127.0.0.1:0"
         request_delay = "1s"
         command_deadline = "{deadline}"
         max_body_bytes = 4096
+        {extra}
         [[controllers]]
         sn = "{SN}"
         device = "zk_gate"
@@ -44,13 +49,17 @@ fn config(deadline: &str) -> ZktecoConfig {
 }
 
 async fn server(deadline: &str) -> (TestHost, SocketAddr) {
+    server_with(config(deadline)).await
+}
+
+async fn server_with(cfg: ZktecoConfig) -> (TestHost, SocketAddr) {
     let host = TestHost::new("zk_push", "zkteco_push");
     let bcx = BuildContext {
         device: DeviceId::new("zk_push").unwrap(),
         location: Location::default(),
         data_dir: std::env::temp_dir(),
     };
-    let driver = config(deadline).build(&bcx).unwrap();
+    let driver = cfg.build(&bcx).unwrap();
     let mut bound = driver.local_addr();
     tokio::spawn(campusgw_sdk::Driver::run(driver, host.context()));
     let addr = tokio::time::timeout(WAIT, bound.wait_for(Option::is_some))
@@ -376,5 +385,35 @@ async fn the_published_protocol_examples_are_understood() {
     let res = std::fs::read(format!("{data}devicecmd_protocol_example.txt")).unwrap();
     let (r, bad) = campusgw_zkteco::proto::parse_results(&res);
     assert_eq!((r[0].id, r[0].ret, bad), (221, 0, 0));
+    host.shutdown();
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_and_the_server_recovers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, addr) = server_with(config_with("10s", "max_connections = 2")).await;
+    // Two callers that connect and say nothing hold both slots.
+    let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req =
+        format!("GET /iclock/getrequest?SN={SN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = third.write_all(req.as_bytes()).await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(WAIT, third.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "closed without an answer: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop((idle1, idle2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sim = controller(addr).await;
+    assert_eq!(sim.access(1, 0, "S1", 0).await, 200);
     host.shutdown();
 }

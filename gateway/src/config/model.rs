@@ -312,12 +312,11 @@ pub(super) fn device(
             .and_then(toml::Value::as_integer)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(campusgw_gb26875::DEFAULT_MAX_CONNECTIONS),
-        // PUSH controllers open a connection per request (some keep one alive); two each
-        // plus a margin for unknown callers that are refused.
         "zkteco_push" => t
-            .get("controllers")
-            .and_then(toml::Value::as_array)
-            .map_or(0, |a| a.len() * 2 + 8),
+            .get("max_connections")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(campusgw_zkteco::DEFAULT_MAX_CONNECTIONS),
         _ => 0,
     };
     let factory = registry::parse_driver(&common.driver, toml::Value::Table(t), at, issues)?;
