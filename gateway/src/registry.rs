@@ -71,6 +71,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         parse_typed::<campusgw_modbus::ModbusRtuOverTcpConfig>,
     ),
     (
+        campusgw_dlt645::Dlt645Config::KIND,
+        parse_typed::<campusgw_dlt645::Dlt645Config>,
+    ),
+    (
         campusgw_gb26875::Gb26875Config::KIND,
         parse_typed::<campusgw_gb26875::Gb26875Config>,
     ),

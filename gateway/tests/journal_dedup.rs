@@ -166,3 +166,47 @@ async fn duplicates_are_still_recognised_after_the_journal_is_reopened() {
     j.close().await;
     w.join();
 }
+
+/// The writer inserts runs of up to 32 rows in one statement; a run holding a repeat (of
+/// an earlier batch or of its own run) or an unkeyed reading beside keyed messages must
+/// give the same receipts as row-by-row inserts: repeats recognised, seqs gap-free.
+#[tokio::test]
+async fn repeats_inside_a_large_batch_keep_seqs_gap_free_and_get_the_originals_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, w) = open(&dir, Duration::from_secs(600));
+    let first = append(&j, vec![keyed(alarm("old"), Duration::ZERO)]).await;
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let e = match i {
+            // A repeat of the earlier batch, inside the first 32-row run.
+            7 => keyed(alarm("old"), Duration::ZERO),
+            // A repeat of event 40 of this batch, in a later run.
+            77 => keyed(alarm("k40"), Duration::ZERO),
+            // Readings carry no key.
+            _ if i % 3 == 0 => keyed(
+                NewEvent::new(Kind::new("sensor.reading").unwrap(), Class::Telemetry),
+                Duration::ZERO,
+            ),
+            _ => keyed(alarm(&format!("k{i}")), Duration::ZERO),
+        };
+        batch.push(e);
+    }
+    let r = append(&j, batch).await;
+    let dups: Vec<usize> = (0..100).filter(|&i| r[i].duplicate).collect();
+    assert_eq!(dups, vec![7, 77]);
+    assert_eq!((r[7].seq, r[7].id), (first[0].seq, first[0].id));
+    assert_eq!((r[77].seq, r[77].id), (r[40].seq, r[40].id));
+    let fresh: Vec<u64> = r.iter().filter(|r| !r.duplicate).map(|r| r.seq).collect();
+    assert_eq!(fresh, (2..=99).collect::<Vec<u64>>(), "gap-free, in order");
+    let seqs: Vec<u64> = j
+        .reader()
+        .unwrap()
+        .after(0, None, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=99).collect::<Vec<u64>>());
+    j.close().await;
+    w.join();
+}

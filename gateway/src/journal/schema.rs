@@ -143,6 +143,15 @@ pub(super) fn open_rw(path: &Path, sync_off: bool) -> Result<Connection, Journal
         .map_err(err(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err(path))?;
+    // The writer never checkpoints inside a commit: that would copy WAL pages into the
+    // database file and fsync it while every emitter waits (checkpoint.rs does it from
+    // its own thread). SQLite's default is a checkpoint at 1000 WAL pages, i.e. every
+    // other commit of a busy journal.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(err(path))?;
+    // The writer's multi-row inserts (one statement per run length) beside its other
+    // statements and the rules runner's.
+    conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, path)?;
     Ok(conn)
 }
