@@ -57,7 +57,7 @@ pub async fn muster(
     ApiQuery(q): ApiQuery<MusterQuery>,
 ) -> Result<axum::Json<Muster>, ApiError> {
     if let Some(b) = &q.building
-        && (b.is_empty() || b.len() > 64 || b.contains([':', '/']))
+        && (b.is_empty() || b.chars().count() > 64 || b.contains([':', '/']))
     {
         return Err(ApiError::bad_request(format!(
             "building {b:?} is not a building id (e.g. ?building=A)"
