@@ -130,12 +130,18 @@ impl Gateway {
         // Install the metrics recorder before anything records: counts made before it
         // exists are lost.
         api::metrics_handle();
+        // Before the journal opens: a bad roster stops the start with nothing to undo.
+        let roster = match config.access.as_ref().and_then(|a| a.roster.as_ref()) {
+            Some(path) => crate::presence::Roster::load(path).map_err(anyhow::Error::msg)?,
+            None => crate::presence::Roster::default(),
+        };
         let data_dir = config.gateway.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data_dir {}: {e}", data_dir.display()))?;
         let mut jopts = JournalOptions::new(data_dir.join("journal.db"));
         jopts.retention = config.gateway.journal.policy();
         jopts.dedup_window = config.gateway.journal.dedup_window.0;
+        jopts.access_retention = config.gateway.journal.access_retention.map(|d| d.0);
         jopts.uplinks = crate::uplink::journal_specs(&config.uplinks);
         jopts.rules_consumer = config.rules.is_some();
         let (journal, writer) = Journal::open(jopts)?;
@@ -192,7 +198,7 @@ impl Gateway {
             journal.spawn_maintenance(opts.maintenance_every),
         ];
         background.extend(rules_task);
-        let console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
+        let mut console = crate::console::ConsoleState::start(crate::console::ConsoleParts {
             journal: journal.clone(),
             health: board.clone(),
             uplinks: uplinks.board.clone(),
@@ -217,6 +223,15 @@ impl Gateway {
             alarms: Some(alarms.clone()),
             data_dir: config.gateway.data_dir.clone(),
         })?;
+        // Presence is rebuilt from the journal now, not at the first muster request.
+        let presence = Arc::new(crate::presence::Presence::new(journal.clone(), roster));
+        {
+            let p = presence.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || p.refresh()).await? {
+                tracing::warn!(error = %e, "presence not rebuilt from the journal yet; retried on first use");
+            }
+        }
+        console.presence = presence;
         let state = ApiState {
             started,
             journal: journal.clone(),

@@ -374,6 +374,9 @@ pub enum BenchCmd {
         /// Directory for the journal (default: a temporary directory on the data disk).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Also this many ZKTeco PUSH doors (10 per simulated controller, RequestDelay 1 s).
+        #[arg(long, default_value_t = 0)]
+        zkteco: u32,
     },
     /// ONVIF cameras subscribed at once (the gateway's RSS and CPU as a child process) and
     /// fire alarm → the zone's snapshots stored p50/p99 (see `bench::video`).
@@ -695,6 +698,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     rounds,
                     events,
                     data_dir,
+                    zkteco,
                 },
         } => {
             crate::bench::access::run(crate::bench::access::BenchOptions {
@@ -703,6 +707,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 rounds,
                 events,
                 data_dir,
+                zkteco,
             })
             .await
         }

@@ -20,6 +20,7 @@ pub mod health;
 pub mod import;
 pub mod journal;
 pub mod notify;
+pub mod presence;
 pub mod registry;
 pub mod rules;
 pub mod rules_cli;

@@ -98,6 +98,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_onvif::OnvifConfig::KIND,
         parse_typed::<campusgw_onvif::OnvifConfig>,
     ),
+    (
+        campusgw_zkteco::ZktecoConfig::KIND,
+        parse_typed::<campusgw_zkteco::ZktecoConfig>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(

@@ -240,6 +240,10 @@ pub struct DoorPlace {
     pub device: DeviceId,
     /// Its location.
     pub location: Location,
+    /// `campus` or `building:<name>` when the door is a presence boundary.
+    pub boundary: Option<String>,
+    /// Fixed direction of a one-way boundary.
+    pub direction: Option<String>,
 }
 
 /// What an alert means for campusgw.
@@ -320,7 +324,10 @@ pub fn map(a: &Alert, doors: &[DoorPlace]) -> Mapped {
         "verify_mode": a.verify_mode,
         "door": a.door_no,
         "reader": a.reader_no,
-        "direction": direction(a),
+        "direction": door
+            .and_then(|d| d.direction.clone())
+            .or_else(|| direction(a).map(str::to_owned)),
+        "boundary": door.and_then(|d| d.boundary.clone()),
         "major": major,
         "minor": minor,
         "serial_no": a.serial_no,
@@ -369,6 +376,8 @@ mod tests {
             n: 2,
             device: DeviceId::new("door_2").unwrap(),
             location: Location::from_path("main/A").unwrap(),
+            boundary: Some("building:A".into()),
+            direction: None,
         }];
         let Mapped::Event(ev) = map(&a, &doors) else {
             panic!("not an event")
@@ -377,6 +386,7 @@ mod tests {
         assert_eq!(ev.device.as_ref().map(DeviceId::as_str), Some("door_2"));
         assert_eq!(ev.payload["person_id"], "S1001");
         assert_eq!(ev.payload["direction"], "out");
+        assert_eq!(ev.payload["boundary"], "building:A");
         assert_eq!(ev.payload["verify_mode"], "cardOrFace");
         assert_eq!(
             ev.origin_ref.as_deref(),

@@ -20,6 +20,8 @@
 //! device = "door_main_gate"
 //! location = { campus = "main", building = "gate", point = "gate-1" }
 //! escape_route = true                # default: true (fire egress wins over lockdown)
+//! boundary = "campus"                # or "building:A": passages update presence
+//! # direction = "in"                 # one-way gate; default: reader parity / attendanceStatus
 //! ```
 //!
 //! TLS is always verified (webpki roots, or `ca_file`); there is no switch to turn that off.
@@ -93,6 +95,12 @@ pub struct DoorEntry {
     /// On an escape route: a lockdown never locks it while fire egress is active.
     #[serde(default = "default_true")]
     pub escape_route: bool,
+    /// `campus` or `building:<name>`: passages here update presence (the muster list).
+    #[serde(default)]
+    pub boundary: Option<String>,
+    /// `in` or `out` for a one-way boundary (default: from the reader / attendance status).
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -176,6 +184,25 @@ impl HikvisionConfig {
                     format!("device {:?} is listed twice", d.device.as_str()),
                 ));
             }
+            if let Some(b) = &d.boundary
+                && !valid_boundary(b)
+            {
+                issues.push(ConfigIssue::new(
+                    at.key("boundary"),
+                    format!(
+                        "boundary {b:?} is not \"campus\" or \"building:<name>\" (e.g. \"building:A\")"
+                    ),
+                ));
+            }
+            if let Some(dir) = &d.direction
+                && dir != "in"
+                && dir != "out"
+            {
+                issues.push(ConfigIssue::new(
+                    at.key("direction"),
+                    format!("direction {dir:?} must be \"in\" or \"out\""),
+                ));
+            }
         }
     }
 
@@ -187,8 +214,20 @@ impl HikvisionConfig {
                 n: d.n,
                 device: d.device.clone(),
                 location: d.location.clone().unwrap_or_else(|| controller.clone()),
+                boundary: d.boundary.clone(),
+                direction: d.direction.clone(),
             })
             .collect()
+    }
+}
+
+/// `campus` or `building:<name>` (the same rule as the zkteco driver's).
+fn valid_boundary(b: &str) -> bool {
+    match b.split_once(':') {
+        None => b == "campus",
+        Some((level, name)) => {
+            level == "building" && !name.is_empty() && !name.contains(['/', ':'])
+        }
     }
 }
 
@@ -359,8 +398,10 @@ mod tests {
             device: DeviceId::new("d1").unwrap(),
             location: None,
             escape_route: true,
+            boundary: Some("floor:1".into()),
+            direction: None,
         });
         let p = problems(&c);
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
     }
 }

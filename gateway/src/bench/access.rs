@@ -8,6 +8,11 @@
 //!   door is locked in its simulator) and journaled.
 //! - **Access event**: a simulator pushes an `access.granted` part; the sample ends when the
 //!   journal's committed-event broadcast carries it (fsync'd).
+//! - **`--zkteco N`**: N more doors on simulated ZKTeco PUSH controllers (10 doors each)
+//!   behind one `zkteco_push` iclock server with `RequestDelay` 1 s, locked by the same
+//!   lockdown (a lockdown then takes up to one poll interval longer: the controllers fetch
+//!   commands only when they poll), and a PUSH upload → `OK` sample per event (the server
+//!   answers `OK` only after the journal commit, so the round trip bounds in → journaled).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use anyhow::Context;
 use campusgw_hikvision::HikvisionConfig;
 use campusgw_hikvision::sim::{IsapiSim, SimConfig};
 use campusgw_sdk::{Command, CommandKind, CommandStatus, DeviceId, Location, Target};
+use campusgw_zkteco::sim::{ControllerSim, SimConfig as ZkSimConfig};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +45,12 @@ pub struct BenchOptions {
     pub events: usize,
     /// Directory for the journal.
     pub data_dir: Option<std::path::PathBuf>,
+    /// ZKTeco PUSH doors (0: none).
+    pub zkteco: u32,
 }
+
+/// Doors per simulated ZKTeco controller.
+const ZK_DOORS_PER_CONTROLLER: u32 = 10;
 
 #[derive(Serialize)]
 struct AccessResult {
@@ -53,6 +64,52 @@ struct AccessResult {
     event_journaled_p50_ms: f64,
     event_journaled_p99_ms: f64,
     event_journaled_max_ms: f64,
+    zkteco_doors: u32,
+    zkteco_request_delay_s: u64,
+    zkteco_upload_ok_p50_ms: f64,
+    zkteco_upload_ok_p99_ms: f64,
+}
+
+fn zk_config(port: u16, doors: u32) -> anyhow::Result<campusgw_zkteco::ZktecoConfig> {
+    let mut text = format!(
+        "listen = \"127.0.0.1:{port}\"\nrequest_delay = \"1s\"\ncommand_deadline = \"20s\"\n"
+    );
+    for c in 0..doors.div_ceil(ZK_DOORS_PER_CONTROLLER) {
+        text.push_str(&format!(
+            "[[controllers]]\nsn = \"ZKB{c:05}\"\ndevice = \"zkc_{c}\"\n\
+             location = {{ campus = \"main\", building = \"zk{c}\" }}\n"
+        ));
+        let first = c * ZK_DOORS_PER_CONTROLLER;
+        for n in 1..=ZK_DOORS_PER_CONTROLLER.min(doors - first) {
+            text.push_str(&format!(
+                "[[controllers.doors]]\nn = {n}\ndevice = \"door_zk{c}_{n}\"\n"
+            ));
+        }
+    }
+    toml::from_str(&text).context("bench zkteco config")
+}
+
+async fn zk_sims(port: u16, doors: u32) -> anyhow::Result<Vec<ControllerSim>> {
+    let mut out = Vec::new();
+    for c in 0..doors.div_ceil(ZK_DOORS_PER_CONTROLLER) {
+        let first = c * ZK_DOORS_PER_CONTROLLER;
+        let n = u8::try_from(ZK_DOORS_PER_CONTROLLER.min(doors - first))?;
+        let cfg =
+            ZkSimConfig::new(format!("http://127.0.0.1:{port}"), format!("ZKB{c:05}")).doors(n);
+        out.push(
+            ControllerSim::start(cfg)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    for s in &out {
+        anyhow::ensure!(
+            s.wait_registered(Duration::from_secs(30)).await,
+            "ZKTeco simulator {} did not register",
+            s.sn()
+        );
+    }
+    Ok(out)
 }
 
 fn controller(
@@ -124,16 +181,47 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         });
         sims.push(sim);
     }
+    let zk_port = if o.zkteco > 0 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        devices.push(DeviceConfig {
+            id: DeviceId::new("iclock").map_err(|e| anyhow::anyhow!(e))?,
+            driver: campusgw_zkteco::KIND,
+            location: Location::from_path("main").map_err(|e| anyhow::anyhow!(e))?,
+            offline_after: None,
+            factory: Arc::new(zk_config(port, o.zkteco)?),
+            inbound_connections: 0,
+        });
+        Some(port)
+    } else {
+        None
+    };
     let mut router = CommandRouter::new(
         journal.clone(),
         DeviceId::new("gw").map_err(|e| anyhow::anyhow!(e))?,
     );
     let _sup = Supervisor::start(&devices, &shared, &mut router);
-    let lockdown = lockdowns(&router, &sims, o.rounds).await?;
+    let zk = match zk_port {
+        Some(port) => zk_sims(port, o.zkteco).await?,
+        None => Vec::new(),
+    };
+    let lockdown = lockdowns(&router, &sims, &zk, o.rounds).await?;
     let events = access_events(&journal, &sims, o.events).await?;
+    let mut uploads = Vec::new();
+    if let Some(z) = zk.first() {
+        for i in 0..=o.events {
+            let t0 = Instant::now();
+            let status = z.access(1, 0, &format!("Z{i}"), 0).await;
+            anyhow::ensure!(status == 200, "ZKTeco upload answered {status}");
+            if i > 0 {
+                uploads.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
     let result = AccessResult {
         bench: "access",
-        doors: o.controllers * o.doors,
+        doors: o.controllers * o.doors + o.zkteco,
         rounds: o.rounds,
         lockdown_p50_ms: quantile(&lockdown, 0.50),
         lockdown_p99_ms: quantile(&lockdown, 0.99),
@@ -142,6 +230,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         event_journaled_p50_ms: quantile(&events, 0.50),
         event_journaled_p99_ms: quantile(&events, 0.99),
         event_journaled_max_ms: quantile(&events, 1.0),
+        zkteco_doors: o.zkteco,
+        zkteco_request_delay_s: 1,
+        zkteco_upload_ok_p50_ms: quantile(&uploads, 0.50),
+        zkteco_upload_ok_p99_ms: quantile(&uploads, 0.99),
     };
     println!("{}", serde_json::to_string(&result)?);
     shutdown.cancel();
@@ -153,6 +245,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
 async fn lockdowns(
     router: &CommandRouter,
     sims: &[IsapiSim],
+    zk: &[ControllerSim],
     rounds: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let timeout = Duration::from_secs(30);
@@ -174,6 +267,11 @@ async fn lockdowns(
             sims.iter()
                 .all(|s| s.door_states().iter().all(|d| d == "alwaysClose")),
             "round {round}: a simulated door is not locked"
+        );
+        anyhow::ensure!(
+            zk.iter()
+                .all(|s| s.door_states().iter().all(|d| d == "locked")),
+            "round {round}: a simulated ZKTeco door is not locked"
         );
         if round > 0 {
             out.push(ms);

@@ -9,6 +9,7 @@
 //! retention = "30d"
 //! quota = "2GiB"
 //! dedup_window = "10m"         # a repeat of a device message within this is a retransmission
+//! access_retention = "7d"      # optional: access events (person ids) kept for less
 //!
 //! [[campus]]                    # the location tree
 //! id = "main"
@@ -24,6 +25,9 @@
 //! location = "main/A/1/east"    # campus/building/floor/zone[/point], checked against the tree
 //! offline_after = "30s"         # optional silence timeout
 //! address = "192.0.2.10:502"
+//!
+//! [access]
+//! roster = "/etc/campusgw/roster.csv"   # person_id,name,role: names for the muster list
 //!
 //! [console]
 //! listen = "0.0.0.0:8443"       # not loopback: needs the TLS files below
@@ -53,8 +57,8 @@ use serde::de::DeserializeOwned;
 
 pub use model::DEFAULT_CONSOLE_MAX_CONNECTIONS;
 pub use model::{
-    BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef, GatewaySection,
-    JournalSection, UplinkConfig,
+    AccessSection, BuildingDef, CampusDef, Config, ConsoleSection, DeviceConfig, FloorDef,
+    GatewaySection, JournalSection, UplinkConfig,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -63,7 +67,9 @@ use crate::registry;
 /// Keys of a `[[device]]` table that the gateway reads; the rest go to the driver.
 pub const DEVICE_COMMON_KEYS: [&str; 4] = ["id", "driver", "location", "offline_after"];
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["gateway", "campus", "device", "console", "uplink", "rules"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "gateway", "campus", "device", "console", "uplink", "rules", "access",
+];
 
 /// A refused configuration: every problem, located.
 #[derive(Debug)]
@@ -204,6 +210,7 @@ fn build(
     if let Some(r) = &rules {
         r.check(issues);
     }
+    let access: Option<AccessSection> = section(&mut root, "access", false, issues);
     if let Some(g) = &gateway
         && let Err(m) = campusgw_sdk::DeviceId::new(g.id.clone())
     {
@@ -218,6 +225,15 @@ fn build(
             ));
         }
     }
+    if let Some(g) = &gateway
+        && let Some(a) = g.journal.access_retention
+        && (a.0 < std::time::Duration::from_secs(3600) || a.0 > g.journal.retention.0)
+    {
+        issues.push(ConfigIssue::new(
+            top.key("gateway").key("journal").key("access_retention"),
+            "must be between 1h and retention: shorter loses the day's muster list (presence is folded from access events), longer is cut by retention anyway",
+        ));
+    }
     let (Some(gateway), Some(console)) = (gateway, console) else {
         return Ok(None);
     };
@@ -228,6 +244,7 @@ fn build(
         devices,
         uplinks,
         rules,
+        access,
     }))
 }
 

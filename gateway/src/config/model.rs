@@ -29,6 +29,18 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     /// `[rules]`, if the gateway runs rules.
     pub rules: Option<crate::rules::config::RulesSection>,
+    /// `[access]`: presence and the muster list.
+    pub access: Option<AccessSection>,
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// The roster CSV (`person_id,name,role`): the only source of names on the muster list
+    /// (`crate::presence`). Read at start; a bad line stops the start with its line number.
+    #[serde(default)]
+    pub roster: Option<std::path::PathBuf>,
 }
 
 /// `[gateway]`.
@@ -60,6 +72,10 @@ pub struct JournalSection {
     /// 10 minutes; ADR 0003).
     #[serde(default = "default_dedup_window")]
     pub dedup_window: HumanDuration,
+    /// Delivered `access.granted` / `access.denied` events (they name a person) older than
+    /// this are deleted even when `retention` is longer (default: `retention`).
+    #[serde(default)]
+    pub access_retention: Option<HumanDuration>,
 }
 
 fn default_dedup_window() -> HumanDuration {
@@ -80,6 +96,7 @@ impl Default for JournalSection {
             retention: default_retention(),
             quota: default_quota(),
             dedup_window: default_dedup_window(),
+            access_retention: None,
         }
     }
 }
@@ -295,6 +312,11 @@ pub(super) fn device(
             .and_then(toml::Value::as_integer)
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(campusgw_gb26875::DEFAULT_MAX_CONNECTIONS),
+        "zkteco_push" => t
+            .get("max_connections")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(campusgw_zkteco::DEFAULT_MAX_CONNECTIONS),
         _ => 0,
     };
     let factory = registry::parse_driver(&common.driver, toml::Value::Table(t), at, issues)?;

@@ -192,3 +192,32 @@ fn a_dedup_window_of_zero_or_over_a_day_is_refused_with_its_line() {
         );
     }
 }
+
+#[test]
+fn access_takes_a_roster_and_an_access_retention_within_bounds() {
+    let text = format!("{GOOD}\n[access]\nroster = \"/etc/campusgw/roster.csv\"\n");
+    let c = parse(&text, Path::new("t.toml"))
+        .map_err(|e| e.to_string())
+        .unwrap();
+    assert_eq!(
+        c.access.and_then(|a| a.roster),
+        Some(std::path::PathBuf::from("/etc/campusgw/roster.csv"))
+    );
+    let p = problems(&format!("{GOOD}\n[access]\nrooster = \"x\"\n"));
+    assert!(p.iter().any(|(_, m)| m.contains("rooster")), "{p:?}");
+    for (v, ok) in [("\"3d\"", true), ("\"10m\"", false), ("\"30d\"", false)] {
+        let text = GOOD.replace(
+            "quota = \"512MiB\"",
+            &format!("quota = \"512MiB\"\naccess_retention = {v}"),
+        );
+        let p = problems(&text);
+        assert_eq!(p.is_empty(), ok, "{v}: {p:?}");
+        if !ok {
+            assert!(
+                p.iter()
+                    .any(|(line, m)| *line == 10 && m.contains("gateway.journal.access_retention")),
+                "{v}: {p:?}"
+            );
+        }
+    }
+}

@@ -17,6 +17,7 @@
 //! logins, users and tokens created are journaled as `audit.*` events: the audit log is the
 //! journal itself, forwarded to the county like everything else.
 
+pub mod access;
 pub mod admin;
 pub mod alarms;
 pub mod auth;
@@ -94,6 +95,8 @@ pub struct ConsoleState {
     pub drain: Arc<uplinks::DrainTracker>,
     /// The page templates.
     pub pages: Arc<pages::Pages>,
+    /// Presence and door results (the muster list); `crate::app` sets the roster.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 impl ConsoleState {
@@ -314,6 +317,12 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::POST, "/api/v1/commands", OPERATOR, Api, || {
         post(commands::send)
     }),
+    route(Method::GET, "/api/v1/access/muster", VIEWER, Api, || {
+        get(access::muster)
+    }),
+    route(Method::GET, "/api/v1/access/state", VIEWER, Api, || {
+        get(access::state)
+    }),
     route(Method::GET, "/api/v1/stream", VIEWER, Api, || {
         get(stream::sse)
     }),
@@ -483,7 +492,7 @@ impl ConsoleState {
         auth.offer_setup(&parts.data_dir)
             .map_err(ConsoleError::SetupFile)?;
         Ok(ConsoleState {
-            journal: parts.journal,
+            journal: parts.journal.clone(),
             auth,
             health: parts.health,
             uplinks: parts.uplinks,
@@ -495,6 +504,10 @@ impl ConsoleState {
             confirms: Arc::new(commands::Confirmations::default()),
             drain: Arc::new(uplinks::DrainTracker::default()),
             pages: Arc::new(pages::Pages::new()?),
+            presence: Arc::new(crate::presence::Presence::new(
+                parts.journal.clone(),
+                crate::presence::Roster::default(),
+            )),
         })
     }
 }

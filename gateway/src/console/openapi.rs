@@ -18,7 +18,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::modes::list, super::modes::set_maintenance, super::modes::clear_maintenance,
         super::modes::set_drill, super::modes::clear_drill,
         super::alarms::list, super::alarms::one, super::alarms::acknowledge, super::alarms::resolve,
-        super::commands::send,
+        super::commands::send, super::access::muster, super::access::state,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),

@@ -236,6 +236,9 @@ pub struct JournalOptions {
     pub unsafe_sync_off_for_test: bool,
     /// Run `PRAGMA quick_check` in the background after open.
     pub quick_check: bool,
+    /// A shorter age for delivered access events that name a person (`access.granted`,
+    /// `access.denied`): privacy (`[gateway.journal] access_retention`; `None`: `retention`).
+    pub access_retention: Option<Duration>,
 }
 
 /// Default [`JournalOptions::memory_backlog_bytes`]: 8 MiB, ~16,000 typical alarm or
@@ -267,6 +270,7 @@ impl JournalOptions {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             unsafe_sync_off_for_test: false,
             quick_check: true,
+            access_retention: None,
         }
     }
 }

@@ -115,6 +115,18 @@ pub fn run(
         let cond = format!("class = {} AND seq <= {upto}", c.rank());
         report.expired += delete_chunks(conn, &cond, &mut budget, || false)?;
     }
+    // Access events name a person: they may be kept for less than everything else. Same
+    // rule as above (delivered and old enough), limited to those kinds.
+    if let Some(age) = opts.access_retention {
+        let cutoff = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        let young = super::reader::first_seq_since(conn, cutoff)?.map_or(i64::MAX, |s| s as i64);
+        let rank = Class::Business.rank();
+        let upto = marks[usize::from(rank)].min(young.saturating_sub(1));
+        let cond = format!(
+            "class = {rank} AND seq <= {upto} AND kind IN ('access.granted', 'access.denied')"
+        );
+        report.expired += delete_chunks(conn, &cond, &mut budget, || false)?;
+    }
     let quota = opts.retention.quota_bytes;
     // Aim 10% below the quota so eviction does not run on every batch.
     let target = quota / 10 * 9;
