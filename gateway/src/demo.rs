@@ -77,6 +77,13 @@ struct Sims {
     doors: Simulator,
     meter: Simulator,
     boiler: Simulator,
+    /// The city fire-monitoring centre the `fire_centre` uplink reports to.
+    centre: campusgw_gb26875::sim::centre::CentreSim,
+    /// Building B's ZKTeco controller (started once the gateway's iclock server listens).
+    zk_b: Option<campusgw_zkteco::sim::ControllerSim>,
+    zk_port: u16,
+    /// Building A's RS-485 bus of DL/T 645 meters behind a serial server.
+    energy: campusgw_dlt645::sim::BusSim,
 }
 
 /// Runs the demo until Ctrl-C or `duration`.
@@ -118,7 +125,21 @@ pub async fn run(
         doors: Simulator::start_rtu_over_tcp().await?,
         meter: Simulator::start().await?,
         boiler: Simulator::start().await?,
+        centre: campusgw_gb26875::sim::centre::CentreSim::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            campusgw_gb26875::sim::centre::CentreConfig::new(CITY_CENTRE, SCHOOL_UITD),
+        )
+        .await?,
+        zk_b: None,
+        zk_port: crate::bench::free_port()?,
+        energy: campusgw_dlt645::sim::BusSim::start(9600).await?,
     };
+    let mut sims = sims;
+    for m in ENERGY_METERS {
+        sims.energy.add_meter(m);
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    std::fs::write(data_dir.join("roster.csv"), DEMO_ROSTER)?;
     write_rules(&data_dir.join("rules"))?;
     write_secret(&data_dir.join("device.pass"), DEMO_DEVICE_PASSWORD)?;
     let text = config_text(&sims, &data_dir, listen);
@@ -129,6 +150,17 @@ pub async fn run(
         ..RunOptions::default()
     };
     let gw = Gateway::start(config, opts).await?;
+    sims.zk_b = Some(
+        campusgw_zkteco::sim::ControllerSim::start(
+            campusgw_zkteco::sim::SimConfig::new(
+                format!("http://127.0.0.1:{}", sims.zk_port),
+                "DEMO-B-01",
+            )
+            .doors(2),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo ZKTeco controller: {e}"))?,
+    );
     // A demo admin with random one-time credentials: printed here once, stored hashed.
     let demo_password = crate::console::auth::random_token();
     gw.console
@@ -180,6 +212,17 @@ pub async fn run(
     Ok(0)
 }
 
+/// The school's address as a transmission device, and the city centre's (demo values).
+const SCHOOL_UITD: u64 = 4242;
+const CITY_CENTRE: u64 = 88888;
+
+/// Building A's DL/T 645 meters (addresses as on their name plates).
+const ENERGY_METERS: [&str; 2] = ["000102030425", "000102030426"];
+
+/// The demo's roster: names for the muster list (never journaled).
+const DEMO_ROSTER: &str =
+    "person_id,name,role\nS1001,李明,student\nS1002,王芳,student\nT0001,张伟,staff\n";
+
 /// The demo's door controllers' and camera's password (a demo value, not a secret; the
 /// drivers read it from a 0600 file as they would a real one).
 const DEMO_DEVICE_PASSWORD: &str = "demo-device-password";
@@ -220,8 +263,18 @@ name = "Laboratory building (实验楼)"
 id = "2"
 zones = ["corridor"]
 
+[[campus.building]]
+id = "B"
+name = "Teaching building B"
+[[campus.building.floor]]
+id = "1"
+zones = ["east"]
+
 [console]
 listen = "{listen}"
+
+[access]
+roster = "{data}/roster.csv"
 
 [rules]
 dir = "{data}/rules"
@@ -411,6 +464,50 @@ type = "f32"
 unit = "kW"
 deadband = 0.5
 
+[[uplink]]
+name = "fire_centre"
+kind = "gb26875"
+centres = ["{centre}"]
+uitd_address = {SCHOOL_UITD}
+centre_address = {CITY_CENTRE}
+
+[[device]]
+id = "iclock"
+driver = "zkteco_push"
+location = "main"
+listen = "127.0.0.1:{zk_port}"
+request_delay = "1s"
+[[device.controllers]]
+sn = "DEMO-B-01"
+device = "zk_b"
+location = "main/B/1"
+[[device.controllers.doors]]
+n = 1
+device = "zk_b_main"
+location = "main/B/1/east/main-entrance"
+boundary = "building:B"
+[[device.controllers.doors]]
+n = 2
+device = "zk_b_store"
+location = "main/B/1/east/store-room"
+escape_route = false
+
+[[device]]
+id = "energy_bus_a"
+driver = "dlt645"
+location = "main/A/1/plant"
+address = "{energy}"
+baud = 9600
+poll_interval = "5s"
+time_sync = "1h"
+[[device.meters]]
+device = "meter_a101"
+address = "{m1}"
+points = ["energy_active_forward_total", "power_active_total", "voltage_a", "current_a"]
+[[device.meters]]
+device = "meter_a102"
+address = "{m2}"
+
 [[device]]
 id = "boiler_temp"
 driver = "modbus_tcp"
@@ -439,6 +536,11 @@ deadband = 0.5
         gate = s.gate.base_url(),
         doors_a = s.doors_a.base_url(),
         camera = s.camera.xaddr(),
+        centre = s.centre.local_addr(),
+        zk_port = s.zk_port,
+        energy = s.energy.local_addr(),
+        m1 = ENERGY_METERS[0],
+        m2 = ENERGY_METERS[1],
     )
 }
 
@@ -562,6 +664,7 @@ async fn script(s: Sims, stop: CancellationToken) {
     use campusgw_modbus::sim::RegisterTable;
     let mut t = 0u64;
     let mut arc_seen = 0;
+    let mut centre_seen = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
@@ -600,6 +703,13 @@ async fn script(s: Sims, stop: CancellationToken) {
                 s.meter.set_silent(false);
                 s.camera.cross_line();
             }
+            // A student enters building B through its ZKTeco-controlled main entrance
+            // (event 0: normal verify, opened; in).
+            8 => {
+                if let Some(zk) = &s.zk_b {
+                    zk.access(1, 0, "S1002", 0).await;
+                }
+            }
             _ => {}
         }
         let arc_now = s.arc.received();
@@ -607,6 +717,17 @@ async fn script(s: Sims, stop: CancellationToken) {
             say!("  police ARC acknowledged: {}", arc_line(m));
         }
         arc_seen = arc_now.len();
+        let uploads = s.centre.uploads();
+        for r in uploads.iter().skip(centre_seen) {
+            say!(
+                "  city fire centre confirmed upload #{} from UITD {}: type {} ({} bytes)",
+                r.frame.serial,
+                SCHOOL_UITD,
+                r.frame.data.first().copied().unwrap_or(0),
+                r.frame.data.len()
+            );
+        }
+        centre_seen = uploads.len();
         if phase == 15 {
             for (i, spk) in s.speakers.iter().enumerate() {
                 let h = spk.heard();

@@ -380,6 +380,9 @@ fn the_demo_shows_every_system_acting_within_its_first_minute() {
         ("evacuation broadcast", &["broadcast.started", "pa_a_1f"]),
         ("camera analytics", &["video.intrusion", "cam_a1_east"]),
         ("Modbus meter offline", &["device.offline", "power_meter"]),
+        ("city fire centre", &["city fire centre confirmed upload"]),
+        ("ZKTeco door", &["access.granted", "zk_b_main"]),
+        ("DL/T 645 meter", &["sensor.readings", "meter_a101"]),
     ] {
         assert!(
             !lines_with(&text, words).is_empty(),

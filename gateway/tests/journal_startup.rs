@@ -390,3 +390,69 @@ fn damage_only_the_background_quick_check_sees_raises_storage_damaged_and_keeps_
         tokio::task::spawn_blocking(move || w.join()).await.unwrap();
     });
 }
+
+/// The files a SIGKILL leaves when it lands inside a WAL checkpoint: SQLite copies WAL
+/// frames into the database in page order, so page 1, whose header states the newer page
+/// count, is written before the pages that make the file that long. The file is then
+/// shorter than its header says, yet nothing is damaged: the WAL still holds every frame
+/// (a checkpoint rewinds it only once complete) and SQLite reads through it. Such a
+/// journal must open as it is, every committed event in place; moving it aside as
+/// "truncated" would lose every alarm it holds from the live journal.
+#[test]
+fn a_journal_killed_inside_a_checkpoint_opens_with_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    real_journal(&a, 2000);
+    let db = a.join("journal.db");
+    let pages_before = std::fs::metadata(&db).unwrap().len();
+    // More events, committed to the WAL only: the writer's connection never checkpoints,
+    // and this one stays open while its files are copied, as a killed process leaves them.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         INSERT INTO events (seq, id, class, kind, device, origin_ref, received_at, body)
+           SELECT seq + 2000, id, class, kind, device, origin_ref, received_at, body FROM events;
+         UPDATE meta SET value = 4001 WHERE key = 'next_seq';
+         COMMIT;",
+    )
+    .unwrap();
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    for entry in std::fs::read_dir(&a).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, b.join(p.file_name().unwrap())).unwrap();
+    }
+    drop(conn);
+    // The checkpoint's first write: the newest page 1 from the WAL over the database's.
+    let wal = std::fs::read(b.join("journal.db-wal")).unwrap();
+    let page_size = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    let frame = 24 + page_size;
+    let page1 = (0..(wal.len() - 32) / frame)
+        .map(|i| 32 + i * frame)
+        .filter(|at| u32::from_be_bytes(wal[*at..*at + 4].try_into().unwrap()) == 1)
+        .last()
+        .expect("page 1 in the WAL");
+    let mut file = std::fs::read(b.join("journal.db")).unwrap();
+    file[..page_size].copy_from_slice(&wal[page1 + 24..page1 + 24 + page_size]);
+    std::fs::write(b.join("journal.db"), &file).unwrap();
+    let stated = u64::from(u32::from_be_bytes(file[28..32].try_into().unwrap()));
+    assert!(
+        stated * page_size as u64 > pages_before,
+        "the header now states more pages ({stated}) than the file holds ({pages_before} bytes)"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (j, w) = Journal::open(JournalOptions::new(b.join("journal.db"))).unwrap();
+        assert_eq!(j.status().damaged(), None, "not damage");
+        let events = j.reader().unwrap().after(0, None, 5000).unwrap();
+        assert_eq!(events.len(), 4000);
+        assert_eq!(events.last().unwrap().seq, 4000);
+        j.close().await;
+        tokio::task::spawn_blocking(move || w.join()).await.unwrap();
+    });
+    assert!(damaged_aside(&b).is_empty(), "nothing moved aside");
+}

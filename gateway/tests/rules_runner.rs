@@ -262,8 +262,12 @@ async fn alarm_is_acknowledged_then_resolved_through_the_store_and_refuses_a_sec
         .resolve(&id, "wang", "false alarm: burnt toast")
         .await
         .unwrap();
+    // The alarm rows are readable once the runner's step committed; its events and the
+    // live announcement follow once the step is durable (journal/durable.rs), so wait for
+    // what is durable before counting.
     wait_for("resolved", || {
         store.get(&id).unwrap().unwrap().view.state == "resolved"
+            && !rig.events("alarm.resolved").is_empty()
     })
     .await;
     let detail = store.get(&id).unwrap().unwrap();
@@ -282,10 +286,14 @@ async fn alarm_is_acknowledged_then_resolved_through_the_store_and_refuses_a_sec
         Err(AlarmError::AlreadyResolved { .. })
     ));
     let mut seen = Vec::new();
-    while let Ok(v) = live.try_recv() {
-        seen.push(v.state);
+    while seen.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), live.recv()).await {
+            Ok(Ok(v)) => seen.push(v.state),
+            _ => break,
+        }
     }
     assert_eq!(seen, ["raised", "acknowledged", "resolved"]);
+    assert!(live.try_recv().is_err(), "no further change announced");
     rig.gw.stop().await;
 }
 

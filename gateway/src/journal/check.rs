@@ -221,11 +221,23 @@ fn inspect_file(db: &Path, marked: bool) -> Result<(), Verdict> {
             "{len} bytes, shorter than the {HEADER_LEN}-byte SQLite header"
         )));
     }
-    header_problem(&header, len).map_or(Ok(()), |p| Err(Verdict::Damaged(p)))
+    // A WAL with frames: the database file may be shorter than its header states without
+    // any damage. A checkpoint copies frames in page order, so page 1 (with the newer page
+    // count) reaches the file before the pages that make it that long, and a kill (or a
+    // power cut) in between leaves exactly that; the WAL still holds every frame and
+    // SQLite reads through it. The pages the writer needs are read after opening
+    // ([`probe`]) and the background quick_check reads the rest, so real damage is still
+    // found; judging the length here would move a sound journal aside.
+    let wal_frames = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_HEADER_LEN);
+    header_problem(&header, len, wal_frames).map_or(Ok(()), |p| Err(Verdict::Damaged(p)))
 }
 
-/// What is wrong with a database header, given the file's length.
-fn header_problem(h: &[u8; HEADER_LEN], len: u64) -> Option<String> {
+/// A WAL file's header: a WAL no longer than this holds no frame.
+const WAL_HEADER_LEN: u64 = 32;
+
+/// What is wrong with a database header, given the file's length and whether a WAL with
+/// frames lies beside it (then the file may be legitimately shorter than the header says).
+fn header_problem(h: &[u8; HEADER_LEN], len: u64, wal_frames: bool) -> Option<String> {
     if &h[..16] != MAGIC {
         return Some("not an SQLite database (bad header)".into());
     }
@@ -241,7 +253,7 @@ fn header_problem(h: &[u8; HEADER_LEN], len: u64) -> Option<String> {
     let pages = u64::from(be32(28));
     if be32(24) == be32(92) && pages > 0 {
         let want = pages * page_size;
-        if len < want {
+        if len < want && !wal_frames {
             return Some(format!(
                 "truncated: {len} bytes, but the header states {pages} pages of {page_size} bytes ({want} bytes)"
             ));
@@ -450,15 +462,22 @@ mod tests {
 
     #[test]
     fn a_header_is_judged_by_its_magic_page_size_and_stated_length() {
-        assert_eq!(header_problem(&header(4096, 10), 40_960), None);
-        assert!(header_problem(&header(4096, 10), 20_480).is_some_and(|p| p.contains("truncated")));
-        assert!(header_problem(&header(1000, 10), 40_960).is_some());
+        assert_eq!(header_problem(&header(4096, 10), 40_960, false), None);
+        assert!(
+            header_problem(&header(4096, 10), 20_480, false)
+                .is_some_and(|p| p.contains("truncated"))
+        );
+        assert!(header_problem(&header(1000, 10), 40_960, false).is_some());
         let mut garbage = header(4096, 10);
         garbage[0] = b'X';
-        assert!(header_problem(&garbage, 40_960).is_some());
+        assert!(header_problem(&garbage, 40_960, false).is_some());
         // A stale page count (change counter moved on) is not trusted.
         let mut stale = header(4096, 10);
         stale[92] = 1;
-        assert_eq!(header_problem(&stale, 4096), None);
+        assert_eq!(header_problem(&stale, 4096, false), None);
+        // Beside a WAL with frames, a file shorter than its header is a checkpoint in
+        // progress, not damage (inspect_file); a bad magic still is.
+        assert_eq!(header_problem(&header(4096, 10), 20_480, true), None);
+        assert!(header_problem(&garbage, 40_960, true).is_some());
     }
 }

@@ -20,6 +20,12 @@
 //! the published `last_seq` ([`super::JournalReader`]), so an uplink never forwards an
 //! event that a power cut could still take back (its seq would be reused by another).
 //!
+//! State tables written in the same transactions (the alarms projection, rule actions,
+//! cursors) are readable through their own connections as soon as the transaction
+//! committed, a few milliseconds before its events are published and the alarm change is
+//! announced. That is safe because they are derived: a power cut in between takes the
+//! whole transaction back, and the runner derives it again from the durable events.
+//!
 //! A failed fsync is not retried: after one, Linux may have dropped the dirty pages, and a
 //! second fsync would "succeed" without them. Everything waiting is answered with an
 //! error (devices retransmit), the failure is recorded, and the writer thread stops on its
@@ -89,6 +95,13 @@ impl Syncer {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
+        // What a killed process left in the WAL may still be only in the page cache, and
+        // it is about to be read and forwarded: make it durable first.
+        if sync && let Err(e) = sync_wal(&wal, &mut None) {
+            if std::fs::metadata(&wal).is_ok() {
+                tracing::error!(error = %e, "journal WAL fsync at start failed");
+            }
+        }
         let thread = {
             let failed = failed.clone();
             let fail_next = fail_next.clone();

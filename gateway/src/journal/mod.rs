@@ -1,6 +1,6 @@
 //! The durable local journal: every event, kept until each destination confirmed it.
 //!
-//! # On-disk schema (SQLite, WAL, `synchronous=FULL`; `PRAGMA user_version` = schema version)
+//! # On-disk schema (SQLite, WAL, fsync'd by the sync stage; `PRAGMA user_version` = schema version)
 //! ```sql
 //! CREATE TABLE meta    (key TEXT PRIMARY KEY, value INTEGER NOT NULL);   -- 'next_seq', 'data_bytes'
 //! CREATE TABLE events  (seq INTEGER PRIMARY KEY,        -- journal position, gap-free
@@ -31,9 +31,10 @@
 //!
 //! # Crash guarantee
 //! Events are written by one writer thread in group-committed transactions: each batch
-//! gathers whatever every emitter has queued, writes it in one transaction and commits it
-//! with one fsync of the WAL. An emitter's future resolves only after that commit
-//! returned, so after `kill -9` or power loss at any instant every event whose receipt was
+//! gathers whatever every emitter has queued, writes it in one transaction (multi-row
+//! inserts of up to 32 events) and commits it; the sync stage ([`durable`]) then fsyncs the
+//! WAL, once for every transaction committed meanwhile. An emitter's future resolves only
+//! after that fsync completed, so after `kill -9` or power loss at any instant every event whose receipt was
 //! handed out is in the journal exactly once, with gap-free, strictly increasing seqs
 //! (`next_seq` is stored in the same transaction, so seqs are never reused after
 //! eviction). A torn tail of the WAL is discarded by SQLite's recovery: it can only hold
