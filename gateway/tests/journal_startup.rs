@@ -432,8 +432,7 @@ fn a_journal_killed_inside_a_checkpoint_opens_with_every_event() {
     let frame = 24 + page_size;
     let page1 = (0..(wal.len() - 32) / frame)
         .map(|i| 32 + i * frame)
-        .filter(|at| u32::from_be_bytes(wal[*at..*at + 4].try_into().unwrap()) == 1)
-        .last()
+        .rfind(|at| u32::from_be_bytes(wal[*at..*at + 4].try_into().unwrap()) == 1)
         .expect("page 1 in the WAL");
     let mut file = std::fs::read(b.join("journal.db")).unwrap();
     file[..page_size].copy_from_slice(&wal[page1 + 24..page1 + 24 + page_size]);

@@ -97,10 +97,11 @@ impl Syncer {
         let wal = PathBuf::from(wal);
         // What a killed process left in the WAL may still be only in the page cache, and
         // it is about to be read and forwarded: make it durable first.
-        if sync && let Err(e) = sync_wal(&wal, &mut None) {
-            if std::fs::metadata(&wal).is_ok() {
-                tracing::error!(error = %e, "journal WAL fsync at start failed");
-            }
+        if sync
+            && std::fs::metadata(&wal).is_ok()
+            && let Err(e) = sync_wal(&wal, &mut None)
+        {
+            tracing::error!(error = %e, "journal WAL fsync at start failed");
         }
         let thread = {
             let failed = failed.clone();
