@@ -63,6 +63,9 @@ enum Tag {
 /// answered once fewer are left.
 const REPLY_HEADROOM: usize = 16;
 
+/// How soon a reply the request queue could not take is tried again.
+const REPLY_RETRY: Duration = Duration::from_millis(20);
+
 /// A reply to a county command, produced off the session loop.
 struct Reply {
     id: String,
@@ -170,7 +173,25 @@ struct Session {
     _pump: super::AbortOnDrop,
     reply_tx: mpsc::Sender<Reply>,
     replies: tokio::sync::OwnedMutexGuard<mpsc::Receiver<Reply>>,
+    /// A reply the client's request queue could not take yet (it is full while the event
+    /// loop waits on the broker): published again shortly, before any later reply. A full
+    /// queue is back-pressure, not a broken link; tearing the session down for it would
+    /// lose the commands still in flight on it.
+    held: Option<(String, Vec<u8>)>,
     heartbeat: tokio::time::Interval,
+}
+
+impl Session {
+    /// Queues a reply, or holds it while the client's request queue is full.
+    fn publish_reply(&mut self, topic: String, body: Vec<u8>) {
+        if let Err(m) = self
+            .link
+            .publish(topic.clone(), false, body.clone(), Tag::Control)
+        {
+            tracing::debug!(uplink = %self.up.cfg.name, error = %m, "reply not queued yet; held");
+            self.held = Some((topic, body));
+        }
+    }
 }
 
 impl Transport for Broker {
@@ -194,6 +215,7 @@ impl Transport for Broker {
             _pump: super::AbortOnDrop(pump.abort_handle()),
             reply_tx: self.reply_tx.clone(),
             replies,
+            held: None,
             heartbeat,
         })
     }
@@ -244,17 +266,23 @@ impl Link for Session {
             }
             _ = self.heartbeat.tick(), if connected => {
                 let doc = self.up.status_doc(feed).to_string().into_bytes();
-                match self.link.publish(self.up.topics.status(), true, doc, Tag::Control) {
-                    Ok(()) => Round::default(),
-                    Err(m) => Round::failed(UplinkError::retry(RetryReason::Network, m)),
+                if let Err(m) = self.link.publish(self.up.topics.status(), true, doc, Tag::Control) {
+                    // The queue is full (a broken link is reported by the event loop
+                    // itself): this heartbeat is skipped, the next one carries the same.
+                    tracing::debug!(uplink = %self.up.cfg.name, error = %m, "status heartbeat not queued; skipped");
                 }
+                Round::default()
             }
-            Some(r) = self.replies.recv(), if connected => {
-                let body = r.body.to_string().into_bytes();
-                match self.link.publish(self.up.topics.reply(&r.id), false, body, Tag::Control) {
-                    Ok(()) => Round::default(),
-                    Err(m) => Round::failed(UplinkError::retry(RetryReason::Network, m)),
+            Some(r) = self.replies.recv(), if connected && self.held.is_none() => {
+                let topic = self.up.topics.reply(&r.id);
+                self.publish_reply(topic, r.body.to_string().into_bytes());
+                Round::default()
+            }
+            () = tokio::time::sleep(REPLY_RETRY), if connected && self.held.is_some() => {
+                if let Some((topic, body)) = self.held.take() {
+                    self.publish_reply(topic, body);
                 }
+                Round::default()
             }
             () = tokio::time::sleep_until(stall.unwrap_or(far)), if stall.is_some() => {
                 Round::failed(UplinkError::retry(RetryReason::Stalled, format!(
@@ -266,6 +294,9 @@ impl Link for Session {
     }
 
     async fn close(mut self) {
+        if self.held.is_some() {
+            metrics::counter!("campusgw_uplink_replies_dropped_total", "uplink" => self.up.cfg.name.clone()).increment(1);
+        }
         let up = self.up.clone();
         up.goodbye(&mut self.link, &mut self.events).await;
     }
