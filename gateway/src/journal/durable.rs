@@ -53,13 +53,12 @@ pub(super) type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// One committed transaction waiting for its WAL sync.
 pub(super) struct Group {
-    /// The newest seq the transaction stored, if it stored events.
-    pub last_seq: Option<u64>,
     /// Events it stored (for the count of committed events).
     pub committed: u64,
     /// Events for the live feed (empty when nobody listens).
     pub events: Vec<Event>,
-    /// The newest seq it stored of each class it stored ([`super::heads`]).
+    /// The newest seq it stored of each class it stored ([`super::heads`]); their maximum
+    /// is the newest seq of the transaction.
     pub heads: Vec<(Class, u64)>,
     /// Whoever waits on it.
     pub done: Vec<Done>,
@@ -224,7 +223,7 @@ fn publish(out: &Outputs, g: &Group) {
     if g.committed > 0 {
         metrics::counter!("journal_events_committed_total").increment(g.committed);
     }
-    if let Some(seq) = g.last_seq {
+    if let Some(seq) = g.heads.iter().map(|(_, seq)| *seq).max() {
         out.status.last_seq.fetch_max(seq, Ordering::SeqCst);
         out.seq_tx.send_if_modified(|v| {
             let newer = seq > *v;

@@ -481,7 +481,6 @@ impl Writer {
             }));
         }
         self.syncer.submit(Group {
-            last_seq: (committed > 0).then(|| next - 1),
             committed,
             events,
             heads: Class::ALL
@@ -504,7 +503,6 @@ impl Writer {
     ) {
         match r {
             Ok(v) => self.syncer.submit(Group {
-                last_seq: None,
                 committed: 0,
                 events: Vec::new(),
                 heads: Vec::new(),
@@ -663,11 +661,12 @@ pub(super) fn insert_row(
         body
     ])?;
     // 0: the row was not inserted (a live key already there; `INSERT_LIVE` only).
-    Ok(if changed == 0 {
-        0
-    } else {
-        retention::ROW_OVERHEAD + body.len() as i64
-    })
+    Ok(if changed == 0 { 0 } else { row_bytes(body) })
+}
+
+/// What one stored row adds to the quota (ADR 0002).
+fn row_bytes(body: &str) -> i64 {
+    retention::ROW_OVERHEAD + body.len() as i64
 }
 
 /// Inserts a keyed event as the live row of its `(device, origin_ref)` (migration 5): the
@@ -681,6 +680,14 @@ const INSERT_LIVE: &str =
 /// The largest multi-row insert ([`Inserter::insert_all`]); smaller runs use the powers of
 /// two below it, so at most six statements are prepared.
 const CHUNK: usize = 32;
+
+/// [`insert_many_sql`] for runs of 1, 2, 4, ... [`CHUNK`] rows (index: log2 of the run),
+/// built once instead of for every run of the hot path.
+static INSERT_MANY: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (0..=CHUNK.ilog2())
+        .map(|k| insert_many_sql(1 << k))
+        .collect()
+});
 
 /// `INSERT ... VALUES (..), (..) ...` of `n` rows, each the live row of its key when it has
 /// one (`live` 1) and keyless otherwise (`live` NULL, outside the live-key index), doing
@@ -766,7 +773,7 @@ impl<'t> Inserter<'t> {
             if n > 1 && self.insert_run(run, *next)? {
                 for (e, body) in run.iter_mut() {
                     e.seq = *next;
-                    self.bytes_added += retention::ROW_OVERHEAD + body.len() as i64;
+                    self.bytes_added += row_bytes(body);
                     receipts.push(Receipt {
                         id: e.id,
                         seq: *next,
@@ -788,7 +795,10 @@ impl<'t> Inserter<'t> {
     /// Inserts `run` at seqs `first..` in one statement; false (and nothing inserted) if
     /// some row's key already had a live row.
     fn insert_run(&mut self, run: &[(&mut Event, &str)], first: u64) -> rusqlite::Result<bool> {
-        let mut stmt = self.tx.prepare_cached(&insert_many_sql(run.len()))?;
+        // Runs are powers of two up to CHUNK (insert_all).
+        let mut stmt = self
+            .tx
+            .prepare_cached(&INSERT_MANY[run.len().ilog2() as usize])?;
         let mut at = 1;
         for (i, (e, body)) in run.iter().enumerate() {
             let live: Option<i64> = e.origin_ref.as_ref().map(|_| 1);
@@ -936,7 +946,6 @@ impl Writer {
                 metrics::counter!("journal_quarantined_total").increment(1);
                 self.next_seq = at + 1;
                 self.syncer.submit(Group {
-                    last_seq: Some(at),
                     committed: 1,
                     events: vec![event],
                     heads: vec![(Class::Security, at)],
@@ -984,7 +993,6 @@ impl Writer {
         let n = step.events.len() as u64;
         self.next_seq = first + n;
         self.syncer.submit(Group {
-            last_seq: (n > 0).then(|| first + n - 1),
             committed: n,
             heads: step.events.iter().map(|e| (e.class, e.seq)).collect(),
             events: step.events.drain(..).collect(),
