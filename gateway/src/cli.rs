@@ -397,6 +397,25 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fire alarm → alarm on a console client's live stream (SSE), with a gateway child
+    /// process under background telemetry: p50/p99 (see `bench::console`).
+    Console {
+        /// Alarms measured, one at a time.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Background telemetry events per second (GB/T 26875 analog values).
+        #[arg(long, default_value_t = 1000)]
+        telemetry_rate: u64,
+        /// UITD connections carrying the telemetry.
+        #[arg(long, default_value_t = 10)]
+        uitds: u64,
+        /// Classes the stream asks for (the alarm board's by default; "" for all).
+        #[arg(long, default_value = "life_safety,security,operations")]
+        classes: String,
+        /// Directory for the gateway's data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
     /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
     Linkage {
@@ -726,6 +745,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 zone_cameras,
                 samples,
                 steady_secs,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Console {
+                    samples,
+                    telemetry_rate,
+                    uitds,
+                    classes,
+                    data_dir,
+                },
+        } => {
+            crate::bench::console::run(crate::bench::console::BenchOptions {
+                samples,
+                telemetry_rate,
+                uitds,
+                classes,
                 data_dir,
             })
             .await

@@ -119,6 +119,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The uploaded file, as the OpenAPI document describes the body.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Upload(pub Vec<u8>);
+
 /// `?name=` of a preview upload.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,8 +222,8 @@ fn format_of(headers: &HeaderMap, name: Option<&str>, bytes: &[u8]) -> Result<Fo
 /// Previews an import (admin): the body is the CSV or XLSX file itself.
 #[utoipa::path(post, path = "/api/v1/import/preview", tag = "import",
     params(("name" = Option<String>, Query, description = "file name (doors.xlsx): tells the format when the content type does not")),
-    request_body(content = Vec<u8>, description = "the CSV or XLSX file (at most 8 MiB)",
-        content_type = ["text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/octet-stream"]),
+    request_body(content = Upload, content_type = "application/octet-stream",
+        description = "the CSV or XLSX file itself, at most 8 MiB (text/csv and the xlsx content type are accepted too)"),
     responses((status = 200, body = PreviewAnswer), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),

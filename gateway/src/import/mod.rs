@@ -309,6 +309,7 @@ pub fn preview(base: &str, base_path: &Path, sheet: &Sheet) -> Result<Preview, I
         cols: &cols,
         errors,
         origins: Vec::new(),
+        door_ids: Vec::new(),
         diff: Diff::default(),
     };
     let rows = match kind {
@@ -321,7 +322,9 @@ pub fn preview(base: &str, base_path: &Path, sheet: &Sheet) -> Result<Preview, I
         && let Err(e) = crate::config::parse(&merged, base_path)
     {
         for (line, issue) in e.problems {
-            let mapped = cx.locate(&issue.path.to_string(), &issue.message);
+            let mapped = cx
+                .locate(&issue.path.to_string(), &issue.message)
+                .or_else(|| cx.locate_by_id(&issue.message));
             cx.errors.push(mapped.unwrap_or(RowError {
                 row: 0,
                 column: None,
@@ -358,6 +361,9 @@ struct Merge<'a> {
     cols: &'a Columns,
     errors: Vec<RowError>,
     origins: Vec<Origin>,
+    /// Door device ids written, with their row (the config reports a sub-device's id and
+    /// location problems at its device table, naming the id).
+    door_ids: Vec<(String, usize)>,
     diff: Diff,
 }
 
@@ -441,6 +447,43 @@ impl Merge<'_> {
         let col = self.cols.get(&field).copied();
         Some(RowError {
             row: o.row + 1,
+            column: col.map(|c| c + 1),
+            header: col.and_then(|c| self.sheet.rows[0].get(c).cloned()),
+            message: message.to_owned(),
+        })
+    }
+
+    /// A problem the config reports at a device table about a door it names
+    /// (`device "zk_1_door2": location ... unknown floor "9"`, `device id "x" is used
+    /// twice`): the row that wrote that door.
+    fn locate_by_id(&self, message: &str) -> Option<RowError> {
+        let named = |(id, _): &&(String, usize)| message.contains(&format!("\"{id}\""));
+        let twice = message.contains("used twice");
+        let (_, r) = if twice {
+            self.door_ids.iter().rfind(named)?
+        } else {
+            self.door_ids.iter().find(named)?
+        };
+        let field = [
+            ("unknown campus", Field::Campus),
+            ("unknown building", Field::Building),
+            ("unknown floor", Field::Floor),
+            ("unknown zone", Field::Zone),
+            ("location", Field::Building),
+        ]
+        .iter()
+        .find(|(w, _)| message.contains(w))
+        .map_or(Field::DoorDevice, |(_, f)| *f);
+        let field = if self.cols.contains_key(&field) {
+            field
+        } else if field == Field::Building && self.cols.contains_key(&Field::Campus) {
+            Field::Campus
+        } else {
+            Field::Door
+        };
+        let col = self.cols.get(&field).copied();
+        Some(RowError {
+            row: r + 1,
             column: col.map(|c| c + 1),
             header: col.and_then(|c| self.sheet.rows[0].get(c).cloned()),
             message: message.to_owned(),
@@ -576,11 +619,21 @@ impl Merge<'_> {
         }
         let controllers = controller_index(table);
         let mut by_ctl: BTreeMap<DoorOwner, Vec<(usize, Value)>> = BTreeMap::new();
+        let single_campus = table
+            .get("campus")
+            .and_then(Value::as_array)
+            .filter(|c| c.len() == 1)
+            .and_then(|c| c[0].get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         for &r in &rows {
-            let Some(owner) = self.controller_of(r, &controllers) else {
+            let Some(mut owner) = self.controller_of(r, &controllers) else {
                 continue;
             };
-            if let Some(door) = self.door(r, &owner.1) {
+            if owner.2.is_none() {
+                owner.2.clone_from(&single_campus);
+            }
+            if let Some(door) = self.door(r, &owner.1, owner.2.as_deref()) {
                 by_ctl.entry(owner.0).or_default().push((r, door));
             }
         }
@@ -614,8 +667,8 @@ impl Merge<'_> {
     fn controller_of(
         &mut self,
         r: usize,
-        controllers: &HashMap<String, (DoorOwner, String)>,
-    ) -> Option<(DoorOwner, String)> {
+        controllers: &HashMap<String, Ctl>,
+    ) -> Option<Ctl> {
         let name = self.cell(r, Field::Controller).to_owned();
         if name.is_empty() {
             self.error(
@@ -643,7 +696,9 @@ impl Merge<'_> {
     }
 
     /// One door table from a row (`[[device.doors]]` / `[[device.controllers.doors]]`).
-    fn door(&mut self, r: usize, controller: &str) -> Option<Value> {
+    /// `campus`: the controller's when the row names none (a door's location names every
+    /// level from the campus down).
+    fn door(&mut self, r: usize, controller: &str, campus: Option<&str>) -> Option<Value> {
         let n = self.cell(r, Field::Door).to_owned();
         if n.is_empty() {
             self.error(
@@ -660,7 +715,11 @@ impl Merge<'_> {
             id => id.to_owned(),
         };
         d.insert("device".into(), Value::String(id.clone()));
+        self.door_ids.push((id.clone(), r));
         let mut loc = Table::new();
+        if let Some(c) = campus.filter(|_| self.cell(r, Field::Campus).is_empty()) {
+            loc.insert("campus".into(), Value::String(c.to_owned()));
+        }
         for (f, key) in [
             (Field::Campus, "campus"),
             (Field::Building, "building"),
@@ -852,16 +911,36 @@ impl DoorOwner {
     }
 }
 
-/// `controller name → (where, device id)`: hikvision_isapi devices by id, zkteco_push
-/// controllers by device and by serial number.
-fn controller_index(table: &Table) -> HashMap<String, (DoorOwner, String)> {
+/// A controller found: where its doors are, its device id, its campus (if its location
+/// names one).
+type Ctl = (DoorOwner, String, Option<String>);
+
+/// The campus a location value names (`"main/A/1"` or `{ campus = "main", ... }`).
+fn campus_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => s.split('/').next().filter(|c| !c.is_empty()).map(str::to_owned),
+        Value::Table(t) => t.get("campus").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// `controller name → controller`: hikvision_isapi devices by id, zkteco_push controllers
+/// by device and by serial number.
+fn controller_index(table: &Table) -> HashMap<String, Ctl> {
     let mut out = HashMap::new();
     let devices = table.get("device").and_then(Value::as_array);
     for (d, dev) in devices.into_iter().flatten().enumerate() {
         let id = dev.get("id").and_then(Value::as_str).unwrap_or_default();
         match dev.get("driver").and_then(Value::as_str) {
             Some("hikvision_isapi") if !id.is_empty() => {
-                out.insert(id.to_owned(), (DoorOwner::Device(d), id.to_owned()));
+                out.insert(
+                    id.to_owned(),
+                    (
+                        DoorOwner::Device(d),
+                        id.to_owned(),
+                        campus_of(dev.get("location")),
+                    ),
+                );
             }
             Some("zkteco_push") => {
                 let ctls = dev.get("controllers").and_then(Value::as_array);
@@ -869,7 +948,9 @@ fn controller_index(table: &Table) -> HashMap<String, (DoorOwner, String)> {
                     let Some(device) = ctl.get("device").and_then(Value::as_str) else {
                         continue;
                     };
-                    let at = (DoorOwner::Controller(d, c), device.to_owned());
+                    let campus =
+                        campus_of(ctl.get("location")).or_else(|| campus_of(dev.get("location")));
+                    let at = (DoorOwner::Controller(d, c), device.to_owned(), campus);
                     if let Some(sn) = ctl.get("sn").and_then(Value::as_str) {
                         out.insert(sn.to_owned(), at.clone());
                     }
