@@ -409,6 +409,9 @@ pub enum BenchCmd {
         /// UITD connections carrying the telemetry.
         #[arg(long, default_value_t = 10)]
         uitds: u64,
+        /// Milliseconds between alarms.
+        #[arg(long, default_value_t = 100)]
+        alarm_every_ms: u64,
         /// Classes the stream asks for (the alarm board's by default; "" for all).
         #[arg(long, default_value = "life_safety,security,operations")]
         classes: String,
@@ -755,6 +758,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     samples,
                     telemetry_rate,
                     uitds,
+                    alarm_every_ms,
                     classes,
                     data_dir,
                 },
@@ -763,6 +767,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 samples,
                 telemetry_rate,
                 uitds,
+                alarm_every: std::time::Duration::from_millis(alarm_every_ms),
                 classes,
                 data_dir,
             })

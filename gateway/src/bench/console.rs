@@ -11,8 +11,9 @@
 //! - runs `uitds` simulated UITDs uploading analog values (GB/T 26875.3 type 3, ten per
 //!   frame) paced to `telemetry_rate` telemetry events per second in total, each frame
 //!   waiting for its confirm (= journal commit) as a real UITD does;
-//! - one more UITD uploads a fire alarm per sample, one at a time, and waits until the
-//!   stream delivers the resulting `alarm.raised` / `alarm.updated`.
+//! - after 3 s of telemetry, one more UITD uploads a fire alarm every `alarm_every`, one at
+//!   a time, each waiting until the stream delivers the resulting `alarm.raised` /
+//!   `alarm.updated` (the rule's open alarm is updated by each further fire alarm).
 //!
 //! Two latencies per sample, both wall clock on one machine:
 //! - **alarm → client**: the alarm event's `received_at` (stamped by the rules runner when
@@ -46,6 +47,8 @@ const ALARM_UITD: u64 = 10_000;
 const VALUES_PER_FRAME: u64 = 10;
 /// How long one sample may take before the bench gives up.
 const SAMPLE_LIMIT: Duration = Duration::from_secs(30);
+/// Telemetry running before the first measured alarm.
+const LOAD_WARM_UP: Duration = Duration::from_secs(3);
 
 const RULE: &str = r#"
 [[rule]]
@@ -64,6 +67,8 @@ pub struct BenchOptions {
     pub telemetry_rate: u64,
     /// UITD connections carrying the telemetry.
     pub uitds: u64,
+    /// One alarm this often (the next waits for the last to arrive in any case).
+    pub alarm_every: Duration,
     /// `classes` of the stream (empty: every class).
     pub classes: String,
     /// Directory under which the gateway's data goes (default: the system temp dir).
@@ -77,6 +82,7 @@ struct ConsoleResult {
     samples: usize,
     telemetry_target_per_sec: u64,
     telemetry_events_per_sec: f64,
+    seconds: f64,
     telemetry_unconfirmed: u64,
     classes: String,
     alarm_to_client_p50_ms: f64,
@@ -188,10 +194,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
             }));
         }
     }
+    // The telemetry reaches its pace before anything is measured.
+    tokio::time::sleep(LOAD_WARM_UP).await;
+    let sent_before = sent.load(Ordering::SeqCst);
     let started = Instant::now();
     let mut alarm_ms = Vec::with_capacity(o.samples);
     let mut fire_ms = Vec::with_capacity(o.samples);
+    let mut pace = tokio::time::interval(o.alarm_every.max(Duration::from_millis(1)));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for i in 1..=o.samples {
+        pace.tick().await;
         let (a, f) = sample(&alarm_sim, &mut stream, i as u64)
             .await
             .with_context(|| format!("sample {i}"))?;
@@ -199,6 +211,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         fire_ms.push(f);
     }
     let secs = started.elapsed().as_secs_f64();
+    let sent_during = sent.load(Ordering::SeqCst) - sent_before;
     stop.store(true, Ordering::SeqCst);
     for t in load {
         let _ = t.await;
@@ -208,7 +221,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         bench: "console",
         samples: o.samples,
         telemetry_target_per_sec: o.telemetry_rate,
-        telemetry_events_per_sec: sent.load(Ordering::SeqCst) as f64 / secs.max(1e-9),
+        telemetry_events_per_sec: sent_during as f64 / secs.max(1e-9),
+        seconds: secs,
         telemetry_unconfirmed: unconfirmed.load(Ordering::SeqCst),
         classes: o.classes,
         alarm_to_client_p50_ms: quantile(&alarm_ms, 0.50),
@@ -228,6 +242,7 @@ async fn set_password(exe: &Path, data: &Path, password: &str) -> anyhow::Result
         .args(["admin", "set-password", "--user", "bench", "--role", "viewer"])
         .arg("--data-dir")
         .arg(data)
+        .env("CAMPUSGW_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
