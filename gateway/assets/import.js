@@ -65,6 +65,7 @@
     const file = $("import-file").files[0];
     if (!file) return;
     $("import-status").textContent = "…";
+    $("import-status").className = "";
     $("import-done").hidden = true;
     try {
       const r = await fetch("/api/v1/import/preview?name=" + encodeURIComponent(file.name), {
