@@ -29,7 +29,7 @@
   function show(p) {
     $("import-result").hidden = false;
     $("import-summary").textContent =
-      p.table + " · " + p.rows + " " + (document.body.dataset.lang === "en" ? "rows" : "行") +
+      (p.table || "-") + " · " + p.rows + " " + (document.body.dataset.lang === "en" ? "rows" : "行") +
       " · sha256 " + p.file_sha256.slice(0, 16);
     const body = $("import-errors").querySelector("tbody");
     body.replaceChildren();
@@ -37,7 +37,7 @@
       const tr = document.createElement("tr");
       tr.className = "import-error";
       const col = e.column ? e.column + (e.header ? " (" + e.header + ")" : "") : "";
-      for (const v of [e.row === 0 ? "config" : e.row, col, e.message]) {
+      for (const v of [e.row === 0 ? "-" : e.row, col, e.message]) {
         const td = document.createElement("td");
         td.textContent = String(v);
         tr.append(td);

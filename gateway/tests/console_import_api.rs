@@ -198,7 +198,8 @@ async fn preview_and_apply_refuse_other_roles_oversized_files_stale_ids_and_a_ch
     .await;
     assert_eq!((status, body["error"].as_str()), (413, Some("too_large")));
 
-    // Not a table: 400; a table with problems: 200, each by row and column, and no id.
+    // Not a table: a preview with that one problem (row 0: the file as a whole), no id; a
+    // table with problems: each by row and column, no id.
     let (status, body) = post(
         &rig,
         "/api/v1/import/preview?name=x.xlsx",
@@ -207,7 +208,16 @@ async fn preview_and_apply_refuse_other_roles_oversized_files_stale_ids_and_a_ch
         b"PK\x03\x04 not really".to_vec(),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id"].is_null() && body["table"].is_null(), "{body}");
+    assert_eq!(body["errors"][0]["row"], 0);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("x.xlsx: not a readable xlsx workbook"),
+        "{body}"
+    );
     let (status, p) = preview(
         &rig,
         &me,

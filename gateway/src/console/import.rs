@@ -141,11 +141,12 @@ pub struct PreviewAnswer {
     pub expires_in_s: u64,
     /// SHA-256 of the uploaded file (hex), as journaled by the apply.
     pub file_sha256: String,
-    /// The table the columns name.
-    pub table: TableKind,
+    /// The table the columns name (null: the file is not a readable table).
+    pub table: Option<TableKind>,
     /// Data rows read.
     pub rows: usize,
-    /// Every problem, by row and column (row 0: the existing config).
+    /// Every problem, by row and column (row 0: the file as a whole, or the existing
+    /// config; the message says which).
     pub errors: Vec<RowError>,
     /// What applying would change.
     pub diff: Diff,
@@ -249,12 +250,15 @@ pub async fn preview(
     let config = s.imports.config()?;
     let file = q.name.clone().unwrap_or_else(|| "upload".into());
     let file_sha256 = sha256_hex(&bytes);
-    let (base_sha256, preview) = tokio::task::spawn_blocking(move || {
+    let shown = q.name.clone().unwrap_or_else(|| "the file".into());
+    let outcome = tokio::task::spawn_blocking(move || {
         let base = std::fs::read(&config).map_err(|e| {
             ApiError::internal(format!("cannot read {}: {e}", config.display()))
         })?;
-        let sheet = Sheet::read(&bytes, format)
-            .map_err(|e| ApiError::bad_request(format!("{}: {e}", q.name.as_deref().unwrap_or("the file"))))?;
+        let sheet = match Sheet::read(&bytes, format) {
+            Ok(sheet) => sheet,
+            Err(e) => return Ok(Err(format!("{shown}: {e}"))),
+        };
         let text = String::from_utf8_lossy(&base);
         let preview = crate::import::preview(&text, &config, &sheet).map_err(|e| match e {
             ImportError::Sheet(e) => ApiError::bad_request(e.to_string()),
@@ -265,15 +269,35 @@ pub async fn preview(
             ),
             ImportError::Render(m) => ApiError::internal(m),
         })?;
-        Ok::<_, ApiError>((sha256_hex(&base), preview))
+        Ok::<_, ApiError>(Ok((sha256_hex(&base), preview)))
     })
     .await
     .map_err(ApiError::internal)??;
+    let (base_sha256, preview) = match outcome {
+        Ok(found) => found,
+        // Not a table at all: a preview with that one problem (the request itself was fine).
+        Err(unreadable) => {
+            return Ok(axum::Json(PreviewAnswer {
+                id: None,
+                expires_in_s: 0,
+                file_sha256,
+                table: None,
+                rows: 0,
+                errors: vec![RowError {
+                    row: 0,
+                    column: None,
+                    header: None,
+                    message: unreadable,
+                }],
+                diff: Diff::default(),
+            }));
+        }
+    };
     let answer = PreviewAnswer {
         id: None,
         expires_in_s: PREVIEW_TTL.as_secs(),
         file_sha256: file_sha256.clone(),
-        table: preview.table,
+        table: Some(preview.table),
         rows: preview.rows,
         errors: preview.errors.clone(),
         diff: preview.diff.clone(),
