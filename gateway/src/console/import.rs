@@ -246,11 +246,20 @@ pub async fn preview(
     let bytes = axum::body::to_bytes(body, MAX_IMPORT_BYTES)
         .await
         .map_err(|_| too_large())?;
+    if bytes.is_empty() && !headers.contains_key(header::CONTENT_TYPE) {
+        return Err(ApiError::bad_request(
+            "no file: send the CSV or XLSX file itself as the request body",
+        ));
+    }
     let format = format_of(&headers, q.name.as_deref(), &bytes)?;
     let config = s.imports.config()?;
     let file = q.name.clone().unwrap_or_else(|| "upload".into());
     let file_sha256 = sha256_hex(&bytes);
-    let shown = q.name.clone().unwrap_or_else(|| "the file".into());
+    let shown = q
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "the file".into());
     let outcome = tokio::task::spawn_blocking(move || {
         let base = std::fs::read(&config).map_err(|e| {
             ApiError::internal(format!("cannot read {}: {e}", config.display()))
