@@ -58,7 +58,12 @@ fuzz_target!(|data: &[u8]| {
         };
         let width = sheet.rows.first().map_or(0, Vec::len);
         for e in &p.errors {
-            assert!(e.row <= sheet.rows.len(), "row {} of {}", e.row, sheet.rows.len());
+            assert!(
+                e.row <= sheet.rows.len(),
+                "row {} of {}",
+                e.row,
+                sheet.rows.len()
+            );
             if let Some(c) = e.column {
                 assert!(c >= 1 && c <= width.max(1), "column {c} of {width}");
             }

@@ -114,7 +114,10 @@ async fn an_admin_previews_and_applies_a_door_table_once_and_the_apply_is_audite
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(p["file_sha256"], sha.as_str());
-    let id = p["id"].as_str().expect("a clean preview has an id").to_owned();
+    let id = p["id"]
+        .as_str()
+        .expect("a clean preview has an id")
+        .to_owned();
     assert_eq!(
         std::fs::read_to_string(&config).unwrap(),
         before,
@@ -132,11 +135,11 @@ async fn an_admin_previews_and_applies_a_door_table_once_and_the_apply_is_audite
     let (status, a) = apply(&rig, &me, &id).await;
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["restart_required"], true);
-    assert_eq!((a["rows"].as_u64(), a["added"].as_u64()), (Some(2), Some(2)));
-    assert!(
-        a["message"].as_str().unwrap().contains("restart"),
-        "{a}"
+    assert_eq!(
+        (a["rows"].as_u64(), a["added"].as_u64()),
+        (Some(2), Some(2))
     );
+    assert!(a["message"].as_str().unwrap().contains("restart"), "{a}");
     // The config now has the doors and passes the check; the old text is the backup.
     let cfg = campusgw::config::load(&config).expect("the written config is valid");
     assert_eq!(cfg.devices.len(), 1);
@@ -232,14 +235,19 @@ async fn preview_and_apply_refuse_other_roles_oversized_files_stale_ids_and_a_ch
     let fixed = "控制器,门号,楼栋,楼层,区域\nzk_gate,1,A,1,east\nzk_gate,3,A,7,east\n";
     let (_, p) = preview(&rig, &me, fixed).await;
     assert_eq!(
-        (p["errors"][0]["row"].as_u64(), p["errors"][0]["column"].as_u64()),
+        (
+            p["errors"][0]["row"].as_u64(),
+            p["errors"][0]["column"].as_u64()
+        ),
         (Some(3), Some(4)),
         "{p}"
     );
-    assert!(p["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("unknown floor \"7\""));
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown floor \"7\"")
+    );
 
     // Unknown ids and bodies of the wrong shape.
     let (status, _) = apply(&rig, &me, "no-such-preview").await;
@@ -266,7 +274,10 @@ async fn preview_and_apply_refuse_other_roles_oversized_files_stale_ids_and_a_ch
     text.push_str("\n# edited by hand\n");
     std::fs::write(&config, &text).unwrap();
     let (status, body) = apply(&rig, &me, &id).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("config_changed")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("config_changed"))
+    );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
     assert!(rig.journaled("audit.import").is_empty());
     rig.stop().await;

@@ -176,7 +176,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
 
     let mut stream = Stream::open(&http, &base, &cookie, &o.classes).await?;
     // Warm-up: the first alarm raises, later ones update the same open alarm.
-    sample(&alarm_sim, &mut stream, 0).await.context("warm-up alarm")?;
+    sample(&alarm_sim, &mut stream, 0)
+        .await
+        .context("warm-up alarm")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -239,7 +241,14 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
 async fn set_password(exe: &Path, data: &Path, password: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)?;
     let mut c = tokio::process::Command::new(exe)
-        .args(["admin", "set-password", "--user", "bench", "--role", "viewer"])
+        .args([
+            "admin",
+            "set-password",
+            "--user",
+            "bench",
+            "--role",
+            "viewer",
+        ])
         .arg("--data-dir")
         .arg(data)
         .env("CAMPUSGW_LOG", "warn")
@@ -437,11 +446,7 @@ impl Stream {
                     return Ok((received, now));
                 }
             }
-            let chunk = self
-                .response
-                .chunk()
-                .await?
-                .context("the stream ended")?;
+            let chunk = self.response.chunk().await?.context("the stream ended")?;
             self.buffer.extend_from_slice(&chunk);
         }
     }

@@ -261,9 +261,8 @@ pub async fn preview(
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "the file".into());
     let outcome = tokio::task::spawn_blocking(move || {
-        let base = std::fs::read(&config).map_err(|e| {
-            ApiError::internal(format!("cannot read {}: {e}", config.display()))
-        })?;
+        let base = std::fs::read(&config)
+            .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", config.display())))?;
         let sheet = match Sheet::read(&bytes, format) {
             Ok(sheet) => sheet,
             Err(e) => return Ok(Err(format!("{shown}: {e}"))),
@@ -274,7 +273,10 @@ pub async fn preview(
             ImportError::Base(m) => ApiError::new(
                 StatusCode::CONFLICT,
                 "config_invalid",
-                format!("{}: {m}; fix it (campusgw check-config) before importing", config.display()),
+                format!(
+                    "{}: {m}; fix it (campusgw check-config) before importing",
+                    config.display()
+                ),
             ),
             ImportError::Render(m) => ApiError::internal(m),
         })?;

@@ -664,11 +664,7 @@ impl Merge<'_> {
 
     /// The controller a door row names: where its doors are and its device id (the stem
     /// of a generated door id).
-    fn controller_of(
-        &mut self,
-        r: usize,
-        controllers: &HashMap<String, Ctl>,
-    ) -> Option<Ctl> {
+    fn controller_of(&mut self, r: usize, controllers: &HashMap<String, Ctl>) -> Option<Ctl> {
         let name = self.cell(r, Field::Controller).to_owned();
         if name.is_empty() {
             self.error(
@@ -918,7 +914,11 @@ type Ctl = (DoorOwner, String, Option<String>);
 /// The campus a location value names (`"main/A/1"` or `{ campus = "main", ... }`).
 fn campus_of(v: Option<&Value>) -> Option<String> {
     match v? {
-        Value::String(s) => s.split('/').next().filter(|c| !c.is_empty()).map(str::to_owned),
+        Value::String(s) => s
+            .split('/')
+            .next()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
         Value::Table(t) => t.get("campus").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     }

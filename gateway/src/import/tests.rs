@@ -263,13 +263,18 @@ fn two_thousand_doors_preview_cleanly_and_pass_the_config_check() {
     let p = run_on(&base, &door_csv(DOOR_ZH, 2000));
     assert_eq!(p.table, TableKind::Doors);
     assert_eq!(p.rows, 2000);
-    assert_eq!(p.errors, vec![], "{:#?}", &p.errors[..p.errors.len().min(5)]);
+    assert_eq!(
+        p.errors,
+        vec![],
+        "{:#?}",
+        &p.errors[..p.errors.len().min(5)]
+    );
     // zk_0's doors 1 and 9 change (their locations); the other 1,998 doors are new.
     assert_eq!(p.diff.added.len(), 1998, "{:?}", &p.diff.added[..3]);
     assert_eq!(p.diff.changed, vec!["zk_0 door 1", "zk_0 door 9"]);
     assert_eq!(p.diff.removed, Vec::<String>::new());
-    let cfg = crate::config::parse(&p.merged, Path::new("gateway.toml"))
-        .expect("merged config is valid");
+    let cfg =
+        crate::config::parse(&p.merged, Path::new("gateway.toml")).expect("merged config is valid");
     assert_eq!(cfg.devices.len(), 2);
     // The generated door ids, the campus taken from the controller, the flags.
     let merged: toml::Table = toml::from_str(&p.merged).unwrap();
@@ -325,7 +330,11 @@ fn each_bad_door_cell_is_reported_at_its_own_row_and_column() {
         "{:#?}",
         p.errors
     );
-    assert!(p.errors[1].message.contains("did you mean"), "{}", p.errors[1].message);
+    assert!(
+        p.errors[1].message.contains("did you mean"),
+        "{}",
+        p.errors[1].message
+    );
     // Then the driver's checks, each mapped back: a door number beyond the controller's 10
     // (row 3), a bad boundary (row 5), a door number given twice (row 6).
     let bad_floor = "zk_1,1,,,A,9,east,,,\n";
@@ -349,7 +358,12 @@ fn each_bad_door_cell_is_reported_at_its_own_row_and_column() {
     // with those fixed, the floor the tree lacks (row 3 now), named by the door's id.
     let csv = format!("{head}{good}{bad_floor}zk_1,2,,,A,1,east,,building:A,\n");
     let p = run_on(&base, &csv);
-    assert_eq!(cells(&p), vec![(3, Some(6), Some("楼层"))], "{:#?}", p.errors);
+    assert_eq!(
+        cells(&p),
+        vec![(3, Some(6), Some("楼层"))],
+        "{:#?}",
+        p.errors
+    );
     assert!(
         p.errors[0].message.contains("unknown floor \"9\""),
         "{}",
@@ -360,7 +374,17 @@ fn each_bad_door_cell_is_reported_at_its_own_row_and_column() {
 #[test]
 fn a_column_of_another_table_is_refused_not_dropped() {
     let p = run_on(&door_base(1), "控制器,门号,地址\nzk_0,1,3\n");
-    assert_eq!(cells(&p), vec![(1, Some(3), Some("地址"))], "{:#?}", p.errors);
+    assert_eq!(
+        cells(&p),
+        vec![(1, Some(3), Some("地址"))],
+        "{:#?}",
+        p.errors
+    );
     let p = run("传输装置,地址,疏散通道\nuitd_a,1,是\n");
-    assert_eq!(cells(&p), vec![(1, Some(3), Some("疏散通道"))], "{:#?}", p.errors);
+    assert_eq!(
+        cells(&p),
+        vec![(1, Some(3), Some("疏散通道"))],
+        "{:#?}",
+        p.errors
+    );
 }
