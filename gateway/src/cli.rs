@@ -31,9 +31,10 @@ pub enum Cmd {
         /// The TOML config.
         file: PathBuf,
     },
-    /// Preview a bulk import (CSV or XLSX detector or location table) against a config:
-    /// rows read, every problem with its row and column, and what would change. Writes
-    /// nothing; exit 0 when the import is clean, 1 otherwise (docs/console.md).
+    /// Preview a bulk import (CSV or XLSX detector, door or location table) against a
+    /// config: rows read, every problem with its row and column, and what would change.
+    /// Writes nothing (apply from the console's /import page); exit 0 when the import is
+    /// clean, 1 otherwise (docs/console.md).
     Import {
         /// The CSV or XLSX file.
         #[arg(long)]
@@ -41,7 +42,8 @@ pub enum Cmd {
         /// The gateway's TOML config.
         #[arg(long, default_value = "/etc/campusgw/gateway.toml")]
         config: PathBuf,
-        /// Print the preview as JSON (as `POST /api/v1/import/preview` answers).
+        /// Print the preview as JSON (`table`, `rows`, `errors`, `diff`, as `POST
+        /// /api/v1/import/preview` answers them).
         #[arg(long)]
         json: bool,
     },
