@@ -36,6 +36,10 @@ pub struct Written {
 /// # Errors
 /// Any I/O error; the config is then unchanged (a backup may be left behind).
 pub fn replace_config(config: &Path, before: &[u8], merged: &str) -> std::io::Result<Written> {
+    // A symlinked config (/etc/campusgw/gateway.toml -> ...) is replaced where it points,
+    // not turned into a file beside a stale target.
+    let real = std::fs::canonicalize(config)?;
+    let config = real.as_path();
     let dir = match config.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -107,5 +111,23 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn a_symlinked_config_is_replaced_where_it_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "a = 1\n").unwrap();
+        let link = dir.path().join("gateway.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let w = replace_config(&link, b"a = 1\n", "a = 2\n").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "a = 2\n");
+        assert_eq!(std::fs::read_to_string(&w.backup).unwrap(), "a = 1\n");
     }
 }
