@@ -224,13 +224,18 @@ impl Gateway {
             data_dir: config.gateway.data_dir.clone(),
             config_file: config.source.clone(),
         })?;
-        // Presence is rebuilt from the journal now, not at the first muster request.
+        // Presence is rebuilt from the journal now, not at the first muster request, but
+        // beside the start rather than before ready: it reads every business and operations
+        // event, seconds with a 1,000,000-event backlog. A muster request meanwhile waits
+        // for it (`refresh` holds the model's lock) and so never answers from half of it.
         let presence = Arc::new(crate::presence::Presence::new(journal.clone(), roster));
         {
             let p = presence.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || p.refresh()).await? {
-                tracing::warn!(error = %e, "presence not rebuilt from the journal yet; retried on first use");
-            }
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = p.refresh() {
+                    tracing::warn!(error = %e, "presence not rebuilt from the journal yet; retried on first use");
+                }
+            });
         }
         console.presence = presence;
         let state = ApiState {
