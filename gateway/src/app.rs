@@ -232,6 +232,7 @@ impl Gateway {
             }
         }
         console.presence = presence;
+        console.media = Arc::new(media_dirs(&config));
         let state = ApiState {
             started,
             journal: journal.clone(),
@@ -340,6 +341,21 @@ impl Gateway {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
         tracing::info!("campusgw stopped; journal flushed");
     }
+}
+
+/// Each device (and sub-device) whose driver stores snapshot files → that directory.
+fn media_dirs(config: &Config) -> crate::console::snapshots::MediaDirs {
+    let mut dirs = crate::console::snapshots::MediaDirs::new();
+    for d in &config.devices {
+        let Some(dir) = d.factory.media_dir(&config.gateway.data_dir) else {
+            continue;
+        };
+        for (sub, _) in d.factory.sub_devices() {
+            dirs.insert(sub, dir.clone());
+        }
+        dirs.insert(d.id.clone(), dir);
+    }
+    dirs
 }
 
 /// Waits for the journal writer to stop; if nobody asked it to, reports the failure after

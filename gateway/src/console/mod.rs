@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod pages;
 pub mod rules;
 pub mod session;
+pub mod snapshots;
 pub mod store;
 pub mod stream;
 pub mod tls;
@@ -97,6 +98,8 @@ pub struct ConsoleState {
     pub pages: Arc<pages::Pages>,
     /// Presence and door results (the muster list); `crate::app` sets the roster.
     pub presence: Arc<crate::presence::Presence>,
+    /// Where each camera's snapshots are stored (`crate::app` fills it from the drivers).
+    pub media: Arc<snapshots::MediaDirs>,
 }
 
 impl ConsoleState {
@@ -323,6 +326,16 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/access/state", VIEWER, Api, || {
         get(access::state)
     }),
+    route(Method::GET, "/api/v1/snapshots/{seq}", VIEWER, Api, || {
+        get(snapshots::image)
+    }),
+    route(
+        Method::GET,
+        "/api/v1/alarms/{id}/snapshots",
+        VIEWER,
+        Api,
+        || get(snapshots::of_alarm_route),
+    ),
     route(Method::GET, "/api/v1/stream", VIEWER, Api, || {
         get(stream::sse)
     }),
@@ -508,6 +521,7 @@ impl ConsoleState {
                 parts.journal.clone(),
                 crate::presence::Roster::default(),
             )),
+            media: Arc::default(),
         })
     }
 }
