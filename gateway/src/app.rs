@@ -159,6 +159,13 @@ impl Gateway {
             restart: opts.restart,
         };
         let supervisor = Supervisor::start(&config.devices, &shared, &mut router);
+        // Before the rules, the console or an uplink can route a command: a lockdown or
+        // fire egress in force when the gateway stopped is in force again. A read failure
+        // does not keep the gateway (and its fire alarms) down: it starts with no
+        // activation, as before this state was durable, and says so.
+        if let Err(e) = router.restore_access().await {
+            tracing::error!(error = %e, "lockdown / fire egress state not restored from the journal; starting with none in force");
+        }
         let commands = Arc::new(router);
         let uplinks = crate::uplink::start(
             &config.uplinks,
