@@ -1,0 +1,120 @@
+//! Issue 14: the lockdown state survives a restart. A gateway with an ISAPI controller
+//! simulator (drivers/hikvision) locks the campus down; it is stopped and a new gateway is
+//! started on the same data directory (the same start path as a new process:
+//! `Gateway::start` is what `campusgw run` calls); `/api/v1/access/state` still shows the
+//! lockdown with who and when; a release clears it, and that too survives the next restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::Duration;
+
+use campusgw::app::{Gateway, RunOptions};
+use campusgw::console::auth::Role;
+use campusgw_hikvision::sim::{IsapiSim, SimConfig};
+use campusgw_sdk::{Command, CommandKind, CommandStatus, Target};
+
+async fn start(dir: &Path, sim: &IsapiSim) -> Gateway {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pw = dir.join("acs.pass");
+    std::fs::write(&pw, format!("{}\n", SimConfig::default().password)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut text = format!(
+        "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n\
+         [console]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[device]]\nid = \"acs_A\"\ndriver = \"hikvision_isapi\"\nlocation = \"main/A\"\n\
+         host = \"{}\"\nuser = \"{}\"\npassword_file = \"{}\"\n",
+        dir.display(),
+        sim.base_url(),
+        SimConfig::default().user,
+        pw.display()
+    );
+    for n in 1..=4 {
+        text.push_str(&format!(
+            "[[device.doors]]\nn = {n}\ndevice = \"door_A_{n}\"\n\
+             location = {{ campus = \"main\", building = \"A\", point = \"door-{n}\" }}\n"
+        ));
+    }
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = campusgw::config::load(&path).unwrap();
+    Gateway::start(config, RunOptions::default()).await.unwrap()
+}
+
+async fn state(gw: &Gateway) -> serde_json::Value {
+    let token = gw
+        .console
+        .auth
+        .create_token(&format!("wall-{}", uuid::Uuid::new_v4().simple()), Role::Viewer, "test")
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/access/state", gw.http_addr))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn command(kind: &str, scope: &str, by: &str) -> Command {
+    Command::new(
+        CommandKind::new(kind).unwrap(),
+        Target::Scope(scope.into()),
+        serde_json::Value::Null,
+        by,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockdown_is_still_shown_with_who_and_when_after_a_restart_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = IsapiSim::start(SimConfig {
+        doors: 4,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let gw = start(dir.path(), &sim).await;
+    let results = gw
+        .command(command("door.lock", "campus:main", "operator:alice"))
+        .await;
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.device.as_str().starts_with("door_A_"))
+            .all(|r| r.status == CommandStatus::Succeeded),
+        "{results:?}"
+    );
+    let before = state(&gw).await;
+    assert_eq!(before["lockdown_active"], true, "{before}");
+    assert_eq!(before["lockdown"][0]["scope"], "campus:main");
+    assert_eq!(before["lockdown"][0]["by"], "operator:alice");
+    gw.stop().await;
+
+    let gw = start(dir.path(), &sim).await;
+    let after = state(&gw).await;
+    assert_eq!(after["lockdown_active"], true, "{after}");
+    assert_eq!(after["lockdown"], before["lockdown"], "same scope, who and since");
+    // Still in force, not only shown: a second lock to the same scope starts nothing new.
+    gw.command(command("door.lock", "campus:main", "operator:bob"))
+        .await;
+    assert_eq!(state(&gw).await["lockdown"][0]["by"], "operator:alice");
+
+    gw.command(command("door.release", "campus:main", "operator:carol"))
+        .await;
+    let released = state(&gw).await;
+    assert_eq!(released["lockdown_active"], false, "{released}");
+    gw.stop().await;
+
+    let gw = start(dir.path(), &sim).await;
+    let later = state(&gw).await;
+    assert_eq!(later["lockdown_active"], false, "{later}");
+    assert_eq!(later["lockdown"], serde_json::json!([]));
+    gw.stop().await;
+}
