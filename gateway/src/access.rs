@@ -196,13 +196,13 @@ impl AccessPolicy {
         };
         let s = &mut *guard;
         let covered: BTreeSet<DeviceId> = devices.iter().cloned().collect();
+        let now = Utc::now();
         let act = || Activation {
             scope: scope_text(&c.target),
             by: c.issued_by.clone(),
             since: now,
             devices: covered.clone(),
         };
-        let now = Utc::now();
         let change = |kind, state, a: &Activation| Change {
             kind,
             state,

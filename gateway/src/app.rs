@@ -123,8 +123,13 @@ impl Gateway {
     ///
     /// # Errors
     /// Journal or listener errors.
-    pub async fn start(config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
+    pub async fn start(mut config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         let started = Instant::now();
+        // Where each camera's snapshots are: the console serves them, uplinks may send them.
+        let media = Arc::new(media_dirs(&config));
+        for u in &mut config.uplinks {
+            u.settings.attach_media(&media);
+        }
         // Before anything opens descriptors: the caps below are fitted to this limit.
         let fd_limit = crate::fds::raise_nofile();
         // Install the metrics recorder before anything records: counts made before it
@@ -239,7 +244,7 @@ impl Gateway {
             }
         }
         console.presence = presence;
-        console.media = Arc::new(media_dirs(&config));
+        console.media = media;
         let state = ApiState {
             started,
             journal: journal.clone(),

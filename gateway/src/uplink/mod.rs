@@ -132,6 +132,7 @@ pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;
 mod retry;
+pub mod snapshots;
 pub mod status;
 pub mod tls;
 pub mod urgency;
