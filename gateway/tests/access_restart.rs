@@ -24,6 +24,7 @@ async fn start(dir: &Path, sim: &IsapiSim) -> Gateway {
     let mut text = format!(
         "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n\
          [console]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[campus]]\nid = \"main\"\n[[campus.building]]\nid = \"A\"\n[[campus.building.floor]]\nid = \"1\"\nzones = [\"z1\", \"z2\", \"z3\", \"z4\"]\n\n\
          [[device]]\nid = \"acs_A\"\ndriver = \"hikvision_isapi\"\nlocation = \"main/A\"\n\
          host = \"{}\"\nuser = \"{}\"\npassword_file = \"{}\"\n",
         dir.display(),
@@ -34,7 +35,7 @@ async fn start(dir: &Path, sim: &IsapiSim) -> Gateway {
     for n in 1..=4 {
         text.push_str(&format!(
             "[[device.doors]]\nn = {n}\ndevice = \"door_A_{n}\"\n\
-             location = {{ campus = \"main\", building = \"A\", point = \"door-{n}\" }}\n"
+             location = \"main/A/1/z{n}\"\n"
         ));
     }
     let path = dir.join("gateway.toml");
