@@ -288,7 +288,9 @@ mod tests {
                 campusgw_sdk::Kind::new(c.kind).expect("kind"),
                 campusgw_sdk::Class::Security,
             )
-            .payload(serde_json::json!({ "state": c.state, "scope": c.scope, "by": c.by, "at": c.at })),
+            .payload(
+                serde_json::json!({ "state": c.state, "scope": c.scope, "by": c.by, "at": c.at }),
+            ),
             &id("gw"),
             "gateway",
             &campusgw_sdk::Location::default(),
@@ -307,7 +309,10 @@ mod tests {
         let mut log = Vec::new();
         for (c, covered) in [
             (cmd(LOCK, "campus:main", "operator:alice"), &doors[..]),
-            (cmd(UNLOCK, "building:A", "rule:fire_confirmed"), &doors[..1]),
+            (
+                cmd(UNLOCK, "building:A", "rule:fire_confirmed"),
+                &doors[..1],
+            ),
         ] {
             log.extend(p.apply(&c, covered).iter().map(journaled));
         }
@@ -317,11 +322,21 @@ mod tests {
         };
         let restored = policy();
         assert_eq!(restored.restore(&log, resolve), 2);
-        assert_eq!(restored.snapshot(), p.snapshot(), "who, when and which doors");
-        assert!(restored.refusal(&id("exit_a")).is_some(), "egress still guards the exit");
+        assert_eq!(
+            restored.snapshot(),
+            p.snapshot(),
+            "who, when and which doors"
+        );
+        assert!(
+            restored.refusal(&id("exit_a")).is_some(),
+            "egress still guards the exit"
+        );
 
         // Releasing the exit door ends the egress (it covered only that door), not the lockdown.
-        let ch = p.apply(&cmd(RELEASE, "device:exit_a", "operator:carol"), &doors[..1]);
+        let ch = p.apply(
+            &cmd(RELEASE, "device:exit_a", "operator:carol"),
+            &doors[..1],
+        );
         assert_eq!(ch.len(), 1, "{ch:?}");
         log.extend(ch.iter().map(journaled));
         let restored = policy();
@@ -334,7 +349,10 @@ mod tests {
         assert_eq!(snap.lockdown[0].since, p.snapshot().lockdown[0].since);
         assert_eq!(restored.refusal(&id("exit_a")), None);
         assert_eq!(target_of("device:door_1"), Target::Device(id("door_1")));
-        assert_eq!(target_of("campus:main"), Target::Scope("campus:main".into()));
+        assert_eq!(
+            target_of("campus:main"),
+            Target::Scope("campus:main".into())
+        );
     }
 
     #[test]

@@ -32,19 +32,21 @@ fn access_events(journal: &Journal, gateway: &DeviceId) -> Result<Vec<Event>, St
         .status()
         .last_seq
         .load(std::sync::atomic::Ordering::SeqCst);
-    let mut stmt = conn.prepare(
-        "SELECT seq, body FROM events WHERE class = ?1 AND seq <= ?2 AND device = ?3 \
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, body FROM events WHERE class = ?1 AND seq <= ?2 AND device = ?3 \
          AND kind IN ('access.egress', 'access.lockdown') ORDER BY seq",
         )
         .map_err(|e| e.to_string())?;
-    let rows = stmt.query_map(
-        rusqlite::params![
-            i64::from(Class::Security.rank()),
-            i64::try_from(durable).unwrap_or(i64::MAX),
-            gateway.as_str()
-        ],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-    )
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                i64::from(Class::Security.rank()),
+                i64::try_from(durable).unwrap_or(i64::MAX),
+                gateway.as_str()
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for row in rows {

@@ -48,7 +48,11 @@ async fn state(gw: &Gateway) -> serde_json::Value {
     let token = gw
         .console
         .auth
-        .create_token(&format!("wall-{}", uuid::Uuid::new_v4().simple()), Role::Viewer, "test")
+        .create_token(
+            &format!("wall-{}", uuid::Uuid::new_v4().simple()),
+            Role::Viewer,
+            "test",
+        )
         .await
         .unwrap();
     let r = reqwest::Client::new()
@@ -101,7 +105,10 @@ async fn a_lockdown_is_still_shown_with_who_and_when_after_a_restart_until_relea
     let gw = start(dir.path(), &sim).await;
     let after = state(&gw).await;
     assert_eq!(after["lockdown_active"], true, "{after}");
-    assert_eq!(after["lockdown"], before["lockdown"], "same scope, who and since");
+    assert_eq!(
+        after["lockdown"], before["lockdown"],
+        "same scope, who and since"
+    );
     // Still in force, not only shown: a second lock to the same scope starts nothing new.
     gw.command(command("door.lock", "campus:main", "operator:bob"))
         .await;

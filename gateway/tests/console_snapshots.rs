@@ -30,7 +30,10 @@ target = "zone:A/1/z0"
 "#;
 
 fn hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn rig_with_camera(cam: &SimCamera) -> Rig {
@@ -222,7 +225,12 @@ async fn a_video_snapshot_event_naming_a_path_outside_the_directory_is_not_serve
     let viewer = rig.token("wall", Role::Viewer).await;
     std::fs::write(rig.dir.path().join("secret.jpg"), b"not for you").unwrap();
     let mut seqs = Vec::new();
-    for file in ["../secret.jpg", "/etc/passwd", ".hidden.jpg", "../gateway.toml"] {
+    for file in [
+        "../secret.jpg",
+        "/etc/passwd",
+        ".hidden.jpg",
+        "../gateway.toml",
+    ] {
         let e = Event::stamp(
             NewEvent::new(Kind::new("video.snapshot").unwrap(), Class::Operations).payload(
                 serde_json::json!({

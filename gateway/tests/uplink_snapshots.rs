@@ -18,7 +18,10 @@ use uplink_support::{Broker, Rig, Subscriber, Tls, mqtt_config, wait_for};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A JPEG-framed body of `n` bytes with content that does not compress.
@@ -132,5 +135,8 @@ async fn by_default_only_the_reference_travels() {
         assert!(e["payload"].get("image_omitted").is_none());
         assert!(e["payload"]["file"].as_str().unwrap().ends_with(".jpg"));
     }
-    assert!(got.iter().any(|e| e["payload"]["sha256"] == hex(&bodies[0])));
+    assert!(
+        got.iter()
+            .any(|e| e["payload"]["sha256"] == hex(&bodies[0]))
+    );
 }

@@ -68,7 +68,12 @@ fn zk_controllers(doors: u32) -> u32 {
     doors.div_ceil(ZK_DOORS_PER_CONTROLLER)
 }
 
-fn config_text(dir: &std::path::Path, o: &BenchOptions, isapi: &[IsapiSim], zk_port: u16) -> String {
+fn config_text(
+    dir: &std::path::Path,
+    o: &BenchOptions,
+    isapi: &[IsapiSim],
+    zk_port: u16,
+) -> String {
     let mut buildings = String::new();
     for i in 0..o.isapi_controllers {
         buildings.push_str(&format!("[[campus.building]]\nid = \"b{i}\"\n"));
@@ -206,7 +211,11 @@ async fn measure(
             let n = u8::try_from(ZK_DOORS_PER_CONTROLLER.min(o.zkteco_doors - first))?;
             let cfg = ZkSimConfig::new(format!("http://127.0.0.1:{zk_port}"), format!("ZKS{c:05}"))
                 .doors(n);
-            zk.push(ControllerSim::start(cfg).await.map_err(anyhow::Error::msg)?);
+            zk.push(
+                ControllerSim::start(cfg)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            );
         }
         for s in &zk {
             alive(child)?;
@@ -245,7 +254,10 @@ async fn measure(
                     break 'seen;
                 }
             }
-            anyhow::ensure!(Instant::now() < end, "access event {person} not journaled within 30 s");
+            anyhow::ensure!(
+                Instant::now() < end,
+                "access event {person} not journaled within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if i > 0 {

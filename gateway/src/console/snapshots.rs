@@ -103,7 +103,9 @@ pub fn snapshot_of(e: &Event) -> Option<SnapshotRef> {
     let p = &e.payload;
     let file = p.get("file")?.as_str()?.to_owned();
     let sha256 = p.get("sha256")?.as_str()?.to_ascii_lowercase();
-    if !plain_file_name(&file) || sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit())
+    if !plain_file_name(&file)
+        || sha256.len() != 64
+        || !sha256.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return None;
     }
@@ -113,7 +115,10 @@ pub fn snapshot_of(e: &Event) -> Option<SnapshotRef> {
         file,
         sha256,
         size: p.get("size")?.as_u64()?,
-        taken_at: p.get("taken_at").and_then(|v| v.as_str()).map(str::to_owned),
+        taken_at: p
+            .get("taken_at")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         url: format!("/api/v1/snapshots/{}", e.seq),
     })
 }
@@ -425,7 +430,9 @@ mod tests {
 
     #[test]
     fn only_plain_jpg_names_pass() {
-        assert!(plain_file_name("cam_1-20261203T101010.123Z-0123456789ab.jpg"));
+        assert!(plain_file_name(
+            "cam_1-20261203T101010.123Z-0123456789ab.jpg"
+        ));
         for bad in [
             "",
             "../etc/passwd.jpg",
@@ -475,7 +482,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = snap(dir.path(), b"\xff\xd8\xff\xe0 jpeg \xff\xd9");
         assert_eq!(read_checked(dir.path(), &s).unwrap().len() as u64, s.size);
-        std::fs::write(dir.path().join("cam-1.jpg"), b"\xff\xd8\xff\xe0 JPEG \xff\xd9").unwrap();
+        std::fs::write(
+            dir.path().join("cam-1.jpg"),
+            b"\xff\xd8\xff\xe0 JPEG \xff\xd9",
+        )
+        .unwrap();
         assert_eq!(
             read_checked(dir.path(), &s),
             Err(ServeError::Mismatch("cam-1.jpg".into()))

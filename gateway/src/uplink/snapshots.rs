@@ -74,7 +74,9 @@ impl SnapshotOptions {
         if max == 0 || max > limit {
             issues.push(ConfigIssue::new(
                 at.key("snapshot_max_bytes"),
-                format!("snapshot_max_bytes {max} must be between 1 and {limit} for this uplink kind"),
+                format!(
+                    "snapshot_max_bytes {max} must be between 1 and {limit} for this uplink kind"
+                ),
             ));
         }
         SnapshotOptions {
@@ -131,10 +133,12 @@ impl SnapshotOptions {
                 snap.size, self.max_bytes
             ));
         }
-        let dir = self
-            .dirs
-            .get(&event.source.device)
-            .ok_or_else(|| format!("camera {} has no snapshot directory configured", snap.camera))?;
+        let dir = self.dirs.get(&event.source.device).ok_or_else(|| {
+            format!(
+                "camera {} has no snapshot directory configured",
+                snap.camera
+            )
+        })?;
         let body = console_snapshots::read_checked(dir, &snap).map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "content_type": "image/jpeg",
@@ -205,7 +209,12 @@ mod tests {
 
         let p = payload(&options(SnapshotMode::Image, 10, dir.path()).wire_json(&w));
         assert!(p.get("image").is_none());
-        assert!(p["image_omitted"].as_str().unwrap().contains("snapshot_max_bytes"));
+        assert!(
+            p["image_omitted"]
+                .as_str()
+                .unwrap()
+                .contains("snapshot_max_bytes")
+        );
 
         let p = payload(&options(SnapshotMode::None, 100, dir.path()).wire_json(&w));
         assert!(p.get("file").is_none());
@@ -214,7 +223,10 @@ mod tests {
         std::fs::remove_file(dir.path().join("cam-1.jpg")).unwrap();
         let p = payload(&options(SnapshotMode::Image, 100, dir.path()).wire_json(&w));
         assert!(
-            p["image_omitted"].as_str().unwrap().contains("no longer stored"),
+            p["image_omitted"]
+                .as_str()
+                .unwrap()
+                .contains("no longer stored"),
             "{p}"
         );
     }
