@@ -110,13 +110,13 @@ async fn poll(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fire_alarm_shows_the_zone_cameras_snapshot_and_stream_links_and_serves_the_jpeg() {
-    let cam = SimCamera::start(Some(("tester", "sim-camera-password")))
-        .await
-        .unwrap();
-    let rig = rig_with_camera(&cam).await;
-    let viewer = rig.token("wall", Role::Viewer).await;
+/// Waits for the camera session, raises a fire alarm in its zone and waits until the alarm
+/// lists the snapshot: (fire event seq, alarm id, the alarm's media).
+async fn fire_with_snapshot(
+    rig: &Rig,
+    cam: &SimCamera,
+    viewer: &str,
+) -> (u64, String, serde_json::Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while cam.live_subscriptions() < 1 || rig.journaled("video.streams").is_empty() {
         assert!(
@@ -139,19 +139,30 @@ async fn a_fire_alarm_shows_the_zone_cameras_snapshot_and_stream_links_and_serve
         &loc,
     );
     let fire_seq = rig.append(vec![fire]).await[0];
-    let alarms = poll(&rig, &viewer, "/api/v1/alarms", "the fire alarm", |b| {
+    let alarms = poll(rig, viewer, "/api/v1/alarms", "the fire alarm", |b| {
         b["alarms"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
     let id = alarms["alarms"][0]["id"].as_str().unwrap().to_owned();
     let media = poll(
-        &rig,
-        &viewer,
+        rig,
+        viewer,
         &format!("/api/v1/alarms/{id}/snapshots"),
         "the alarm's snapshot",
         |b| b["snapshots"].as_array().is_some_and(|a| !a.is_empty()),
     )
     .await;
+    (fire_seq, id, media)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_alarm_shows_the_zone_cameras_snapshot_and_stream_links_and_serves_the_jpeg() {
+    let cam = SimCamera::start(Some(("tester", "sim-camera-password")))
+        .await
+        .unwrap();
+    let rig = rig_with_camera(&cam).await;
+    let viewer = rig.token("wall", Role::Viewer).await;
+    let (fire_seq, id, media) = fire_with_snapshot(&rig, &cam, &viewer).await;
     let snap = &media["snapshots"][0];
     assert_eq!(snap["camera"], "cam_gate");
     let expected = campusgw_onvif::snapshot::tiny_jpeg();
@@ -248,5 +259,53 @@ async fn a_video_snapshot_event_naming_a_path_outside_the_directory_is_not_serve
         let (status, body) = get_json(&rig, &viewer, &format!("/api/v1/snapshots/{seq}")).await;
         assert_eq!(status, 404, "{file}: {body}");
     }
+    rig.stop().await;
+}
+
+/// A real browser (chromium via playwright-core, tests/browser/snapshot.mjs) opens the
+/// alarm page and the snapshot thumbnail loads: fetched with the session cookie and decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_the_alarm_page_thumbnail_loads() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let script = repo.join("tests/browser/snapshot.mjs");
+    assert!(
+        repo.join("tests/browser/node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "needs chromium and tests/browser/node_modules: run scripts/test --setup-only"
+    );
+    let cam = SimCamera::start(Some(("tester", "sim-camera-password")))
+        .await
+        .unwrap();
+    let rig = rig_with_camera(&cam).await;
+    let viewer = rig.token("wall", Role::Viewer).await;
+    let (_, id, _) = fire_with_snapshot(&rig, &cam, &viewer).await;
+    rig.user("guard", Role::Viewer).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(&rig.base)
+            .arg("guard")
+            .arg(console_support::PASSWORD)
+            .arg(&id)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser script stalled")
+    .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser script failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // tiny_jpeg() is 8x8: the browser decoded the very JPEG the camera sent.
+    assert!(stdout.lines().any(|l| l == "img 8x8"), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "done"), "{stdout}");
     rig.stop().await;
 }

@@ -51,7 +51,7 @@ pub enum SnapshotMode {
 }
 
 /// An uplink's snapshot settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SnapshotOptions {
     /// What is sent.
     pub mode: SnapshotMode,
@@ -59,6 +59,16 @@ pub struct SnapshotOptions {
     pub max_bytes: u64,
     /// Where each camera's snapshots are (filled by `crate::app` from the drivers).
     pub dirs: Arc<MediaDirs>,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> SnapshotOptions {
+        SnapshotOptions {
+            mode: SnapshotMode::Reference,
+            max_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            dirs: Arc::default(),
+        }
+    }
 }
 
 impl SnapshotOptions {
