@@ -272,7 +272,8 @@ async fn in_a_browser_the_alarm_page_thumbnail_loads() {
         .to_owned();
     let script = repo.join("tests/browser/snapshot.mjs");
     assert!(
-        repo.join("tests/browser/node_modules/playwright-core").exists()
+        repo.join("tests/browser/node_modules/playwright-core")
+            .exists()
             && std::path::Path::new("/usr/bin/chromium").exists(),
         "needs chromium and tests/browser/node_modules: run scripts/test --setup-only"
     );
