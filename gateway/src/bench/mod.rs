@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod access_scale;
+pub mod console;
 pub mod crash;
 pub mod dc09;
 pub mod firecentre;

@@ -26,6 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod i18n;
+pub mod import;
 pub mod modes;
 pub mod openapi;
 pub mod pages;
@@ -100,6 +101,8 @@ pub struct ConsoleState {
     pub presence: Arc<crate::presence::Presence>,
     /// Where each camera's snapshots are stored (`crate::app` fills it from the drivers).
     pub media: Arc<snapshots::MediaDirs>,
+    /// Bulk import: the config file and the previews waiting to be applied.
+    pub imports: Arc<import::ImportDesk>,
 }
 
 impl ConsoleState {
@@ -339,6 +342,13 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/stream", VIEWER, Api, || {
         get(stream::sse)
     }),
+    route(Method::POST, "/api/v1/import/preview", ADMIN, Api, || {
+        // The upload has its own limit (import::MAX_IMPORT_BYTES), read by the handler.
+        post(import::preview).layer(DefaultBodyLimit::disable())
+    }),
+    route(Method::POST, "/api/v1/import/apply", ADMIN, Api, || {
+        post(import::apply)
+    }),
     route(Method::GET, "/login", Public, Page, || {
         get(pages::login_page)
     }),
@@ -370,6 +380,7 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/alarms/{id}", VIEWER, Page, || {
         get(pages::alarm_page)
     }),
+    route(Method::GET, "/import", ADMIN, Page, || get(import::page)),
 ];
 
 #[derive(Clone)]
@@ -493,6 +504,8 @@ pub struct ConsoleParts {
     pub alarms: Option<crate::alarms::AlarmStore>,
     /// Where the setup token goes when no admin exists.
     pub data_dir: std::path::PathBuf,
+    /// The config file the gateway started from (bulk imports are written to it).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl ConsoleState {
@@ -522,6 +535,7 @@ impl ConsoleState {
                 crate::presence::Roster::default(),
             )),
             media: Arc::default(),
+            imports: Arc::new(import::ImportDesk::new(parts.config_file)),
         })
     }
 }
