@@ -22,16 +22,23 @@
 //! - Lockdown starts with a `door.lock` to a scope.
 //! - A `door.release` (back to normal) ends every egress or lockdown whose doors it covers.
 //! - Each change is journaled: `access.egress` and `access.lockdown` with
-//!   `{"state": "active" | "released", "scope", "by"}` (class security).
+//!   `{"state": "active" | "released", "scope", "by", "at"}` (class security; `at`: when
+//!   the activation began, or when it was released).
 //!
-//! State is in memory: after a restart no egress is active. A fire rule still firing
-//! re-issues its unlock (the rules runner retries and re-evaluates), and the doors
-//! themselves stay in `alwaysOpen` until released, so a restart does not relock them.
+//! # Durable state
+//! The state lives in memory and is rebuilt from those journaled `access.egress` /
+//! `access.lockdown` events when the gateway starts ([`AccessPolicy::restore`], called by
+//! `crate::app` before any command is routed): a lockdown, who started it and when, and
+//! a fire egress (with its refusal to lock escape doors) survive a restart or a crash,
+//! until a `door.release` ends them. The doors an activation covers are resolved again from
+//! its scope against the current configuration. No table is needed: the journal is the
+//! record (the events are class security, kept by its retention; an activation older than
+//! that retention is forgotten at the next start, and is logged when restored).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use campusgw_sdk::{Command, DeviceId, Target};
+use campusgw_sdk::{Command, DeviceId, Event, Target};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -76,6 +83,8 @@ pub struct Change {
     pub scope: String,
     /// Who.
     pub by: String,
+    /// When the activation began (`active`) or ended (`released`).
+    pub at: DateTime<Utc>,
 }
 
 /// Escape-route doors and the current egress / lockdown state.
@@ -90,6 +99,14 @@ pub fn scope_text(t: &Target) -> String {
     match t {
         Target::Device(d) => format!("device:{d}"),
         Target::Scope(s) => s.clone(),
+    }
+}
+
+/// The target a scope text names (the inverse of [`scope_text`]).
+pub fn target_of(scope: &str) -> Target {
+    match scope.strip_prefix("device:").map(DeviceId::new) {
+        Some(Ok(d)) => Target::Device(d),
+        _ => Target::Scope(scope.to_owned()),
     }
 }
 
@@ -134,6 +151,44 @@ impl AccessPolicy {
         })
     }
 
+    /// Rebuilds the state from journaled `access.egress` / `access.lockdown` events
+    /// (oldest first; events of other kinds are skipped); `resolve` gives the devices a
+    /// scope covers now. Returns how many activations are in force afterwards.
+    pub fn restore(&self, events: &[Event], resolve: impl Fn(&Target) -> Vec<DeviceId>) -> usize {
+        let Ok(mut guard) = self.state.lock() else {
+            return 0;
+        };
+        let s = &mut *guard;
+        for e in events {
+            let list = match e.kind.as_str() {
+                "access.egress" => &mut s.egress,
+                "access.lockdown" => &mut s.lockdown,
+                _ => continue,
+            };
+            let text = |k: &str| e.payload.get(k).and_then(|v| v.as_str());
+            let Some(scope) = text("scope") else {
+                continue;
+            };
+            match text("state") {
+                Some("active") if !list.iter().any(|a| a.scope == scope) => {
+                    list.push(Activation {
+                        scope: scope.to_owned(),
+                        by: text("by").unwrap_or_default().to_owned(),
+                        since: text("at")
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                            .map_or(e.occurred_at.unwrap_or(e.received_at), |t| {
+                                t.with_timezone(&Utc)
+                            }),
+                        devices: resolve(&target_of(scope)).into_iter().collect(),
+                    });
+                }
+                Some("released") => list.retain(|a| a.scope != scope),
+                _ => {}
+            }
+        }
+        s.egress.len() + s.lockdown.len()
+    }
+
     /// Records what `c`, addressed to `devices`, starts or ends; returns the changes.
     pub fn apply(&self, c: &Command, devices: &[DeviceId]) -> Vec<Change> {
         let Ok(mut guard) = self.state.lock() else {
@@ -141,10 +196,11 @@ impl AccessPolicy {
         };
         let s = &mut *guard;
         let covered: BTreeSet<DeviceId> = devices.iter().cloned().collect();
+        let now = Utc::now();
         let act = || Activation {
             scope: scope_text(&c.target),
             by: c.issued_by.clone(),
-            since: Utc::now(),
+            since: now,
             devices: covered.clone(),
         };
         let change = |kind, state, a: &Activation| Change {
@@ -152,6 +208,7 @@ impl AccessPolicy {
             state,
             scope: a.scope.clone(),
             by: c.issued_by.clone(),
+            at: if state == "active" { a.since } else { now },
         };
         let mut out = Vec::new();
         match c.kind.as_str() {
@@ -223,6 +280,79 @@ mod tests {
         assert_eq!(ch.len(), 2, "{ch:?}");
         assert_eq!(p.refusal(&id("exit_a")), None);
         assert_eq!(p.snapshot(), AccessSnapshot::default());
+    }
+
+    fn journaled(c: &Change) -> Event {
+        Event::stamp(
+            campusgw_sdk::NewEvent::new(
+                campusgw_sdk::Kind::new(c.kind).expect("kind"),
+                campusgw_sdk::Class::Security,
+            )
+            .payload(
+                serde_json::json!({ "state": c.state, "scope": c.scope, "by": c.by, "at": c.at }),
+            ),
+            &id("gw"),
+            "gateway",
+            &campusgw_sdk::Location::default(),
+        )
+    }
+
+    #[test]
+    fn the_state_is_rebuilt_from_its_journaled_changes_and_a_release_ends_it() {
+        let doors = [id("exit_a"), id("office_a")];
+        let policy = || {
+            let mut p = AccessPolicy::default();
+            p.add_escape_route(id("exit_a"));
+            p
+        };
+        let p = policy();
+        let mut log = Vec::new();
+        for (c, covered) in [
+            (cmd(LOCK, "campus:main", "operator:alice"), &doors[..]),
+            (
+                cmd(UNLOCK, "building:A", "rule:fire_confirmed"),
+                &doors[..1],
+            ),
+        ] {
+            log.extend(p.apply(&c, covered).iter().map(journaled));
+        }
+        let resolve = |t: &Target| match t {
+            Target::Scope(s) if s == "building:A" => doors[..1].to_vec(),
+            _ => doors.to_vec(),
+        };
+        let restored = policy();
+        assert_eq!(restored.restore(&log, resolve), 2);
+        assert_eq!(
+            restored.snapshot(),
+            p.snapshot(),
+            "who, when and which doors"
+        );
+        assert!(
+            restored.refusal(&id("exit_a")).is_some(),
+            "egress still guards the exit"
+        );
+
+        // Releasing the exit door ends the egress (it covered only that door), not the lockdown.
+        let ch = p.apply(
+            &cmd(RELEASE, "device:exit_a", "operator:carol"),
+            &doors[..1],
+        );
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        log.extend(ch.iter().map(journaled));
+        let restored = policy();
+        assert_eq!(restored.restore(&log, resolve), 1);
+        let snap = restored.snapshot();
+        assert!(snap.egress.is_empty());
+        assert_eq!(snap.lockdown.len(), 1);
+        assert_eq!(snap.lockdown[0].scope, "campus:main");
+        assert_eq!(snap.lockdown[0].by, "operator:alice");
+        assert_eq!(snap.lockdown[0].since, p.snapshot().lockdown[0].since);
+        assert_eq!(restored.refusal(&id("exit_a")), None);
+        assert_eq!(target_of("device:door_1"), Target::Device(id("door_1")));
+        assert_eq!(
+            target_of("campus:main"),
+            Target::Scope("campus:main".into())
+        );
     }
 
     #[test]

@@ -123,8 +123,13 @@ impl Gateway {
     ///
     /// # Errors
     /// Journal or listener errors.
-    pub async fn start(config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
+    pub async fn start(mut config: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         let started = Instant::now();
+        // Where each camera's snapshots are: the console serves them, uplinks may send them.
+        let media = Arc::new(media_dirs(&config));
+        for u in &mut config.uplinks {
+            u.settings.attach_media(&media);
+        }
         // Before anything opens descriptors: the caps below are fitted to this limit.
         let fd_limit = crate::fds::raise_nofile();
         // Install the metrics recorder before anything records: counts made before it
@@ -159,6 +164,13 @@ impl Gateway {
             restart: opts.restart,
         };
         let supervisor = Supervisor::start(&config.devices, &shared, &mut router);
+        // Before the rules, the console or an uplink can route a command: a lockdown or
+        // fire egress in force when the gateway stopped is in force again. A read failure
+        // does not keep the gateway (and its fire alarms) down: it starts with no
+        // activation, as before this state was durable, and says so.
+        if let Err(e) = router.restore_access().await {
+            tracing::error!(error = %e, "lockdown / fire egress state not restored from the journal; starting with none in force");
+        }
         let commands = Arc::new(router);
         let uplinks = crate::uplink::start(
             &config.uplinks,
@@ -238,6 +250,7 @@ impl Gateway {
             });
         }
         console.presence = presence;
+        console.media = media;
         let state = ApiState {
             started,
             journal: journal.clone(),
@@ -346,6 +359,21 @@ impl Gateway {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
         tracing::info!("campusgw stopped; journal flushed");
     }
+}
+
+/// Each device (and sub-device) whose driver stores snapshot files → that directory.
+fn media_dirs(config: &Config) -> crate::console::snapshots::MediaDirs {
+    let mut dirs = crate::console::snapshots::MediaDirs::new();
+    for d in &config.devices {
+        let Some(dir) = d.factory.media_dir(&config.gateway.data_dir) else {
+            continue;
+        };
+        for (sub, _) in d.factory.sub_devices() {
+            dirs.insert(sub, dir.clone());
+        }
+        dirs.insert(d.id.clone(), dir);
+    }
+    dirs
 }
 
 /// Waits for the journal writer to stop; if nobody asked it to, reports the failure after

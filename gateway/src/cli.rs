@@ -380,6 +380,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         zkteco: u32,
     },
+    /// 2,000 doors configured (ISAPI and ZKTeco simulators): the gateway's RSS as a child
+    /// process and access event in → journaled p50/p99 (see `bench::access_scale`).
+    AccessScale {
+        /// Simulated ISAPI controllers.
+        #[arg(long, default_value_t = 20)]
+        isapi_controllers: u32,
+        /// Doors per ISAPI controller.
+        #[arg(long, default_value_t = 50)]
+        isapi_doors: u32,
+        /// ZKTeco PUSH doors (10 per simulated controller).
+        #[arg(long, default_value_t = 1000)]
+        zkteco_doors: u32,
+        /// Access event samples (each of ISAPI and ZKTeco).
+        #[arg(long, default_value_t = 500)]
+        events: usize,
+        /// Directory for the gateway's data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// ONVIF cameras subscribed at once (the gateway's RSS and CPU as a child process) and
     /// fire alarm → the zone's snapshots stored p50/p99 (see `bench::video`).
     Video {
@@ -732,6 +751,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 events,
                 data_dir,
                 zkteco,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::AccessScale {
+                    isapi_controllers,
+                    isapi_doors,
+                    zkteco_doors,
+                    events,
+                    data_dir,
+                },
+        } => {
+            crate::bench::access_scale::run(crate::bench::access_scale::BenchOptions {
+                isapi_controllers,
+                isapi_doors,
+                zkteco_doors,
+                events,
+                data_dir,
             })
             .await
         }

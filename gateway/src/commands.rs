@@ -25,6 +25,43 @@ struct Route {
     inbox: Arc<CommandInbox>,
 }
 
+/// The gateway's own `access.egress` / `access.lockdown` events, oldest first (blocking).
+fn access_events(journal: &Journal, gateway: &DeviceId) -> Result<Vec<Event>, String> {
+    let conn = journal.read_connection().map_err(|e| e.to_string())?;
+    let durable = journal
+        .status()
+        .last_seq
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, body FROM events WHERE class = ?1 AND seq <= ?2 AND device = ?3 \
+         AND kind IN ('access.egress', 'access.lockdown') ORDER BY seq",
+        )
+        .map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                i64::from(Class::Security.rank()),
+                i64::try_from(durable).unwrap_or(i64::MAX),
+                gateway.as_str()
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, body) = row.map_err(|e| e.to_string())?;
+        // A row that does not decode is the journal's to quarantine; skipped here.
+        if let Ok(mut e) = serde_json::from_str::<Event>(&body)
+            && e.source.driver == "gateway"
+        {
+            e.seq = seq as u64;
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
 /// Device id → the command channel of the driver instance serving it.
 pub struct CommandRouter {
     routes: BTreeMap<DeviceId, Route>,
@@ -52,6 +89,28 @@ impl CommandRouter {
     /// The fire egress / lockdown state, for the console.
     pub fn access(&self) -> &AccessPolicy {
         &self.access
+    }
+
+    /// Rebuilds the fire egress / lockdown state from the journal (see
+    /// [`crate::access`]); call once every device is registered, before commands flow.
+    /// Returns the activations in force.
+    ///
+    /// # Errors
+    /// The journal's read error (text).
+    pub async fn restore_access(&self) -> Result<usize, String> {
+        let j = self.journal.clone();
+        let gateway = self.gateway.clone();
+        let events = tokio::task::spawn_blocking(move || access_events(&j, &gateway))
+            .await
+            .map_err(|e| e.to_string())??;
+        let n = self.access.restore(&events, |t| self.resolve(t));
+        for a in self.access.snapshot().lockdown {
+            tracing::warn!(scope = %a.scope, by = %a.by, since = %a.since, "lockdown still in force (restored from the journal)");
+        }
+        for a in self.access.snapshot().egress {
+            tracing::warn!(scope = %a.scope, by = %a.by, since = %a.since, "fire egress still in force (restored from the journal)");
+        }
+        Ok(n)
     }
 
     /// Adds a device served by the driver behind `inbox`.
@@ -176,7 +235,12 @@ impl CommandRouter {
             .iter()
             .filter_map(|c| {
                 let kind = campusgw_sdk::Kind::new(c.kind).ok()?;
-                let payload = serde_json::json!({ "state": c.state, "scope": c.scope, "by": c.by });
+                let payload = serde_json::json!({
+                    "state": c.state,
+                    "scope": c.scope,
+                    "by": c.by,
+                    "at": c.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                });
                 Some(Event::stamp(
                     NewEvent::new(kind, Class::Security).payload(payload),
                     &self.gateway,

@@ -32,6 +32,8 @@ pub trait DriverFactory: Send + Sync + 'static {
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)>;
     /// Doors on an escape route (fire egress wins over lockdown for them).
     fn escape_routes(&self) -> Vec<DeviceId>;
+    /// Where the instance stores the files its events name (snapshots).
+    fn media_dir(&self, data_dir: &std::path::Path) -> Option<std::path::PathBuf>;
 }
 
 impl<C: DriverConfig> DriverFactory for C {
@@ -51,6 +53,9 @@ impl<C: DriverConfig> DriverFactory for C {
     }
     fn escape_routes(&self) -> Vec<DeviceId> {
         DriverConfig::escape_routes(self)
+    }
+    fn media_dir(&self, data_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        DriverConfig::media_dir(self, data_dir)
     }
 }
 

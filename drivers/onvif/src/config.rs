@@ -243,11 +243,7 @@ impl DriverConfig for OnvifConfig {
                 allow_http: c.allow_http,
             });
         }
-        let dir = self
-            .snapshots
-            .dir
-            .clone()
-            .unwrap_or_else(|| cx.data_dir.join("snapshots"));
+        let dir = self.snapshot_dir(&cx.data_dir);
         std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io {
             what: format!("snapshot directory {}", dir.display()),
             source,
@@ -255,11 +251,25 @@ impl DriverConfig for OnvifConfig {
         OnvifDriver::new(self.clone(), cameras, dir)
     }
 
+    fn media_dir(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        Some(self.snapshot_dir(data_dir))
+    }
+
     fn sub_devices(&self) -> Vec<(DeviceId, Option<Location>)> {
         self.camera
             .iter()
             .map(|c| (c.device.clone(), c.location.clone()))
             .collect()
+    }
+}
+
+impl OnvifConfig {
+    /// Where snapshots go: `[snapshots] dir`, else `<data dir>/snapshots`.
+    pub fn snapshot_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.snapshots
+            .dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("snapshots"))
     }
 }
 

@@ -52,6 +52,15 @@ pub trait DriverConfig: DeserializeOwned + Clone + Send + Sync + 'static {
     fn escape_routes(&self) -> Vec<DeviceId> {
         Vec::new()
     }
+
+    /// The directory where this instance stores the files its events name (the `file` of
+    /// `video.snapshot`), given the gateway's data directory; `None` when it stores none.
+    /// The console serves a file only from the directory of the device whose journaled
+    /// event names it.
+    fn media_dir(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        let _ = data_dir;
+        None
+    }
 }
 
 /// What `build` may know about its surroundings.

@@ -3,6 +3,7 @@
 //! timed tests.
 
 pub mod access;
+pub mod access_scale;
 pub mod console;
 pub mod crash;
 pub mod dc09;

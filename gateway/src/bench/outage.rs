@@ -130,6 +130,7 @@ async fn one_run(o: &BenchOptions, exe: &Path, dir: &Path) -> anyhow::Result<Run
         // The shipped bounds (uplink/config.rs).
         backoff: (Duration::from_secs(1), Duration::from_secs(60)),
         commands: None,
+        snapshots: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let cx = UplinkContext {

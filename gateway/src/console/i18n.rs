@@ -91,6 +91,8 @@ pub const WORDS: &[(&str, &str, &str)] = &[
     ("by", "操作人", "By"),
     ("result", "结果", "Result"),
     ("no_alarms", "当前无告警", "No open alarms"),
+    ("snapshots", "现场抓拍", "Snapshots"),
+    ("live_video", "实时视频", "Live video"),
     ("import", "批量导入", "Bulk import"),
     (
         "import_intro",

@@ -32,6 +32,7 @@ pub mod openapi;
 pub mod pages;
 pub mod rules;
 pub mod session;
+pub mod snapshots;
 pub mod store;
 pub mod stream;
 pub mod tls;
@@ -98,6 +99,8 @@ pub struct ConsoleState {
     pub pages: Arc<pages::Pages>,
     /// Presence and door results (the muster list); `crate::app` sets the roster.
     pub presence: Arc<crate::presence::Presence>,
+    /// Where each camera's snapshots are stored (`crate::app` fills it from the drivers).
+    pub media: Arc<snapshots::MediaDirs>,
     /// Bulk import: the config file and the previews waiting to be applied.
     pub imports: Arc<import::ImportDesk>,
 }
@@ -326,6 +329,16 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/access/state", VIEWER, Api, || {
         get(access::state)
     }),
+    route(Method::GET, "/api/v1/snapshots/{seq}", VIEWER, Api, || {
+        get(snapshots::image)
+    }),
+    route(
+        Method::GET,
+        "/api/v1/alarms/{id}/snapshots",
+        VIEWER,
+        Api,
+        || get(snapshots::of_alarm_route),
+    ),
     route(Method::GET, "/api/v1/stream", VIEWER, Api, || {
         get(stream::sse)
     }),
@@ -521,6 +534,7 @@ impl ConsoleState {
                 parts.journal.clone(),
                 crate::presence::Roster::default(),
             )),
+            media: Arc::default(),
             imports: Arc::new(import::ImportDesk::new(parts.config_file)),
         })
     }

@@ -19,6 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::modes::set_drill, super::modes::clear_drill,
         super::alarms::list, super::alarms::one, super::alarms::acknowledge, super::alarms::resolve,
         super::commands::send, super::access::muster, super::access::state,
+        super::snapshots::image, super::snapshots::of_alarm_route,
         super::import::preview, super::import::apply,
     ),
     modifiers(&Security),

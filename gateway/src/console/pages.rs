@@ -370,13 +370,16 @@ pub async fn alarm_page(
     ApiPath(id): ApiPath<String>,
 ) -> Response {
     match super::alarms::detail(&s, &id) {
-        Ok(d) => page(
-            &s,
-            &headers,
-            &p,
-            "alarm.html",
-            context! { a => d.view, timeline => d.timeline },
-        ),
+        Ok(d) => {
+            let media = super::snapshots::media_for_page(&s, &d).await;
+            page(
+                &s,
+                &headers,
+                &p,
+                "alarm.html",
+                context! { a => d.view, timeline => d.timeline, media => media },
+            )
+        }
         Err(e) => {
             let mut r = page(
                 &s,

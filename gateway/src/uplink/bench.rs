@@ -88,6 +88,7 @@ async fn run(
         ack_timeout: Duration::from_secs(60),
         backoff: (Duration::from_millis(200), Duration::from_secs(2)),
         commands: None,
+        snapshots: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let cx = UplinkContext {

@@ -38,6 +38,16 @@ pub enum UplinkSettings {
 }
 
 impl UplinkSettings {
+    /// Tells an MQTT or webhook uplink where the cameras' snapshot files are (for
+    /// `snapshots = "image"`); other kinds send no snapshots.
+    pub fn attach_media(&mut self, dirs: &Arc<crate::console::snapshots::MediaDirs>) {
+        match self {
+            UplinkSettings::Mqtt(c) => Arc::make_mut(c).snapshots.dirs = dirs.clone(),
+            UplinkSettings::Webhook(c) => Arc::make_mut(c).snapshots.dirs = dirs.clone(),
+            UplinkSettings::Dc09(_) | UplinkSettings::Gb26875(_) => {}
+        }
+    }
+
     /// The kind's effectful half.
     pub fn factory(&self) -> Arc<dyn UplinkFactory> {
         match self {
@@ -240,6 +250,8 @@ pub struct MqttConfig {
     pub backoff: (Duration, Duration),
     /// County commands; `None` means none are accepted (no subscription).
     pub commands: Option<CommandPolicy>,
+    /// What is sent of camera snapshots (`snapshots`, `snapshot_max_bytes`).
+    pub snapshots: super::snapshots::SnapshotOptions,
 }
 
 /// A validated `kind = "webhook"` uplink.
@@ -259,6 +271,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Retry back-off bounds (default 1 s .. 60 s).
     pub backoff: (Duration, Duration),
+    /// What is sent of camera snapshots (`snapshots`, `snapshot_max_bytes`).
+    pub snapshots: super::snapshots::SnapshotOptions,
 }
 
 /// A secret written inline or, preferably, in a file read at start.
@@ -338,6 +352,8 @@ struct MqttRaw {
     #[serde(default)]
     allow_plaintext: bool,
     commands: Option<toml::Value>,
+    snapshots: Option<super::snapshots::SnapshotMode>,
+    snapshot_max_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +370,8 @@ struct WebhookRaw {
     timeout: Option<HumanDuration>,
     #[serde(default)]
     allow_plaintext: bool,
+    snapshots: Option<super::snapshots::SnapshotMode>,
+    snapshot_max_bytes: Option<u64>,
 }
 
 fn default_prefix() -> String {
@@ -532,6 +550,13 @@ fn mqtt(
         None => None,
     };
     let secs = |d: Option<HumanDuration>, dflt: u64| d.map_or(Duration::from_secs(dflt), |d| d.0);
+    let snapshots = super::snapshots::SnapshotOptions::parse(
+        raw.snapshots,
+        raw.snapshot_max_bytes,
+        super::snapshots::MQTT_MAX_IMAGE_BYTES,
+        at,
+        issues,
+    );
     Some(MqttConfig {
         name: name.to_owned(),
         broker: broker?,
@@ -545,6 +570,7 @@ fn mqtt(
         ack_timeout: secs(raw.ack_timeout, 60).max(Duration::from_millis(100)),
         backoff: (Duration::from_secs(1), Duration::from_secs(60)),
         commands,
+        snapshots,
     })
 }
 
@@ -602,6 +628,13 @@ fn webhook(
             "batch must be between 1 and 10000",
         ));
     }
+    let snapshots = super::snapshots::SnapshotOptions::parse(
+        raw.snapshots,
+        raw.snapshot_max_bytes,
+        super::snapshots::WEBHOOK_MAX_IMAGE_BYTES,
+        at,
+        issues,
+    );
     Some(WebhookConfig {
         name: name.to_owned(),
         url: raw.url,
@@ -610,6 +643,7 @@ fn webhook(
         batch: raw.batch.clamp(1, 10_000),
         timeout: raw.timeout.map_or(Duration::from_secs(10), |d| d.0),
         backoff: (Duration::from_secs(1), Duration::from_secs(60)),
+        snapshots,
     })
 }
 

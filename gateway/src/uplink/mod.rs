@@ -65,6 +65,8 @@
 //! urgent_classes = ["life_safety"]  # default; may add "security" (see [`urgency`])
 //! urgent_backoff_max = "1s"       # default: back-off cap while an urgent event waits
 //! alarm_delay_threshold = "30s"   # default: older undelivered alarm → uplink.alarm_delayed
+//! snapshots = "reference"         # default; "image" | "none" (see [`snapshots`])
+//! snapshot_max_bytes = 500_000    # default; with "image", at most 700_000 on MQTT
 //! [uplink.commands]               # optional: accept signed county commands
 //! public_keys = ["<base64 Ed25519 public key>"]
 //! allow = ["status", "resync", { kind = "relay.set", targets = ["fire_panel_a"] }]
@@ -78,6 +80,7 @@
 //! ca_file = "..."                 # optional; client_cert / client_key for mutual TLS
 //! batch = 100                     # events per POST (default)
 //! timeout = "10s"                 # default
+//! snapshots = "reference"         # default; "image" (at most 8_000_000 bytes) | "none"
 //!
 //! [[uplink]]
 //! name = "police"
@@ -132,6 +135,7 @@ pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;
 mod retry;
+pub mod snapshots;
 pub mod status;
 pub mod tls;
 pub mod urgency;

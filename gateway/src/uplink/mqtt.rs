@@ -254,8 +254,9 @@ impl Link for Session {
     fn send(&mut self, events: Vec<Outgoing>) -> Result<(), UplinkError> {
         let n = events.len() as u64;
         for o in events {
-            // The JSON as journaled (seq filled in): no parse, no second serialization.
-            let payload = o.event.json.to_vec();
+            // The JSON as journaled (seq filled in): no parse, no second serialization;
+            // only a `video.snapshot` may be rewritten (uplink/snapshots.rs).
+            let payload = self.up.cfg.snapshots.wire_json(&o.event).into_owned();
             let topic = self.up.topics.event(&o.event);
             self.link
                 .publish(topic, false, payload, Tag::Event(Sent::of(&o)))

@@ -232,7 +232,7 @@ impl Session {
             .client
             .post(&self.cfg.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json_array(batch));
+            .body(json_array(batch, &self.cfg.snapshots));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -275,7 +275,7 @@ impl Session {
 }
 
 /// The batch as one JSON array of the events' JSON forms, copied as journaled.
-fn json_array(batch: &[Outgoing]) -> Vec<u8> {
+fn json_array(batch: &[Outgoing], snapshots: &super::snapshots::SnapshotOptions) -> Vec<u8> {
     let len = batch.iter().map(|o| o.event.json.len() + 1).sum::<usize>() + 2;
     let mut body = Vec::with_capacity(len);
     body.push(b'[');
@@ -283,7 +283,8 @@ fn json_array(batch: &[Outgoing]) -> Vec<u8> {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&o.event.json);
+        // As journaled; only a `video.snapshot` may be rewritten (uplink/snapshots.rs).
+        body.extend_from_slice(&snapshots.wire_json(&o.event));
     }
     body.push(b']');
     body

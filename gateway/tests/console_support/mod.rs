@@ -37,7 +37,8 @@ impl Rig {
         Rig::start_in(tempfile::tempdir().unwrap(), extra).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, extra: &str) -> Rig {
+    /// A gateway in `dir` (files the config names may be put there first).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> Rig {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let text = format!(
             "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n{extra}",
