@@ -58,7 +58,13 @@ pub async fn post(
     )
     .into_bytes();
     req.extend_from_slice(body);
-    let out = send_raw(addr, &req).await?;
+    // No half-close: the server answers, then closes (`Connection: close`).
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&req).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 30 s"))??;
     parse_answer(&out)
 }
 

@@ -147,6 +147,8 @@ fn the_daily_limit_spans_meals_and_resets_the_next_local_day() {
     let mut l = ledger(&dir);
     let mut r = rules();
     r.meals.clear();
+    let topup = vec![Change::Credit { id: "top".into(), account: "S00001".into(), amount_cents: 6000 }];
+    l.apply(&topup, None, &r, at(7, 0)).unwrap();
     let mut d = |txn, amount, now| l.decide(&sale("t1", txn, 0, amount), &r, now).unwrap().unwrap();
     assert!(d(1, 3000, at(8, 0)).declined.is_none());
     assert_eq!(d(2, 2001, at(18, 0)).declined, Some(DeclineReason::DailyLimit));
