@@ -249,10 +249,12 @@ impl Server {
         &self,
         f: impl FnOnce(&mut Ledger, &Rules, DateTime<Utc>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
+        // The injected clock dates decisions only (see `decide`); bookkeeping uses the wall
+        // clock, so a test clock that moves per call moves once per sale.
         let (ledger, rules, now) = (
             self.ledger.clone(),
             self.settings.rules.clone(),
-            (self.settings.clock)(),
+            Utc::now(),
         );
         tokio::task::spawn_blocking(move || {
             let mut l = ledger.lock().expect("ledger lock");
@@ -375,8 +377,9 @@ impl Server {
     async fn decide(&self, req: SaleRequest, peer: Option<SocketAddr>) -> Response {
         let started = Instant::now();
         let terminal = req.terminal.clone();
+        let now = (self.settings.clock)();
         let decided = self
-            .with_ledger(move |l, rules, now| l.decide(&req, rules, now))
+            .with_ledger(move |l, rules, _| l.decide(&req, rules, now))
             .await;
         let d = match decided {
             Ok(Ok(d)) => d,

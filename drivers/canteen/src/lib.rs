@@ -12,7 +12,8 @@
 //! - [`ledger`]: the card list and the sale ledger (SQLite), the authorisation rules,
 //!   card-list changes and the conflicts they reveal, the day report.
 //! - [`CanteenConfig`] / [`CanteenDriver`]: the terminal server.
-//! - [`sim`]: lunch-rush terminals that retry and send duplicates, and misbehave.
+//! - [`sim`]: lunch-rush terminals that retry and send duplicates, and misbehave;
+//!   [`sim::platform`]: a card platform that goes down, answers slowly, changes cards.
 //!
 //! Invariants: a sale is answered `approved` only after its decision is committed to the
 //! ledger **and** its `canteen.sale` event to the journal; every resend of a (terminal,

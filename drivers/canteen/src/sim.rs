@@ -6,6 +6,8 @@
 //! against a loopback listener (where the driver allows HTTP) and must be able to send
 //! bytes no HTTP client library would (half requests, junk).
 
+pub mod platform;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

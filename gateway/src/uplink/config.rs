@@ -35,6 +35,8 @@ pub enum UplinkSettings {
     Dc09(Arc<super::dc09::Dc09UplinkConfig>),
     /// `kind = "gb26875"`: GB/T 26875.3 to the city fire-monitoring centre.
     Gb26875(Arc<super::gb26875::Gb26875UplinkConfig>),
+    /// `kind = "card_platform"`: the campus-card platform of the canteen driver.
+    CardPlatform(Arc<super::card_platform::CardPlatformConfig>),
 }
 
 impl UplinkSettings {
@@ -45,6 +47,7 @@ impl UplinkSettings {
             UplinkSettings::Webhook(c) => c.clone(),
             UplinkSettings::Dc09(c) => c.clone(),
             UplinkSettings::Gb26875(c) => c.clone(),
+            UplinkSettings::CardPlatform(c) => c.clone(),
         }
     }
 
@@ -548,7 +551,7 @@ fn mqtt(
     })
 }
 
-fn webhook(
+pub(super) fn webhook(
     t: toml::Table,
     name: &str,
     at: &FieldPath,
