@@ -224,7 +224,7 @@ pub struct Conflict {
     pub amount_cents: Option<i64>,
     /// The account balance when found.
     pub balance_cents: i64,
-    /// Local day the conflict was found.
+    /// Local day it belongs to: the sale's day (lost card), the day found (balance).
     pub day: String,
 }
 
@@ -732,21 +732,24 @@ fn apply_one(
                 // Sales approved offline on this card after it was reported lost.
                 let since = lost_at.map_or_else(String::new, |t| t.to_rfc3339());
                 let mut st = tx.prepare(
-                    "SELECT terminal, txn, amount_cents FROM sales WHERE card = ?1
+                    "SELECT terminal, txn, amount_cents, day FROM sales WHERE card = ?1
                      AND decision = 'approved' AND decided_at >= ?2 ORDER BY decided_at",
                 )?;
-                let sales: Vec<(String, i64, i64)> = st
-                    .query_map(params![key, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                let sales: Vec<(String, i64, i64, String)> = st
+                    .query_map(params![key, since], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
                     .collect::<Result<_, _>>()?;
                 let bal = balance(tx, account)?.unwrap_or(0);
-                for (terminal, txn, amount) in sales {
+                // Dated by the sale's day: it is that day's reconciliation that is wrong.
+                for (terminal, txn, amount, sale_day) in sales {
                     found.push(conflict(
                         tx,
                         "card_lost_after_sale",
                         account,
                         Some((&key, &terminal, txn, amount)),
                         bal,
-                        day,
+                        &sale_day,
                         now,
                     )?);
                 }
