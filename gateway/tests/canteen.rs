@@ -205,6 +205,17 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
         .sum();
     assert_eq!(total, 40 * 5000 - 100_000 - 4800, "to the cent, nothing corrected");
     assert_eq!(l.balance("S00003").unwrap(), Some(5000 - 2500 - 4800));
+    // The operator's reconciliation says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .args(["canteen", "report", "--day", "2026-12-03", "--device", "canteen", "--data-dir"])
+        .arg(rig.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "conflicts make it exit 2: {out:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["approved"], 400);
+    assert_eq!(printed["approved_cents"], 100_000);
+    assert_eq!(printed["terminals"].as_array().unwrap().len(), 10);
     // The journal holds each sale once, and refusals are not pushed to the platform.
     let all = rig.journal.reader().unwrap().after(0, None, 100_000).unwrap();
     assert_eq!(all.iter().filter(|e| e.kind.as_str() == "canteen.sale").count(), 400);
