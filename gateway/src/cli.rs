@@ -405,6 +405,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 0)]
         zkteco: u32,
     },
+    /// A canteen lunch rush against the gateway as a child process: approval p50/p99 and
+    /// the child's RSS with the card list loaded (see `bench::canteen`).
+    Canteen {
+        /// Simulated terminals.
+        #[arg(long, default_value_t = 20)]
+        terminals: u32,
+        /// Meals in all.
+        #[arg(long, default_value_t = 2000)]
+        meals: u64,
+        /// Cards in the synced list.
+        #[arg(long, default_value_t = 20_000)]
+        cards: usize,
+        /// The rush's length; "0s" sells as fast as answers come.
+        #[arg(long, default_value = "10m")]
+        window: humantime::Duration,
+        /// Directory for the gateway's data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// ONVIF cameras subscribed at once (the gateway's RSS and CPU as a child process) and
     /// fire alarm → the zone's snapshots stored p50/p99 (see `bench::video`).
     Video {
@@ -743,6 +762,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 events,
                 data_dir,
                 zkteco,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Canteen {
+                    terminals,
+                    meals,
+                    cards,
+                    window,
+                    data_dir,
+                },
+        } => {
+            crate::bench::canteen::run(crate::bench::canteen::BenchOptions {
+                terminals,
+                meals,
+                cards,
+                window: window.into(),
+                data_dir,
             })
             .await
         }

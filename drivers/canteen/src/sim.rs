@@ -237,11 +237,35 @@ pub async fn rush(
     Ok(all)
 }
 
+/// The i-th card (from 1) of [`cards`].
+pub fn card(i: usize) -> CardKey {
+    CardKey::Uid(format!("04{i:012X}"))
+}
+
+/// `GET /v1/status`: the number of cards the gateway holds.
+///
+/// # Errors
+/// Connection errors or an answer that is not a status.
+pub async fn get_status(addr: SocketAddr) -> std::io::Result<u64> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET /v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 30 s"))??;
+    let (status, body) = parse_answer(&out)?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    match (status, v["cards"].as_u64()) {
+        (200, Some(n)) => Ok(n),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, body)),
+    }
+}
+
 /// Cards `S00001`.. with UIDs `0400000001`.. (7-byte UIDs), for card lists and rushes.
 pub fn cards(n: usize) -> Vec<CardKey> {
-    (1..=n)
-        .map(|i| CardKey::Uid(format!("04{:012X}", i)))
-        .collect()
+    (1..=n).map(card).collect()
 }
 
 /// A card list giving each of `cards(n)` its own account `S<i>` with `balance_cents`.

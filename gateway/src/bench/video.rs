@@ -325,7 +325,7 @@ async fn sample(
 }
 
 /// The child's resident set in MiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+pub(super) fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
