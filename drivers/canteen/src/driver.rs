@@ -197,7 +197,13 @@ impl RefusalGate {
 
 impl Driver for CanteenDriver {
     async fn run(self, cx: DriverContext) -> Result<(), DriverError> {
-        let s = self.settings.clone();
+        let CanteenDriver {
+            mut settings,
+            bound,
+        } = self;
+        // Applied once below and dropped: 20,000 cards are 40,000 changes not worth keeping.
+        let card_list = std::mem::take(&mut settings.card_list);
+        let s = settings;
         let path = s.ledger_path.clone();
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await
@@ -210,10 +216,9 @@ impl Driver for CanteenDriver {
             gate: Mutex::new(RefusalGate::default()),
             log: Mutex::new(LogLimiter::new(Duration::from_secs(10))),
         });
-        if !s.card_list.is_empty() {
-            let list = s.card_list.clone();
+        if !card_list.is_empty() {
             server
-                .with_ledger(move |l, rules, now| l.apply(&list, None, rules, now))
+                .with_ledger(move |l, rules, now| l.apply(&card_list, None, rules, now))
                 .await
                 .map_err(|e| DriverError::Fatal(e.to_string()))?;
         }
@@ -222,7 +227,7 @@ impl Driver for CanteenDriver {
         let listener = tokio::net::TcpListener::bind(s.listen).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", s.listen))
         })?;
-        let _ = self.bound.send(Some(listener.local_addr()?));
+        let _ = bound.send(Some(listener.local_addr()?));
         cx.report_health(cx.device(), DeviceHealth::Online);
         tracing::info!(listen = %s.listen, tls = s.tls.is_some(), terminals = s.terminals.len(), "canteen terminal server up");
         let flusher = {
