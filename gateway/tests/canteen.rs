@@ -44,8 +44,7 @@ fn lunch(secs: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_counts_nothing_twice()
-{
+async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_counts_nothing_twice() {
     let platform = PlatformSim::start("platform-token", sim::card_list(40, 5000)).await;
     let mut rig = Rig::open();
     let ledger = rig.dir.path().join("canteen-canteen.db");
@@ -62,9 +61,11 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
     let mut c = (*c).clone();
     c.push.backoff = (Duration::from_millis(50), Duration::from_millis(500));
     let status = UplinkStatus::new("card", "card_platform");
-    rig.adopt(tokio::spawn(
-        Arc::new(c).start(u.filter, rig.context(), status.clone()),
-    ));
+    rig.adopt(tokio::spawn(Arc::new(c).start(
+        u.filter,
+        rig.context(),
+        status.clone(),
+    )));
     // The card list arrives by pull.
     let ledger_path = ledger.clone();
     wait_for("card list pulled", T, || {
@@ -131,13 +132,22 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
             t
         })
         .collect();
-    let sold = tokio::time::timeout(Duration::from_secs(300), sim::rush(terminals, sim::cards(40), 40, 250))
-        .await
-        .expect("rush in time")
-        .expect("every sale answered while the platform is down");
+    let sold = tokio::time::timeout(
+        Duration::from_secs(300),
+        sim::rush(terminals, sim::cards(40), 40, 250),
+    )
+    .await
+    .expect("rush in time")
+    .expect("every sale answered while the platform is down");
     assert_eq!(sold.len(), 400);
-    assert!(sold.iter().all(|s| s.answer.approved()), "10 meals of 2.50 per card fit 50.00");
-    assert!(tick.load(Ordering::SeqCst) >= 3600, "over an hour of service");
+    assert!(
+        sold.iter().all(|s| s.answer.approved()),
+        "10 meals of 2.50 per card fit 50.00"
+    );
+    assert!(
+        tick.load(Ordering::SeqCst) >= 3600,
+        "over an hour of service"
+    );
     // Queued at the platform during the outage: card 2 reported lost at 11:00, and the
     // shop took 48.00 from account 3.
     platform.push_changes(vec![
@@ -149,19 +159,33 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
             status: "lost".into(),
             lost_at: Some(lunch(0)),
         },
-        Change::Debit { id: "late-shop".into(), account: "S00003".into(), amount_cents: 4800 },
+        Change::Debit {
+            id: "late-shop".into(),
+            account: "S00003".into(),
+            amount_cents: 4800,
+        },
     ]);
     platform.set(Mood::Slow(Duration::from_millis(200)));
-    wait_for("every sale and conflict at the platform", Duration::from_secs(120), || {
-        let got = platform.received();
-        let sales = got.values().filter(|e| e["kind"] == "canteen.sale").count();
-        let conflicts = got.values().filter(|e| e["kind"] == "canteen.conflict").count();
-        sales >= 400 && conflicts >= 11
-    })
+    wait_for(
+        "every sale and conflict at the platform",
+        Duration::from_secs(120),
+        || {
+            let got = platform.received();
+            let sales = got.values().filter(|e| e["kind"] == "canteen.sale").count();
+            let conflicts = got
+                .values()
+                .filter(|e| e["kind"] == "canteen.conflict")
+                .count();
+            sales >= 400 && conflicts >= 11
+        },
+    )
     .await;
     platform.set(Mood::Up);
     let got = platform.received();
-    let sales: Vec<_> = got.values().filter(|e| e["kind"] == "canteen.sale").collect();
+    let sales: Vec<_> = got
+        .values()
+        .filter(|e| e["kind"] == "canteen.sale")
+        .collect();
     assert_eq!(sales.len(), 400, "each sale once, duplicates not counted");
     let mut keys: Vec<String> = sales
         .iter()
@@ -175,19 +199,31 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
         .map(|e| e["payload"]["amount_cents"].as_i64().unwrap())
         .sum();
     assert_eq!(platform_cents, 400 * 250);
-    let conflicts: Vec<_> = got.values().filter(|e| e["kind"] == "canteen.conflict").collect();
+    let conflicts: Vec<_> = got
+        .values()
+        .filter(|e| e["kind"] == "canteen.conflict")
+        .collect();
     assert_eq!(
-        conflicts.iter().filter(|e| e["payload"]["kind"] == "card_lost_after_sale").count(),
+        conflicts
+            .iter()
+            .filter(|e| e["payload"]["kind"] == "card_lost_after_sale")
+            .count(),
         10,
         "every sale on the lost card"
     );
     assert_eq!(
-        conflicts.iter().filter(|e| e["payload"]["kind"] == "balance_negative").count(),
+        conflicts
+            .iter()
+            .filter(|e| e["payload"]["kind"] == "balance_negative")
+            .count(),
         1
     );
     let l = Ledger::open(&ledger).unwrap();
     let rep = l.report("2026-12-03").unwrap();
-    assert_eq!((rep.approved, rep.approved_cents, rep.unjournaled), (400, 100_000, 0));
+    assert_eq!(
+        (rep.approved, rep.approved_cents, rep.unjournaled),
+        (400, 100_000, 0)
+    );
     let today = chrono::Utc::now()
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
         .format("%Y-%m-%d")
@@ -197,29 +233,61 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
     assert_eq!(rep.conflicts.len(), want, "{:?}", rep.conflicts);
     let found_today = l.report(&today).unwrap().conflicts;
     assert!(
-        found_today.iter().any(|c| c.kind == "balance_negative" && c.balance_cents == -2300),
+        found_today
+            .iter()
+            .any(|c| c.kind == "balance_negative" && c.balance_cents == -2300),
         "{found_today:?}"
     );
     let total: i64 = (1..=40)
         .map(|i| l.balance(&format!("S{i:05}")).unwrap().unwrap())
         .sum();
-    assert_eq!(total, 40 * 5000 - 100_000 - 4800, "to the cent, nothing corrected");
+    assert_eq!(
+        total,
+        40 * 5000 - 100_000 - 4800,
+        "to the cent, nothing corrected"
+    );
     assert_eq!(l.balance("S00003").unwrap(), Some(5000 - 2500 - 4800));
     // The operator's reconciliation says the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_campusgw"))
-        .args(["canteen", "report", "--day", "2026-12-03", "--device", "canteen", "--data-dir"])
+        .args([
+            "canteen",
+            "report",
+            "--day",
+            "2026-12-03",
+            "--device",
+            "canteen",
+            "--data-dir",
+        ])
         .arg(rig.dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "conflicts make it exit 2: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "conflicts make it exit 2: {out:?}"
+    );
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["approved"], 400);
     assert_eq!(printed["approved_cents"], 100_000);
     assert_eq!(printed["terminals"].as_array().unwrap().len(), 10);
     // The journal holds each sale once, and refusals are not pushed to the platform.
-    let all = rig.journal.reader().unwrap().after(0, None, 100_000).unwrap();
-    assert_eq!(all.iter().filter(|e| e.kind.as_str() == "canteen.sale").count(), 400);
-    assert!(all.iter().filter(|e| e.kind.as_str() == "canteen.sale").all(|e| e.class == Class::Business));
+    let all = rig
+        .journal
+        .reader()
+        .unwrap()
+        .after(0, None, 100_000)
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .filter(|e| e.kind.as_str() == "canteen.sale")
+            .count(),
+        400
+    );
+    assert!(
+        all.iter()
+            .filter(|e| e.kind.as_str() == "canteen.sale")
+            .all(|e| e.class == Class::Business)
+    );
     rig.shutdown.cancel();
     tokio::time::timeout(T, driver_task).await.unwrap().unwrap();
     rig.stop().await;

@@ -67,7 +67,11 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
         cursor: None,
         changes: sim::card_list(CARDS, BALANCE),
     };
-    std::fs::write(dir.path().join("cards.json"), serde_json::to_vec(&cards).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("cards.json"),
+        serde_json::to_vec(&cards).unwrap(),
+    )
+    .unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -88,7 +92,10 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
             let cards = sim::cards(CARDS);
             for m in 0..MEALS {
                 let card = &cards[(u64::from(i) * 7 + m) as usize % CARDS];
-                let sold = t.sell(card, PRICE).await.expect("every sale answered in the end");
+                let sold = t
+                    .sell(card, PRICE)
+                    .await
+                    .expect("every sale answered in the end");
                 answers.lock().unwrap().push((t.id.clone(), sold));
             }
         }));
@@ -99,11 +106,17 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
         tokio::time::sleep(Duration::from_millis(ms)).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
-        eprintln!("round {round}: killed after {ms} ms, {} answers so far", answers.lock().unwrap().len());
+        eprintln!(
+            "round {round}: killed after {ms} ms, {} answers so far",
+            answers.lock().unwrap().len()
+        );
         child = start(&cfg);
     }
     for r in rush {
-        tokio::time::timeout(Duration::from_secs(600), r).await.expect("rush ends").unwrap();
+        tokio::time::timeout(Duration::from_secs(600), r)
+            .await
+            .expect("rush ends")
+            .unwrap();
     }
     // Let the gateway finish journaling, then stop it for good.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -112,7 +125,10 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
 
     let answers = answers.lock().unwrap().clone();
     assert_eq!(answers.len(), (u64::from(TERMINALS) * MEALS) as usize);
-    assert!(answers.iter().all(|(_, s)| s.answer.approved()), "balances cover every meal");
+    assert!(
+        answers.iter().all(|(_, s)| s.answer.approved()),
+        "balances cover every meal"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_campusgw"))
         .args(["journal", "export", "--data-dir"])
         .arg(dir.path())
@@ -123,17 +139,31 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let e: serde_json::Value = serde_json::from_str(line).unwrap();
         if e["kind"] == "canteen.sale" {
-            let key = format!("{}:{}", e["payload"]["terminal"].as_str().unwrap(), e["payload"]["txn"]);
+            let key = format!(
+                "{}:{}",
+                e["payload"]["terminal"].as_str().unwrap(),
+                e["payload"]["txn"]
+            );
             journal.entry(key).or_default().push(e);
         }
     }
     for (terminal, s) in &answers {
         let key = format!("{terminal}:{}", s.answer.txn);
         let found = journal.get(&key).map_or(0, Vec::len);
-        assert_eq!(found, 1, "{key} approved: in the journal exactly once (seed {seed})");
-        assert_eq!(journal[&key][0]["id"], s.answer.record_id, "{key}: the record told");
+        assert_eq!(
+            found, 1,
+            "{key} approved: in the journal exactly once (seed {seed})"
+        );
+        assert_eq!(
+            journal[&key][0]["id"], s.answer.record_id,
+            "{key}: the record told"
+        );
     }
-    assert_eq!(journal.len(), answers.len(), "nothing journaled that was not approved (seed {seed})");
+    assert_eq!(
+        journal.len(),
+        answers.len(),
+        "nothing journaled that was not approved (seed {seed})"
+    );
     let journal_cents: i64 = journal
         .values()
         .map(|v| v[0]["payload"]["amount_cents"].as_i64().unwrap())
@@ -154,7 +184,11 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
         cents += r.approved_cents;
         unjournaled += r.unjournaled;
     }
-    assert_eq!((n as usize, cents), (answers.len(), told_cents), "ledger reconciles");
+    assert_eq!(
+        (n as usize, cents),
+        (answers.len(), told_cents),
+        "ledger reconciles"
+    );
     assert_eq!(unjournaled, 0);
     let balances: i64 = (1..=CARDS)
         .map(|i| l.balance(&format!("S{i:05}")).unwrap().unwrap())

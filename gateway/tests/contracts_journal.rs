@@ -254,7 +254,10 @@ async fn an_undelivered_canteen_sale_is_never_evicted_at_the_quota() {
     // Asks for more than the delivered sales and the access events together can free.
     let (report, left) = shrink(&opts, rows.len(), used, rows.len() - 1500).await;
     assert_eq!(report.evicted[1], 100, "delivered sales may go: {report:?}");
-    assert_eq!(report.evicted[3], 500, "only the access events of tier 4: {report:?}");
+    assert_eq!(
+        report.evicted[3], 500,
+        "only the access events of tier 4: {report:?}"
+    );
     assert!(report.over_quota, "{report:?}");
     all_kept(
         &rows,

@@ -165,7 +165,10 @@ impl CanteenConfig {
         if parse_offset(&self.utc_offset).is_none() {
             out.push(ConfigIssue::new(
                 at.key("utc_offset"),
-                format!("{:?} is not a UTC offset; write e.g. \"+08:00\"", self.utc_offset),
+                format!(
+                    "{:?} is not a UTC offset; write e.g. \"+08:00\"",
+                    self.utc_offset
+                ),
             ));
         }
         if !(1..=10_000_000).contains(&self.max_amount_cents) {
@@ -223,10 +226,16 @@ impl CanteenConfig {
             }
             let (s, e) = (parse_time(&m.start), parse_time(&m.end));
             if s.is_none() {
-                out.push(ConfigIssue::new(p.key("start"), "write the time as \"HH:MM\""));
+                out.push(ConfigIssue::new(
+                    p.key("start"),
+                    "write the time as \"HH:MM\"",
+                ));
             }
             if e.is_none() {
-                out.push(ConfigIssue::new(p.key("end"), "write the time as \"HH:MM\""));
+                out.push(ConfigIssue::new(
+                    p.key("end"),
+                    "write the time as \"HH:MM\"",
+                ));
             }
             if let (Some(s), Some(e)) = (s, e) {
                 if s >= e {
@@ -240,7 +249,10 @@ impl CanteenConfig {
                 spans.push((s, e));
             }
             if m.limit_cents.is_some_and(|l| l <= 0) {
-                out.push(ConfigIssue::new(p.key("limit_cents"), "must be positive (cents)"));
+                out.push(ConfigIssue::new(
+                    p.key("limit_cents"),
+                    "must be positive (cents)",
+                ));
             }
         }
     }
@@ -272,9 +284,8 @@ impl DriverConfig for CanteenConfig {
                     what: format!("card list {}", p.display()),
                     source,
                 })?;
-                let list: crate::sync::ChangeSet = serde_json::from_slice(&text).map_err(|e| {
-                    BuildError::Invalid(format!("card list {}: {e}", p.display()))
-                })?;
+                let list: crate::sync::ChangeSet = serde_json::from_slice(&text)
+                    .map_err(|e| BuildError::Invalid(format!("card list {}: {e}", p.display())))?;
                 list.changes
             }
             None => Vec::new(),
@@ -367,14 +378,19 @@ mod tests {
             "device[0].meals[1].name:",
             "device[0].meals[1].start:",
         ] {
-            assert!(issues.iter().any(|i| i.starts_with(want)), "{want} in {issues:#?}");
+            assert!(
+                issues.iter().any(|i| i.starts_with(want)),
+                "{want} in {issues:#?}"
+            );
         }
     }
 
     #[test]
     fn plain_http_off_loopback_needs_the_opt_in_and_no_terminals_is_refused() {
-        let c = parse(r#"listen = "0.0.0.0:8443"
-                          allow_http = true"#);
+        let c = parse(
+            r#"listen = "0.0.0.0:8443"
+                          allow_http = true"#,
+        );
         let issues = c.validate(&FieldPath::root());
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!(issues[0].path.to_string(), "terminals");

@@ -145,13 +145,14 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Tl
         return Err(err(cert, "no CERTIFICATE in the file".into()));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err(cert, e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| err(key, e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(cert, e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .map_err(|e| err(key, e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -181,10 +182,7 @@ impl RefusalGate {
         if self.next.len() >= Self::KEYS {
             self.next.retain(|_, (t, _)| *t > now);
         }
-        let e = self
-            .next
-            .entry((code, who.to_owned()))
-            .or_insert((now, 0));
+        let e = self.next.entry((code, who.to_owned())).or_insert((now, 0));
         if now < e.0 {
             e.1 += 1;
             return None;
@@ -256,17 +254,17 @@ impl Server {
     ) -> Result<T, LedgerError> {
         // The injected clock dates decisions only (see `decide`); bookkeeping uses the wall
         // clock, so a test clock that moves per call moves once per sale.
-        let (ledger, rules, now) = (
-            self.ledger.clone(),
-            self.settings.rules.clone(),
-            Utc::now(),
-        );
+        let (ledger, rules, now) = (self.ledger.clone(), self.settings.rules.clone(), Utc::now());
         tokio::task::spawn_blocking(move || {
             let mut l = ledger.lock().expect("ledger lock");
             f(&mut l, &rules, now)
         })
         .await
-        .unwrap_or_else(|e| Err(LedgerError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))))
+        .unwrap_or_else(|e| {
+            Err(LedgerError::Sql(rusqlite::Error::ToSqlConversionFailure(
+                Box::new(e),
+            )))
+        })
     }
 
     /// Journals what the ledger holds but the journal does not (yet).
@@ -336,7 +334,10 @@ impl Server {
         if code.is_security() {
             let folded = self.gate.lock().expect("gate lock").allow(code, who);
             if let Some(folded) = folded {
-                let mut e = NewEvent::new(Kind::new("canteen.refused").expect("valid kind"), Class::Security);
+                let mut e = NewEvent::new(
+                    Kind::new("canteen.refused").expect("valid kind"),
+                    Class::Security,
+                );
                 e.payload = json!({
                     "code": code.as_str(),
                     "who": who,
@@ -360,7 +361,12 @@ impl Server {
         let req = match proto::parse_sale(&body) {
             Ok(r) => r,
             Err(ProtoError::Amount(a)) => {
-                return self.refuse(ErrorCode::AmountInvalid, &who_peer, peer, &format!("amount_cents {a}"));
+                return self.refuse(
+                    ErrorCode::AmountInvalid,
+                    &who_peer,
+                    peer,
+                    &format!("amount_cents {a}"),
+                );
             }
             Err(ProtoError::BadRequest(m)) => {
                 return self.refuse(ErrorCode::BadRequest, &who_peer, peer, &m);
@@ -408,9 +414,14 @@ impl Server {
                 Err(e) => return self.unavailable(&e.to_string()),
             },
         };
-        let outcome = if d.declined.is_none() { "approved" } else { "declined" };
+        let outcome = if d.declined.is_none() {
+            "approved"
+        } else {
+            "declined"
+        };
         metrics::counter!("campusgw_canteen_sales_total", "result" => outcome).increment(1);
-        metrics::histogram!("campusgw_canteen_decision_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("campusgw_canteen_decision_seconds")
+            .record(started.elapsed().as_secs_f64());
         let answer = SaleAnswer {
             result: outcome.into(),
             terminal: d.terminal,
@@ -427,16 +438,30 @@ impl Server {
     fn unavailable(&self, why: &str) -> Response {
         metrics::counter!("campusgw_canteen_refused_total", "code" => "unavailable").increment(1);
         if let Some(held) = self.log.lock().expect("log lock").allow() {
-            tracing::warn!(why, held_back = held, "canteen sale not stored; the terminal resends");
+            tracing::warn!(
+                why,
+                held_back = held,
+                "canteen sale not stored; the terminal resends"
+            );
         }
-        reply(503, proto::error_body(ErrorCode::Unavailable, "cannot store the sale now; resend the same request"))
+        reply(
+            503,
+            proto::error_body(
+                ErrorCode::Unavailable,
+                "cannot store the sale now; resend the same request",
+            ),
+        )
     }
 }
 
 /// The event of a decision: `canteen.sale` (approved) or `canteen.declined`, class
 /// `business`, keyed for life by (terminal, txn).
 pub fn sale_event(d: &Decision) -> NewEvent {
-    let kind = if d.declined.is_none() { "canteen.sale" } else { "canteen.declined" };
+    let kind = if d.declined.is_none() {
+        "canteen.sale"
+    } else {
+        "canteen.declined"
+    };
     let mut e = NewEvent::new(Kind::new(kind).expect("valid kind"), Class::Business);
     e.occurred_at = Some(d.decided_at);
     e.origin_ref = Some(format!("{}:{}", d.terminal, d.txn));
@@ -457,7 +482,10 @@ pub fn sale_event(d: &Decision) -> NewEvent {
 
 /// The event of a sync conflict: `canteen.conflict`, class `business`.
 pub fn conflict_event(c: &Conflict) -> NewEvent {
-    let mut e = NewEvent::new(Kind::new("canteen.conflict").expect("valid kind"), Class::Business);
+    let mut e = NewEvent::new(
+        Kind::new("canteen.conflict").expect("valid kind"),
+        Class::Business,
+    );
     e.origin_ref = Some(format!("conflict:{}", c.id));
     e.dedup = Dedup::Lifetime;
     e.payload = serde_json::to_value(c).unwrap_or_default();
@@ -521,8 +549,12 @@ async fn accept_loop(
             continue;
         }
         open.fetch_add(1, Ordering::SeqCst);
-        let (open, app, shutdown, acceptor) =
-            (open.clone(), app.clone(), shutdown.clone(), acceptor.clone());
+        let (open, app, shutdown, acceptor) = (
+            open.clone(),
+            app.clone(),
+            shutdown.clone(),
+            acceptor.clone(),
+        );
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let app = tower::ServiceExt::map_request(
@@ -536,7 +568,9 @@ async fn accept_loop(
                 None => serve(stream, app, shutdown).await,
                 Some(a) => match tokio::time::timeout(READ_TIMEOUT, a.accept(stream)).await {
                     Ok(Ok(tls)) => serve(tls, app, shutdown).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "canteen TLS handshake failed"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "canteen TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(%peer, "canteen TLS handshake timed out"),
                 },
             }

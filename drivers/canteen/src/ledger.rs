@@ -347,7 +347,11 @@ impl Ledger {
                 card,
                 req.amount_cents,
                 account,
-                if outcome.is_none() { "approved" } else { "declined" },
+                if outcome.is_none() {
+                    "approved"
+                } else {
+                    "declined"
+                },
                 outcome.map(DeclineReason::as_str),
                 balance_after,
                 meal,
@@ -461,9 +465,9 @@ impl Ledger {
     /// # Errors
     /// SQLite errors.
     pub fn unjournaled_conflicts(&self) -> Result<Vec<Conflict>, LedgerError> {
-        let mut st = self
-            .conn
-            .prepare(&format!("{SELECT_CONFLICT} WHERE journaled = 0 ORDER BY id"))?;
+        let mut st = self.conn.prepare(&format!(
+            "{SELECT_CONFLICT} WHERE journaled = 0 ORDER BY id"
+        ))?;
         let rows = st.query_map([], conflict_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -530,7 +534,9 @@ impl Ledger {
             })?
             .collect::<Result<_, _>>()?;
         let mut st = c.prepare(&format!("{SELECT_CONFLICT} WHERE day = ?1 ORDER BY id"))?;
-        let conflicts = st.query_map([day], conflict_row)?.collect::<Result<_, _>>()?;
+        let conflicts = st
+            .query_map([day], conflict_row)?
+            .collect::<Result<_, _>>()?;
         Ok(DayReport {
             day: day.to_owned(),
             approved: u64::try_from(approved).unwrap_or(0),
@@ -671,15 +677,15 @@ fn judge(
             |r| r.get(0),
         )
     };
-    if let Some(limit) = a.daily.or(rules.daily_limit_cents) {
-        if spent("", &[&account, &day])?.saturating_add(amount) > limit {
-            return Ok((Some(account), Some(DeclineReason::DailyLimit)));
-        }
+    if let Some(limit) = a.daily.or(rules.daily_limit_cents)
+        && spent("", &[&account, &day])?.saturating_add(amount) > limit
+    {
+        return Ok((Some(account), Some(DeclineReason::DailyLimit)));
     }
-    if let Some(limit) = a.meal.or(rules.meal_limit(meal)) {
-        if spent("AND meal = ?3", &[&account, &day, &meal])?.saturating_add(amount) > limit {
-            return Ok((Some(account), Some(DeclineReason::MealLimit)));
-        }
+    if let Some(limit) = a.meal.or(rules.meal_limit(meal))
+        && spent("AND meal = ?3", &[&account, &day, &meal])?.saturating_add(amount) > limit
+    {
+        return Ok((Some(account), Some(DeclineReason::MealLimit)));
     }
     Ok((Some(account), None))
 }
@@ -706,7 +712,13 @@ fn apply_one(
                  ON CONFLICT(account) DO UPDATE SET status = excluded.status,
                    daily_limit_cents = excluded.daily_limit_cents,
                    meal_limit_cents = excluded.meal_limit_cents",
-                params![account, status, balance_cents, daily_limit_cents, meal_limit_cents],
+                params![
+                    account,
+                    status,
+                    balance_cents,
+                    daily_limit_cents,
+                    meal_limit_cents
+                ],
             )?;
         }
         Change::Card {
@@ -780,7 +792,15 @@ fn apply_one(
             }
             let bal = balance(tx, account)?.unwrap_or(0);
             if bal < 0 && delta < 0 {
-                found.push(conflict(tx, "balance_negative", account, None, bal, day, now)?);
+                found.push(conflict(
+                    tx,
+                    "balance_negative",
+                    account,
+                    None,
+                    bal,
+                    day,
+                    now,
+                )?);
             }
         }
     }

@@ -149,9 +149,7 @@ pub fn parse_sale(body: &[u8]) -> Result<SaleRequest, ProtoError> {
     })?;
     let terminal = terminal_id(&raw.terminal).map_err(ProtoError::BadRequest)?;
     if raw.txn == 0 || raw.txn > MAX_TXN {
-        return Err(ProtoError::BadRequest(format!(
-            "txn must be 1..={MAX_TXN}"
-        )));
+        return Err(ProtoError::BadRequest(format!("txn must be 1..={MAX_TXN}")));
     }
     let card = CardKey::from_pair(raw.card_uid.as_deref(), raw.card_no.as_deref())
         .map_err(ProtoError::BadRequest)?;
@@ -350,7 +348,10 @@ mod tests {
         let j = serde_json::to_string(&a).unwrap();
         assert!(j.contains(r#""reason":"meal_limit""#), "{j}");
         assert_eq!(serde_json::from_str::<SaleAnswer>(&j).unwrap(), a);
-        assert_eq!(DeclineReason::parse("card_lost"), Some(DeclineReason::CardLost));
+        assert_eq!(
+            DeclineReason::parse("card_lost"),
+            Some(DeclineReason::CardLost)
+        );
     }
 
     proptest::proptest! {

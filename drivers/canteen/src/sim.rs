@@ -166,7 +166,7 @@ impl SimTerminal {
     pub async fn sell(&mut self, card: &CardKey, amount_cents: i64) -> Result<Sold, SimError> {
         let txn = self.next_txn;
         let body = sale_body(&self.id, txn, card, amount_cents);
-        let duplicated = self.duplicate_every > 0 && txn % self.duplicate_every == 0;
+        let duplicated = self.duplicate_every > 0 && txn.is_multiple_of(self.duplicate_every);
         let deadline = tokio::time::Instant::now() + self.give_up_after;
         let mut sends = 0;
         let mut last;
@@ -175,15 +175,21 @@ impl SimTerminal {
             sends += 1;
             match post(self.addr, "/v1/sale", Some(&self.token), &body).await {
                 Ok((200, b)) => {
-                    let answer: SaleAnswer = serde_json::from_str(&b).map_err(|e| {
-                        SimError::Refused { status: 200, body: format!("{e}: {b}") }
-                    })?;
+                    let answer: SaleAnswer =
+                        serde_json::from_str(&b).map_err(|e| SimError::Refused {
+                            status: 200,
+                            body: format!("{e}: {b}"),
+                        })?;
                     if duplicated && sends == 1 {
                         // The answer "got lost": send the very same request again.
                         continue;
                     }
                     self.next_txn += 1;
-                    return Ok(Sold { answer, sends, duplicated });
+                    return Ok(Sold {
+                        answer,
+                        sends,
+                        duplicated,
+                    });
                 }
                 Ok((503, b)) => last = b,
                 Ok((status, body)) => return Err(SimError::Refused { status, body }),
@@ -248,8 +254,10 @@ pub fn card(i: usize) -> CardKey {
 /// Connection errors or an answer that is not a status.
 pub async fn get_status(addr: SocketAddr) -> std::io::Result<u64> {
     let mut s = TcpStream::connect(addr).await?;
-    s.write_all(format!("GET /v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET /v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
         .await

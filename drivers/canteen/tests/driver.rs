@@ -1,4 +1,5 @@
 //! The canteen driver against its terminal simulator, journal in memory (the SDK test kit).
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,7 +53,10 @@ async fn start(host: &TestHost, s: Settings) -> (SocketAddr, tokio::task::JoinHa
 }
 
 fn kinds(host: &TestHost, kind: &str) -> usize {
-    host.events().iter().filter(|e| e.kind.as_str() == kind).count()
+    host.events()
+        .iter()
+        .filter(|e| e.kind.as_str() == kind)
+        .count()
 }
 
 fn terminal(addr: SocketAddr, i: u32) -> SimTerminal {
@@ -77,11 +81,20 @@ async fn a_lunch_rush_with_duplicate_sends_is_in_the_journal_exactly_once_and_re
         .expect("every sale answered");
     assert_eq!(sold.len(), 200);
     assert!(sold.iter().filter(|s| s.duplicated).count() >= 60);
-    assert!(sold.iter().all(|s| s.answer.approved()), "balances cover 20 meals");
+    assert!(
+        sold.iter().all(|s| s.answer.approved()),
+        "balances cover 20 meals"
+    );
     let journaled = host.events();
-    let sales: Vec<_> = journaled.iter().filter(|e| e.kind.as_str() == "canteen.sale").collect();
+    let sales: Vec<_> = journaled
+        .iter()
+        .filter(|e| e.kind.as_str() == "canteen.sale")
+        .collect();
     assert_eq!(sales.len(), 200, "duplicates counted once");
-    let mut refs: Vec<_> = sales.iter().map(|e| e.origin_ref.clone().unwrap()).collect();
+    let mut refs: Vec<_> = sales
+        .iter()
+        .map(|e| e.origin_ref.clone().unwrap())
+        .collect();
     refs.sort();
     refs.dedup();
     assert_eq!(refs.len(), 200);
@@ -95,7 +108,10 @@ async fn a_lunch_rush_with_duplicate_sends_is_in_the_journal_exactly_once_and_re
     let l = Ledger::open(&dir.path().join("canteen.db")).unwrap();
     let day = &sales[0].payload["day"].as_str().unwrap().to_owned();
     let rep = l.report(day).unwrap();
-    assert_eq!((rep.approved, rep.approved_cents, rep.unjournaled), (200, 90_000, 0));
+    assert_eq!(
+        (rep.approved, rep.approved_cents, rep.unjournaled),
+        (200, 90_000, 0)
+    );
     let balances: i64 = (1..=50)
         .map(|i| l.balance(&format!("S{i:05}")).unwrap().unwrap())
         .sum();
@@ -110,15 +126,25 @@ async fn no_approval_before_the_journal_commit_and_the_resend_gets_the_same_answ
     host.fail_writes(Some("disk full"));
     let card = sim::cards(3).remove(0);
     let body = sim::sale_body("t01", 1, &card, 300);
-    let (status, b) = sim::post(addr, "/v1/sale", Some("token-1"), &body).await.unwrap();
+    let (status, b) = sim::post(addr, "/v1/sale", Some("token-1"), &body)
+        .await
+        .unwrap();
     assert_eq!(status, 503, "{b}");
     assert!(b.contains("\"unavailable\""), "{b}");
     assert_eq!(kinds(&host, "canteen.sale"), 0);
     host.fail_writes(None);
-    let (status, first) = sim::post(addr, "/v1/sale", Some("token-1"), &body).await.unwrap();
+    let (status, first) = sim::post(addr, "/v1/sale", Some("token-1"), &body)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{first}");
-    let (status, again) = sim::post(addr, "/v1/sale", Some("token-1"), &body).await.unwrap();
-    assert_eq!((status, &again), (200, &first), "a resend gets the first answer");
+    let (status, again) = sim::post(addr, "/v1/sale", Some("token-1"), &body)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "a resend gets the first answer"
+    );
     let a: campusgw_canteen::proto::SaleAnswer = serde_json::from_str(&first).unwrap();
     assert!(a.approved());
     assert_eq!(a.balance_cents, Some(700));
@@ -135,7 +161,9 @@ async fn a_sale_decided_but_not_journaled_before_a_restart_is_journaled_at_start
     let (addr, task) = start(&host, settings(dir.path(), 3, 1000)).await;
     host.fail_writes(Some("journal writer stalled"));
     let body = sim::sale_body("t01", 1, &sim::cards(3)[0], 250);
-    let (status, _) = sim::post(addr, "/v1/sale", Some("token-1"), &body).await.unwrap();
+    let (status, _) = sim::post(addr, "/v1/sale", Some("token-1"), &body)
+        .await
+        .unwrap();
     assert_eq!(status, 503);
     host.shutdown();
     tokio::time::timeout(T, task).await.unwrap().unwrap();
@@ -143,7 +171,9 @@ async fn a_sale_decided_but_not_journaled_before_a_restart_is_journaled_at_start
     let host = TestHost::new("canteen", "canteen");
     let (addr, task) = start(&host, settings(dir.path(), 3, 1000)).await;
     host.wait_for_kind("canteen.sale", T).await;
-    let (status, b) = sim::post(addr, "/v1/sale", Some("token-1"), &body).await.unwrap();
+    let (status, b) = sim::post(addr, "/v1/sale", Some("token-1"), &body)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{b}");
     assert_eq!(kinds(&host, "canteen.sale"), 1, "journaled once");
     let l = Ledger::open(&dir.path().join("canteen.db")).unwrap();
@@ -162,15 +192,60 @@ async fn bad_input_is_refused_with_the_protocol_error_and_a_security_event_and_n
     let first = t.sell(&card, 500).await.unwrap();
     assert!(first.answer.approved());
     let cases: Vec<(Vec<u8>, Option<&str>, u16, &str)> = vec![
-        (sim::sale_body("t99", 1, &card, 100), Some("token-1"), 403, "unknown_terminal"),
-        (sim::sale_body("t01", 2, &card, 100), Some("wrong"), 401, "unauthorized"),
-        (sim::sale_body("t01", 2, &card, 100), None, 401, "unauthorized"),
-        (sim::sale_body("t01", 2, &card, -100), Some("token-1"), 400, "amount_invalid"),
-        (sim::sale_body("t01", 2, &card, 0), Some("token-1"), 400, "amount_invalid"),
-        (sim::sale_body("t01", 2, &card, 20_001), Some("token-1"), 400, "amount_invalid"),
-        (sim::sale_body("t01", 1, &card, 900), Some("token-1"), 409, "txn_conflict"),
-        (b"{\"terminal\":".to_vec(), Some("token-1"), 400, "bad_request"),
-        (b"\x00\xff garbage".to_vec(), Some("token-1"), 400, "bad_request"),
+        (
+            sim::sale_body("t99", 1, &card, 100),
+            Some("token-1"),
+            403,
+            "unknown_terminal",
+        ),
+        (
+            sim::sale_body("t01", 2, &card, 100),
+            Some("wrong"),
+            401,
+            "unauthorized",
+        ),
+        (
+            sim::sale_body("t01", 2, &card, 100),
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            sim::sale_body("t01", 2, &card, -100),
+            Some("token-1"),
+            400,
+            "amount_invalid",
+        ),
+        (
+            sim::sale_body("t01", 2, &card, 0),
+            Some("token-1"),
+            400,
+            "amount_invalid",
+        ),
+        (
+            sim::sale_body("t01", 2, &card, 20_001),
+            Some("token-1"),
+            400,
+            "amount_invalid",
+        ),
+        (
+            sim::sale_body("t01", 1, &card, 900),
+            Some("token-1"),
+            409,
+            "txn_conflict",
+        ),
+        (
+            b"{\"terminal\":".to_vec(),
+            Some("token-1"),
+            400,
+            "bad_request",
+        ),
+        (
+            b"\x00\xff garbage".to_vec(),
+            Some("token-1"),
+            400,
+            "bad_request",
+        ),
     ];
     for (body, token, status, code) in &cases {
         let (s, b) = sim::post(addr, "/v1/sale", *token, body).await.unwrap();
@@ -181,17 +256,33 @@ async fn bad_input_is_refused_with_the_protocol_error_and_a_security_event_and_n
     let mut t2 = terminal(addr, 2);
     t2.next_txn = 10;
     t2.sell(&card, 100).await.unwrap();
-    let (s, b) = sim::post(addr, "/v1/sale", Some("token-2"), &sim::sale_body("t02", 4, &card, 100)).await.unwrap();
+    let (s, b) = sim::post(
+        addr,
+        "/v1/sale",
+        Some("token-2"),
+        &sim::sale_body("t02", 4, &card, 100),
+    )
+    .await
+    .unwrap();
     assert_eq!(s, 409, "{b}");
     assert!(b.contains("txn_replayed"), "{b}");
     // Too large, half a request, junk: refused or closed, the server lives.
     let big = vec![b'x'; campusgw_canteen::proto::MAX_BODY + 10];
-    let (s, _) = sim::post(addr, "/v1/sale", Some("token-1"), &big).await.unwrap();
+    let (s, _) = sim::post(addr, "/v1/sale", Some("token-1"), &big)
+        .await
+        .unwrap();
     assert_eq!(s, 413);
-    let _ = sim::send_raw(addr, b"POST /v1/sale HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"ter").await;
+    let _ = sim::send_raw(
+        addr,
+        b"POST /v1/sale HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"ter",
+    )
+    .await;
     let _ = sim::send_raw(addr, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").await;
     host.wait_until(T, |ev| {
-        ev.iter().filter(|e| e.kind.as_str() == "canteen.refused").count() >= 6
+        ev.iter()
+            .filter(|e| e.kind.as_str() == "canteen.refused")
+            .count()
+            >= 6
     })
     .await;
     let refused: Vec<_> = host
@@ -199,9 +290,17 @@ async fn bad_input_is_refused_with_the_protocol_error_and_a_security_event_and_n
         .into_iter()
         .filter(|e| e.kind.as_str() == "canteen.refused")
         .collect();
-    assert!(refused.iter().all(|e| e.class == campusgw_sdk::Class::Security));
-    let json = serde_json::to_string(&refused.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap();
-    assert!(!json.contains("token-1") && !json.contains("wrong"), "no token in events: {json}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.class == campusgw_sdk::Class::Security)
+    );
+    let json =
+        serde_json::to_string(&refused.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !json.contains("token-1") && !json.contains("wrong"),
+        "no token in events: {json}"
+    );
     // Still serving, the approved sale intact, the next sale approved.
     let next = t.sell(&card, 500).await.unwrap();
     assert!(next.answer.approved());
@@ -226,9 +325,15 @@ async fn a_lost_card_is_declined_and_the_decline_is_final_and_journaled() {
     });
     let (addr, task) = start(&host, s).await;
     let mut t = terminal(addr, 3);
-    let d = t.sell(&CardKey::Uid("04000000000002".into()), 100).await.unwrap();
+    let d = t
+        .sell(&CardKey::Uid("04000000000002".into()), 100)
+        .await
+        .unwrap();
     assert!(!d.answer.approved());
-    assert_eq!(d.answer.reason, Some(campusgw_canteen::proto::DeclineReason::CardLost));
+    assert_eq!(
+        d.answer.reason,
+        Some(campusgw_canteen::proto::DeclineReason::CardLost)
+    );
     let e = host.wait_for_kind("canteen.declined", T).await;
     assert_eq!(e.payload["reason"], "card_lost");
     host.shutdown();

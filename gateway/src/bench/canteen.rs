@@ -70,7 +70,10 @@ fn config_text(dir: &std::path::Path, port: u16, terminals: u32) -> String {
 /// # Errors
 /// Start-up failures, a child that exits, or a sale that is not approved.
 pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
-    anyhow::ensure!(o.terminals >= 1 && o.meals >= 1 && o.cards >= 1, "--terminals, --meals and --cards must be at least 1");
+    anyhow::ensure!(
+        o.terminals >= 1 && o.meals >= 1 && o.cards >= 1,
+        "--terminals, --meals and --cards must be at least 1"
+    );
     let dir = BenchDir::create(o.data_dir.clone(), "canteen")?;
     let cards = campusgw_canteen::sync::ChangeSet {
         cursor: None,
@@ -111,16 +114,25 @@ async fn measure(o: &BenchOptions, port: u16, pid: u32) -> anyhow::Result<Cantee
     // Ready when the status says every card is loaded.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ready = sim::get_status(addr).await.ok().is_some_and(|n| n >= o.cards as u64);
+        let ready = sim::get_status(addr)
+            .await
+            .ok()
+            .is_some_and(|n| n >= o.cards as u64);
         if ready {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the canteen did not load its cards within 120 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the canteen did not load its cards within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_cards_loaded_mib = super::video::rss_mib(pid)?;
     let per = o.meals.div_ceil(u64::from(o.terminals));
-    let gap = o.window.checked_div(u32::try_from(per).unwrap_or(u32::MAX)).unwrap_or_default();
+    let gap = o
+        .window
+        .checked_div(u32::try_from(per).unwrap_or(u32::MAX))
+        .unwrap_or_default();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 1..=o.terminals {

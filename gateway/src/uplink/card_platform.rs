@@ -84,12 +84,18 @@ impl UplinkKindConfig for CardPlatformConfig {
         };
         let poll = match poll {
             None => Some(Duration::from_secs(30)),
-            Some(v) => v.try_into::<campusgw_sdk::HumanDuration>().ok().map(|d| d.0).filter(|d| {
-                *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3600)
-            }).or_else(|| {
-                issues.push(ConfigIssue::new(at.key("poll"), "write a duration between \"1s\" and \"1h\""));
-                None
-            }),
+            Some(v) => v
+                .try_into::<campusgw_sdk::HumanDuration>()
+                .ok()
+                .map(|d| d.0)
+                .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3600))
+                .or_else(|| {
+                    issues.push(ConfigIssue::new(
+                        at.key("poll"),
+                        "write a duration between \"1s\" and \"1h\"",
+                    ));
+                    None
+                }),
         };
         let ledger = match ledger.as_ref().and_then(toml::Value::as_str) {
             Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
@@ -107,7 +113,10 @@ impl UplinkKindConfig for CardPlatformConfig {
             Some(None) => None,
         };
         if utc_offset.is_none() {
-            issues.push(ConfigIssue::new(at.key("utc_offset"), "write a UTC offset such as \"+08:00\""));
+            issues.push(ConfigIssue::new(
+                at.key("utc_offset"),
+                "write a UTC offset such as \"+08:00\"",
+            ));
         }
         Some(CardPlatformConfig {
             push: push?,
@@ -130,11 +139,16 @@ fn check_changes_url(
     at: &FieldPath,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<String> {
-    let parsed = reqwest::Url::parse(u).ok().filter(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some());
+    let parsed = reqwest::Url::parse(u)
+        .ok()
+        .filter(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some());
     let Some(p) = parsed else {
         issues.push(ConfigIssue::new(
             at.key("changes_url"),
-            format!("invalid url {:?}: expected https://host[:port]/path", crate::secrets::redact_url(u)),
+            format!(
+                "invalid url {:?}: expected https://host[:port]/path",
+                crate::secrets::redact_url(u)
+            ),
         ));
         return None;
     };
@@ -198,7 +212,8 @@ enum PullError {
 
 /// Pulls until shutdown; failures back off (1 s .. `poll`) and are logged rate-limited.
 async fn pull_loop(cfg: Arc<CardPlatformConfig>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut backoff = campusgw_sdk::Backoff::new(Duration::from_secs(1), cfg.poll.max(Duration::from_secs(1)));
+    let mut backoff =
+        campusgw_sdk::Backoff::new(Duration::from_secs(1), cfg.poll.max(Duration::from_secs(1)));
     let mut log = LogLimiter::new(Duration::from_secs(60));
     loop {
         let wait = match pull_once(&cfg).await {
@@ -272,11 +287,17 @@ async fn pull_once(cfg: &CardPlatformConfig) -> Result<bool, PullError> {
         daily_limit_cents: None,
     };
     let found = tokio::task::spawn_blocking(move || {
-        Ledger::open(&path)?.apply(&set.changes, set.cursor.as_deref(), &rules, chrono::Utc::now())
+        Ledger::open(&path)?.apply(
+            &set.changes,
+            set.cursor.as_deref(),
+            &rules,
+            chrono::Utc::now(),
+        )
     })
     .await
     .map_err(|e| PullError::Setup(e.to_string()))??;
-    metrics::counter!("campusgw_card_platform_changes_total", "uplink" => cfg.push.name.clone()).increment(n as u64);
+    metrics::counter!("campusgw_card_platform_changes_total", "uplink" => cfg.push.name.clone())
+        .increment(n as u64);
     if !found.is_empty() {
         tracing::warn!(uplink = %cfg.push.name, conflicts = found.len(), "card platform changes contradict sales approved offline; journaled as canteen.conflict");
     }

@@ -53,10 +53,16 @@ fn an_approved_sale_debits_the_balance_to_the_cent_and_a_resend_returns_it_uncha
     let dir = tempfile::tempdir().unwrap();
     let mut l = ledger(&dir);
     let d = decide(&mut l, &sale("t1", 1, 0, 1250), at(11, 5));
-    assert_eq!((d.declined, d.balance_after, d.fresh), (None, Some(2750), true));
+    assert_eq!(
+        (d.declined, d.balance_after, d.fresh),
+        (None, Some(2750), true)
+    );
     assert_eq!(d.meal.as_deref(), Some("lunch"));
     let again = decide(&mut l, &sale("t1", 1, 0, 1250), at(11, 6));
-    assert_eq!((again.declined, again.balance_after, again.fresh), (None, Some(2750), false));
+    assert_eq!(
+        (again.declined, again.balance_after, again.fresh),
+        (None, Some(2750), false)
+    );
     assert_eq!(l.balance("S00001").unwrap(), Some(2750), "counted once");
 }
 
@@ -66,19 +72,26 @@ fn replays_and_reused_numbers_are_refused_not_decided() {
     let mut l = ledger(&dir);
     decide(&mut l, &sale("t1", 5, 0, 100), at(11, 5));
     assert_eq!(
-        l.decide(&sale("t1", 3, 0, 100), &rules(), at(11, 6)).unwrap(),
+        l.decide(&sale("t1", 3, 0, 100), &rules(), at(11, 6))
+            .unwrap(),
         Err(Refusal::Replayed { last: 5 })
     );
     assert_eq!(
-        l.decide(&sale("t1", 5, 1, 100), &rules(), at(11, 6)).unwrap(),
+        l.decide(&sale("t1", 5, 1, 100), &rules(), at(11, 6))
+            .unwrap(),
         Err(Refusal::Conflict)
     );
     assert_eq!(
-        l.decide(&sale("t1", 5, 0, 999), &rules(), at(11, 6)).unwrap(),
+        l.decide(&sale("t1", 5, 0, 999), &rules(), at(11, 6))
+            .unwrap(),
         Err(Refusal::Conflict)
     );
     // Another terminal has its own numbers.
-    assert!(decide(&mut l, &sale("t2", 1, 0, 100), at(11, 6)).declined.is_none());
+    assert!(
+        decide(&mut l, &sale("t2", 1, 0, 100), at(11, 6))
+            .declined
+            .is_none()
+    );
     assert_eq!(l.balance("S00001").unwrap(), Some(3800));
 }
 
@@ -90,7 +103,10 @@ fn each_rule_declines_with_its_reason() {
         card: CardKey::Number("999".into()),
         ..sale("t1", 1, 0, 100)
     };
-    assert_eq!(decide(&mut l, &unknown, at(11, 0)).declined, Some(DeclineReason::CardUnknown));
+    assert_eq!(
+        decide(&mut l, &unknown, at(11, 0)).declined,
+        Some(DeclineReason::CardUnknown)
+    );
     assert_eq!(
         decide(&mut l, &sale("t1", 2, 0, 100), at(10, 59)).declined,
         Some(DeclineReason::OutsideMealPeriod)
@@ -104,13 +120,21 @@ fn each_rule_declines_with_its_reason() {
         decide(&mut l, &sale("t1", 4, 0, 4001), at(12, 0)).declined,
         Some(DeclineReason::InsufficientFunds)
     );
-    assert!(decide(&mut l, &sale("t1", 5, 0, 2500), at(12, 0)).declined.is_none());
+    assert!(
+        decide(&mut l, &sale("t1", 5, 0, 2500), at(12, 0))
+            .declined
+            .is_none()
+    );
     assert_eq!(
         decide(&mut l, &sale("t1", 6, 0, 600), at(12, 1)).declined,
         Some(DeclineReason::MealLimit),
         "2500 + 600 is over the 3000 lunch limit"
     );
-    assert!(decide(&mut l, &sale("t1", 7, 0, 500), at(12, 2)).declined.is_none());
+    assert!(
+        decide(&mut l, &sale("t1", 7, 0, 500), at(12, 2))
+            .declined
+            .is_none()
+    );
     assert_eq!(l.balance("S00001").unwrap(), Some(1000));
     let lost = vec![Change::Card {
         id: "lost-1".into(),
@@ -120,7 +144,10 @@ fn each_rule_declines_with_its_reason() {
         status: "lost".into(),
         lost_at: Some(at(12, 30)),
     }];
-    assert_eq!(l.apply(&lost, Some("2"), &rules(), at(12, 40)).unwrap(), vec![]);
+    assert_eq!(
+        l.apply(&lost, Some("2"), &rules(), at(12, 40)).unwrap(),
+        vec![]
+    );
     assert_eq!(
         decide(&mut l, &sale("t1", 8, 1, 100), at(12, 45)).declined,
         Some(DeclineReason::CardLost)
@@ -138,7 +165,11 @@ fn each_rule_declines_with_its_reason() {
         decide(&mut l, &sale("t1", 9, 2, 100), at(12, 47)).declined,
         Some(DeclineReason::AccountBlocked)
     );
-    assert_eq!(l.balance("S00003").unwrap(), Some(4000), "a status change keeps the balance");
+    assert_eq!(
+        l.balance("S00003").unwrap(),
+        Some(4000),
+        "a status change keeps the balance"
+    );
 }
 
 #[test]
@@ -147,11 +178,22 @@ fn the_daily_limit_spans_meals_and_resets_the_next_local_day() {
     let mut l = ledger(&dir);
     let mut r = rules();
     r.meals.clear();
-    let topup = vec![Change::Credit { id: "top".into(), account: "S00001".into(), amount_cents: 6000 }];
+    let topup = vec![Change::Credit {
+        id: "top".into(),
+        account: "S00001".into(),
+        amount_cents: 6000,
+    }];
     l.apply(&topup, None, &r, at(7, 0)).unwrap();
-    let mut d = |txn, amount, now| l.decide(&sale("t1", txn, 0, amount), &r, now).unwrap().unwrap();
+    let mut d = |txn, amount, now| {
+        l.decide(&sale("t1", txn, 0, amount), &r, now)
+            .unwrap()
+            .unwrap()
+    };
     assert!(d(1, 3000, at(8, 0)).declined.is_none());
-    assert_eq!(d(2, 2001, at(18, 0)).declined, Some(DeclineReason::DailyLimit));
+    assert_eq!(
+        d(2, 2001, at(18, 0)).declined,
+        Some(DeclineReason::DailyLimit)
+    );
     // 00:30 local on the 4th is 16:30 UTC on the 3rd: a new local day.
     let next = at(0, 30) + chrono::Duration::days(1);
     assert!(d(3, 900, next).declined.is_none());
@@ -166,7 +208,11 @@ fn an_hour_without_the_platform_keeps_selling_and_the_changes_after_it_raise_con
     let mut l = ledger(&dir);
     let mut approved = 0i64;
     for i in 0..60u32 {
-        let d = decide(&mut l, &sale("t1", u64::from(i) + 1, (i % 3) as usize, 50), at(11, 0) + chrono::Duration::minutes(i64::from(i)));
+        let d = decide(
+            &mut l,
+            &sale("t1", u64::from(i) + 1, (i % 3) as usize, 50),
+            at(11, 0) + chrono::Duration::minutes(i64::from(i)),
+        );
         assert!(d.declined.is_none(), "minute {i}: {d:?}");
         approved += 50;
     }
@@ -181,17 +227,34 @@ fn an_hour_without_the_platform_keeps_selling_and_the_changes_after_it_raise_con
             status: "lost".into(),
             lost_at: Some(at(11, 30)),
         },
-        Change::Debit { id: "p-8".into(), account: "S00003".into(), amount_cents: 3950 },
+        Change::Debit {
+            id: "p-8".into(),
+            account: "S00003".into(),
+            amount_cents: 3950,
+        },
     ];
     let found = l.apply(&queued, Some("8"), &rules(), at(12, 0)).unwrap();
-    let lost: Vec<_> = found.iter().filter(|c| c.kind == "card_lost_after_sale").collect();
+    let lost: Vec<_> = found
+        .iter()
+        .filter(|c| c.kind == "card_lost_after_sale")
+        .collect();
     assert_eq!(lost.len(), 10, "sales on card 2 from 11:30 on: {found:#?}");
-    let neg: Vec<_> = found.iter().filter(|c| c.kind == "balance_negative").collect();
+    let neg: Vec<_> = found
+        .iter()
+        .filter(|c| c.kind == "balance_negative")
+        .collect();
     assert_eq!(neg.len(), 1);
     assert_eq!(neg[0].balance_cents, 4000 - 20 * 50 - 3950);
-    assert_eq!(l.balance("S00003").unwrap(), Some(-950), "kept as found, not corrected");
+    assert_eq!(
+        l.balance("S00003").unwrap(),
+        Some(-950),
+        "kept as found, not corrected"
+    );
     // Applying the same changes again changes nothing.
-    assert_eq!(l.apply(&queued, Some("8"), &rules(), at(12, 1)).unwrap(), vec![]);
+    assert_eq!(
+        l.apply(&queued, Some("8"), &rules(), at(12, 1)).unwrap(),
+        vec![]
+    );
     assert_eq!(l.cursor().unwrap().as_deref(), Some("8"));
     let rep = l.report("2026-12-03").unwrap();
     assert_eq!((rep.approved, rep.approved_cents), (60, approved));
