@@ -53,13 +53,7 @@ pub async fn post(
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
+    let req = request_bytes(addr, path, token, body);
     // No half-close: the server answers, then closes (`Connection: close`).
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(&req).await?;
@@ -70,7 +64,24 @@ pub async fn post(
     parse_answer(&out)
 }
 
-fn parse_answer(out: &[u8]) -> std::io::Result<(u16, String)> {
+/// The bytes of a `POST` with `Connection: close` (also for tests that bring their own
+/// transport, e.g. TLS).
+pub fn request_bytes(addr: SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// Splits an HTTP/1.1 answer into status and body.
+///
+/// # Errors
+/// `InvalidData` when it is not one.
+pub fn parse_answer(out: &[u8]) -> std::io::Result<(u16, String)> {
     let text = String::from_utf8_lossy(out);
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
     let status = text

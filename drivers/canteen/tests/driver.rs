@@ -339,3 +339,63 @@ async fn a_lost_card_is_declined_and_the_decline_is_final_and_journaled() {
     host.shutdown();
     tokio::time::timeout(T, task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn https_carries_sales_and_a_plain_client_gets_no_answer_from_a_tls_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let mut s = settings(dir.path(), 2, 1000);
+    s.tls = Some(campusgw_canteen::load_tls(&cert, &key).unwrap());
+    let host = TestHost::new("canteen", "canteen");
+    let (addr, task) = start(&host, s).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(T, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = sim::sale_body("t01", 1, &sim::cards(2)[0], 400);
+    tls.write_all(&sim::request_bytes(
+        addr,
+        "/v1/sale",
+        Some("token-1"),
+        &body,
+    ))
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, tls.read_to_end(&mut out))
+        .await
+        .unwrap();
+    let (status, b) = sim::parse_answer(&out).unwrap();
+    assert_eq!(status, 200, "{b}");
+    assert!(b.contains("\"approved\""), "{b}");
+    assert_eq!(kinds(&host, "canteen.sale"), 1);
+    // Plain HTTP to the TLS listener: no HTTP answer, nothing decided.
+    let plain = sim::post(
+        addr,
+        "/v1/sale",
+        Some("token-1"),
+        &sim::sale_body("t01", 2, &sim::cards(2)[0], 400),
+    )
+    .await;
+    assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
+    assert_eq!(kinds(&host, "canteen.sale"), 1);
+    host.shutdown();
+    tokio::time::timeout(T, task).await.unwrap().unwrap();
+}
