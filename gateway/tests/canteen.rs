@@ -298,25 +298,45 @@ async fn an_hour_long_platform_outage_during_a_lunch_rush_loses_nothing_and_coun
 fn a_card_platform_uplink_with_missing_or_mismatched_keys_is_refused_with_each_problem() {
     let parse = |extra: &str| {
         let text = format!("name = \"card\"\nkind = \"card_platform\"\n{extra}");
-        campusgw::uplink::parse(toml::from_str(&text).unwrap(), &FieldPath::root().key("uplink").index(0))
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
+        campusgw::uplink::parse(
+            toml::from_str(&text).unwrap(),
+            &FieldPath::root().key("uplink").index(0),
+        )
+        .err()
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
     };
     let issues = parse("url = \"https://card.example/v1/transactions\"\npoll = \"2h\"\n");
-    for want in ["uplink[0].changes_url: required", "uplink[0].ledger: required", "uplink[0].poll:"] {
-        assert!(issues.iter().any(|i| i.starts_with(want)), "{want} in {issues:#?}");
+    for want in [
+        "uplink[0].changes_url: required",
+        "uplink[0].ledger: required",
+        "uplink[0].poll:",
+    ] {
+        assert!(
+            issues.iter().any(|i| i.starts_with(want)),
+            "{want} in {issues:#?}"
+        );
     }
     let issues = parse(
         "url = \"https://card.example/v1/transactions\"\nchanges_url = \"http://card.example/v1/changes\"\nledger = \"/x.db\"\n",
     );
-    assert!(issues.iter().any(|i| i.starts_with("uplink[0].changes_url: plain http")), "{issues:#?}");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("uplink[0].changes_url: plain http")),
+        "{issues:#?}"
+    );
     let issues = parse(
         "url = \"http://card.example/v1/transactions\"\nchanges_url = \"http://card.example/v1/changes\"\nledger = \"/x.db\"\n",
     );
-    assert!(issues.iter().any(|i| i.starts_with("uplink[0].url:") && i.contains("not a loopback")), "{issues:#?}");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("uplink[0].url:") && i.contains("not a loopback")),
+        "{issues:#?}"
+    );
     assert!(parse(
         "url = \"https://card.example/v1/transactions\"\nchanges_url = \"https://card.example/v1/changes\"\nledger = \"/x.db\"\n",
     )

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 
 const ROUNDS: usize = 12;
 const TERMINALS: u32 = 6;
-const MEALS: u64 = 60;
+const MEALS: u64 = 150;
 const CARDS: usize = 30;
 const PRICE: i64 = 330;
 const BALANCE: i64 = 100_000;
@@ -82,9 +82,13 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
 
     // The rush runs across every kill: terminals resend until answered.
     let answers: Arc<Mutex<Vec<(String, Sold)>>> = Arc::default();
+    let finished = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut rush = Vec::new();
     for i in 1..=TERMINALS {
         let answers = answers.clone();
+        let finished = finished.clone();
+        // A cashier's pace: 20-100 ms between sales, so the rush spans many kills.
+        let pace: Vec<u64> = (0..MEALS).map(|_| rng.random_range(20..100)).collect();
         let mut t = SimTerminal::new(addr, &format!("t{i:02}"), &format!("token-{i}"));
         t.duplicate_every = 5;
         t.give_up_after = Duration::from_secs(600);
@@ -97,21 +101,35 @@ async fn every_approved_sale_survives_sigkill_exactly_once_and_the_totals_reconc
                     .await
                     .expect("every sale answered in the end");
                 answers.lock().unwrap().push((t.id.clone(), sold));
+                tokio::time::sleep(Duration::from_millis(pace[m as usize])).await;
             }
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }));
     }
+    // Kill at random moments until the rush is over, at least ROUNDS times; count the kills
+    // that landed while terminals were still selling.
     let mut child = start(&cfg);
-    for round in 0..ROUNDS {
-        let ms = rng.random_range(300..1500);
+    let (mut round, mut mid_rush) = (0, 0);
+    while round < ROUNDS || finished.load(std::sync::atomic::Ordering::SeqCst) < TERMINALS {
+        assert!(round < 500, "the rush does not end (seed {seed})");
+        let ms = rng.random_range(200..1200);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
+        let selling = finished.load(std::sync::atomic::Ordering::SeqCst) < TERMINALS;
+        mid_rush += usize::from(selling);
         eprintln!(
-            "round {round}: killed after {ms} ms, {} answers so far",
-            answers.lock().unwrap().len()
+            "round {round}: killed after {ms} ms, {} answers so far{}",
+            answers.lock().unwrap().len(),
+            if selling { ", mid-rush" } else { "" }
         );
         child = start(&cfg);
+        round += 1;
     }
+    assert!(
+        mid_rush >= 8,
+        "only {mid_rush} kills landed mid-rush (seed {seed})"
+    );
     for r in rush {
         tokio::time::timeout(Duration::from_secs(600), r)
             .await
