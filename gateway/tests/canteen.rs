@@ -342,3 +342,35 @@ fn a_card_platform_uplink_with_missing_or_mismatched_keys_is_refused_with_each_p
     )
     .is_empty());
 }
+
+#[test]
+fn check_config_refuses_a_bad_canteen_device_with_file_line_and_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[gateway]\nid = \"school-1\"\nname = \"Test school\"\ndata_dir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n\n[[device]]\nid = \"canteen\"\ndriver = \"canteen\"\nlisten = \"0.0.0.0:8443\"\n[[device.terminals]]\nid = \"t01\"\ntoken_sha256 = \"not-a-hash\"\n",
+        dir.path().display()
+    );
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_campusgw"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("gateway.toml"), "{err}");
+    assert!(
+        err.contains("token_sha256") && err.contains("line 15"),
+        "{err}"
+    );
+    assert!(
+        err.contains("listen") && err.contains("allow_http"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-a-hash"),
+        "the configured value is not echoed: {err}"
+    );
+}
