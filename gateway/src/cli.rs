@@ -101,11 +101,38 @@ pub enum Cmd {
         #[command(subcommand)]
         command: crate::rules_cli::RulesCmd,
     },
+    /// Canteen tools: a day's reconciliation from a canteen driver's ledger.
+    Canteen {
+        /// What to do.
+        #[command(subcommand)]
+        command: CanteenCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         command: BenchCmd,
+    },
+}
+
+/// `campusgw canteen ...`
+#[derive(Debug, Subcommand)]
+pub enum CanteenCmd {
+    /// Reconciles one local day (`YYYY-MM-DD`) of a canteen ledger and prints it as JSON:
+    /// approved and declined sales, totals to the cent per terminal, sales not yet
+    /// journaled, and the sync conflicts of that day (never corrected, listed here). Exit 0
+    /// when clean, 2 when there are conflicts or unjournaled sales. Safe while the gateway
+    /// runs.
+    Report {
+        /// The day, local to the school.
+        #[arg(long)]
+        day: String,
+        /// The gateway's data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The canteen device's id.
+        #[arg(long, default_value = "canteen")]
+        device: String,
     },
 }
 
@@ -399,6 +426,25 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// A canteen lunch rush against the gateway as a child process: approval p50/p99 and
+    /// the child's RSS with the card list loaded (see `bench::canteen`).
+    Canteen {
+        /// Simulated terminals.
+        #[arg(long, default_value_t = 20)]
+        terminals: u32,
+        /// Meals in all.
+        #[arg(long, default_value_t = 2000)]
+        meals: u64,
+        /// Cards in the synced list.
+        #[arg(long, default_value_t = 20_000)]
+        cards: usize,
+        /// The rush's length; "0s" sells as fast as answers come.
+        #[arg(long, default_value = "10m")]
+        window: humantime::Duration,
+        /// Directory for the gateway's data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// ONVIF cameras subscribed at once (the gateway's RSS and CPU as a child process) and
     /// fire alarm → the zone's snapshots stored p50/p99 (see `bench::video`).
     Video {
@@ -593,6 +639,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             crate::console::admin::set_password(&data_dir, &user, role, &password).await?;
             Ok(0)
         }
+        Cmd::Canteen {
+            command:
+                CanteenCmd::Report {
+                    day,
+                    data_dir,
+                    device,
+                },
+        } => Ok(canteen_report(&data_dir, &device, &day)),
         Cmd::Uplink {
             command: UplinkCmd::Rejected { data_dir, uplink },
         } => uplink_rejected(&data_dir, uplink.as_deref()),
@@ -769,6 +823,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 isapi_doors,
                 zkteco_doors,
                 events,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Canteen {
+                    terminals,
+                    meals,
+                    cards,
+                    window,
+                    data_dir,
+                },
+        } => {
+            crate::bench::canteen::run(crate::bench::canteen::BenchOptions {
+                terminals,
+                meals,
+                cards,
+                window: window.into(),
                 data_dir,
             })
             .await
@@ -1132,6 +1205,41 @@ fn salvage(file: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result
         Err(e) => {
             eprintln!("error: {e}");
             Ok(1)
+        }
+    }
+}
+
+/// `campusgw canteen report`: prints the day's reconciliation; 0 clean, 2 with conflicts or
+/// unjournaled sales, 1 on error.
+fn canteen_report(data_dir: &std::path::Path, device: &str, day: &str) -> i32 {
+    if chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_err() {
+        eprintln!("error: --day {day:?} is not a date; write YYYY-MM-DD, e.g. 2026-12-03");
+        return 1;
+    }
+    let path = data_dir.join(format!("canteen-{device}.db"));
+    if !path.is_file() {
+        eprintln!(
+            "error: no canteen ledger at {} (is --device the canteen device's id?)",
+            path.display()
+        );
+        return 1;
+    }
+    let report = campusgw_canteen::ledger::Ledger::open(&path).and_then(|l| l.report(day));
+    match report {
+        Ok(r) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r).unwrap_or_else(|e| e.to_string())
+            );
+            if r.conflicts.is_empty() && r.unjournaled == 0 {
+                0
+            } else {
+                2
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
         }
     }
 }

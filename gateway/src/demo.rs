@@ -84,6 +84,9 @@ struct Sims {
     zk_port: u16,
     /// Building A's RS-485 bus of DL/T 645 meters behind a serial server.
     energy: campusgw_dlt645::sim::BusSim,
+    /// The canteen's terminal server port, and the campus-card platform it syncs with.
+    canteen_port: u16,
+    card_platform: campusgw_canteen::sim::platform::PlatformSim,
 }
 
 /// Runs the demo until Ctrl-C or `duration`.
@@ -133,6 +136,12 @@ pub async fn run(
         zk_b: None,
         zk_port: crate::bench::free_port()?,
         energy: campusgw_dlt645::sim::BusSim::start(9600).await?,
+        canteen_port: crate::bench::free_port()?,
+        card_platform: campusgw_canteen::sim::platform::PlatformSim::start(
+            DEMO_CARD_PLATFORM_TOKEN,
+            campusgw_canteen::sim::card_list(50, 10_000),
+        )
+        .await,
     };
     let mut sims = sims;
     for m in ENERGY_METERS {
@@ -231,6 +240,10 @@ const DEMO_ROSTER: &str =
 /// The demo's door controllers' and camera's password (a demo value, not a secret; the
 /// drivers read it from a 0600 file as they would a real one).
 const DEMO_DEVICE_PASSWORD: &str = "demo-device-password";
+
+/// The demo canteen till's token and the card platform's (demo values, not secrets).
+const DEMO_TILL_TOKEN: &str = "demo-canteen-till-token";
+const DEMO_CARD_PLATFORM_TOKEN: &str = "demo-card-platform-token";
 
 /// Writes a secret file readable by its owner only (the drivers refuse anything looser).
 fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
@@ -477,6 +490,24 @@ uitd_address = {SCHOOL_UITD}
 centre_address = {CITY_CENTRE}
 
 [[device]]
+id = "canteen"
+driver = "canteen"
+location = "main"
+listen = "127.0.0.1:{canteen_port}"
+[[device.terminals]]
+id = "canteen1-w01"
+token_sha256 = "{till_hash}"
+
+[[uplink]]
+name = "card_platform"
+kind = "card_platform"
+url = "http://{card_platform}/v1/transactions"
+changes_url = "http://{card_platform}/v1/changes"
+token = "{DEMO_CARD_PLATFORM_TOKEN}"
+ledger = "{data}/canteen-canteen.db"
+poll = "5s"
+
+[[device]]
 id = "iclock"
 driver = "zkteco_push"
 location = "main"
@@ -543,6 +574,9 @@ deadband = 0.5
         camera = s.camera.xaddr(),
         centre = s.centre.local_addr(),
         zk_port = s.zk_port,
+        canteen_port = s.canteen_port,
+        till_hash = campusgw_canteen::sim::token_hash(DEMO_TILL_TOKEN),
+        card_platform = s.card_platform.addr,
         energy = s.energy.local_addr(),
         m1 = ENERGY_METERS[0],
         m2 = ENERGY_METERS[1],
@@ -671,6 +705,12 @@ async fn script(s: Sims, stop: CancellationToken) {
     let mut arc_seen = 0;
     let mut centre_seen = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut till = campusgw_canteen::sim::SimTerminal::new(
+        SocketAddr::from(([127, 0, 0, 1], s.canteen_port)),
+        "canteen1-w01",
+        DEMO_TILL_TOKEN,
+    );
+    till.give_up_after = Duration::from_secs(3);
     loop {
         tokio::select! { _ = tick.tick() => {}, () = stop.cancelled() => return }
         let phase = t % 60;
@@ -707,6 +747,22 @@ async fn script(s: Sims, stop: CancellationToken) {
             40 => {
                 s.meter.set_silent(false);
                 s.camera.cross_line();
+            }
+            // Lunch at the canteen: a meal on a student's card, then a card the list does
+            // not know (declined); the card platform receives both.
+            12 | 46 => {
+                let card = if phase == 12 {
+                    campusgw_canteen::sim::card(7)
+                } else {
+                    campusgw_canteen::proto::CardKey::Number("99999".into())
+                };
+                if let Ok(sold) = till.sell(&card, 850).await {
+                    say!(
+                        "  canteen till: {} (balance {:?} cents)",
+                        sold.answer.result,
+                        sold.answer.balance_cents
+                    );
+                }
             }
             // A student enters building B through its ZKTeco-controlled main entrance
             // (event 0: normal verify, opened; in).

@@ -107,6 +107,10 @@ pub const DRIVERS: &[(&str, ParseFn)] = &[
         campusgw_zkteco::ZktecoConfig::KIND,
         parse_typed::<campusgw_zkteco::ZktecoConfig>,
     ),
+    (
+        campusgw_canteen::CanteenConfig::KIND,
+        parse_typed::<campusgw_canteen::CanteenConfig>,
+    ),
 ];
 
 fn parse_typed<C: DriverConfig>(
@@ -169,6 +173,10 @@ pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
     (
         crate::uplink::gb26875::Gb26875UplinkConfig::KIND,
         parse_kind::<crate::uplink::gb26875::Gb26875UplinkConfig>,
+    ),
+    (
+        crate::uplink::card_platform::CardPlatformConfig::KIND,
+        parse_kind::<crate::uplink::card_platform::CardPlatformConfig>,
     ),
 ];
 

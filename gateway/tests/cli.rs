@@ -383,6 +383,8 @@ fn the_demo_shows_every_system_acting_within_its_first_minute() {
         ("city fire centre", &["city fire centre confirmed upload"]),
         ("ZKTeco door", &["access.granted", "zk_b_main"]),
         ("DL/T 645 meter", &["sensor.readings", "meter_a101"]),
+        ("canteen sale", &["canteen.sale", "canteen"]),
+        ("canteen decline", &["canteen.declined", "card_unknown"]),
     ] {
         assert!(
             !lines_with(&text, words).is_empty(),

@@ -232,6 +232,41 @@ async fn quota_tier_5_evicts_undelivered_operations_oldest_first_after_tier_4_an
     );
 }
 
+/// Canteen sales are money parents paid: undelivered `canteen.*` events are never evicted
+/// at the quota, even when nothing else is left to evict (the journal reports over quota).
+#[tokio::test]
+async fn an_undelivered_canteen_sale_is_never_evicted_at_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    let mut old = Vec::new();
+    for _ in 0..100 {
+        old.push(delivered("canteen.sale", Class::Business));
+    }
+    let mut new = Vec::new();
+    for i in 0..2000 {
+        new.push(match i % 4 {
+            0 => undelivered("access.granted", Class::Business),
+            1 => undelivered("canteen.conflict", Class::Business),
+            _ => undelivered("canteen.sale", Class::Business),
+        });
+    }
+    let (rows, used) = fill(&opts, &old, &new).await;
+    // Asks for more than the delivered sales and the access events together can free.
+    let (report, left) = shrink(&opts, rows.len(), used, rows.len() - 1500).await;
+    assert_eq!(report.evicted[1], 100, "delivered sales may go: {report:?}");
+    assert_eq!(
+        report.evicted[3], 500,
+        "only the access events of tier 4: {report:?}"
+    );
+    assert!(report.over_quota, "{report:?}");
+    all_kept(
+        &rows,
+        &left,
+        |r| r.0.starts_with("canteen.") && !r.2,
+        "undelivered canteen events",
+    );
+}
+
 /// Tier 6: delivered `security` and `life_safety` go last, oldest first across both
 /// classes, once tiers 1-5 are empty; undelivered alarms and card transactions stay.
 #[tokio::test]

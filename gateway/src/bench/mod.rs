@@ -5,6 +5,7 @@
 pub mod access;
 pub mod access_scale;
 pub mod console;
+pub mod canteen;
 pub mod crash;
 pub mod dc09;
 pub mod firecentre;

@@ -10,7 +10,8 @@
 //!    1. `telemetry` (delivered or not),
 //!    2. delivered `business`,
 //!    3. delivered `operations`,
-//!    4. undelivered `business` except card transactions (`pos.transaction`),
+//!    4. undelivered `business` except card transactions (`pos.transaction` and every
+//!       `canteen.*` kind: sales, refusals and sync conflicts are money and its audit trail),
 //!    5. undelivered `operations`,
 //!    6. delivered `security` and `life_safety`;
 //! 3. never evicts undelivered `life_safety`, `security` or card transactions: if the
@@ -82,7 +83,7 @@ const TIERS: [&str; 6] = [
     "class = 4",
     "class = 3 AND seq <= {3}",
     "class = 2 AND seq <= {2}",
-    "class = 3 AND kind <> 'pos.transaction'",
+    "class = 3 AND kind <> 'pos.transaction' AND kind NOT LIKE 'canteen.%'",
     "class = 2",
     "((class = 1 AND seq <= {1}) OR (class = 0 AND seq <= {0}))",
 ];

@@ -35,6 +35,8 @@ pub enum UplinkSettings {
     Dc09(Arc<super::dc09::Dc09UplinkConfig>),
     /// `kind = "gb26875"`: GB/T 26875.3 to the city fire-monitoring centre.
     Gb26875(Arc<super::gb26875::Gb26875UplinkConfig>),
+    /// `kind = "card_platform"`: the campus-card platform of the canteen driver.
+    CardPlatform(Arc<super::card_platform::CardPlatformConfig>),
 }
 
 impl UplinkSettings {
@@ -44,7 +46,9 @@ impl UplinkSettings {
         match self {
             UplinkSettings::Mqtt(c) => Arc::make_mut(c).snapshots.dirs = dirs.clone(),
             UplinkSettings::Webhook(c) => Arc::make_mut(c).snapshots.dirs = dirs.clone(),
-            UplinkSettings::Dc09(_) | UplinkSettings::Gb26875(_) => {}
+            UplinkSettings::Dc09(_)
+            | UplinkSettings::Gb26875(_)
+            | UplinkSettings::CardPlatform(_) => {}
         }
     }
 
@@ -55,6 +59,7 @@ impl UplinkSettings {
             UplinkSettings::Webhook(c) => c.clone(),
             UplinkSettings::Dc09(c) => c.clone(),
             UplinkSettings::Gb26875(c) => c.clone(),
+            UplinkSettings::CardPlatform(c) => c.clone(),
         }
     }
 
@@ -574,7 +579,7 @@ fn mqtt(
     })
 }
 
-fn webhook(
+pub(super) fn webhook(
     t: toml::Table,
     name: &str,
     at: &FieldPath,

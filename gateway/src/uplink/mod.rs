@@ -122,6 +122,7 @@
 //!   `{prefix}/{gateway_id}/replies/{id}`: signed county commands ([`county_commands`]).
 
 pub mod bench;
+pub mod card_platform;
 pub mod config;
 pub mod contract;
 pub mod county_commands;
