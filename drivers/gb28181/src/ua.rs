@@ -336,7 +336,7 @@ impl Inner {
             h.extend(auth);
             msg::write(&format!("REGISTER {uri} SIP/2.0"), &h, "")
         };
-        let (m, attempts) = self.with_auth("REGISTER", &uri, &self.reg_call_id, &build).await?;
+        let (m, attempts) = self.with_auth("REGISTER", &uri, &build).await?;
         let granted = m
             .header("expires")
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -364,7 +364,7 @@ impl Inner {
             h.extend(auth);
             msg::write(&format!("MESSAGE {uri} SIP/2.0"), &h, &body)
         };
-        let (m, attempts) = self.with_auth("MESSAGE", &uri, &call_id, &build).await?;
+        let (m, attempts) = self.with_auth("MESSAGE", &uri, &build).await?;
         Ok(Confirmed {
             code: m.code().unwrap_or(200),
             attempts,
@@ -379,7 +379,6 @@ impl Inner {
         &self,
         method: &'static str,
         uri: &str,
-        _call_id: &str,
         build: &(dyn Fn(u32, &str, Option<(&'static str, String)>) -> Vec<u8> + Sync),
     ) -> Result<(Message, u32), UaError> {
         let cseq = self.cseq.fetch_add(1, Ordering::Relaxed);
