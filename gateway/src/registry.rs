@@ -165,6 +165,10 @@ pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
         crate::uplink::gb26875::Gb26875UplinkConfig::KIND,
         parse_kind::<crate::uplink::gb26875::Gb26875UplinkConfig>,
     ),
+    (
+        crate::uplink::gb28181::Gb28181UplinkConfig::KIND,
+        parse_kind::<crate::uplink::gb28181::Gb28181UplinkConfig>,
+    ),
 ];
 
 /// Parses an `[[uplink]]` table.

@@ -35,6 +35,8 @@ pub enum UplinkSettings {
     Dc09(Arc<super::dc09::Dc09UplinkConfig>),
     /// `kind = "gb26875"`: GB/T 26875.3 to the city fire-monitoring centre.
     Gb26875(Arc<super::gb26875::Gb26875UplinkConfig>),
+    /// `kind = "gb28181"`: GB/T 28181 alarms to the police video platform.
+    Gb28181(Arc<super::gb28181::Gb28181UplinkConfig>),
 }
 
 impl UplinkSettings {
@@ -45,6 +47,7 @@ impl UplinkSettings {
             UplinkSettings::Webhook(c) => c.clone(),
             UplinkSettings::Dc09(c) => c.clone(),
             UplinkSettings::Gb26875(c) => c.clone(),
+            UplinkSettings::Gb28181(c) => c.clone(),
         }
     }
 
