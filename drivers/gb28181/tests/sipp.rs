@@ -20,11 +20,11 @@ fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn sipp(port: u16, dir: &std::path::Path) -> Child {
+fn sipp(port: u16, calls: u32, dir: &std::path::Path) -> Child {
     Command::new("sipp")
         .arg("-sf")
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/platform_uas.xml"))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-nostdin"])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string(), "-nostdin"])
         .args(["-timeout", "90s", "-timeout_error", "-trace_err"])
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -60,7 +60,8 @@ fn errors(dir: &std::path::Path) -> Vec<String> {
 async fn sipp_challenges_verifies_our_digest_and_accepts_the_alarm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    let mut peer = sipp(port, dir.path());
+    // call 1: REGISTER (401, then verified); call 2: the Alarm MESSAGE
+    let mut peer = sipp(port, 2, dir.path());
     let ua = DeviceUa::open(settings(port, "s3cret")).await.unwrap();
     let reg = ua.register(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(reg.code, 200);
@@ -87,7 +88,7 @@ async fn sipp_challenges_verifies_our_digest_and_accepts_the_alarm() {
 async fn sipp_refuses_a_wrong_password_and_we_report_it_as_an_auth_failure() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    let mut peer = sipp(port, dir.path());
+    let mut peer = sipp(port, 1, dir.path());
     let ua = DeviceUa::open(settings(port, "wrong")).await.unwrap();
     let e = ua.register(Duration::from_secs(3600)).await.err().unwrap();
     assert!(matches!(e, UaError::AuthRejected(403, "REGISTER")), "{e}");
