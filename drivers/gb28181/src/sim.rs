@@ -52,6 +52,8 @@ pub struct ReceivedAlarm {
     pub declared: String,
     /// Whether the raw body was valid UTF-8.
     pub utf8: bool,
+    /// When it arrived (and was answered 200).
+    pub at: std::time::Instant,
 }
 
 /// Misbehaviour switches.
@@ -350,6 +352,7 @@ fn message(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socke
                 description: t("AlarmDescription"),
                 declared,
                 utf8: std::str::from_utf8(&m.body).is_ok(),
+                at: std::time::Instant::now(),
             });
             let ok = reply(m, 200, "OK", &[]);
             // the platform's own answer, as a MESSAGE (§9.4.2)
