@@ -143,7 +143,9 @@ async fn wrong_credentials_are_refused_and_no_alarm_leaves() {
     assert_eq!(s.registrations, 0);
     assert!(s.alarms.is_empty(), "{s:?}");
     assert!(cursor(&rig.journal, Class::LifeSafety) < alarm.seq);
-    assert!(!status.connected());
+    let snap = status.snapshot();
+    assert_eq!(snap.last_reason, Some("auth"), "{snap:?}");
+    assert_eq!(snap.confirmed, 0);
     rig.stop().await;
 }
 
