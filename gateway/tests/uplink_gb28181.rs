@@ -28,7 +28,11 @@ const BUTTON: &str = "34020000001340000001";
 const CAMERA: &str = "34020000001320000001";
 
 fn cursor(journal: &Journal, class: Class) -> u64 {
-    journal.reader().unwrap().cursor("police_video", class).unwrap()
+    journal
+        .reader()
+        .unwrap()
+        .cursor("police_video", class)
+        .unwrap()
 }
 
 async fn platform(charset: Charset) -> PlatformSim {
@@ -60,7 +64,12 @@ fn start(rig: &mut Rig, sim: &PlatformSim, password: &str, charset: &str) -> Arc
     let mut c = (*c).clone();
     c.backoff = (Duration::from_millis(50), Duration::from_millis(500));
     let status = UplinkStatus::new("police_video", "gb28181");
-    let run = campusgw::uplink::UplinkFactory::start(Arc::new(c), u.filter, rig.context(), status.clone());
+    let run = campusgw::uplink::UplinkFactory::start(
+        Arc::new(c),
+        u.filter,
+        rig.context(),
+        status.clone(),
+    );
     rig.adopt(tokio::spawn(run));
     status
 }
@@ -77,8 +86,14 @@ async fn a_panic_alarm_goes_after_a_challenged_register_in_gb2312_and_the_200_mo
     start(&mut rig, &sim, "s3cret-Pw", "gb2312");
     let (s, ok) = sim.wait_for(LIMIT, |s| s.registrations >= 1).await;
     assert!(ok, "{s:?}");
-    assert!(s.registers >= 2, "challenged first, then with credentials: {s:?}");
-    let alarm = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
+    assert!(
+        s.registers >= 2,
+        "challenged first, then with credentials: {s:?}"
+    );
+    let alarm = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
     wait_for("cursor past the alarm", LIMIT, || {
         cursor(&rig.journal, Class::LifeSafety) >= alarm.seq
     })
@@ -91,7 +106,10 @@ async fn a_panic_alarm_goes_after_a_challenged_register_in_gb2312_and_the_200_mo
     assert_eq!(a.sn, Some(u32::try_from(alarm.seq).unwrap()));
     assert_eq!(a.declared, "GB2312");
     assert!(!a.utf8, "the Chinese name travels as GB2312 bytes");
-    assert!(a.description.starts_with("门卫室一键报警 panic.alarm"), "{a:?}");
+    assert!(
+        a.description.starts_with("门卫室一键报警 panic.alarm"),
+        "{a:?}"
+    );
     assert_eq!(a.time.len(), 19, "local time without zone: {}", a.time);
     let recs = deliveries(&rig.journal, &alarm);
     assert_eq!(recs.len(), 1, "{recs:?}");
@@ -102,7 +120,10 @@ async fn a_panic_alarm_goes_after_a_challenged_register_in_gb2312_and_the_200_mo
     let (s, ok) = sim.wait_for(LIMIT, |s| s.catalog.len() >= 2).await;
     assert!(ok, "{s:?}");
     assert_eq!(s.catalog_sum, Some(2));
-    assert_eq!(s.catalog[0], (BUTTON.into(), "门卫室一键报警".into(), GATEWAY.into()));
+    assert_eq!(
+        s.catalog[0],
+        (BUTTON.into(), "门卫室一键报警".into(), GATEWAY.into())
+    );
     assert_eq!(s.catalog[1].0, CAMERA);
     rig.stop().await;
 }
@@ -118,7 +139,10 @@ async fn a_platform_that_restarts_gets_the_alarm_raised_meanwhile_after_a_new_re
         sim
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let alarm = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
+    let alarm = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
     let sim = restart.await.unwrap();
     wait_for("cursor past the alarm", LIMIT, || {
         cursor(&rig.journal, Class::LifeSafety) >= alarm.seq
@@ -126,9 +150,20 @@ async fn a_platform_that_restarts_gets_the_alarm_raised_meanwhile_after_a_new_re
     .await;
     let s = sim.state();
     assert_eq!(s.restarts, 1);
-    assert!(s.registrations >= 2, "registered again after the restart: {s:?}");
-    assert!(s.alarms.iter().any(|a| a.sn == Some(u32::try_from(alarm.seq).unwrap())), "{s:?}");
-    assert!(s.alarms.iter().all(|a| a.utf8 && a.declared == "UTF-8"), "{s:?}");
+    assert!(
+        s.registrations >= 2,
+        "registered again after the restart: {s:?}"
+    );
+    assert!(
+        s.alarms
+            .iter()
+            .any(|a| a.sn == Some(u32::try_from(alarm.seq).unwrap())),
+        "{s:?}"
+    );
+    assert!(
+        s.alarms.iter().all(|a| a.utf8 && a.declared == "UTF-8"),
+        "{s:?}"
+    );
     rig.stop().await;
 }
 
@@ -137,7 +172,10 @@ async fn wrong_credentials_are_refused_and_no_alarm_leaves() {
     let sim = platform(Charset::Gb2312).await;
     let mut rig = Rig::open();
     let status = start(&mut rig, &sim, "wrong", "gb2312");
-    let alarm = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
+    let alarm = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
     let (s, ok) = sim.wait_for(LIMIT, |s| s.bad_auth >= 2).await;
     assert!(ok, "the uplink keeps trying with back-off: {s:?}");
     assert_eq!(s.registrations, 0);
@@ -155,12 +193,20 @@ async fn an_alarm_the_platform_refuses_is_rejected_kept_and_listed() {
     sim.set_mode(Mode::RefuseAlarms(400));
     let mut rig = Rig::open();
     let status = start(&mut rig, &sim, "s3cret-Pw", "gb2312");
-    let alarm = rig.emit(Class::LifeSafety, "panic.alarm", 1).await.remove(0);
+    let alarm = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
     wait_for("cursor past the refused alarm", LIMIT, || {
         cursor(&rig.journal, Class::LifeSafety) >= alarm.seq
     })
     .await;
-    let listed = rig.journal.rejected_reader().unwrap().list(Some("police_video")).unwrap();
+    let listed = rig
+        .journal
+        .rejected_reader()
+        .unwrap()
+        .list(Some("police_video"))
+        .unwrap();
     assert!(listed.iter().any(|r| r.seq == alarm.seq), "{listed:?}");
     assert_eq!(status.snapshot().rejected, 1);
     assert!(deliveries(&rig.journal, &alarm).is_empty());

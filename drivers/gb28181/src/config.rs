@@ -194,16 +194,29 @@ impl PlatformConfig {
         if let Some(d) = &self.domain
             && (d.is_empty() || d.contains([' ', '@', ':', ';', '<', '>']))
         {
-            v.push(ConfigIssue::new(at.key("domain"), "the SIP domain is 10 digits or a host name"));
+            v.push(ConfigIssue::new(
+                at.key("domain"),
+                "the SIP domain is 10 digits or a host name",
+            ));
         }
         if self.expires.0 < Duration::from_secs(60) || self.expires.0 > Duration::from_secs(86400) {
-            v.push(ConfigIssue::new(at.key("expires"), "between 60s and 24h (3600s is usual)"));
+            v.push(ConfigIssue::new(
+                at.key("expires"),
+                "between 60s and 24h (3600s is usual)",
+            ));
         }
-        if self.keepalive.0 < Duration::from_secs(5) || self.keepalive.0 > Duration::from_secs(3600) {
-            v.push(ConfigIssue::new(at.key("keepalive"), "between 5s and 1h (60s is usual)"));
+        if self.keepalive.0 < Duration::from_secs(5) || self.keepalive.0 > Duration::from_secs(3600)
+        {
+            v.push(ConfigIssue::new(
+                at.key("keepalive"),
+                "between 5s and 1h (60s is usual)",
+            ));
         }
         if self.keepalive_misses == 0 || self.keepalive_misses > 10 {
-            v.push(ConfigIssue::new(at.key("keepalive_misses"), "between 1 and 10 (3 is usual)"));
+            v.push(ConfigIssue::new(
+                at.key("keepalive_misses"),
+                "between 1 and 10 (3 is usual)",
+            ));
         }
         if self.answer_timeout.0 < Duration::from_millis(500)
             || self.answer_timeout.0 > Duration::from_secs(32)
@@ -214,35 +227,56 @@ impl PlatformConfig {
             ));
         }
         if self.utc_offset.parse::<FixedOffset>().is_err() {
-            v.push(ConfigIssue::new(at.key("utc_offset"), "an offset such as \"+08:00\""));
+            v.push(ConfigIssue::new(
+                at.key("utc_offset"),
+                "an offset such as \"+08:00\"",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         seen.insert(self.device_id.clone());
         for (i, a) in self.alarm_input.iter().enumerate() {
             let p = at.key("alarm_input").index(i);
             if !seen.insert(a.id.clone()) {
-                v.push(ConfigIssue::new(p.key("id"), format!("{} is used twice (or is the gateway's own id)", a.id)));
+                v.push(ConfigIssue::new(
+                    p.key("id"),
+                    format!("{} is used twice (or is the gateway's own id)", a.id),
+                ));
             }
             if a.device.is_none() && a.location.is_none() {
-                v.push(ConfigIssue::new(p.clone(), "name the device or the location whose alarms this input reports"));
+                v.push(ConfigIssue::new(
+                    p.clone(),
+                    "name the device or the location whose alarms this input reports",
+                ));
             }
             if a.priority.is_some_and(|x| !(1..=4).contains(&x)) {
                 v.push(ConfigIssue::new(p.key("priority"), "1 (most urgent) to 4"));
             }
             if a.method.is_some_and(|x| !(1..=7).contains(&x)) {
-                v.push(ConfigIssue::new(p.key("method"), "1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 device fault, 7 other"));
+                v.push(ConfigIssue::new(
+                    p.key("method"),
+                    "1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 device fault, 7 other",
+                ));
             }
             if a.name.trim().is_empty() {
-                v.push(ConfigIssue::new(p.key("name"), "the name shown on the platform"));
+                v.push(ConfigIssue::new(
+                    p.key("name"),
+                    "the name shown on the platform",
+                ));
             }
         }
         for (i, c) in self.camera.iter().enumerate() {
             let p = at.key("camera").index(i);
             if !seen.insert(c.id.clone()) {
-                v.push(ConfigIssue::new(p.key("id"), format!("{} is used twice (or is the gateway's own id)", c.id)));
+                v.push(ConfigIssue::new(
+                    p.key("id"),
+                    format!("{} is used twice (or is the gateway's own id)", c.id),
+                ));
             }
             if c.name.trim().is_empty() {
-                v.push(ConfigIssue::new(p.key("name"), "the name shown on the platform"));
+                v.push(ConfigIssue::new(
+                    p.key("name"),
+                    "the name shown on the platform",
+                ));
             }
         }
         v
@@ -283,7 +317,9 @@ impl PlatformConfig {
     /// The offset of `AlarmTime` (validated; UTC if it were not).
     pub fn offset(&self) -> FixedOffset {
         use chrono::Offset as _;
-        self.utc_offset.parse().unwrap_or_else(|_| chrono::Utc.fix())
+        self.utc_offset
+            .parse()
+            .unwrap_or_else(|_| chrono::Utc.fix())
     }
 }
 
@@ -310,14 +346,31 @@ mod tests {
     #[test]
     fn no_password_no_start_and_every_bad_field_is_named() {
         let e = cfg("").validate(&FieldPath::root());
-        assert!(e.iter().any(|i| i.path.to_string() == "password_file"), "{e:?}");
+        assert!(
+            e.iter().any(|i| i.path.to_string() == "password_file"),
+            "{e:?}"
+        );
         let e = cfg("password = \"x\"\nexpires = \"10s\"\nutc_offset = \"CST\"\n[[alarm_input]]\nid = \"34020000001180000001\"\nname = \"\"\npriority = 9\n[[camera]]\nid = \"34020000001320000001\"\nname = \"gate\"\n")
             .validate(&FieldPath::root());
         let paths: Vec<String> = e.iter().map(|i| i.path.to_string()).collect();
-        for want in ["expires", "utc_offset", "alarm_input[0].id", "alarm_input[0]", "alarm_input[0].priority", "alarm_input[0].name"] {
-            assert!(paths.iter().any(|p| p == want), "{want} missing from {paths:?}");
+        for want in [
+            "expires",
+            "utc_offset",
+            "alarm_input[0].id",
+            "alarm_input[0]",
+            "alarm_input[0].priority",
+            "alarm_input[0].name",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == want),
+                "{want} missing from {paths:?}"
+            );
         }
-        assert!(cfg("password = \"x\"").validate(&FieldPath::root()).is_empty());
+        assert!(
+            cfg("password = \"x\"")
+                .validate(&FieldPath::root())
+                .is_empty()
+        );
         assert_eq!(cfg("password = \"x\"").domain(), "3402000000");
         assert!(!format!("{:?}", cfg("password = \"s3cret\"")).contains("s3cret"));
     }

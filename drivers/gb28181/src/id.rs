@@ -70,7 +70,12 @@ mod tests {
         let id = GbId::new("64010000001340000001").unwrap();
         assert_eq!(id.type_code(), TYPE_ALARM_INPUT);
         assert_eq!(id.domain(), "6401000000");
-        for bad in ["", "6401000000134000000", "640100000013400000012", "6401000000134000000x"] {
+        for bad in [
+            "",
+            "6401000000134000000",
+            "640100000013400000012",
+            "6401000000134000000x",
+        ] {
             assert!(GbId::new(bad).is_err(), "{bad}");
         }
     }

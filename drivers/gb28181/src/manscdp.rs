@@ -195,9 +195,7 @@ fn tree(text: &str) -> Result<Element, ManscdpError> {
                 }
             }
             Event::End(_) => {
-                let mut e = stack
-                    .pop()
-                    .ok_or_else(|| malformed("unbalanced end tag"))?;
+                let mut e = stack.pop().ok_or_else(|| malformed("unbalanced end tag"))?;
                 e.text = e.text.trim().to_owned();
                 if let Some(done) = close(&mut stack, e) {
                     return Ok(done);
@@ -340,7 +338,9 @@ pub fn alarm(charset: Charset, a: &Alarm) -> Vec<u8> {
         .field("AlarmTime", &a.time)
         .field("AlarmDescription", &a.description);
     if let Some(t) = a.alarm_type {
-        w.raw(&format!("<Info>\r\n<AlarmType>{t}</AlarmType>\r\n</Info>\r\n"));
+        w.raw(&format!(
+            "<Info>\r\n<AlarmType>{t}</AlarmType>\r\n</Info>\r\n"
+        ));
     }
     w.finish(charset)
 }
@@ -378,7 +378,14 @@ pub fn catalog_response(
             ("DeviceID", i.id.as_str()),
             ("Name", i.name.as_str()),
             ("Manufacturer", "campusgw"),
-            ("Model", if i.id.type_code() == crate::id::TYPE_ALARM_INPUT { "alarm input" } else { "camera" }),
+            (
+                "Model",
+                if i.id.type_code() == crate::id::TYPE_ALARM_INPUT {
+                    "alarm input"
+                } else {
+                    "camera"
+                },
+            ),
             ("Owner", "school"),
             ("CivilCode", &i.id.as_str()[..6]),
             ("Address", i.address.as_str()),
@@ -441,7 +448,10 @@ mod tests {
             assert_eq!(d.root.text_of("AlarmPriority"), Some("4"));
             assert_eq!(d.root.text_of("AlarmMethod"), Some("2"));
             assert_eq!(d.root.text_of("AlarmTime"), Some("2009-12-04T16:23:32"));
-            assert_eq!(d.root.text_of("AlarmDescription"), Some("门卫室一键报警 <东门>"));
+            assert_eq!(
+                d.root.text_of("AlarmDescription"),
+                Some("门卫室一键报警 <东门>")
+            );
         }
         let gb = alarm(Charset::Gb2312, &a);
         assert!(std::str::from_utf8(&gb).is_err(), "GB2312 bytes, not UTF-8");
@@ -463,7 +473,10 @@ mod tests {
         };
         let d = parse(&alarm(Charset::Gb2312, &a)).unwrap();
         assert_eq!(d.root.text_of("AlarmDescription"), Some("fire 🔥"));
-        assert_eq!(d.root.child("Info").unwrap().text_of("AlarmType"), Some("1"));
+        assert_eq!(
+            d.root.child("Info").unwrap().text_of("AlarmType"),
+            Some("1")
+        );
     }
 
     #[test]
@@ -499,7 +512,10 @@ mod tests {
     fn a_platform_query_in_either_charset_is_read_and_bad_documents_are_refused() {
         let q = b"<?xml version=\"1.0\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>17430</SN>\r\n<DeviceID>34020000001180000001</DeviceID>\r\n</Query>\r\n";
         let d = parse(q).unwrap();
-        assert_eq!((d.kind(), d.cmd_type.as_str(), d.sn), ("Query", "Catalog", Some(17430)));
+        assert_eq!(
+            (d.kind(), d.cmd_type.as_str(), d.sn),
+            ("Query", "Catalog", Some(17430))
+        );
         // a GB2312 body declared UTF-8 (seen in the field) falls back to GB18030
         let lying = encoding_rs::GBK
             .encode("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><CmdType>Alarm</CmdType><SN>3</SN><Result>成功</Result></Response>")
@@ -517,9 +533,16 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        let deep = format!("{}{}", "<a>".repeat(MAX_DEPTH + 1), "</a>".repeat(MAX_DEPTH + 1));
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
         assert_eq!(parse(deep.as_bytes()), Err(ManscdpError::TooComplex));
-        assert!(matches!(parse(&vec![b' '; MAX_BODY + 1]), Err(ManscdpError::TooLarge(_))));
+        assert!(matches!(
+            parse(&vec![b' '; MAX_BODY + 1]),
+            Err(ManscdpError::TooLarge(_))
+        ));
     }
 
     proptest::proptest! {

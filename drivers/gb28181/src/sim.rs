@@ -154,7 +154,9 @@ impl PlatformSim {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A copy of what it saw.
@@ -168,7 +170,11 @@ impl PlatformSim {
     }
 
     /// Waits until `f` holds (or `timeout`); returns the last state seen and whether it held.
-    pub async fn wait_for(&self, timeout: Duration, f: impl Fn(&SimState) -> bool) -> (SimState, bool) {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        f: impl Fn(&SimState) -> bool,
+    ) -> (SimState, bool) {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -176,7 +182,10 @@ impl PlatformSim {
             if f(&s) {
                 return (s, true);
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 let s = self.state();
                 let ok = f(&s);
                 return (s, ok);
@@ -220,15 +229,28 @@ impl PlatformSim {
             let body = manscdp::catalog_query(g.s.charset, g.sn, &device);
             let domain = g.s.platform_id.domain().to_owned();
             let h = vec![
-                ("Via", format!("SIP/2.0/UDP {};branch=z9hG4bK{}", self.addr, token())),
-                ("From", format!("<sip:{}@{domain}>;tag={}", g.s.platform_id, token())),
+                (
+                    "Via",
+                    format!("SIP/2.0/UDP {};branch=z9hG4bK{}", self.addr, token()),
+                ),
+                (
+                    "From",
+                    format!("<sip:{}@{domain}>;tag={}", g.s.platform_id, token()),
+                ),
                 ("To", format!("<sip:{}@{domain}>", g.s.username)),
                 ("Call-ID", format!("{}@sim", token())),
                 ("CSeq", format!("{} MESSAGE", g.sn)),
                 ("Max-Forwards", "70".into()),
                 ("Content-Type", "Application/MANSCDP+xml".into()),
             ];
-            (to, msg::write(&format!("MESSAGE sip:{}@{domain} SIP/2.0", g.s.username), &h, body))
+            (
+                to,
+                msg::write(
+                    &format!("MESSAGE sip:{}@{domain} SIP/2.0", g.s.username),
+                    &h,
+                    body,
+                ),
+            )
         };
         self.sock.send_to(&bytes, to).await.is_ok()
     }
@@ -242,7 +264,14 @@ fn reply(m: &Message, code: u16, reason: &str, extra: &[(&str, String)]) -> Vec<
         }
     }
     if let Some(t) = m.header("to") {
-        h.push(("To", if t.contains("tag=") { t.to_owned() } else { format!("{t};tag=sim") }));
+        h.push((
+            "To",
+            if t.contains("tag=") {
+                t.to_owned()
+            } else {
+                format!("{t};tag=sim")
+            },
+        ));
     }
     h.extend(extra.iter().map(|(n, v)| (*n, v.clone())));
     msg::write(&format!("SIP/2.0 {code} {reason}"), &h, "")
@@ -256,7 +285,9 @@ async fn serve(sock: Arc<UdpSocket>, shared: Arc<Mutex<Shared>>, changed: watch:
             continue;
         };
         let out = {
-            let mut g = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut g = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             handle(&mut g, &buf[..n], from)
         };
         for (bytes, to) in out {
@@ -289,8 +320,14 @@ fn handle(g: &mut Shared, raw: &[u8], from: SocketAddr) -> Vec<(Vec<u8>, SocketA
             };
             match m.header("authorization") {
                 None => {
-                    let www = format!("Digest realm=\"{}\", nonce=\"{}\", algorithm=MD5", c.realm, c.nonce);
-                    vec![(reply(&m, 401, "Unauthorized", &[("WWW-Authenticate", www)]), from)]
+                    let www = format!(
+                        "Digest realm=\"{}\", nonce=\"{}\", algorithm=MD5",
+                        c.realm, c.nonce
+                    );
+                    vec![(
+                        reply(&m, 401, "Unauthorized", &[("WWW-Authenticate", www)]),
+                        from,
+                    )]
                 }
                 Some(a) if digest::verify(a, &c, &g.s.username, &g.s.password, "REGISTER") => {
                     let expires = m
@@ -304,8 +341,18 @@ fn handle(g: &mut Shared, raw: &[u8], from: SocketAddr) -> Vec<(Vec<u8>, SocketA
                         g.state.registered = Some(from);
                         g.state.registrations += 1;
                     }
-                    let date = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
-                    vec![(reply(&m, 200, "OK", &[("Expires", expires.to_string()), ("Date", date)]), from)]
+                    let date = chrono::Utc::now()
+                        .format("%Y-%m-%dT%H:%M:%S%.3f")
+                        .to_string();
+                    vec![(
+                        reply(
+                            &m,
+                            200,
+                            "OK",
+                            &[("Expires", expires.to_string()), ("Date", date)],
+                        ),
+                        from,
+                    )]
                 }
                 Some(_) => {
                     g.state.bad_auth += 1;
@@ -356,17 +403,28 @@ fn message(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socke
             });
             let ok = reply(m, 200, "OK", &[]);
             // the platform's own answer, as a MESSAGE (§9.4.2)
-            let body = manscdp::result_response(g.s.charset, "Alarm", sn.unwrap_or(0), &device, true);
+            let body =
+                manscdp::result_response(g.s.charset, "Alarm", sn.unwrap_or(0), &device, true);
             let domain = g.s.platform_id.domain().to_owned();
             let h = vec![
-                ("Via", format!("SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{}", token())),
-                ("From", format!("<sip:{}@{domain}>;tag={}", g.s.platform_id, token())),
+                (
+                    "Via",
+                    format!("SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{}", token()),
+                ),
+                (
+                    "From",
+                    format!("<sip:{}@{domain}>;tag={}", g.s.platform_id, token()),
+                ),
                 ("To", format!("<sip:{}@{domain}>", g.s.username)),
                 ("Call-ID", format!("{}@sim", token())),
                 ("CSeq", "1 MESSAGE".into()),
                 ("Content-Type", "Application/MANSCDP+xml".into()),
             ];
-            let resp = msg::write(&format!("MESSAGE sip:{}@{domain} SIP/2.0", g.s.username), &h, body);
+            let resp = msg::write(
+                &format!("MESSAGE sip:{}@{domain} SIP/2.0", g.s.username),
+                &h,
+                body,
+            );
             return vec![(ok, from), (resp, from)];
         }
         ("Response", "Catalog") => {
@@ -374,7 +432,9 @@ fn message(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socke
             if let Some(list) = doc.root.child("DeviceList") {
                 for i in &list.children {
                     let t = |k: &str| i.text_of(k).unwrap_or_default().to_owned();
-                    g.state.catalog.push((t("DeviceID"), t("Name"), t("ParentID")));
+                    g.state
+                        .catalog
+                        .push((t("DeviceID"), t("Name"), t("ParentID")));
                 }
             }
         }

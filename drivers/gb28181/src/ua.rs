@@ -106,8 +106,13 @@ impl UaError {
     /// Whether the platform seems not to know this device any more (it restarted): a
     /// new REGISTER may fix it.
     pub fn unregistered(&self) -> bool {
-        matches!(self, UaError::Refused { code: 401 | 403 | 404 | 407 | 481, .. })
-            || matches!(self, UaError::AuthRejected(..))
+        matches!(
+            self,
+            UaError::Refused {
+                code: 401 | 403 | 404 | 407 | 481,
+                ..
+            }
+        ) || matches!(self, UaError::AuthRejected(..))
     }
 }
 
@@ -162,6 +167,11 @@ pub struct UaStats {
     /// Retransmissions sent.
     pub retransmissions: AtomicU64,
 }
+
+/// An auth header to add: (name, value).
+type AuthHeader = Option<(&'static str, String)>;
+/// Writes a request for (CSeq, branch, credentials).
+type BuildRequest<'a> = dyn Fn(u32, &str, AuthHeader) -> Vec<u8> + Sync + 'a;
 
 struct Inner {
     sock: UdpSocket,
@@ -307,7 +317,13 @@ impl Inner {
         format!("sip:{}@{}", self.s.device_id, self.s.domain)
     }
 
-    fn common(&self, branch: &str, call_id: &str, cseq: u32, method: &str) -> Vec<(&'static str, String)> {
+    fn common(
+        &self,
+        branch: &str,
+        call_id: &str,
+        cseq: u32,
+        method: &str,
+    ) -> Vec<(&'static str, String)> {
         vec![
             (
                 "Via",
@@ -340,7 +356,11 @@ impl Inner {
         let granted = m
             .header("expires")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .or_else(|| m.header("contact").and_then(|c| msg::param(c, "expires")).and_then(|v| v.parse().ok()))
+            .or_else(|| {
+                m.header("contact")
+                    .and_then(|c| msg::param(c, "expires"))
+                    .and_then(|v| v.parse().ok())
+            })
             .map(Duration::from_secs);
         Ok(Confirmed {
             code: m.code().unwrap_or(200),
@@ -379,7 +399,7 @@ impl Inner {
         &self,
         method: &'static str,
         uri: &str,
-        build: &(dyn Fn(u32, &str, Option<(&'static str, String)>) -> Vec<u8> + Sync),
+        build: &BuildRequest<'_>,
     ) -> Result<(Message, u32), UaError> {
         let cseq = self.cseq.fetch_add(1, Ordering::Relaxed);
         let branch = format!("z9hG4bK{}", token());
@@ -398,7 +418,14 @@ impl Inner {
                     method,
                 });
             };
-            let auth = digest::authorization(&c, &self.s.username, &self.s.password, method, uri, &token());
+            let auth = digest::authorization(
+                &c,
+                &self.s.username,
+                &self.s.password,
+                method,
+                uri,
+                &token(),
+            );
             let cseq = self.cseq.fetch_add(1, Ordering::Relaxed);
             let branch = format!("z9hG4bK{}", token());
             let (m2, more) = self
@@ -406,7 +433,9 @@ impl Inner {
                 .await?;
             attempts += more;
             match m2.code().unwrap_or(0) {
-                401 | 403 | 407 => return Err(UaError::AuthRejected(m2.code().unwrap_or(0), method)),
+                401 | 403 | 407 => {
+                    return Err(UaError::AuthRejected(m2.code().unwrap_or(0), method));
+                }
                 _ => m2,
             }
         } else {
@@ -420,7 +449,11 @@ impl Inner {
             StartLine::Response { reason, .. } => reason.chars().take(80).collect(),
             StartLine::Request { .. } => String::new(),
         };
-        Err(UaError::Refused { code, reason, method })
+        Err(UaError::Refused {
+            code,
+            reason,
+            method,
+        })
     }
 
     /// Sends `bytes` (retransmitting) until a final answer on `branch`.
@@ -463,8 +496,12 @@ impl Inner {
         }
     }
 
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Message>>> {
-        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Message>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn garbage(&self, from: SocketAddr, why: &str) {
@@ -507,11 +544,25 @@ impl Inner {
         match m.method().unwrap_or_default() {
             "MESSAGE" => {}
             "ACK" => return,
-            "OPTIONS" => return self.reply(&m, 200, "OK", &[("Allow", "MESSAGE, OPTIONS".into())]).await,
+            "OPTIONS" => {
+                return self
+                    .reply(&m, 200, "OK", &[("Allow", "MESSAGE, OPTIONS".into())])
+                    .await;
+            }
             other => {
                 // INVITE (live video) goes to the cameras' own registrations.
-                tracing::debug!(method = other, "platform request not handled by the gateway: 405");
-                return self.reply(&m, 405, "Method Not Allowed", &[("Allow", "MESSAGE, OPTIONS".into())]).await;
+                tracing::debug!(
+                    method = other,
+                    "platform request not handled by the gateway: 405"
+                );
+                return self
+                    .reply(
+                        &m,
+                        405,
+                        "Method Not Allowed",
+                        &[("Allow", "MESSAGE, OPTIONS".into())],
+                    )
+                    .await;
             }
         }
         let doc = match manscdp::parse(&m.body) {
@@ -537,7 +588,9 @@ impl Inner {
             }
             (root, cmd) => {
                 tracing::debug!(root, cmd, "platform MESSAGE answered 200, not acted on");
-                let _ = self.events.try_send(UaEvent::Other(format!("{root}/{cmd}")));
+                let _ = self
+                    .events
+                    .try_send(UaEvent::Other(format!("{root}/{cmd}")));
             }
         }
     }
@@ -551,7 +604,8 @@ impl Inner {
             items.chunks(CATALOG_PART).collect()
         };
         for part in parts {
-            let body = manscdp::catalog_response(self.s.charset, sn, &self.s.device_id, items.len(), part);
+            let body =
+                manscdp::catalog_response(self.s.charset, sn, &self.s.device_id, items.len(), part);
             if let Err(e) = self.message(body).await {
                 tracing::warn!(error = %e, sn, "catalog response part not confirmed by the platform");
                 complete = false;
@@ -590,7 +644,9 @@ async fn receive(inner: Arc<Inner>) {
             }
         };
         if m.code().is_some() {
-            let tx = m.branch().and_then(|b| inner.lock_waiting().get(b).cloned());
+            let tx = m
+                .branch()
+                .and_then(|b| inner.lock_waiting().get(b).cloned());
             match tx {
                 Some(tx) => {
                     let _ = tx.send(m);
@@ -610,7 +666,11 @@ mod tests {
 
     #[test]
     fn a_platform_that_forgot_the_device_is_told_apart_from_one_that_refuses_the_content() {
-        let r = |code| UaError::Refused { code, reason: String::new(), method: "MESSAGE" };
+        let r = |code| UaError::Refused {
+            code,
+            reason: String::new(),
+            method: "MESSAGE",
+        };
         assert!(r(403).unregistered());
         assert!(r(401).unregistered());
         assert!(!r(400).unregistered());

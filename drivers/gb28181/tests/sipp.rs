@@ -17,14 +17,26 @@ use tokio::process::{Child, Command};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn sipp(port: u16, calls: u32, dir: &std::path::Path) -> Child {
     Command::new("sipp")
         .arg("-sf")
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/platform_uas.xml"))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string(), "-nostdin"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+        ])
         .args(["-timeout", "90s", "-timeout_error", "-trace_err"])
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -65,7 +77,10 @@ async fn sipp_challenges_verifies_our_digest_and_accepts_the_alarm() {
     let ua = DeviceUa::open(settings(port, "s3cret")).await.unwrap();
     let reg = ua.register(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(reg.code, 200);
-    assert!(reg.attempts >= 2, "401 first, then the authenticated REGISTER");
+    assert!(
+        reg.attempts >= 2,
+        "401 first, then the authenticated REGISTER"
+    );
     assert_eq!(reg.expires, Some(Duration::from_secs(3600)));
     let ok = ua
         .alarm(&Alarm {
@@ -80,8 +95,15 @@ async fn sipp_challenges_verifies_our_digest_and_accepts_the_alarm() {
         .await
         .unwrap();
     assert_eq!(ok.code, 200);
-    let status = tokio::time::timeout(WAIT, peer.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "sipp failed: {status}; {:?}", errors(dir.path()));
+    let status = tokio::time::timeout(WAIT, peer.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "sipp failed: {status}; {:?}",
+        errors(dir.path())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +114,9 @@ async fn sipp_refuses_a_wrong_password_and_we_report_it_as_an_auth_failure() {
     let ua = DeviceUa::open(settings(port, "wrong")).await.unwrap();
     let e = ua.register(Duration::from_secs(3600)).await.err().unwrap();
     assert!(matches!(e, UaError::AuthRejected(403, "REGISTER")), "{e}");
-    let status = tokio::time::timeout(WAIT, peer.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(WAIT, peer.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!status.success(), "sipp took wrong credentials");
 }

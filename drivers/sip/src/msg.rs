@@ -307,7 +307,10 @@ mod tests {
         let body: &[u8] = b"<Notify><AlarmDescription>\xd2\xbb\xbc\xfc</AlarmDescription></Notify>";
         let raw = write(
             "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0",
-            &[("Call-ID", "c1".to_owned()), ("CSeq", "20 MESSAGE".to_owned())],
+            &[
+                ("Call-ID", "c1".to_owned()),
+                ("CSeq", "20 MESSAGE".to_owned()),
+            ],
             body,
         );
         let m = parse(&raw).unwrap();

@@ -153,10 +153,14 @@ async fn alarms(addr: SocketAddr, platform: Arc<PlatformSim>, n: u64) -> anyhow:
         let started = Instant::now();
         let zone = 1 + (i % 999) as u16;
         let acked = matches!(
-            panel.send(&SimEvent::cid(120, 1 + (i / 999 % 99) as u8, zone)).await?,
+            panel
+                .send(&SimEvent::cid(120, 1 + (i / 999 % 99) as u8, zone))
+                .await?,
             Outcome::Acked { .. }
         );
-        let (s, arrived) = platform.wait_for(LOST_AFTER, |s| s.alarms.len() > seen).await;
+        let (s, arrived) = platform
+            .wait_for(LOST_AFTER, |s| s.alarms.len() > seen)
+            .await;
         if i < WARM_UP {
             continue;
         }

@@ -41,10 +41,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use campusgw_gb28181::GbId;
 use campusgw_gb28181::config::{AlarmInput, PlatformConfig};
 use campusgw_gb28181::manscdp::{Alarm, CatalogItem};
 use campusgw_gb28181::ua::{Confirmed, DeviceUa, UaError, UaEvent, UaSettings};
-use campusgw_gb28181::GbId;
 use campusgw_sdk::{Class, ConfigIssue, DeviceId, FieldPath, Kind, Location};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -239,9 +239,12 @@ impl Transport for Platform {
 
     async fn connect(&mut self) -> Result<Session, UplinkError> {
         let p = &self.cfg.platform;
-        let password = p
-            .password()
-            .map_err(|e| UplinkError::retry(RetryReason::Config, format!("{e}; nothing is sent without it")))?;
+        let password = p.password().map_err(|e| {
+            UplinkError::retry(
+                RetryReason::Config,
+                format!("{e}; nothing is sent without it"),
+            )
+        })?;
         let platform = tokio::net::lookup_host(&p.platform)
             .await
             .ok()
@@ -261,7 +264,10 @@ impl Transport for Platform {
             platform_id: p.platform_id.clone(),
             domain: p.domain(),
             device_id: p.device_id.clone(),
-            username: p.username.clone().unwrap_or_else(|| p.device_id.to_string()),
+            username: p
+                .username
+                .clone()
+                .unwrap_or_else(|| p.device_id.to_string()),
             password,
             bind,
             charset: p.charset,
@@ -318,9 +324,13 @@ impl Link for Session {
         if self.refresh_at <= now {
             return match self.ua.register(p.expires.0).await {
                 Ok(r) => {
-                    self.refresh_at = Instant::now() + refresh_after(r.expires.unwrap_or(p.expires.0));
+                    self.refresh_at =
+                        Instant::now() + refresh_after(r.expires.unwrap_or(p.expires.0));
                     tracing::debug!(uplink = %self.cfg.name, "registration refreshed");
-                    Round { proven: true, ..Round::default() }
+                    Round {
+                        proven: true,
+                        ..Round::default()
+                    }
                 }
                 Err(e) => Round::failed(ua_failure(&e)),
             };
@@ -330,7 +340,10 @@ impl Link for Session {
             return match self.ua.keepalive().await {
                 Ok(_) => {
                     self.misses = 0;
-                    Round { proven: true, ..Round::default() }
+                    Round {
+                        proven: true,
+                        ..Round::default()
+                    }
                 }
                 Err(e) if e.unregistered() => Round::failed(ua_failure(&e)),
                 Err(e) => {
@@ -390,7 +403,11 @@ pub struct Routed {
 
 /// The alarm input an event is reported as: a device match first, then the most specific
 /// location whose named levels all equal the event's.
-pub fn input_for<'a>(inputs: &'a [AlarmInput], device: &DeviceId, location: &Location) -> Option<&'a AlarmInput> {
+pub fn input_for<'a>(
+    inputs: &'a [AlarmInput],
+    device: &DeviceId,
+    location: &Location,
+) -> Option<&'a AlarmInput> {
     if let Some(a) = inputs.iter().find(|a| a.device.as_ref() == Some(device)) {
         return Some(a);
     }
@@ -451,7 +468,9 @@ pub fn alarm_for(p: &PlatformConfig, e: &Routed, seq: u64) -> Alarm {
     Alarm {
         sn: u32::try_from(seq % 1_000_000_000).unwrap_or(0),
         device: id,
-        priority: input.and_then(|a| a.priority).unwrap_or_else(|| priority_of(kind)),
+        priority: input
+            .and_then(|a| a.priority)
+            .unwrap_or_else(|| priority_of(kind)),
         method: input
             .and_then(|a| a.method)
             .unwrap_or(if fault { 6 } else { 2 }),
@@ -485,10 +504,13 @@ impl Session {
                 answer(Delivery::Delivered)
             }
             Err(UaError::Refused { code, reason, .. })
-                if (400..500).contains(&code) && !matches!(code, 401 | 403 | 404 | 407 | 408 | 481) =>
+                if (400..500).contains(&code)
+                    && !matches!(code, 401 | 403 | 404 | 407 | 408 | 481) =>
             {
                 answer(Delivery::Rejected {
-                    reason: format!("the GB/T 28181 platform answered {code} {reason} to the alarm"),
+                    reason: format!(
+                        "the GB/T 28181 platform answered {code} {reason} to the alarm"
+                    ),
                 })
             }
             Err(e) => Round::failed(ua_failure(&e)),
@@ -532,12 +554,23 @@ mod tests {
 
     #[test]
     fn a_remote_platform_needs_allow_plaintext_and_a_password() {
-        let e = parse("platform = \"192.0.2.1:5060\"\npassword = \"x\"").err().unwrap();
+        let e = parse("platform = \"192.0.2.1:5060\"\npassword = \"x\"")
+            .err()
+            .unwrap();
         assert_eq!(e[0].path.to_string(), "uplink[0].allow_plaintext", "{e:?}");
-        assert!(parse("platform = \"192.0.2.1:5060\"\npassword = \"x\"\nallow_plaintext = true").is_ok());
+        assert!(
+            parse("platform = \"192.0.2.1:5060\"\npassword = \"x\"\nallow_plaintext = true")
+                .is_ok()
+        );
         let e = parse("platform = \"127.0.0.1:5060\"").err().unwrap();
-        assert!(e.iter().any(|i| i.path.to_string() == "uplink[0].password_file"), "{e:?}");
-        let e = parse("platform = \"127.0.0.1:5060\"\npassword = \"x\"\ndevice_id = \"123\"").err().unwrap();
+        assert!(
+            e.iter()
+                .any(|i| i.path.to_string() == "uplink[0].password_file"),
+            "{e:?}"
+        );
+        let e = parse("platform = \"127.0.0.1:5060\"\npassword = \"x\"\ndevice_id = \"123\"")
+            .err()
+            .unwrap();
         assert!(!e.is_empty());
     }
 
@@ -565,7 +598,11 @@ mod tests {
         assert_eq!(a.device.as_str(), "34020000001340000001");
         assert_eq!((a.sn, a.priority, a.method), (42, 1, 2));
         assert_eq!(a.time, "2026-12-03T09:02:03");
-        assert!(a.description.starts_with("门卫室一键报警 panic.alarm"), "{}", a.description);
+        assert!(
+            a.description.starts_with("门卫室一键报警 panic.alarm"),
+            "{}",
+            a.description
+        );
         let e: Routed = serde_json::from_value(serde_json::json!({
             "kind": "intrusion.alarm", "source": {"device": "zone_7", "driver": "dc09"},
             "location": "main/A/2", "received_at": "2026-12-03T01:02:03Z"
