@@ -36,12 +36,16 @@ fn cursor(journal: &Journal, class: Class) -> u64 {
 }
 
 async fn platform(charset: Charset) -> PlatformSim {
+    platform_granting(charset, 3600).await
+}
+
+async fn platform_granting(charset: Charset, expires: u64) -> PlatformSim {
     PlatformSim::start(
         SimSettings {
             platform_id: GbId::new(PLATFORM).unwrap(),
             username: GATEWAY.into(),
             password: "s3cret-Pw".into(),
-            expires: 3600,
+            expires,
             charset,
         },
         "127.0.0.1:0".parse().unwrap(),
@@ -210,5 +214,49 @@ async fn an_alarm_the_platform_refuses_is_rejected_kept_and_listed() {
     assert!(listed.iter().any(|r| r.seq == alarm.seq), "{listed:?}");
     assert_eq!(status.snapshot().rejected, 1);
     assert!(deliveries(&rig.journal, &alarm).is_empty());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_registration_is_refreshed_before_it_expires_and_keepalives_flow() {
+    // the platform grants 10 s of the 3600 asked: refreshed after 5 s, on the same link
+    let sim = platform_granting(Charset::Gb2312, 10).await;
+    let mut rig = Rig::open();
+    let status = start(&mut rig, &sim, "s3cret-Pw", "gb2312");
+    let (s, ok) = sim
+        .wait_for(LIMIT, |s| s.registrations >= 2 && s.keepalives >= 1)
+        .await;
+    assert!(ok, "{s:?}");
+    assert_eq!(s.restarts, 0);
+    assert_eq!(s.unknown_device, 0, "never unregistered in between: {s:?}");
+    assert_eq!(status.snapshot().last_reason, None);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_platform_gets_the_alarm_once_it_answers_again() {
+    let sim = platform(Charset::Gb2312).await;
+    let mut rig = Rig::open();
+    let status = start(&mut rig, &sim, "s3cret-Pw", "gb2312");
+    assert!(sim.wait_for(LIMIT, |s| s.registrations >= 1).await.1);
+    sim.set_mode(Mode::Silent);
+    let alarm = rig
+        .emit(Class::LifeSafety, "panic.alarm", 1)
+        .await
+        .remove(0);
+    wait_for("the outage seen", LIMIT, || {
+        status.snapshot().last_reason == Some("timeout")
+    })
+    .await;
+    assert!(sim.state().alarms.is_empty());
+    assert!(cursor(&rig.journal, Class::LifeSafety) < alarm.seq);
+    sim.set_mode(Mode::Normal);
+    wait_for("cursor past the alarm", LIMIT, || {
+        cursor(&rig.journal, Class::LifeSafety) >= alarm.seq
+    })
+    .await;
+    let s = sim.state();
+    assert_eq!(s.alarms.len(), 1, "{s:?}");
+    assert!(s.registrations >= 2, "a new link registers first: {s:?}");
     rig.stop().await;
 }

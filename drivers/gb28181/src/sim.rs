@@ -101,6 +101,9 @@ struct Shared {
     state: SimState,
     nonce: String,
     sn: u32,
+    /// Recent requests answered, (Call-ID, CSeq) → the answer: a retransmission gets the
+    /// same answer again and is not counted twice (RFC 3261 §17.2.2).
+    answered: std::collections::VecDeque<((String, String), Vec<u8>)>,
 }
 
 /// A running simulated platform.
@@ -136,6 +139,7 @@ impl PlatformSim {
             state: SimState::default(),
             nonce: token(),
             sn: 1,
+            answered: std::collections::VecDeque::new(),
         }));
         let (changed, _) = watch::channel(0);
         let task = tokio::spawn(serve(sock.clone(), shared.clone(), changed.clone()));
@@ -308,6 +312,24 @@ fn handle(g: &mut Shared, raw: &[u8], from: SocketAddr) -> Vec<(Vec<u8>, SocketA
     if m.code().is_some() {
         return vec![]; // answers to our Catalog query and Alarm responses
     }
+    let key = (
+        m.call_id().unwrap_or_default().to_owned(),
+        m.header("cseq").unwrap_or_default().to_owned(),
+    );
+    if let Some((_, again)) = g.answered.iter().find(|(k, _)| *k == key) {
+        return vec![(again.clone(), from)];
+    }
+    let out = answer(g, &m, from);
+    if let Some((first, _)) = out.first() {
+        if g.answered.len() == 64 {
+            g.answered.pop_front();
+        }
+        g.answered.push_back((key, first.clone()));
+    }
+    out
+}
+
+fn answer(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
     match m.method().unwrap_or_default() {
         "REGISTER" => {
             g.state.registers += 1;

@@ -6,7 +6,9 @@
 //! transaction by the top Via branch, answers the platform's requests itself (200 to a
 //! MESSAGE and, for a Catalog query, the Catalog response in parts of [`CATALOG_PART`]
 //! items; 405 to other methods, live video stays with the cameras) and drops datagrams
-//! from anyone but the platform. Garbage is counted and logged at most once a minute.
+//! from anyone but the platform's address (`campusgw_gb28181_dropped_total{reason =
+//! "stranger"}`). Garbage (not SIP, or a MESSAGE body that is not MANSCDP, answered 400)
+//! is counted (`reason = "garbage"`) and logged at most once a minute.
 //!
 //! Non-INVITE client transactions (RFC 3261 §17.1.2): the request is retransmitted from
 //! T1 = 500 ms doubling to T2 = 4 s until a final answer or `answer_timeout`; a 401/407 is
@@ -506,6 +508,7 @@ impl Inner {
 
     fn garbage(&self, from: SocketAddr, why: &str) {
         self.stats.garbage.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("campusgw_gb28181_dropped_total", "reason" => "garbage").increment(1);
         let allowed = self
             .limiter
             .lock()
@@ -634,6 +637,8 @@ async fn receive(inner: Arc<Inner>) {
         };
         if from != inner.s.platform {
             inner.stats.strangers.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("campusgw_gb28181_dropped_total", "reason" => "stranger")
+                .increment(1);
             continue;
         }
         let m = match msg::parse(&buf[..n]) {

@@ -379,8 +379,9 @@ impl Link for Session {
     }
 
     async fn close(self) {
-        // a clean goodbye: unregister (best effort, bounded by answer_timeout)
-        let _ = self.ua.register(Duration::ZERO).await;
+        // a clean goodbye: unregister, best effort, never holding up the shutdown long
+        let bye = self.ua.register(Duration::ZERO);
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
     }
 }
 
