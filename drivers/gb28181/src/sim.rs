@@ -347,7 +347,7 @@ fn answer(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socket
                         c.realm, c.nonce
                     );
                     vec![(
-                        reply(&m, 401, "Unauthorized", &[("WWW-Authenticate", www)]),
+                        reply(m, 401, "Unauthorized", &[("WWW-Authenticate", www)]),
                         from,
                     )]
                 }
@@ -368,7 +368,7 @@ fn answer(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socket
                         .to_string();
                     vec![(
                         reply(
-                            &m,
+                            m,
                             200,
                             "OK",
                             &[("Expires", expires.to_string()), ("Date", date)],
@@ -378,12 +378,12 @@ fn answer(g: &mut Shared, m: &Message, from: SocketAddr) -> Vec<(Vec<u8>, Socket
                 }
                 Some(_) => {
                     g.state.bad_auth += 1;
-                    vec![(reply(&m, 403, "Forbidden", &[]), from)]
+                    vec![(reply(m, 403, "Forbidden", &[]), from)]
                 }
             }
         }
-        "MESSAGE" => message(g, &m, from),
-        _ => vec![(reply(&m, 405, "Method Not Allowed", &[]), from)],
+        "MESSAGE" => message(g, m, from),
+        _ => vec![(reply(m, 405, "Method Not Allowed", &[]), from)],
     }
 }
 

@@ -579,7 +579,7 @@ mod tests {
     fn the_default_filter_sends_panic_intrusion_and_fire_alarms() {
         let u = parse("platform = \"127.0.0.1:5060\"\npassword = \"x\"").unwrap();
         for k in DEFAULT_KINDS {
-            assert!(u.filter.wants_kind(&Kind::new(k).unwrap()), "{k}");
+            assert!(u.filter.wants_kind(&Kind::new(*k).unwrap()), "{k}");
         }
         assert!(!u.filter.wants_kind(&Kind::new("sensor.readings").unwrap()));
     }
