@@ -569,10 +569,12 @@ mod tests {
                 .any(|i| i.path.to_string() == "uplink[0].password_file"),
             "{e:?}"
         );
-        let e = parse("platform = \"127.0.0.1:5060\"\npassword = \"x\"\ndevice_id = \"123\"")
-            .err()
-            .unwrap();
-        assert!(!e.is_empty());
+        let e = parse(
+            "platform = \"127.0.0.1:5060\"\npassword = \"x\"\n[[alarm_input]]\nid = \"123\"\nname = \"gate\"\ndevice = \"d\"",
+        )
+        .err()
+        .unwrap();
+        assert!(e.iter().any(|i| i.message.contains("20 digits")), "{e:?}");
     }
 
     #[test]
