@@ -185,6 +185,9 @@ struct Inner {
     sn: AtomicU32,
     waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
     limiter: Mutex<LogLimiter>,
+    /// (Call-ID, CSeq) of the platform's recent requests: a retransmission (our 200 was
+    /// lost) is answered 200 again but not acted on twice (RFC 3261 §17.2.2).
+    seen: Mutex<std::collections::VecDeque<(String, String)>>,
     stats: UaStats,
     events: mpsc::Sender<UaEvent>,
 }
@@ -252,6 +255,7 @@ impl DeviceUa {
             sn: AtomicU32::new(rand::random::<u32>() % 100_000),
             waiting: Mutex::new(HashMap::new()),
             limiter: Mutex::new(LogLimiter::new(Duration::from_secs(60))),
+            seen: Mutex::new(std::collections::VecDeque::new()),
             stats: UaStats::default(),
             events: etx,
         });
@@ -576,6 +580,10 @@ impl Inner {
             }
         };
         self.reply(&m, 200, "OK", &[]).await;
+        if !self.first_time(&m) {
+            tracing::debug!("retransmitted platform request answered again, not acted on");
+            return;
+        }
         match (doc.kind(), doc.cmd_type.as_str()) {
             ("Query", "Catalog") => {
                 let me = self.clone();
@@ -596,6 +604,26 @@ impl Inner {
                     .try_send(UaEvent::Other(format!("{root}/{cmd}")));
             }
         }
+    }
+
+    /// Whether this request (Call-ID, CSeq) is new; remembers the last 32.
+    fn first_time(&self, m: &Message) -> bool {
+        let key = (
+            m.call_id().unwrap_or_default().to_owned(),
+            m.header("cseq").unwrap_or_default().to_owned(),
+        );
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&key) {
+            return false;
+        }
+        if seen.len() == 32 {
+            seen.pop_front();
+        }
+        seen.push_back(key);
+        true
     }
 
     async fn answer_catalog(&self, sn: u32) {
