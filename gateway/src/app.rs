@@ -222,6 +222,7 @@ impl Gateway {
             },
             alarms: Some(alarms.clone()),
             data_dir: config.gateway.data_dir.clone(),
+            config_file: config.source.clone(),
         })?;
         // Presence is rebuilt from the journal now, not at the first muster request.
         let presence = Arc::new(crate::presence::Presence::new(journal.clone(), roster));

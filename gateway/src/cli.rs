@@ -31,9 +31,10 @@ pub enum Cmd {
         /// The TOML config.
         file: PathBuf,
     },
-    /// Preview a bulk import (CSV or XLSX detector or location table) against a config:
-    /// rows read, every problem with its row and column, and what would change. Writes
-    /// nothing; exit 0 when the import is clean, 1 otherwise (docs/console.md).
+    /// Preview a bulk import (CSV or XLSX detector, door or location table) against a
+    /// config: rows read, every problem with its row and column, and what would change.
+    /// Writes nothing (apply from the console's /import page); exit 0 when the import is
+    /// clean, 1 otherwise (docs/console.md).
     Import {
         /// The CSV or XLSX file.
         #[arg(long)]
@@ -41,7 +42,8 @@ pub enum Cmd {
         /// The gateway's TOML config.
         #[arg(long, default_value = "/etc/campusgw/gateway.toml")]
         config: PathBuf,
-        /// Print the preview as JSON (as `POST /api/v1/import/preview` answers).
+        /// Print the preview as JSON (`table`, `rows`, `errors`, `diff`, as `POST
+        /// /api/v1/import/preview` answers them).
         #[arg(long)]
         json: bool,
     },
@@ -408,6 +410,28 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fire alarm → alarm on a console client's live stream (SSE), with a gateway child
+    /// process under background telemetry: p50/p99 (see `bench::console`).
+    Console {
+        /// Alarms measured, one at a time.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Background telemetry events per second (GB/T 26875 analog values).
+        #[arg(long, default_value_t = 1000)]
+        telemetry_rate: u64,
+        /// UITD connections carrying the telemetry.
+        #[arg(long, default_value_t = 10)]
+        uitds: u64,
+        /// Milliseconds between alarms.
+        #[arg(long, default_value_t = 100)]
+        alarm_every_ms: u64,
+        /// Classes the stream asks for (the alarm board's by default; "" for all).
+        #[arg(long, default_value = "life_safety,security,operations")]
+        classes: String,
+        /// Directory for the gateway's data (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Fire alarm (Modbus edge) → door command at the simulated device, through the journal
     /// and the rules runner: p50/p99 idle and under background load (see `bench::linkage`).
     Linkage {
@@ -743,6 +767,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 zone_cameras,
                 samples,
                 steady_secs,
+                data_dir,
+            })
+            .await
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Console {
+                    samples,
+                    telemetry_rate,
+                    uitds,
+                    alarm_every_ms,
+                    classes,
+                    data_dir,
+                },
+        } => {
+            crate::bench::console::run(crate::bench::console::BenchOptions {
+                samples,
+                telemetry_rate,
+                uitds,
+                alarm_every: std::time::Duration::from_millis(alarm_every_ms),
+                classes,
                 data_dir,
             })
             .await

@@ -163,8 +163,13 @@ pub async fn run(
     write_secret(&data_dir.join("device.pass"), DEMO_DEVICE_PASSWORD)?;
     write_secret(&data_dir.join("gb28181.pass"), &video_password)?;
     let text = config_text(&sims, &data_dir, listen);
-    let config = crate::config::parse(&text, Path::new("<demo>"))
+    let mut config = crate::config::parse(&text, Path::new("<demo>"))
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    // On disk too, so the console's bulk import (/import) has a file to preview and apply
+    // against (it is written afresh at every demo start).
+    let file = data_dir.join("gateway.toml");
+    std::fs::write(&file, &text)?;
+    config.source = Some(file);
     let opts = RunOptions {
         maintenance_every: Duration::from_secs(30),
         ..RunOptions::default()

@@ -18,13 +18,6 @@ use uplink_support::{Broker, Rig, Subscriber, Tls, metric, mqtt_config, wait_for
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// The tests of this file run one at a time: each starts a broker and a gateway, and the
-/// flood test pushes 500 QoS 1 messages through them. Run side by side on two cores, one
-/// of the 500 was sometimes not counted within `LIMIT` (the gateway never received it and
-/// never reconnected, and waiting 90 s did not bring it; not explained yet); one at a time
-/// the count is exact.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn body(id: &str, kind: &str, nonce: &str, at: chrono::DateTime<chrono::Utc>) -> Value {
     json!({"gateway": "school-042", "id": id, "kind": kind, "issued_at": at, "nonce": nonce, "target": "relay_1", "args": {"from_seq": 1}})
 }
@@ -41,7 +34,6 @@ fn reply(sub: &Subscriber, id: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_signed_fresh_allowed_unreplayed_commands_are_executed() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let broker = Broker::start(Tls::None).await;
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/replies/+").await;
     let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
@@ -310,7 +302,6 @@ fn key_pair() -> (ed25519_dalek::SigningKey, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_replayed_after_a_restart_is_refused_as_a_replay() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let broker = Broker::start(Tls::None).await;
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/replies/+").await;
     let (key, public) = key_pair();
@@ -365,7 +356,6 @@ async fn a_command_replayed_after_a_restart_is_refused_as_a_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_commands_run_only_for_allowed_targets_and_another_gateways_command_is_refused() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let broker = Broker::start(Tls::None).await;
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/replies/+").await;
     let (key, public) = key_pair();
@@ -405,9 +395,7 @@ async fn device_commands_run_only_for_allowed_targets_and_another_gateways_comma
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: in the workspace build one of 500 flooded QoS 1 commands never reaches the uplink (no reconnect; not brought by waiting 90 s); run with --ignored while fixing it (session-7 note)"]
 async fn a_flood_of_junk_is_counted_and_summarised_in_one_event_and_a_valid_command_still_runs() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let broker = Broker::start(Tls::None).await;
     let sub = Subscriber::start(broker.plain, "campusgw/school-042/replies/+").await;
     let (key, public) = key_pair();
@@ -415,7 +403,8 @@ async fn a_flood_of_junk_is_counted_and_summarised_in_one_event_and_a_valid_comm
     let toml = commands_uplink("flood", &broker.plain_url(), &public, "[\"status\"]");
     let gw = Gateway::start(&dir.path().join("journal.db"), &toml).await;
     until_subscribed(&sub, &key).await;
-    for i in 0..500 {
+    // More than the uplink handles per wake-up (256): a full batch once lost the next event.
+    for i in 0..1000 {
         let junk = if i % 2 == 0 {
             format!("garbage {i}").into_bytes()
         } else {
@@ -437,7 +426,7 @@ async fn a_flood_of_junk_is_counted_and_summarised_in_one_event_and_a_valid_comm
         .unwrap_or(0.0)
     };
     let end = std::time::Instant::now() + LIMIT;
-    while series("malformed") + series("bad_signature") < 500.0 {
+    while series("malformed") + series("bad_signature") < 1000.0 {
         let text = campusgw::api::metrics_handle().render();
         let seen: Vec<&str> = text
             .lines()
@@ -445,14 +434,14 @@ async fn a_flood_of_junk_is_counted_and_summarised_in_one_event_and_a_valid_comm
             .collect();
         assert!(
             std::time::Instant::now() < end,
-            "500 refusals not counted: {seen:?}"
+            "1000 refusals not counted: {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // At least: QoS 1 may deliver a message twice.
-    assert!(series("malformed") >= 250.0, "{}", series("malformed"));
+    assert!(series("malformed") >= 500.0, "{}", series("malformed"));
     assert!(
-        series("bad_signature") >= 250.0,
+        series("bad_signature") >= 500.0,
         "{}",
         series("bad_signature")
     );

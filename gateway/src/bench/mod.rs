@@ -3,6 +3,7 @@
 //! timed tests.
 
 pub mod access;
+pub mod console;
 pub mod crash;
 pub mod dc09;
 pub mod firecentre;

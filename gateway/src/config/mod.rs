@@ -119,7 +119,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ConfigIssue::new(FieldPath::root(), format!("cannot read the file: {e}")),
         )],
     })?;
-    parse(&text, path)
+    let mut config = parse(&text, path)?;
+    config.source = Some(path.to_owned());
+    Ok(config)
 }
 
 /// Validates config text; `path` is used for messages and to resolve a relative data_dir.
@@ -245,6 +247,7 @@ fn build(
         uplinks,
         rules,
         access,
+        source: None,
     }))
 }
 

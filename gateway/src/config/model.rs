@@ -31,6 +31,9 @@ pub struct Config {
     pub rules: Option<crate::rules::config::RulesSection>,
     /// `[access]`: presence and the muster list.
     pub access: Option<AccessSection>,
+    /// The file it was read from ([`super::load`]); `None` when parsed from text. The
+    /// console's bulk import writes to it.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// `[access]`.

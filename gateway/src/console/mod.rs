@@ -26,6 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod i18n;
+pub mod import;
 pub mod modes;
 pub mod openapi;
 pub mod pages;
@@ -97,6 +98,8 @@ pub struct ConsoleState {
     pub pages: Arc<pages::Pages>,
     /// Presence and door results (the muster list); `crate::app` sets the roster.
     pub presence: Arc<crate::presence::Presence>,
+    /// Bulk import: the config file and the previews waiting to be applied.
+    pub imports: Arc<import::ImportDesk>,
 }
 
 impl ConsoleState {
@@ -326,6 +329,13 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/stream", VIEWER, Api, || {
         get(stream::sse)
     }),
+    route(Method::POST, "/api/v1/import/preview", ADMIN, Api, || {
+        // The upload has its own limit (import::MAX_IMPORT_BYTES), read by the handler.
+        post(import::preview).layer(DefaultBodyLimit::disable())
+    }),
+    route(Method::POST, "/api/v1/import/apply", ADMIN, Api, || {
+        post(import::apply)
+    }),
     route(Method::GET, "/login", Public, Page, || {
         get(pages::login_page)
     }),
@@ -357,6 +367,7 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/alarms/{id}", VIEWER, Page, || {
         get(pages::alarm_page)
     }),
+    route(Method::GET, "/import", ADMIN, Page, || get(import::page)),
 ];
 
 #[derive(Clone)]
@@ -480,6 +491,8 @@ pub struct ConsoleParts {
     pub alarms: Option<crate::alarms::AlarmStore>,
     /// Where the setup token goes when no admin exists.
     pub data_dir: std::path::PathBuf,
+    /// The config file the gateway started from (bulk imports are written to it).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl ConsoleState {
@@ -508,6 +521,7 @@ impl ConsoleState {
                 parts.journal.clone(),
                 crate::presence::Roster::default(),
             )),
+            imports: Arc::new(import::ImportDesk::new(parts.config_file)),
         })
     }
 }

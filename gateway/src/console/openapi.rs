@@ -19,6 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::modes::set_drill, super::modes::clear_drill,
         super::alarms::list, super::alarms::one, super::alarms::acknowledge, super::alarms::resolve,
         super::commands::send, super::access::muster, super::access::state,
+        super::import::preview, super::import::apply,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
@@ -30,12 +31,14 @@ struct Security;
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         // Every JSON body may also be too large (413) or not JSON (415).
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in &mut doc.paths.paths {
+            // The import upload is a file, answered by its own 413 / 415.
+            let upload = path == "/api/v1/import/preview";
             for op in [&mut item.post, &mut item.put, &mut item.patch]
                 .into_iter()
                 .flatten()
             {
-                if op.request_body.is_some() {
+                if op.request_body.is_some() && !upload {
                     for (code, what) in [
                         ("413", "body larger than 64 KiB"),
                         ("415", "body not application/json"),

@@ -32,6 +32,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../assets/console.js"),
     ),
     (
+        "import.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/import.js"),
+    ),
+    (
         "htmx.min.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/htmx.min.js"),
@@ -74,6 +79,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "alarm.html",
         include_str!("../../assets/templates/alarm.html"),
+    ),
+    (
+        "import.html",
+        include_str!("../../assets/templates/import.html"),
     ),
 ];
 
@@ -120,7 +129,8 @@ fn words(lang: &str) -> BTreeMap<&'static str, &'static str> {
         .collect()
 }
 
-fn page(
+/// Renders page `name` with the common context (language, words, user, csrf) and `extra`.
+pub(super) fn page(
     s: &ConsoleState,
     headers: &HeaderMap,
     p: &Principal,

@@ -52,6 +52,17 @@ use super::tls::client_config;
 /// Events handled per wake-up of the session loop before the window is topped up again.
 const EVENT_BATCH: usize = 256;
 
+/// The next ready item for a batch that has handled `done` of at most `max` items: none once
+/// the batch is full, so an item is never taken off the queue and then left unhandled. (Taking
+/// one more after the last lost an event per full batch: a county command, or an outgoing
+/// publish's packet id, which shifted every later PUBACK onto the wrong message.)
+fn next_ready<T>(rx: &mut mpsc::Receiver<T>, done: usize, max: usize) -> Option<T> {
+    if done >= max {
+        return None;
+    }
+    rx.try_recv().ok()
+}
+
 /// What a publish was, keyed by packet id until its PUBACK.
 #[derive(Debug, Clone, Copy)]
 enum Tag {
@@ -427,7 +438,7 @@ impl MqttUplink {
     ) -> Round {
         let mut round = Round::default();
         let mut next = first;
-        for _ in 0..EVENT_BATCH {
+        for done in 1..=EVENT_BATCH {
             let ev = match next {
                 Some(Ok(ev)) => ev,
                 Some(Err((reason, m))) => {
@@ -455,9 +466,9 @@ impl MqttUplink {
             if round.failure.is_some() {
                 break;
             }
-            match s.events.try_recv() {
-                Ok(ev) => next = Some(ev),
-                Err(_) => break,
+            match next_ready(&mut s.events, done, EVENT_BATCH) {
+                Some(ev) => next = Some(ev),
+                None => break,
             }
         }
         round
@@ -780,5 +791,45 @@ impl super::contract::UplinkFactory for MqttConfig {
         status: Arc<UplinkStatus>,
     ) -> campusgw_sdk::driver::BoxFuture<'static, ()> {
         Box::pin(MqttUplink::new(self, filter, cx, status).run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_ready;
+    use tokio::sync::mpsc;
+
+    /// Full batches leave the rest queued: every item is handled once, in order, however the
+    /// queue's length falls against the batch size.
+    #[test]
+    fn batches_drain_a_queue_without_losing_the_item_after_a_full_batch() {
+        for (queued, max) in [(10_usize, 4_usize), (8, 4), (3, 4), (1, 1), (9, 1)] {
+            let (tx, mut rx) = mpsc::channel(64);
+            for i in 0..queued {
+                tx.try_send(i).unwrap();
+            }
+            let mut handled = Vec::new();
+            let mut batches = 0;
+            // The session loop: a blocking receive starts each batch.
+            while let Ok(first) = rx.try_recv() {
+                batches += 1;
+                let mut next = Some(first);
+                for done in 1..=max {
+                    let Some(item) = next.take() else { break };
+                    handled.push(item);
+                    next = next_ready(&mut rx, done, max);
+                    if next.is_none() {
+                        break;
+                    }
+                }
+                assert!(next.is_none(), "an item taken but not handled");
+            }
+            assert_eq!(
+                handled,
+                (0..queued).collect::<Vec<_>>(),
+                "{queued} in batches of {max}"
+            );
+            assert_eq!(batches, queued.div_ceil(max));
+        }
     }
 }
