@@ -190,6 +190,9 @@ id = "alarm_rx"
 driver = "dc09"
 listen_tcp = "127.0.0.1:{port}"
 unknown_account = "refuse"
+# one panel sending alarms back to back: the receiver's per-source flood limit is lifted
+frames_per_second = 1000000
+frame_burst = 1000000
 [[device.account]]
 account = "{ACCOUNT}"
 device = "guard_panel"
