@@ -106,7 +106,13 @@ impl UplinkKindConfig for Gb28181UplinkConfig {
             }
         };
         let platform: PlatformConfig = typed_value(toml::Value::Table(table), at, issues)?;
-        let problems = platform.validate(at);
+        let mut problems = platform.validate(at);
+        if let Some(f) = &platform.password_file
+            && f.is_file()
+            && let Err(m) = crate::secrets::check_private_file(f)
+        {
+            problems.push(ConfigIssue::new(at.key("password_file"), m));
+        }
         let valid = problems.is_empty();
         issues.extend(problems);
         if valid && !allow_plaintext && !is_loopback_host(platform.platform_host()) {
@@ -575,6 +581,23 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.iter().any(|i| i.message.contains("20 digits")), "{e:?}");
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gb28181.pass");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let table = format!(
+            "platform = \"127.0.0.1:5060\"\npassword_file = \"{}\"",
+            f.display()
+        );
+        let e = parse(&table).err().unwrap();
+        assert_eq!(e[0].path.to_string(), "uplink[0].password_file", "{e:?}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(parse(&table).is_ok());
     }
 
     #[test]
