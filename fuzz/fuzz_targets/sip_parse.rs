@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = msg::parse(data) {
         let _ = (m.code(), m.method(), m.call_id(), m.cseq(), m.to_tag(), m.contact_uri());
-        let _ = msg::sdp_answer(&m.body, &[Codec::Pcma, Codec::Pcmu]);
+        let _ = msg::sdp_answer(&m.body_text(), &[Codec::Pcma, Codec::Pcmu]);
         if let Some(v) = m.header("www-authenticate") {
             if let Some(c) = digest::parse_challenge(v) {
                 let h = digest::authorization(&c, "u", "p", "INVITE", "sip:x@127.0.0.1", "c");

@@ -353,6 +353,17 @@ pub enum BenchCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Panic alarm in at a school alarm panel → the police video platform's 200 OK to the
+    /// GB/T 28181 Alarm MESSAGE through the `kind = "gb28181"` uplink, p50/p99 (see
+    /// `bench::gb28181`).
+    Gb28181 {
+        /// Alarms, one at a time.
+        #[arg(long, default_value_t = 200)]
+        alarms: u64,
+        /// Directory for the journal (default: a temporary directory on the data disk).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// SIA DC-09 panel frame → ACK latency, and many supervised panels sustained, against an
     /// in-process gateway (see `bench::dc09`).
     Dc09 {
@@ -734,6 +745,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     data_dir,
                 },
         } => crate::bench::ingest::bench_ingest(events, producers, window, data_dir).await,
+        Cmd::Bench {
+            command: BenchCmd::Gb28181 { alarms, data_dir },
+        } => {
+            crate::bench::gb28181::run(crate::bench::gb28181::BenchOptions { alarms, data_dir })
+                .await
+        }
         Cmd::Bench {
             command: BenchCmd::Firecentre { alarms, data_dir },
         } => {

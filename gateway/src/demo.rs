@@ -14,6 +14,9 @@
 //!
 //! - `police` (the uplink `kind = "dc09"`): a simulated police alarm receiving centre
 //!   (ARC) that acknowledges what the gateway forwards: the panic and the intrusion;
+//! - `police_video` (the uplink `kind = "gb28181"`): a simulated police video platform
+//!   the gateway registers with (digest), answering the guard room's panic as the alarm
+//!   input `34020000001340000001` (GB2312 MANSCDP) with 200 OK;
 //! - `pa_system` (SIP + RTP, `sip_paging`): two IP speakers on building A's first floor
 //!   (zone `pa_a_1f`) that auto-answer and check the RTP they hear;
 //! - `acs_gate` and `acs_a` (Hikvision ISAPI): the gate's turnstiles and building A's doors,
@@ -79,6 +82,8 @@ struct Sims {
     boiler: Simulator,
     /// The city fire-monitoring centre the `fire_centre` uplink reports to.
     centre: campusgw_gb26875::sim::centre::CentreSim,
+    /// The police video platform the `police_video` uplink registers with.
+    video: campusgw_gb28181::sim::PlatformSim,
     /// Building B's ZKTeco controller (started once the gateway's iclock server listens).
     zk_b: Option<campusgw_zkteco::sim::ControllerSim>,
     zk_port: u16,
@@ -107,6 +112,8 @@ pub async fn run(
         password: DEMO_DEVICE_PASSWORD.to_owned(),
         ..campusgw_hikvision::sim::SimConfig::default()
     };
+    // The platform's digest password: random per run, in a 0600 file like a real one.
+    let video_password = crate::console::auth::random_token();
     let sims = Sims {
         fire_port: crate::bench::free_port()?,
         dc09_port: crate::bench::free_port()?,
@@ -133,6 +140,18 @@ pub async fn run(
             campusgw_gb26875::sim::centre::CentreConfig::new(CITY_CENTRE, SCHOOL_UITD),
         )
         .await?,
+        video: campusgw_gb28181::sim::PlatformSim::start(
+            campusgw_gb28181::sim::SimSettings {
+                platform_id: campusgw_gb28181::GbId::new(VIDEO_PLATFORM)
+                    .map_err(anyhow::Error::msg)?,
+                username: VIDEO_GATEWAY.into(),
+                password: video_password.clone(),
+                expires: 3600,
+                charset: campusgw_gb28181::manscdp::Charset::Gb2312,
+            },
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await?,
         zk_b: None,
         zk_port: crate::bench::free_port()?,
         energy: campusgw_dlt645::sim::BusSim::start(9600).await?,
@@ -151,6 +170,7 @@ pub async fn run(
     std::fs::write(data_dir.join("roster.csv"), DEMO_ROSTER)?;
     write_rules(&data_dir.join("rules"))?;
     write_secret(&data_dir.join("device.pass"), DEMO_DEVICE_PASSWORD)?;
+    write_secret(&data_dir.join("gb28181.pass"), &video_password)?;
     let text = config_text(&sims, &data_dir, listen);
     let mut config = crate::config::parse(&text, Path::new("<demo>"))
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
@@ -229,6 +249,10 @@ pub async fn run(
 /// The school's address as a transmission device, and the city centre's (demo values).
 const SCHOOL_UITD: u64 = 4242;
 const CITY_CENTRE: u64 = 88888;
+
+/// The police video platform's SIP server id and the id it gave the school (demo values).
+const VIDEO_PLATFORM: &str = "34020000002000000001";
+const VIDEO_GATEWAY: &str = "34020000001180000001";
 
 /// Building A's DL/T 645 meters (addresses as on their name plates).
 const ENERGY_METERS: [&str; 2] = ["000102030425", "000102030426"];
@@ -489,6 +513,29 @@ centres = ["{centre}"]
 uitd_address = {SCHOOL_UITD}
 centre_address = {CITY_CENTRE}
 
+# GB/T 28181 to the police video platform (SIP over UDP: loopback needs no allow_plaintext)
+[[uplink]]
+name = "police_video"
+kind = "gb28181"
+platform = "{video}"
+platform_id = "{VIDEO_PLATFORM}"
+device_id = "{VIDEO_GATEWAY}"
+password_file = "{data}/gb28181.pass"
+bind = "127.0.0.1:0"
+charset = "gb2312"
+[[uplink.alarm_input]]
+id = "34020000001340000001"
+name = "门卫室一键报警"
+device = "guard_room_panic"
+[[uplink.alarm_input]]
+id = "34020000001340000002"
+name = "实验楼入侵"
+device = "lab_intrusion"
+[[uplink.camera]]
+id = "34020000001320000001"
+name = "A栋一楼东"
+location = "main/A/1/east"
+
 [[device]]
 id = "canteen"
 driver = "canteen"
@@ -573,6 +620,7 @@ deadband = 0.5
         doors_a = s.doors_a.base_url(),
         camera = s.camera.xaddr(),
         centre = s.centre.local_addr(),
+        video = s.video.addr(),
         zk_port = s.zk_port,
         canteen_port = s.canteen_port,
         till_hash = campusgw_canteen::sim::token_hash(DEMO_TILL_TOKEN),
@@ -704,6 +752,7 @@ async fn script(s: Sims, stop: CancellationToken) {
     let mut t = 0u64;
     let mut arc_seen = 0;
     let mut centre_seen = 0;
+    let mut video_seen = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut till = campusgw_canteen::sim::SimTerminal::new(
         SocketAddr::from(([127, 0, 0, 1], s.canteen_port)),
@@ -789,6 +838,17 @@ async fn script(s: Sims, stop: CancellationToken) {
             );
         }
         centre_seen = uploads.len();
+        let video = s.video.state().alarms;
+        for a in video.iter().skip(video_seen) {
+            say!(
+                "  police video platform confirmed alarm SN {} from {}: priority {}, {}",
+                a.sn.unwrap_or(0),
+                a.device_id,
+                a.priority,
+                a.description
+            );
+        }
+        video_seen = video.len();
         if phase == 15 {
             for (i, spk) in s.speakers.iter().enumerate() {
                 let h = spk.heard();

@@ -178,6 +178,10 @@ pub const UPLINKS: &[(&str, UplinkParseFn)] = &[
         crate::uplink::card_platform::CardPlatformConfig::KIND,
         parse_kind::<crate::uplink::card_platform::CardPlatformConfig>,
     ),
+    (
+        crate::uplink::gb28181::Gb28181UplinkConfig::KIND,
+        parse_kind::<crate::uplink::gb28181::Gb28181UplinkConfig>,
+    ),
 ];
 
 /// Parses an `[[uplink]]` table.

@@ -381,6 +381,13 @@ fn the_demo_shows_every_system_acting_within_its_first_minute() {
         ("camera analytics", &["video.intrusion", "cam_a1_east"]),
         ("Modbus meter offline", &["device.offline", "power_meter"]),
         ("city fire centre", &["city fire centre confirmed upload"]),
+        (
+            "police video platform",
+            &[
+                "police video platform confirmed alarm",
+                "34020000001340000001",
+            ],
+        ),
         ("ZKTeco door", &["access.granted", "zk_b_main"]),
         ("DL/T 645 meter", &["sensor.readings", "meter_a101"]),
         ("canteen sale", &["canteen.sale", "canteen"]),

@@ -357,7 +357,7 @@ impl Sip {
             h.invites += 1;
             h.auto_answer = auto;
             h.request_uri = uri.clone();
-            h.offer = m.body.clone();
+            h.offer = m.body_text().into_owned();
         });
         if let Some(prev) = self.answers.get(&key) {
             let prev = prev.clone();
@@ -430,7 +430,7 @@ impl Sip {
     fn ok(&self, m: &Message, tag: &str) -> Vec<u8> {
         // PCMA if offered, else PCMU (as a Chinese installation would choose).
         let offered: Vec<u8> = m
-            .body
+            .body_text()
             .lines()
             .find_map(|l| l.strip_prefix("m=audio "))
             .map(|l| {

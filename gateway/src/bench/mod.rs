@@ -10,6 +10,7 @@ pub mod crash;
 pub mod dc09;
 pub mod firecentre;
 pub mod gb26875;
+pub mod gb28181;
 pub mod ingest;
 pub mod linkage;
 pub mod outage;

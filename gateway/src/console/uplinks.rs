@@ -1,6 +1,6 @@
 //! `GET /api/v1/uplinks`: each uplink's state, backlog per class and drain progress;
 //! `GET /api/v1/uplinks/{name}/deliveries?event=ID`: which receiver acknowledged an event
-//! and when (uplinks that record it: `kind = "dc09"`, `kind = "gb26875"`);
+//! and when (uplinks that record it: `kind = "dc09"`, `kind = "gb26875"`, `kind = "gb28181"`);
 //! `POST /api/v1/uplinks/{name}/duty-check`: an operator answers the fire-monitoring
 //! centre's 查岗 (operator-on-duty check) on a `kind = "gb26875"` uplink (operator role;
 //! the open check is kept in memory on the uplink's status, see

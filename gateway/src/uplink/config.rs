@@ -37,6 +37,8 @@ pub enum UplinkSettings {
     Gb26875(Arc<super::gb26875::Gb26875UplinkConfig>),
     /// `kind = "card_platform"`: the campus-card platform of the canteen driver.
     CardPlatform(Arc<super::card_platform::CardPlatformConfig>),
+    /// `kind = "gb28181"`: GB/T 28181 alarms to the police video platform.
+    Gb28181(Arc<super::gb28181::Gb28181UplinkConfig>),
 }
 
 impl UplinkSettings {
@@ -48,7 +50,8 @@ impl UplinkSettings {
             UplinkSettings::Webhook(c) => Arc::make_mut(c).snapshots.dirs = dirs.clone(),
             UplinkSettings::Dc09(_)
             | UplinkSettings::Gb26875(_)
-            | UplinkSettings::CardPlatform(_) => {}
+            | UplinkSettings::CardPlatform(_)
+            | UplinkSettings::Gb28181(_) => {}
         }
     }
 
@@ -60,6 +63,7 @@ impl UplinkSettings {
             UplinkSettings::Dc09(c) => c.clone(),
             UplinkSettings::Gb26875(c) => c.clone(),
             UplinkSettings::CardPlatform(c) => c.clone(),
+            UplinkSettings::Gb28181(c) => c.clone(),
         }
     }
 

@@ -132,6 +132,7 @@ pub mod delivery;
 pub mod feed;
 pub mod filter;
 pub mod gb26875;
+pub mod gb28181;
 pub mod mqtt;
 pub mod mqtt_link;
 mod outcome;

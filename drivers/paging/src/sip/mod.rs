@@ -29,8 +29,16 @@
 //! routes answers by Call-ID, so a speaker sending garbage or nothing delays only its own
 //! call, which ends at its timeout.
 
-pub mod digest;
-pub mod msg;
+mod sdp;
+
+/// Digest authentication, from `campusgw-sip`.
+pub use campusgw_sip::digest;
+
+/// The SIP message codec (from `campusgw-sip`) and paging's SDP offer and answer.
+pub mod msg {
+    pub use super::sdp::{SdpAnswer, sdp_answer, sdp_offer};
+    pub use campusgw_sip::msg::*;
+}
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -583,7 +591,7 @@ impl<'a> Invite<'a> {
                 codec: Codec::Pcma,
             },
         };
-        match msg::sdp_answer(&m.body, &self.offer.codecs) {
+        match msg::sdp_answer(&m.body_text(), &self.offer.codecs) {
             Ok(media) => {
                 call.media = media;
                 Ok(call)

@@ -1,15 +1,13 @@
 //! SIP messages (RFC 3261 §7): a pure parser for what arrives over UDP and a writer for the
-//! few requests and responses the UAC sends; the SDP (RFC 4566) offer and answer.
+//! requests and responses campusgw sends.
 //!
 //! The parser never panics and allocates only after the datagram is known to be within
 //! [`MAX_MESSAGE`]. It accepts compact header names (RFC 3261 §7.3.3), LWS after the colon,
 //! CRLF or bare LF line ends (a firmware quirk seen on cheap speakers), and a body cut to
 //! `Content-Length`. Anything else is an error the caller counts and drops.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::net::IpAddr;
-
-use crate::rtp::Codec;
 
 /// A UDP datagram bigger than this is not SIP we accept (RFC 3261 §18.1.1 keeps UDP
 /// messages under the path MTU; 8 KiB is generous).
@@ -43,8 +41,8 @@ pub struct Message {
     pub start: StartLine,
     /// Headers in order, names in their long lowercase form.
     pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: String,
+    /// The body, as bytes (GB/T 28181 bodies are often GB2312).
+    pub body: Vec<u8>,
 }
 
 /// Why bytes are not a SIP message.
@@ -53,7 +51,7 @@ pub enum ParseError {
     /// Over [`MAX_MESSAGE`].
     #[error("message too large ({0} bytes)")]
     TooLarge(usize),
-    /// Not UTF-8 or no line structure.
+    /// Start line or headers not UTF-8, or no line structure.
     #[error("not a sip message: {0}")]
     Malformed(&'static str),
     /// The status code is not three digits.
@@ -86,8 +84,8 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(ParseError::TooLarge(bytes.len()));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Malformed("not utf-8"))?;
-    let (head, rest) = split_head(text).ok_or(ParseError::Malformed("no end of headers"))?;
+    let (head, rest) = split_head(bytes).ok_or(ParseError::Malformed("no end of headers"))?;
+    let head = std::str::from_utf8(head).map_err(|_| ParseError::Malformed("not utf-8"))?;
     let mut lines = head.lines();
     let start = parse_start(lines.next().ok_or(ParseError::Malformed("empty"))?)?;
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -112,7 +110,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     let mut m = Message {
         start,
         headers,
-        body: String::new(),
+        body: Vec::new(),
     };
     let len = match m.header("content-length") {
         Some(v) => v
@@ -120,18 +118,17 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             .map_err(|_| ParseError::Malformed("bad content-length"))?,
         None => rest.len(),
     };
-    m.body = rest
-        .get(..len.min(rest.len()))
-        .ok_or(ParseError::Malformed("content-length inside a character"))?
-        .to_owned();
+    m.body = rest[..len.min(rest.len())].to_vec();
     Ok(m)
 }
 
-fn split_head(text: &str) -> Option<(&str, &str)> {
-    if let Some(i) = text.find("\r\n\r\n") {
-        return Some((&text[..i], &text[i + 4..]));
+fn split_head(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    if let Some(i) = b.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some((&b[..i], &b[i + 4..]));
     }
-    text.find("\n\n").map(|i| (&text[..i], &text[i + 2..]))
+    b.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (&b[..i], &b[i + 2..]))
 }
 
 fn parse_start(line: &str) -> Result<StartLine, ParseError> {
@@ -212,6 +209,24 @@ impl Message {
         param(self.header("to")?, "tag")
     }
 
+    /// The body as text (invalid UTF-8 replaced): for bodies that are ASCII, such as SDP.
+    pub fn body_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The Request-URI of a request.
+    pub fn request_uri(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The `branch` parameter of the top Via.
+    pub fn branch(&self) -> Option<&str> {
+        param(self.header("via")?, "branch")
+    }
+
     /// The URI inside the Contact header.
     pub fn contact_uri(&self) -> Option<&str> {
         name_addr_uri(self.header("contact")?)
@@ -236,7 +251,8 @@ pub fn name_addr_uri(v: &str) -> Option<&str> {
 }
 
 /// Writes a message: start line, headers (with Content-Length), blank line, body.
-pub fn write(start: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
+pub fn write(start: &str, headers: &[(&str, String)], body: impl AsRef<[u8]>) -> Vec<u8> {
+    let body = body.as_ref();
     let mut s = String::with_capacity(512 + body.len());
     s.push_str(start);
     s.push_str("\r\n");
@@ -245,80 +261,9 @@ pub fn write(start: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
         let _ = write!(s, "{n}: {v}\r\n");
     }
     let _ = write!(s, "Content-Length: {}\r\n\r\n", body.len());
-    s.push_str(body);
-    s.into_bytes()
-}
-
-/// The SDP offer (RFC 4566, RFC 3264): one audio stream, G.711 in `codecs` order, 20 ms
-/// packets, send-only (a speaker never talks back).
-pub fn sdp_offer(ip: IpAddr, port: u16, session: u64, codecs: &[Codec]) -> String {
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let pts: Vec<String> = codecs
-        .iter()
-        .map(|c| c.payload_type().to_string())
-        .collect();
-    let mut s = format!(
-        "v=0\r\no=campusgw {session} {session} IN {family} {ip}\r\ns=campusgw paging\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
-        pts.join(" ")
-    );
-    for c in codecs {
-        let _ = write!(s, "a=rtpmap:{} {}/8000\r\n", c.payload_type(), c.sdp_name());
-    }
-    s.push_str("a=ptime:20\r\na=sendonly\r\n");
-    s
-}
-
-/// What an SDP answer asks us to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SdpAnswer {
-    /// Where the RTP goes.
-    pub addr: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// The first payload type of the answer that we offered.
-    pub codec: Codec,
-}
-
-/// Reads an SDP answer against the codecs we offered.
-///
-/// # Errors
-/// A reason when there is no usable audio stream.
-pub fn sdp_answer(body: &str, offered: &[Codec]) -> Result<SdpAnswer, &'static str> {
-    let mut session_addr = None;
-    let mut media_addr = None;
-    let mut media: Option<(u16, Vec<u8>)> = None;
-    for line in body.lines().map(str::trim) {
-        if let Some(c) = line.strip_prefix("c=") {
-            let addr = c
-                .split_whitespace()
-                .nth(2)
-                .and_then(|a| a.split('/').next());
-            let addr = addr.and_then(|a| a.parse::<IpAddr>().ok());
-            if media.is_some() {
-                media_addr = addr;
-            } else {
-                session_addr = addr;
-            }
-        } else if let Some(m) = line.strip_prefix("m=audio ") {
-            let mut f = m.split_whitespace();
-            let port = f.next().and_then(|p| p.parse().ok()).ok_or("bad m= port")?;
-            let pts = f.skip(1).filter_map(|p| p.parse().ok()).collect();
-            media = Some((port, pts));
-        }
-    }
-    let (port, pts) = media.ok_or("no audio stream in the answer")?;
-    if port == 0 {
-        return Err("the audio stream was rejected (port 0)");
-    }
-    let codec = pts
-        .iter()
-        .filter_map(|&pt| Codec::from_payload_type(pt))
-        .find(|c| offered.contains(c))
-        .ok_or("no offered codec in the answer")?;
-    let addr = media_addr
-        .or(session_addr)
-        .ok_or("no connection address in the answer")?;
-    Ok(SdpAnswer { addr, port, codec })
+    let mut out = s.into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 #[cfg(test)]
@@ -334,7 +279,7 @@ mod tests {
         assert_eq!(m.cseq(), Some((2, "INVITE")));
         assert_eq!(m.to_tag(), Some("77"));
         assert_eq!(m.contact_uri(), Some("sip:spk@10.0.0.9:5062"));
-        assert_eq!(m.body, "v=0\n");
+        assert_eq!(m.body, b"v=0\n");
     }
 
     #[test]
@@ -358,43 +303,28 @@ mod tests {
     }
 
     #[test]
-    fn the_offer_lists_g711_sendonly_with_20ms_packets_and_the_answer_picks_an_offered_codec() {
-        let ip: IpAddr = "10.0.0.5".parse().unwrap();
-        let offer = sdp_offer(ip, 40000, 7, &[Codec::Pcma, Codec::Pcmu]);
-        assert!(offer.contains("m=audio 40000 RTP/AVP 8 0\r\n"));
-        assert!(offer.contains("a=rtpmap:8 PCMA/8000\r\n"));
-        assert!(offer.contains("a=ptime:20\r\na=sendonly\r\n"));
-        let answer = "v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 6000 RTP/AVP 0 101\r\n";
-        assert_eq!(
-            sdp_answer(answer, &[Codec::Pcma, Codec::Pcmu]),
-            Ok(SdpAnswer {
-                addr: "10.0.0.9".parse().unwrap(),
-                port: 6000,
-                codec: Codec::Pcmu
-            })
+    fn a_gb2312_body_is_kept_as_bytes_and_written_back_unchanged() {
+        let body: &[u8] = b"<Notify><AlarmDescription>\xd2\xbb\xbc\xfc</AlarmDescription></Notify>";
+        let raw = write(
+            "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0",
+            &[
+                ("Call-ID", "c1".to_owned()),
+                ("CSeq", "20 MESSAGE".to_owned()),
+            ],
+            body,
         );
-        assert!(
-            sdp_answer(
-                "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 8\r\n",
-                &[Codec::Pcma]
-            )
-            .is_err()
-        );
-        assert!(
-            sdp_answer(
-                "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 9 RTP/AVP 18\r\n",
-                &[Codec::Pcma]
-            )
-            .is_err()
-        );
+        let m = parse(&raw).unwrap();
+        assert_eq!(m.method(), Some("MESSAGE"));
+        assert_eq!(m.request_uri(), Some("sip:34020000002000000001@3402000000"));
+        assert_eq!(m.body, body);
+        assert_eq!(m.cseq(), Some((20, "MESSAGE")));
     }
 
     proptest::proptest! {
         #[test]
         fn the_parser_never_panics_on_arbitrary_bytes(b in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
             if let Ok(m) = parse(&b) {
-                let _ = (m.cseq(), m.to_tag(), m.contact_uri());
-                let _ = sdp_answer(&m.body, &[Codec::Pcma]);
+                let _ = (m.cseq(), m.to_tag(), m.contact_uri(), m.branch(), m.body_text());
             }
         }
 
@@ -405,7 +335,7 @@ mod tests {
             b[flip % n] = byte;
             b.truncate(cut.min(n));
             if let Ok(m) = parse(&b) {
-                let _ = sdp_answer(&m.body, &[Codec::Pcma]);
+                assert!(m.body.len() <= n);
             }
         }
     }
