@@ -4,8 +4,8 @@
 
 pub mod access;
 pub mod access_scale;
-pub mod console;
 pub mod canteen;
+pub mod console;
 pub mod crash;
 pub mod dc09;
 pub mod firecentre;

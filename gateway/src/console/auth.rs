@@ -177,9 +177,14 @@ pub struct Auth {
     hashing: Semaphore,
     attempts: Mutex<HashMap<IpAddr, Vec<Instant>>>,
     setup: Mutex<Option<SetupToken>>,
-    /// A dummy hash verified for unknown users, so their answer takes as long.
-    dummy_hash: String,
 }
+
+/// The hash verified for an unknown user, so that answer takes as long as a wrong password:
+/// a hash of random bytes nobody kept, with the current parameters (a unit test holds them
+/// equal). A constant rather than one computed at start: hashing costs the 7 MiB argon2
+/// block, which a gateway whose console nobody uses then never allocates
+/// (bench/README.md, "Release profile and memory, session 8").
+const DUMMY_HASH: &str = "$argon2id$v=19$m=7168,t=5,p=1$c+D6UeWpwa3rZAmYCqg+KQ$Az8KgfdvJlf8GSATg0Efw/Nqso0taMqXz1ltbftvPH8";
 
 struct SetupToken {
     hash: [u8; 32],
@@ -312,14 +317,12 @@ impl Auth {
     /// The journal file cannot be opened for reading.
     pub fn new(journal: Journal) -> Result<Auth, AuthError> {
         let reads = journal.read_connection()?;
-        let dummy_hash = hash_password("not a password of anyone")?;
         Ok(Auth {
             journal,
             reads: Mutex::new(reads),
             hashing: Semaphore::new(HASHES_AT_ONCE),
             attempts: Mutex::new(HashMap::new()),
             setup: Mutex::new(None),
-            dummy_hash,
         })
     }
 
@@ -394,7 +397,7 @@ impl Auth {
         }
         let hash = row
             .as_ref()
-            .map_or(self.dummy_hash.clone(), |r| r.hash.clone());
+            .map_or_else(|| DUMMY_HASH.to_owned(), |r| r.hash.clone());
         let exists = row.is_some();
         let ok = self.verify(password, hash).await && exists;
         let Some(row) = row.filter(|_| ok) else {
@@ -604,6 +607,20 @@ pub type SharedAuth = Arc<Auth>;
 mod tests {
     use super::*;
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    /// The unknown-user hash has the parameters new hashes get, so verifying it costs the
+    /// same as verifying a real user's: a parameter change must come with a new constant.
+    #[test]
+    fn the_unknown_users_hash_has_the_current_parameters() {
+        let fresh = hash_password("anything").unwrap();
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).unwrap().to_owned();
+        assert_eq!(params(DUMMY_HASH), params(&fresh));
+        assert!(DUMMY_HASH.starts_with("$argon2id$v=19$"), "{DUMMY_HASH}");
+        assert!(
+            PasswordHash::new(DUMMY_HASH).is_ok(),
+            "the constant is a valid PHC string"
+        );
+    }
 
     #[test]
     fn a_hash_made_in_the_shared_buffer_verifies_with_the_argon2_crate_and_only_for_its_password() {
