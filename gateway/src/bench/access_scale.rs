@@ -17,10 +17,8 @@
 //! separate process, so the RSS is the gateway's alone. Smoke it in debug; the figures are
 //! for a release build (`cargo build --release`, bench/README.md).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use campusgw_hikvision::sim::{IsapiSim, SimConfig};
 use campusgw_zkteco::sim::{ControllerSim, SimConfig as ZkSimConfig};
 use serde::Serialize;
@@ -149,31 +147,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
     let zk_port = free_port()?;
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, config_text(dir.path(), &o, &isapi, zk_port))?;
-    let log = std::fs::File::create(dir.path().join("gateway.log"))?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the gateway child")?;
-    let pid = child.id().context("the child has no pid")?;
-    let outcome = measure(&o, &dir, &isapi, zk_port, pid, started, &mut child).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    match outcome {
-        Ok(r) => {
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(0)
-        }
-        Err(e) => Err(e.context(format!(
-            "the gateway's log is {}",
-            dir.path().join("gateway.log").display()
-        ))),
-    }
+    let mut gw = super::GatewayChild::spawn(dir.path(), &config)?;
+    let outcome = measure(&o, &dir, &isapi, zk_port, gw.pid, started, &mut gw.child).await;
+    gw.finish(outcome).await
 }
 
 async fn measure(

@@ -11,10 +11,8 @@
 //! - **RSS**: the child's `VmRSS` once the card list is loaded, and after the rush.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use campusgw_canteen::sim::{self, SimTerminal};
 
 use super::{BenchDir, quantile};
@@ -83,30 +81,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
     let port = super::free_port()?;
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, config_text(dir.path(), port, o.terminals))?;
-    let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the gateway child")?;
-    let pid = child.id().context("the child has no pid")?;
-    let outcome = measure(&o, port, pid).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    match outcome {
-        Ok(r) => {
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(0)
-        }
-        Err(e) => Err(e.context(format!(
-            "the gateway's log is {}",
-            dir.path().join("gateway.log").display()
-        ))),
-    }
+    let gw = super::GatewayChild::spawn(dir.path(), &config)?;
+    let outcome = measure(&o, port, gw.pid).await;
+    gw.finish(outcome).await
 }
 
 async fn measure(o: &BenchOptions, port: u16, pid: u32) -> anyhow::Result<CanteenResult> {

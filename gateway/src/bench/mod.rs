@@ -86,3 +86,55 @@ pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     let i = ((s.len() as f64 - 1.0) * q).round() as usize;
     s[i.min(s.len() - 1)]
 }
+
+/// The gateway under test as a child process of this very binary (`campusgw run --config
+/// CONFIG`), for the benches that read its RSS and CPU from `/proc/<pid>`: its log goes to
+/// `<dir>/gateway.log`, and it is killed when dropped.
+pub(crate) struct GatewayChild {
+    /// The process, for benches that watch it.
+    pub child: tokio::process::Child,
+    /// Its pid.
+    pub pid: u32,
+    log: PathBuf,
+}
+
+impl GatewayChild {
+    /// Starts it.
+    ///
+    /// # Errors
+    /// The log cannot be created or the process not started.
+    pub(crate) fn spawn(dir: &Path, config: &Path) -> anyhow::Result<GatewayChild> {
+        let log = dir.join("gateway.log");
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the gateway child")?;
+        let pid = child.id().context("the child has no pid")?;
+        Ok(GatewayChild { child, pid, log })
+    }
+
+    /// Stops it, then prints the measurement as one JSON line (exit code 0), or returns the
+    /// measurement's error with where the gateway's log is.
+    ///
+    /// # Errors
+    /// The measurement failed, or its result does not serialize.
+    pub(crate) async fn finish<R: serde::Serialize>(
+        mut self,
+        outcome: anyhow::Result<R>,
+    ) -> anyhow::Result<i32> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        match outcome {
+            Ok(r) => {
+                println!("{}", serde_json::to_string(&r)?);
+                Ok(0)
+            }
+            Err(e) => Err(e.context(format!("the gateway's log is {}", self.log.display()))),
+        }
+    }
+}

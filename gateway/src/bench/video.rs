@@ -20,7 +20,6 @@
 //!   store, the event commit. Then the input goes off and the bench waits for `fire.reset`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -174,31 +173,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<i32> {
         &config,
         config_text(dir.path(), &det, &cams, o.zone_cameras),
     )?;
-    let log = std::fs::File::create(dir.path().join("gateway.log"))?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the gateway child")?;
-    let pid = child.id().context("the child has no pid")?;
-    let outcome = measure(&o, &dir, &det, &cams, pid, started, &mut child).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    match outcome {
-        Ok(r) => {
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(0)
-        }
-        Err(e) => Err(e.context(format!(
-            "the gateway's log is {}",
-            dir.path().join("gateway.log").display()
-        ))),
-    }
+    let mut gw = super::GatewayChild::spawn(dir.path(), &config)?;
+    let outcome = measure(&o, &dir, &det, &cams, gw.pid, started, &mut gw.child).await;
+    gw.finish(outcome).await
 }
 
 async fn measure(
