@@ -108,7 +108,6 @@ impl GatewayChild {
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true)
